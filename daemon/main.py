@@ -1,0 +1,179 @@
+"""``p2pchatd``: the long-running daemon process around a :class:`p2pchat.node.Node`.
+
+It owns the data directory (lock, pid file, log file, key, config, database, control socket),
+runs the node and the control API server in one nursery, and shuts down cleanly on SIGTERM,
+SIGINT or ``daemon.shutdown``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import IO
+
+import trio
+
+from p2pchat import __version__
+from p2pchat.api import socket_path
+from p2pchat.config import ConfigError, load_config
+from p2pchat.identity import Identity, IdentityError, load_identity, save_identity
+from p2pchat.paths import (
+    KEY_FILE,
+    LOG_FILE,
+    PID_FILE,
+    ensure_home,
+    read_passphrase,
+    resolve_home,
+)
+
+log = logging.getLogger("p2pchatd")
+
+EXIT_USAGE = 2
+EXIT_ALREADY_RUNNING = 3
+EXIT_IDENTITY = 4
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="p2pchatd", description="p2pchat daemon (runs in the foreground)"
+    )
+    parser.add_argument("--home", help="data directory (default: $P2PCHAT_HOME or the platform's)")
+    parser.add_argument(
+        "--listen",
+        action="append",
+        metavar="MULTIADDR",
+        help="listen address, repeatable (default: the config's, initially /ip4/0.0.0.0/tcp/0)",
+    )
+    parser.add_argument("--passphrase-file", help="file whose first line unlocks the key")
+    parser.add_argument(
+        "--log-level", default=os.environ.get("P2PCHAT_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
+    )
+    parser.add_argument("--version", action="version", version=f"p2pchatd {__version__}")
+    return parser.parse_args(argv)
+
+
+def setup_logging(home: Path, level: str) -> None:
+    fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    file_handler = logging.handlers.RotatingFileHandler(
+        home / LOG_FILE, maxBytes=10 * 1024 * 1024, backupCount=3
+    )
+    file_handler.setFormatter(fmt)
+    stderr_handler = logging.StreamHandler(sys.stderr)
+    stderr_handler.setFormatter(fmt)
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    root.addHandler(file_handler)
+    root.addHandler(stderr_handler)
+    root.setLevel(level)
+    # py-libp2p logs expected network failures at ERROR; keep them out of a user's log
+    # unless debugging.
+    logging.getLogger("libp2p").setLevel(logging.DEBUG if level == "DEBUG" else logging.CRITICAL)
+    logging.getLogger("multiaddr").setLevel(logging.WARNING)
+
+
+def lock_home(home: Path) -> IO[str]:
+    """Hold an exclusive lock on the data directory for the life of the process."""
+    lock = open(home / "p2pchatd.lock", "a+")  # noqa: SIM115 - held until exit
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise SystemExit(
+            f"p2pchatd: another daemon is already running with data directory {home}"
+        ) from None
+    return lock
+
+
+def load_or_create_identity(home: Path, passphrase: bytes | None) -> Identity:
+    key_path = home / KEY_FILE
+    if key_path.exists():
+        return load_identity(key_path, passphrase)
+    identity = Identity.generate()
+    save_identity(identity, key_path, passphrase)
+    log.info("created a new identity %s in %s", identity.peer_id, key_path)
+    return identity
+
+
+async def run_daemon(home: Path, identity: Identity, listen: list[str] | None) -> None:
+    from daemon.control import ControlServer
+    from p2pchat.node import Node
+
+    config = load_config(home)
+    node = Node(identity, home, config, listen_override=listen)
+    async with trio.open_nursery() as nursery:
+
+        def shutdown() -> None:
+            # Let the reply to ``daemon.shutdown`` reach the client before everything stops.
+            async def stop_soon() -> None:
+                await trio.sleep(0.05)
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(stop_soon)
+
+        async def watch_signals() -> None:
+            with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+                async for signum in signals:
+                    log.info("received %s, shutting down", signal.Signals(signum).name)
+                    nursery.cancel_scope.cancel()
+                    return
+
+        nursery.start_soon(watch_signals)
+        await nursery.start(node.run)
+        server = ControlServer(node, shutdown)
+        await nursery.start(server.serve, socket_path(home))
+        log.info("control API on %s", socket_path(home))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.umask(0o077)  # everything the daemon writes is private to the user
+    home = ensure_home(resolve_home(args.home))
+    setup_logging(home, args.log_level)
+    lock = lock_home(home)
+    pid_path = home / PID_FILE
+    try:
+        try:
+            passphrase = read_passphrase(args.passphrase_file)
+        except OSError as exc:
+            log.error("cannot read the passphrase file: %s", exc)
+            return EXIT_IDENTITY
+        try:
+            identity = load_or_create_identity(home, passphrase)
+        except IdentityError as exc:
+            log.error("%s", exc)
+            return EXIT_IDENTITY
+        try:
+            load_config(home)
+        except ConfigError as exc:
+            log.error("%s", exc)
+            return EXIT_USAGE
+        pid_path.write_text(f"{os.getpid()}\n")
+        log.info("p2pchatd %s starting (pid %d, home %s)", __version__, os.getpid(), home)
+        try:
+            trio.run(run_daemon, home, identity, args.listen)
+        except KeyboardInterrupt:
+            pass
+        except Exception as exc:
+            log.exception("p2pchatd stopped by an error: %s", exc)
+            return 1
+        log.info("p2pchatd stopped")
+        return 0
+    finally:
+        try:
+            if pid_path.read_text().strip() == str(os.getpid()):
+                pid_path.unlink()
+        except OSError:
+            pass
+        lock.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

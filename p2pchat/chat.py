@@ -1,0 +1,732 @@
+"""Friends and messages: the trio adapter around the wire format, the friendship state table
+and the store.
+
+Two stream protocols (docs/PROTOCOL.md):
+
+* ``/p2pchat/friend/1.0.0`` carries one *notice* per stream (request, accept or remove) and
+  its reply. Strangers may use it only for requests, rate-limited and size-limited.
+* ``/p2pchat/msg/1.0.0`` is a long-lived stream from sender to receiver carrying chat messages;
+  the receiver answers with acks, each sent only after the messages it names are committed to
+  disk. Friends only.
+
+One :class:`PeerLink` task per contact that needs the network (a friend, or anyone we owe a
+notice) keeps a connection up with backoff, delivers owed notices and drains the outbox in
+order. Its failures are contained: a dead stream ends in a retry, never a crashed daemon.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import trio
+from libp2p.abc import INetStream
+
+from p2pchat import wire
+from p2pchat.api import ApiError
+from p2pchat.db import DatabaseError, DiskFullError
+from p2pchat.events import EventBus
+from p2pchat.friendship import DELETE, Emit, PeerFrame, Reply, Step, UserAction, on_peer, on_user
+from p2pchat.identity import IdentityError, parse_id_or_code
+from p2pchat.net import Network, read_some, remote_peer
+from p2pchat.ratelimit import RequestLimiter
+from p2pchat.store import (
+    Contact,
+    ContactState,
+    IncomingMessage,
+    MessageRecord,
+    Notice,
+    Store,
+)
+
+log = logging.getLogger(__name__)
+
+SEND_WINDOW: Final = 512
+"""Messages in flight (sent, not yet acked) per friend."""
+
+OUTBOX_BATCH: Final = 128
+FRIEND_STREAM_TIMEOUT: Final = 10.0
+BACKOFF_MIN: Final = 0.5
+BACKOFF_MAX: Final = 60.0
+MAX_PENDING_REQUESTS: Final = 200
+
+
+def short(peer: str) -> str:
+    return peer[-8:]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Wakeup:
+    """A level-triggered wake-up flag for one waiting task."""
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    async def wait(self, timeout: float | None = None) -> None:
+        with trio.move_on_after(timeout if timeout is not None else float("inf")):
+            await self._event.wait()
+        self._event = trio.Event()
+
+
+def contact_json(contact: Contact, *, online: bool, outbox: int = 0) -> dict[str, Any]:
+    return {
+        "peer_id": contact.peer_id,
+        "name": contact.name,
+        "their_name": contact.their_name,
+        "display_name": contact.display_name or short(contact.peer_id),
+        "state": contact.state.value,
+        "online": online,
+        "request_text": contact.request_text,
+        "addrs": list(contact.addrs),
+        "outbox": outbox,
+        "created_at": contact.created_at,
+        "updated_at": contact.updated_at,
+    }
+
+
+def message_json(m: MessageRecord) -> dict[str, Any]:
+    return {
+        "id": m.msg_id.hex(),
+        "row": m.row,
+        "peer_id": m.peer_id,
+        "direction": "out" if m.outgoing else "in",
+        "seq": m.seq,
+        "text": m.text,
+        "state": m.state.value,
+        "sent_at": m.sent_at,
+        "stored_at": m.stored_at,
+        "delivered_at": m.delivered_at,
+    }
+
+
+def _storage_error(exc: DatabaseError) -> ApiError:
+    if isinstance(exc, DiskFullError):
+        return ApiError("disk_full", str(exc))
+    return ApiError("storage_error", str(exc))
+
+
+class Chat:
+    """Friendship and messaging for one identity. Run with ``nursery.start(chat.run)``."""
+
+    def __init__(
+        self,
+        *,
+        network: Network,
+        store: Store,
+        events: EventBus,
+        name: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.net = network
+        self.store = store
+        self.events = events
+        self.name = name
+        self.me = network.identity.peer_id
+        self._contacts: dict[str, Contact] = {}
+        self._locks: dict[str, trio.Lock] = {}
+        self._links: dict[str, PeerLink] = {}
+        self._conn_count: dict[str, int] = {}
+        self._limiter = RequestLimiter(clock)
+        self._nursery: trio.Nursery | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        for contact in await self.store.contacts():
+            self._contacts[contact.peer_id] = contact
+        self.net.set_handler(wire.FRIEND_PROTOCOL, self._handle_friend_stream)
+        self.net.set_handler(wire.MSG_PROTOCOL, self._handle_msg_stream)
+        self.net.on_connection_change(self._connection_changed)
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            for contact in list(self._contacts.values()):
+                self._ensure_link(contact.peer_id)
+            task_status.started()
+            await trio.sleep_forever()
+
+    def _ensure_link(self, peer: str) -> None:
+        contact = self._contacts.get(peer)
+        if contact is None or not _wants_link(contact) or self._nursery is None:
+            return
+        link = self._links.get(peer)
+        if link is None:
+            link = PeerLink(self, peer)
+            self._links[peer] = link
+            self._nursery.start_soon(link.run, name=f"peer-link-{short(peer)}")
+        link.wake()
+
+    def _link_finished(self, peer: str) -> None:
+        self._links.pop(peer, None)
+
+    def is_online(self, peer: str) -> bool:
+        return self._conn_count.get(peer, 0) > 0
+
+    def _connection_changed(self, peer: str, up: bool) -> None:
+        before = self._conn_count.get(peer, 0)
+        after = before + 1 if up else max(0, before - 1)
+        self._conn_count[peer] = after
+        if after == 0:
+            self._conn_count.pop(peer, None)
+        contact = self._contacts.get(peer)
+        if contact is not None and contact.state is ContactState.FRIEND:
+            if before == 0 and after > 0:
+                log.info("friend %s is online", short(peer))
+                self.events.publish("friend.online", contact=self.contact_json(contact))
+            elif before > 0 and after == 0:
+                log.info("friend %s is offline", short(peer))
+                self.events.publish("friend.offline", contact=self.contact_json(contact))
+        link = self._links.get(peer)
+        if link is not None:
+            link.wake()
+        elif up and contact is not None:
+            self._ensure_link(peer)
+
+    def contact_json(self, contact: Contact, outbox: int = 0) -> dict[str, Any]:
+        return contact_json(contact, online=self.is_online(contact.peer_id), outbox=outbox)
+
+    def contacts(self) -> list[Contact]:
+        return list(self._contacts.values())
+
+    # --- applying transitions --------------------------------------------------------------
+
+    def _lock(self, peer: str) -> trio.Lock:
+        return self._locks.setdefault(peer, trio.Lock())
+
+    async def _apply(self, peer: str, step: Step, **fields: Any) -> Contact | None:
+        """Persist a transition's new state (caller holds the peer's lock)."""
+        current = self._contacts.get(peer)
+        if step.state is None and step.notice is None:
+            if current is not None and fields:
+                updated = await self.store.put_contact(
+                    peer, state=current.state, notice=current.notice, now=now_ms(), **fields
+                )
+                self._contacts[peer] = updated
+                return updated
+            return current
+        if step.state == DELETE:
+            await self.store.delete_contact(peer)
+            self._contacts.pop(peer, None)
+            return None
+        state = step.state if isinstance(step.state, ContactState) else None
+        if state is None:
+            assert current is not None
+            state = current.state
+        contact = await self.store.put_contact(
+            peer, state=state, notice=step.notice, now=now_ms(), **fields
+        )
+        self._contacts[peer] = contact
+        self._ensure_link(peer)
+        link = self._links.get(peer)
+        if link is not None:
+            link.wake()
+        return contact
+
+    # --- user actions (the control API calls these) ---------------------------------------
+
+    def resolve(self, text: str, *, include_blocked: bool = True) -> Contact:
+        """Find a contact by full ID, name, or unique ID prefix (docs/API.md)."""
+        query = text.strip()
+        if not query:
+            raise ApiError("invalid_params", "no friend given")
+        visible = [
+            c
+            for c in self._contacts.values()
+            if c.state is not ContactState.REMOVED
+            and (include_blocked or c.state is not ContactState.BLOCKED)
+        ]
+        for c in visible:
+            if c.peer_id == query:
+                return c
+        named = [c for c in visible if query.casefold() in (c.name.casefold(),)]
+        if not named:
+            named = [c for c in visible if c.their_name and c.their_name.casefold() == query.casefold()]
+        if len(named) == 1:
+            return named[0]
+        if len(named) > 1:
+            raise ApiError(
+                "ambiguous",
+                f"{len(named)} contacts are called {query!r}; use an ID instead",
+                {"candidates": [c.peer_id for c in named]},
+            )
+        if len(query) >= 4:
+            prefixed = [c for c in visible if c.peer_id.startswith(query)]
+            if len(prefixed) == 1:
+                return prefixed[0]
+            if len(prefixed) > 1:
+                raise ApiError(
+                    "ambiguous",
+                    f"{len(prefixed)} contacts have IDs starting {query!r}; type more of the ID",
+                    {"candidates": [c.peer_id for c in prefixed]},
+                )
+        raise ApiError("not_found", f"no contact matches {query!r} (see: p2pchat friends list)")
+
+    async def add_friend(self, id_or_code: str, name: str | None, message: str) -> Contact:
+        try:
+            code = parse_id_or_code(id_or_code)
+        except IdentityError as exc:
+            raise ApiError("invalid_id", str(exc)) from None
+        peer = code.peer_id
+        if peer == self.me:
+            raise ApiError("self", "that is your own ID")
+        _check_len(message, wire.MAX_REQUEST_TEXT_BYTES, "message")
+        if name is not None:
+            _check_len(name, wire.MAX_NAME_BYTES, "name")
+        async with self._lock(peer):
+            current = self._contacts.get(peer)
+            step = on_user(current.state if current else None, UserAction.ADD)
+            if step.error:
+                raise ApiError(step.error, f"{short(peer)} is blocked: unblock them first")
+            fields: dict[str, Any] = {}
+            if name is not None:
+                fields["name"] = name
+            if step.notice is Notice.REQUEST:
+                fields["request_text"] = message
+            if code.addrs:
+                known = list(current.addrs) if current else []
+                fields["addrs"] = list(dict.fromkeys([*code.addrs, *known]))[: wire.MAX_ADDRS]
+            try:
+                contact = await self._apply(peer, step, **fields)
+            except DatabaseError as exc:
+                raise _storage_error(exc) from None
+        assert contact is not None
+        if step.emit:
+            self.events.publish(step.emit.value, contact=self.contact_json(contact))
+        log.info("friends add %s -> %s", short(peer), contact.state.value)
+        return contact
+
+    async def user_action(self, friend: str, action: UserAction) -> Contact | None:
+        contact = self.resolve(friend)
+        peer = contact.peer_id
+        async with self._lock(peer):
+            current = self._contacts.get(peer)
+            step = on_user(current.state if current else None, action)
+            if step.error:
+                raise ApiError(step.error, _action_error_text(action, contact))
+            try:
+                updated = await self._apply(peer, step)
+            except DatabaseError as exc:
+                raise _storage_error(exc) from None
+        if step.emit and updated is not None:
+            self.events.publish(step.emit.value, contact=self.contact_json(updated))
+        if action is UserAction.BLOCK:
+            await self._disconnect(peer)
+        log.info("%s %s", action.value, short(peer))
+        return updated
+
+    async def block_id(self, id_or_code: str) -> Contact:
+        try:
+            peer = parse_id_or_code(id_or_code).peer_id
+        except IdentityError as exc:
+            raise ApiError("invalid_id", str(exc)) from None
+        if peer == self.me:
+            raise ApiError("self", "that is your own ID")
+        async with self._lock(peer):
+            contact = await self._apply(peer, on_user(None, UserAction.BLOCK))
+        assert contact is not None
+        await self._disconnect(peer)
+        return contact
+
+    async def rename(self, friend: str, name: str) -> Contact:
+        _check_len(name, wire.MAX_NAME_BYTES, "name")
+        contact = self.resolve(friend)
+        async with self._lock(contact.peer_id):
+            updated = await self._apply(contact.peer_id, Step(), name=name)
+        assert updated is not None
+        return updated
+
+    async def _disconnect(self, peer: str) -> None:
+        try:
+            from libp2p.peer.id import ID
+
+            await self.net.host.disconnect(ID.from_base58(peer))
+        except Exception as exc:
+            log.debug("disconnect %s: %s", short(peer), exc)
+
+    async def send_message(self, friend: str, text: str) -> MessageRecord:
+        contact = self.resolve(friend)
+        if contact.state is not ContactState.FRIEND:
+            raise ApiError(
+                "not_friend",
+                f"{contact.display_name or short(contact.peer_id)} is not a friend "
+                f"({contact.state.value}): messages can only go to accepted friends",
+            )
+        if not text:
+            raise ApiError("invalid_params", "the message is empty")
+        _check_len(text, wire.MAX_TEXT_BYTES, "message")
+        try:
+            record = await self.store.add_outgoing(contact.peer_id, os.urandom(16), text, now_ms())
+        except DatabaseError as exc:
+            raise _storage_error(exc) from None
+        link = self._links.get(contact.peer_id)
+        if link is not None:
+            link.wake()
+        else:
+            self._ensure_link(contact.peer_id)
+        return record
+
+    # --- friend protocol: server side ------------------------------------------------------
+
+    async def _handle_friend_stream(self, stream: INetStream) -> None:
+        peer = remote_peer(stream)
+        try:
+            with trio.fail_after(FRIEND_STREAM_TIMEOUT):
+                frame = await _read_one_frame(stream)
+                reply = await self._on_friend_frame(peer, frame)
+                await stream.write(wire.encode(reply))
+                await stream.close()
+        except wire.FrameError as exc:
+            log.warning("closing friend stream from %s: %s", short(peer), exc)
+            await _refuse(stream, wire.REFUSED_BAD_FRAME, str(exc))
+        except trio.TooSlowError:
+            log.info("friend stream from %s timed out", short(peer))
+            await _reset(stream)
+        except DatabaseError as exc:
+            log.error("could not store friend frame from %s: %s", short(peer), exc)
+            await _reset(stream)
+        except Exception as exc:
+            log.info("friend stream from %s failed: %s", short(peer), exc)
+            await _reset(stream)
+
+    async def _on_friend_frame(self, peer: str, frame: wire.Frame) -> wire.Frame:
+        if peer == self.me:
+            raise wire.FrameError("frame from ourselves")
+        kinds: dict[type, PeerFrame] = {
+            wire.FriendRequest: PeerFrame.REQUEST,
+            wire.FriendAccept: PeerFrame.ACCEPT,
+            wire.FriendRemove: PeerFrame.REMOVE,
+        }
+        kind = kinds.get(type(frame))
+        if kind is None:
+            raise wire.FrameError(f"unexpected {type(frame).__name__} on friend stream")
+        async with self._lock(peer):
+            current = self._contacts.get(peer)
+            state = current.state if current else None
+            stranger = state in (None, ContactState.REMOVED)
+            if kind is PeerFrame.REQUEST and stranger:
+                if not self._limiter.allow(peer):
+                    log.info("rate-limited a friend request from %s", short(peer))
+                    return wire.Refused(wire.REFUSED_RATE_LIMITED, "too many requests; try later")
+                pending = sum(
+                    1 for c in self._contacts.values() if c.state is ContactState.INCOMING
+                )
+                if pending >= MAX_PENDING_REQUESTS:
+                    log.warning("refused a friend request from %s: too many pending", short(peer))
+                    return wire.Refused(wire.REFUSED_FULL, "too many pending requests")
+            step = on_peer(state, kind)
+            if state is ContactState.BLOCKED:
+                log.info("dropped a %s from blocked peer %s", kind.value, short(peer))
+                return wire.Received()
+            fields: dict[str, Any] = {}
+            if isinstance(frame, wire.FriendRequest | wire.FriendAccept):
+                fields["their_name"] = frame.name
+                if frame.addrs:
+                    fields["addrs"] = list(frame.addrs)
+            if isinstance(frame, wire.FriendRequest) and step.state is ContactState.INCOMING:
+                fields["request_text"] = frame.text
+            if step.reply is Reply.REFUSED:
+                return wire.Refused(wire.REFUSED_NOT_FRIEND, "no pending request")
+            contact = await self._apply(peer, step, **fields)
+        if step.emit is Emit.REMOVED:
+            self.events.publish("friend.removed", peer_id=peer)
+        elif step.emit and contact is not None:
+            self.events.publish(step.emit.value, contact=self.contact_json(contact))
+        log.info("friend %s from %s", kind.value, short(peer))
+        return wire.Received()
+
+    # --- msg protocol: receiver side -------------------------------------------------------
+
+    def _is_friend(self, peer: str) -> bool:
+        contact = self._contacts.get(peer)
+        return contact is not None and contact.state is ContactState.FRIEND
+
+    async def _handle_msg_stream(self, stream: INetStream) -> None:
+        peer = remote_peer(stream)
+        if not self._is_friend(peer):
+            log.info("refused a message stream from %s: not a friend", short(peer))
+            await _refuse(stream, wire.REFUSED_NOT_FRIEND, "you are not a friend of this peer")
+            return
+        decoder = wire.FrameDecoder()
+        try:
+            while True:
+                data = await read_some(stream)
+                if not data:
+                    break
+                frames = decoder.feed(data)
+                batch: list[IncomingMessage] = []
+                for frame in frames:
+                    if isinstance(frame, wire.ChatMessage):
+                        batch.append(
+                            IncomingMessage(frame.msg_id, frame.seq, frame.sent_at_ms, frame.text)
+                        )
+                    elif isinstance(frame, wire.Hello):
+                        await self._learn_addrs(peer, frame.addrs)
+                    else:
+                        raise wire.FrameError(f"unexpected {type(frame).__name__} on msg stream")
+                if batch:
+                    if not self._is_friend(peer):
+                        log.info("closing message stream from %s: no longer a friend", short(peer))
+                        await _refuse(stream, wire.REFUSED_NOT_FRIEND, "not a friend")
+                        return
+                    await self._store_and_ack(stream, peer, batch)
+            await stream.close()
+        except wire.FrameError as exc:
+            log.warning("closing message stream from %s: %s", short(peer), exc)
+            await _refuse(stream, wire.REFUSED_BAD_FRAME, str(exc))
+        except DatabaseError as exc:
+            # Not acked, so the sender keeps the messages and retries later.
+            log.error("could not store messages from %s (not acked): %s", short(peer), exc)
+            await _reset(stream)
+        except Exception as exc:
+            log.debug("message stream from %s ended: %s", short(peer), exc)
+            await _reset(stream)
+
+    async def _store_and_ack(
+        self, stream: INetStream, peer: str, batch: list[IncomingMessage]
+    ) -> None:
+        stored = await self.store.add_incoming(peer, batch, now_ms())
+        ids = [m.msg_id for m in batch]
+        for start in range(0, len(ids), wire.MAX_ACK_IDS):
+            await stream.write(wire.encode(wire.Ack(tuple(ids[start : start + wire.MAX_ACK_IDS]))))
+        contact = self._contacts.get(peer)
+        for record in stored:
+            self.events.publish(
+                "message.received",
+                message=message_json(record),
+                contact=self.contact_json(contact) if contact else None,
+            )
+
+    async def _learn_addrs(self, peer: str, addrs: tuple[str, ...]) -> None:
+        contact = self._contacts.get(peer)
+        if contact is None or not addrs or tuple(addrs) == contact.addrs:
+            return
+        async with self._lock(peer):
+            await self._apply(peer, Step(), addrs=list(addrs))
+
+    # --- used by PeerLink --------------------------------------------------------------------
+
+    def my_addrs(self) -> tuple[str, ...]:
+        return tuple(self.net.listen_addrs()[: wire.MAX_ADDRS])
+
+    def notice_frame(self, contact: Contact) -> wire.Frame:
+        match contact.notice:
+            case Notice.REQUEST:
+                return wire.FriendRequest(self.name, contact.request_text, self.my_addrs())
+            case Notice.ACCEPT:
+                return wire.FriendAccept(self.name, self.my_addrs())
+            case Notice.REMOVE:
+                return wire.FriendRemove()
+        raise AssertionError(contact.notice)  # pragma: no cover
+
+
+def _wants_link(contact: Contact) -> bool:
+    if contact.state is ContactState.BLOCKED:
+        return False
+    return contact.notice is not None or contact.state is ContactState.FRIEND
+
+
+def _check_len(text: str, limit: int, what: str) -> None:
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > limit:
+        raise ApiError(
+            "too_long", f"the {what} is {size} bytes; the limit is {limit}", {"limit": limit}
+        )
+    if "\x00" in text:
+        raise ApiError("invalid_params", f"the {what} contains a NUL character")
+
+
+def _action_error_text(action: UserAction, contact: Contact) -> str:
+    who = contact.display_name or short(contact.peer_id)
+    if action in (UserAction.ACCEPT, UserAction.DECLINE):
+        return f"there is no pending friend request from {who}"
+    return f"cannot {action.value} {who} ({contact.state.value})"
+
+
+async def _read_one_frame(stream: INetStream) -> wire.Frame:
+    decoder = wire.FrameDecoder()
+    while True:
+        data = await read_some(stream)
+        if not data:
+            raise wire.FrameError("stream ended before a complete frame")
+        frames = decoder.feed(data)
+        if frames:
+            if len(frames) > 1 or decoder.buffered:
+                raise wire.FrameError("more than one frame where one was expected")
+            return frames[0]
+
+
+async def _refuse(stream: INetStream, code: str, reason: str) -> None:
+    try:
+        with trio.move_on_after(2):
+            await stream.write(wire.encode(wire.Refused(code, reason[: wire.MAX_REASON_BYTES])))
+            await stream.close()
+            return
+    except Exception:
+        pass
+    await _reset(stream)
+
+
+async def _reset(stream: INetStream) -> None:
+    try:
+        with trio.move_on_after(2):
+            await stream.reset()
+    except Exception:
+        pass
+
+
+class PeerLink:
+    """Keeps one contact reachable: connect with backoff, deliver notices, drain the outbox."""
+
+    def __init__(self, chat: Chat, peer: str) -> None:
+        self.chat = chat
+        self.peer = peer
+        self._wakeup = Wakeup()
+        self._backoff = BACKOFF_MIN
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        try:
+            while True:
+                contact = self.chat._contacts.get(self.peer)
+                if contact is None or not _wants_link(contact):
+                    return
+                try:
+                    progressed = await self._step(contact)
+                except (trio.TooSlowError, OSError, wire.FrameError, DatabaseError) as exc:
+                    log.info("link to %s: %s", short(self.peer), exc)
+                    progressed = False
+                except Exception as exc:  # libp2p raises many types on dead connections
+                    log.info("link to %s: %s: %s", short(self.peer), type(exc).__name__, exc)
+                    progressed = False
+                if progressed:
+                    self._backoff = BACKOFF_MIN
+                    continue
+                await self._wakeup.wait(self._backoff)
+                self._backoff = min(self._backoff * 2, BACKOFF_MAX)
+        finally:
+            self.chat._link_finished(self.peer)
+
+    async def _step(self, contact: Contact) -> bool:
+        """One round; True if it made progress (so the next round starts at once)."""
+        if not self.chat.net.is_connected(self.peer):
+            if not contact.addrs:
+                log.debug("no address known for %s; waiting for it to connect", short(self.peer))
+                return False
+            if not await self.chat.net.dial(self.peer, contact.addrs):
+                log.debug("could not reach %s", short(self.peer))
+                return False
+        if contact.notice is not None:
+            await self._deliver_notice(contact)
+            return True
+        if contact.state is ContactState.FRIEND:
+            await self._drain_outbox()
+            return False
+        return False
+
+    async def _deliver_notice(self, contact: Contact) -> None:
+        assert contact.notice is not None
+        notice = contact.notice
+        stream = await self.chat.net.open_stream(self.peer, wire.FRIEND_PROTOCOL)
+        try:
+            with trio.fail_after(FRIEND_STREAM_TIMEOUT):
+                await stream.write(wire.encode(self.chat.notice_frame(contact)))
+                reply = await _read_one_frame(stream)
+        finally:
+            await _reset(stream)
+        if isinstance(reply, wire.Refused) and reply.code in (
+            wire.REFUSED_RATE_LIMITED,
+            wire.REFUSED_FULL,
+        ):
+            raise trio.TooSlowError(f"{notice.value} refused for now: {reply.reason}")
+        if isinstance(reply, wire.Refused):
+            log.info("%s to %s refused: %s", notice.value, short(self.peer), reply.reason)
+        await self.chat.store.clear_notice(self.peer, notice)
+        async with self.chat._lock(self.peer):
+            refreshed = await self.chat.store.contact(self.peer)
+            if refreshed is not None:
+                self.chat._contacts[self.peer] = refreshed
+        log.info("delivered %s to %s", notice.value, short(self.peer))
+
+    async def _drain_outbox(self) -> None:
+        """Run one message stream until the connection or stream fails.
+
+        Sends every pending message in sequence order with up to ``SEND_WINDOW`` unacked,
+        then waits for more. After any failure, the next stream resends everything still
+        pending from the start; the receiver's idempotent store drops the duplicates.
+        """
+        chat = self.chat
+        stream = await chat.net.open_stream(self.peer, wire.MSG_PROTOCOL)
+        in_flight: dict[bytes, int] = {}
+        try:
+            await stream.write(wire.encode(wire.Hello(chat.my_addrs())))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._read_acks, stream, in_flight, nursery.cancel_scope)
+                last_seq = 0
+                while True:
+                    contact = chat._contacts.get(self.peer)
+                    if contact is None or contact.state is not ContactState.FRIEND:
+                        break
+                    if not chat.net.is_connected(self.peer):
+                        break
+                    room = SEND_WINDOW - len(in_flight)
+                    batch = (
+                        await chat.store.outbox(self.peer, last_seq, min(room, OUTBOX_BATCH))
+                        if room > 0
+                        else []
+                    )
+                    if not batch:
+                        await self._wakeup.wait(30.0)
+                        continue
+                    payload = b"".join(
+                        wire.encode(wire.ChatMessage(m.msg_id, m.seq, m.sent_at, m.text))
+                        for m in batch
+                    )
+                    for m in batch:
+                        in_flight[m.msg_id] = m.seq
+                    await stream.write(payload)
+                    last_seq = batch[-1].seq
+                nursery.cancel_scope.cancel()
+        finally:
+            await _reset(stream)
+
+    async def _read_acks(
+        self, stream: INetStream, in_flight: dict[bytes, int], scope: trio.CancelScope
+    ) -> None:
+        chat = self.chat
+        decoder = wire.FrameDecoder()
+        try:
+            while True:
+                data = await read_some(stream)
+                if not data:
+                    return
+                for frame in decoder.feed(data):
+                    if isinstance(frame, wire.Ack):
+                        changed = await chat.store.mark_delivered(
+                            self.peer, frame.msg_ids, now_ms()
+                        )
+                        for msg_id in frame.msg_ids:
+                            in_flight.pop(msg_id, None)
+                        for record in changed:
+                            chat.events.publish("message.delivered", message=message_json(record))
+                        self.wake()
+                    elif isinstance(frame, wire.Refused):
+                        log.info("%s refused our messages: %s", short(self.peer), frame.reason)
+                        return
+                    else:
+                        raise wire.FrameError(f"unexpected {type(frame).__name__} on msg stream")
+        except wire.FrameError as exc:
+            log.warning("closing message stream to %s: %s", short(self.peer), exc)
+        except Exception as exc:
+            log.debug("message stream to %s ended: %s", short(self.peer), exc)
+        finally:
+            scope.cancel()

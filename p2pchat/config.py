@@ -1,0 +1,78 @@
+"""The daemon's config file (``<home>/config.json``): small, human-editable, validated.
+
+Only settings a user may want to edit live here; state lives in the database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from p2pchat.paths import CONFIG_FILE
+
+DEFAULT_LISTEN: Final = ("/ip4/0.0.0.0/tcp/0",)
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass
+class Config:
+    listen: list[str] = field(default_factory=lambda: list(DEFAULT_LISTEN))
+    name: str = ""
+    """The name announced to peers in friend requests and accepts (may be empty)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {"listen": self.listen, "name": self.name}
+
+
+def load_config(home: Path) -> Config:
+    path = home / CONFIG_FILE
+    try:
+        raw = json.loads(path.read_text())
+    except FileNotFoundError:
+        return Config()
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read {path}: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path} must hold a JSON object")
+    cfg = Config()
+    listen = raw.get("listen", cfg.listen)
+    if not isinstance(listen, list) or not all(
+        isinstance(a, str) and a.startswith("/") for a in listen
+    ):
+        raise ConfigError(f"{path}: 'listen' must be a list of multiaddr strings")
+    name = raw.get("name", "")
+    if not isinstance(name, str) or len(name.encode()) > 64:
+        raise ConfigError(f"{path}: 'name' must be a string of at most 64 bytes")
+    cfg.listen = list(listen) or list(DEFAULT_LISTEN)
+    cfg.name = name
+    return cfg
+
+
+def save_config(home: Path, cfg: Config) -> None:
+    path = home / CONFIG_FILE
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(cfg.to_json(), f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def pin_ports(listen: list[str], bound_ports: list[int]) -> list[str]:
+    """Replace OS-chosen ports (``tcp/0``) by the ports actually bound, in order."""
+    pinned: list[str] = []
+    ports = iter(bound_ports)
+    for addr in listen:
+        if addr.endswith("/tcp/0"):
+            port = next(ports, None)
+            pinned.append(addr[: -len("0")] + str(port) if port else addr)
+        else:
+            next(ports, None)
+            pinned.append(addr)
+    return pinned

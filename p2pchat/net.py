@@ -1,0 +1,190 @@
+"""The libp2p host: TCP, Noise only, Yamux only; dialing, streams and connection events.
+
+Security baseline (docs/ARCHITECTURE.md): py-libp2p's ``new_host()`` offers plaintext, secio
+and TLS unless told otherwise, so the host is always built with an explicit ``sec_opt`` that
+holds Noise alone; a peer that offers only plaintext fails negotiation.
+
+Dialing: ``host.connect()`` in py-libp2p 0.8.1 waits its whole 250 ms happy-eyeballs delay after
+the last dial even when it succeeded (``Swarm.dial_peer``). :meth:`Network.dial` calls the
+swarm's public ``dial_addr`` for one address at a time instead, in our own order, so a
+successful connect costs what the handshake costs (a few ms on loopback).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.crypto.ed25519 import Ed25519PrivateKey
+from libp2p.crypto.keys import KeyPair
+from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.network.config import RetryConfig
+from libp2p.network.stream.exceptions import StreamEOF, StreamError
+from libp2p.peer.id import ID
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.utils.address_validation import get_available_interfaces
+
+from p2pchat.identity import Identity
+
+log = logging.getLogger(__name__)
+
+DIAL_TIMEOUT: Final = 5.0
+NEW_STREAM_TIMEOUT: Final = 10.0
+
+StreamHandler = Callable[[INetStream], Awaitable[None]]
+
+
+def key_pair_of(identity: Identity) -> KeyPair:
+    private = Ed25519PrivateKey.from_bytes(identity.seed)
+    return KeyPair(private, private.get_public_key())
+
+
+def build_host(identity: Identity) -> IHost:
+    """A libp2p host that speaks only Noise and Yamux (never plaintext, secio or TLS)."""
+    key_pair = key_pair_of(identity)
+    noise = NoiseTransport(key_pair, noise_privkey=new_x25519_key_pair().private_key)
+    return new_host(
+        key_pair=key_pair,
+        sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
+        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+    )
+
+
+def remote_peer(stream: INetStream) -> str:
+    return str(stream.muxed_conn.peer_id)
+
+
+class ConnectionEvents(INotifee):
+    """Forwards libp2p connection open/close to a callback with the peer's ID string."""
+
+    def __init__(self, on_change: Callable[[str, bool], None]) -> None:
+        self._on_change = on_change
+
+    async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def closed_stream(self, network: INetwork, stream: INetStream) -> None:
+        return None
+
+    async def connected(self, network: INetwork, conn: INetConn) -> None:
+        self._on_change(str(conn.muxed_conn.peer_id), True)
+
+    async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        self._on_change(str(conn.muxed_conn.peer_id), False)
+
+    async def listen(self, network: INetwork, multiaddr: Any) -> None:
+        return None
+
+    async def listen_close(self, network: INetwork, multiaddr: Any) -> None:
+        return None
+
+
+class Network:
+    """Owns the libp2p host for the lifetime of :meth:`run`."""
+
+    def __init__(self, identity: Identity) -> None:
+        self.identity = identity
+        self.host = build_host(identity)
+        swarm = self.host.get_network()
+        # Retries belong to our own reconnect loop (with backoff), not to each dial.
+        swarm.retry_config = RetryConfig(max_retries=0)
+        self._on_connection_change: Callable[[str, bool], None] = lambda peer, up: None
+        swarm.register_notifee(ConnectionEvents(self._connection_changed))
+
+    def on_connection_change(self, callback: Callable[[str, bool], None]) -> None:
+        self._on_connection_change = callback
+
+    def _connection_changed(self, peer: str, up: bool) -> None:
+        self._on_connection_change(peer, up)
+
+    def set_handler(self, protocol: str, handler: StreamHandler) -> None:
+        self.host.set_stream_handler(TProtocol(protocol), handler)
+
+    def run(self, listen: Sequence[str]) -> Any:
+        """Async context manager: listen on ``listen`` until exit."""
+        return self.host.run([multiaddr.Multiaddr(a) for a in listen])
+
+    # --- addresses -----------------------------------------------------------------------
+
+    def listen_addrs(self) -> list[str]:
+        """Addresses we can be dialed on, with wildcard binds expanded to interfaces."""
+        out: list[str] = []
+        for addr in self.host.get_transport_addrs():
+            text = str(addr)
+            if text.startswith("/ip4/0.0.0.0/tcp/"):
+                port = int(addr.value_for_protocol("tcp"))
+                expanded = [str(a) for a in get_available_interfaces(port, "tcp")]
+                out.extend(a for a in expanded if a.startswith("/ip4/") and "0.0.0.0" not in a)
+            else:
+                out.append(text)
+        # Loopback last: useful on this machine only.
+        out.sort(key=lambda a: a.startswith("/ip4/127."))
+        return list(dict.fromkeys(out))
+
+    def bound_ports(self) -> list[int]:
+        ports: list[int] = []
+        for addr in self.host.get_transport_addrs():
+            try:
+                ports.append(int(addr.value_for_protocol("tcp")))
+            except Exception:
+                continue
+        return ports
+
+    # --- connections ---------------------------------------------------------------------
+
+    def is_connected(self, peer: str) -> bool:
+        try:
+            return bool(self.host.get_network().get_connections(ID.from_base58(peer)))
+        except Exception:
+            return False
+
+    def connected_peers(self) -> list[str]:
+        return [str(p) for p in self.host.get_network().get_connections_map()]
+
+    async def dial(self, peer: str, addrs: Sequence[str]) -> bool:
+        """Connect to ``peer`` trying ``addrs`` in order; True once a connection is up."""
+        if self.is_connected(peer):
+            return True
+        peer_id = ID.from_base58(peer)
+        swarm = self.host.get_network()
+        for text in addrs:
+            try:
+                addr = multiaddr.Multiaddr(text)
+                if "p2p" in [p.name for p in addr.protocols()]:
+                    addr = addr.decapsulate(multiaddr.Multiaddr(f"/p2p/{peer}"))
+            except Exception:
+                log.debug("skipping unparsable address hint %r for %s", text, peer)
+                continue
+            with trio.move_on_after(DIAL_TIMEOUT):
+                try:
+                    await swarm.dial_addr(addr, peer_id)
+                    log.debug("connected to %s via %s", peer, addr)
+                    return True
+                except Exception as exc:
+                    log.debug("dial %s via %s failed: %s", peer, addr, exc)
+        return self.is_connected(peer)
+
+    async def open_stream(self, peer: str, protocol: str) -> INetStream:
+        with trio.fail_after(NEW_STREAM_TIMEOUT):
+            return await self.host.new_stream(ID.from_base58(peer), [TProtocol(protocol)])
+
+
+async def read_some(stream: INetStream, max_bytes: int = 65536) -> bytes:
+    """One read from a libp2p stream; ``b""`` at end of stream (py-libp2p raises instead)."""
+    try:
+        data: bytes = await stream.read(max_bytes)
+    except StreamEOF:
+        return b""
+    return data
+
+
+__all__ = ["Network", "StreamError", "read_some", "remote_peer"]

@@ -1,0 +1,48 @@
+"""Where a daemon keeps its data: one directory per identity (Syncthing's model).
+
+``--home DIR`` wins, then ``P2PCHAT_HOME``, then the platform's user data directory. The
+directory is private (0700); every file the daemon owns lives in it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Final
+
+HOME_ENV: Final = "P2PCHAT_HOME"
+PASSPHRASE_ENV: Final = "P2PCHAT_PASSPHRASE"
+
+KEY_FILE: Final = "identity.key"
+CONFIG_FILE: Final = "config.json"
+DB_FILE: Final = "p2pchat.db"
+LOG_FILE: Final = "p2pchatd.log"
+PID_FILE: Final = "p2pchatd.pid"
+
+
+def resolve_home(explicit: str | os.PathLike[str] | None = None) -> Path:
+    if explicit:
+        return Path(explicit).expanduser().absolute()
+    env = os.environ.get(HOME_ENV)
+    if env:
+        return Path(env).expanduser().absolute()
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("p2pchat", appauthor=False))
+
+
+def ensure_home(home: Path) -> Path:
+    """Create the data directory if needed and make sure it is private to the user."""
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(home, 0o700)
+    return home
+
+
+def read_passphrase(passphrase_file: str | None) -> bytes | None:
+    """The key passphrase from a file (first line) or ``P2PCHAT_PASSPHRASE``, if any."""
+    if passphrase_file:
+        with open(passphrase_file, "rb") as f:
+            line = f.readline().rstrip(b"\r\n")
+        return line or None
+    env = os.environ.get(PASSPHRASE_ENV)
+    return env.encode() if env else None

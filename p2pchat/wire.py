@@ -1,0 +1,343 @@
+"""Sans-IO wire format for p2pchat's peer protocols.
+
+Every p2pchat stream carries *frames*: an unsigned-varint length followed by that many bytes
+of CBOR encoding one map with a text key ``"t"`` naming the frame type. Nothing here does
+I/O: :class:`FrameDecoder` is fed bytes and returns decoded, validated frames; ``encode``
+turns a frame object into bytes. Everything received from the network is hostile until it
+has passed :func:`decode_frame`, which checks sizes, types and limits before any caller sees it.
+
+The protocols and their frames are documented in docs/PROTOCOL.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final, TypeAlias
+
+import cbor2
+
+FRIEND_PROTOCOL: Final = "/p2pchat/friend/1.0.0"
+MSG_PROTOCOL: Final = "/p2pchat/msg/1.0.0"
+
+MAX_FRAME_BYTES: Final = 64 * 1024
+"""Hard upper bound on one frame's body; a longer length prefix closes the stream."""
+
+MAX_TEXT_BYTES: Final = 16 * 1024
+"""Longest chat message body, in UTF-8 bytes."""
+
+MAX_REQUEST_TEXT_BYTES: Final = 500
+"""Longest text a stranger may attach to a friend request."""
+
+MAX_NAME_BYTES: Final = 64
+MAX_ADDRS: Final = 16
+MAX_ADDR_BYTES: Final = 256
+MAX_ACK_IDS: Final = 1024
+MSG_ID_BYTES: Final = 16
+MAX_REASON_BYTES: Final = 200
+
+_MAX_VARINT_BYTES: Final = 5  # enough for MAX_FRAME_BYTES with room to spare
+_CBOR_MAX_DEPTH: Final = 4
+
+
+class FrameError(Exception):
+    """The peer sent something that is not a valid frame; the stream must be closed."""
+
+
+# --- frame types -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hello:
+    """First frame on a msg stream: the sender's current listen addresses (hints)."""
+
+    addrs: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ChatMessage:
+    """One chat message. ``msg_id`` makes delivery idempotent; ``seq`` orders it."""
+
+    msg_id: bytes
+    seq: int
+    sent_at_ms: int
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    """The receiver has durably stored these messages."""
+
+    msg_ids: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FriendRequest:
+    """A stranger asks to become a friend (the only frame strangers may send)."""
+
+    name: str
+    text: str
+    addrs: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FriendAccept:
+    """The recipient of our request accepted it: we are now friends."""
+
+    name: str
+    addrs: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class FriendRemove:
+    """The peer removed us from its friends; we mark the contact accordingly."""
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """Reply on a friend stream: the request/accept was stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Reply saying why a stream or frame was refused (``code`` is machine-readable)."""
+
+    code: str
+    reason: str
+
+
+Frame: TypeAlias = (
+    Hello | ChatMessage | Ack | FriendRequest | FriendAccept | FriendRemove | Received | Refused
+)
+
+REFUSED_NOT_FRIEND: Final = "not_friend"
+REFUSED_RATE_LIMITED: Final = "rate_limited"
+REFUSED_BLOCKED: Final = "blocked"
+REFUSED_BAD_FRAME: Final = "bad_frame"
+REFUSED_FULL: Final = "full"
+
+
+# --- encoding ----------------------------------------------------------------------------
+
+
+def encode_varint(value: int) -> bytes:
+    """Unsigned LEB128 varint, as used by libp2p length prefixes."""
+    if value < 0:
+        raise ValueError("varint must be non-negative")
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _to_map(frame: Frame) -> dict[str, Any]:
+    match frame:
+        case Hello(addrs=addrs):
+            return {"t": "hello", "addrs": list(addrs)}
+        case ChatMessage(msg_id=msg_id, seq=seq, sent_at_ms=ts, text=text):
+            return {"t": "msg", "id": msg_id, "seq": seq, "ts": ts, "text": text}
+        case Ack(msg_ids=ids):
+            return {"t": "ack", "ids": list(ids)}
+        case FriendRequest(name=name, text=text, addrs=addrs):
+            return {"t": "request", "name": name, "text": text, "addrs": list(addrs)}
+        case FriendAccept(name=name, addrs=addrs):
+            return {"t": "accept", "name": name, "addrs": list(addrs)}
+        case FriendRemove():
+            return {"t": "remove"}
+        case Received():
+            return {"t": "received"}
+        case Refused(code=code, reason=reason):
+            return {"t": "refused", "code": code, "reason": reason}
+    raise TypeError(f"not a frame: {frame!r}")  # pragma: no cover
+
+
+def encode(frame: Frame) -> bytes:
+    """Serialise ``frame`` to its length-prefixed wire form, checking our own limits too."""
+    body = cbor2.dumps(_to_map(frame))
+    if len(body) > MAX_FRAME_BYTES:
+        raise ValueError(f"frame of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
+    # Validate what we send with the same rules we apply to what we receive.
+    decode_frame(body)
+    return encode_varint(len(body)) + body
+
+
+# --- decoding ----------------------------------------------------------------------------
+
+
+def _need(m: dict[str, Any], key: str, kind: type) -> Any:
+    if key not in m:
+        raise FrameError(f"missing field {key!r}")
+    value = m[key]
+    # bool is an int subclass; never accept it where an int is expected.
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise FrameError(f"field {key!r} must be {kind.__name__}")
+    return value
+
+
+def _text(m: dict[str, Any], key: str, max_bytes: int, *, allow_empty: bool = True) -> str:
+    value: str = _need(m, key, str)
+    size = len(value.encode("utf-8", "surrogatepass"))
+    if size > max_bytes:
+        raise FrameError(f"field {key!r} is {size} bytes, limit {max_bytes}")
+    if not allow_empty and not value:
+        raise FrameError(f"field {key!r} is empty")
+    if any(ch in value for ch in "\x00"):
+        raise FrameError(f"field {key!r} contains NUL")
+    return value
+
+
+def _addrs(m: dict[str, Any]) -> tuple[str, ...]:
+    raw = _need(m, "addrs", list)
+    if len(raw) > MAX_ADDRS:
+        raise FrameError(f"too many addrs ({len(raw)} > {MAX_ADDRS})")
+    out: list[str] = []
+    for a in raw:
+        if not isinstance(a, str) or not a.startswith("/") or len(a) > MAX_ADDR_BYTES:
+            raise FrameError("addrs must be multiaddr strings")
+        out.append(a)
+    return tuple(out)
+
+
+def _uint(m: dict[str, Any], key: str) -> int:
+    value: int = _need(m, key, int)
+    if not 0 <= value < 2**63:
+        raise FrameError(f"field {key!r} out of range")
+    return value
+
+
+def _msg_id(value: Any) -> bytes:
+    if not isinstance(value, bytes) or len(value) != MSG_ID_BYTES:
+        raise FrameError(f"message id must be {MSG_ID_BYTES} bytes")
+    return value
+
+
+def _no_tags(decoder: Any, tag: Any) -> Any:
+    raise FrameError(f"CBOR tag {tag.tag} not allowed")
+
+
+def _no_semantic_tag(decoder: Any) -> Any:
+    raise FrameError("CBOR semantic tags are not allowed")
+
+
+# cbor2 decodes well-known tags itself (datetimes, regexes, shared references, sets...) before
+# ``tag_hook`` sees them; override every tag number it might know so none is ever decoded.
+_REJECT_SEMANTIC_TAGS: Final = {
+    tag: _no_semantic_tag for tag in (*range(1024), 1004, 1040, 55799)
+}
+
+
+def decode_frame(body: bytes) -> Frame:
+    """Decode and validate one frame body (without its length prefix)."""
+    if len(body) > MAX_FRAME_BYTES:
+        raise FrameError(f"frame of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
+    try:
+        m = cbor2.loads(
+            body,
+            tag_hook=_no_tags,
+            semantic_decoders=_REJECT_SEMANTIC_TAGS,
+            max_depth=_CBOR_MAX_DEPTH,
+            allow_indefinite=False,
+            allow_duplicate_keys=False,
+            strict_hashable_types=True,
+        )
+    except FrameError:
+        raise
+    except Exception as exc:  # cbor2 raises several types on hostile input
+        raise FrameError(f"invalid CBOR: {exc}") from None
+    if not isinstance(m, dict):
+        raise FrameError("frame must be a CBOR map")
+    t = m.get("t")
+    if not isinstance(t, str):
+        raise FrameError("frame has no type")
+    match t:
+        case "hello":
+            return Hello(addrs=_addrs(m))
+        case "msg":
+            return ChatMessage(
+                msg_id=_msg_id(m.get("id")),
+                seq=_uint(m, "seq"),
+                sent_at_ms=_uint(m, "ts"),
+                text=_text(m, "text", MAX_TEXT_BYTES, allow_empty=False),
+            )
+        case "ack":
+            ids = _need(m, "ids", list)
+            if len(ids) > MAX_ACK_IDS:
+                raise FrameError("too many ids in ack")
+            return Ack(msg_ids=tuple(_msg_id(i) for i in ids))
+        case "request":
+            return FriendRequest(
+                name=_text(m, "name", MAX_NAME_BYTES),
+                text=_text(m, "text", MAX_REQUEST_TEXT_BYTES),
+                addrs=_addrs(m),
+            )
+        case "accept":
+            return FriendAccept(name=_text(m, "name", MAX_NAME_BYTES), addrs=_addrs(m))
+        case "remove":
+            return FriendRemove()
+        case "received":
+            return Received()
+        case "refused":
+            return Refused(
+                code=_text(m, "code", 32, allow_empty=False),
+                reason=_text(m, "reason", MAX_REASON_BYTES),
+            )
+    raise FrameError(f"unknown frame type {t[:32]!r}")
+
+
+class FrameDecoder:
+    """Incremental decoder: ``feed`` bytes, get back every complete, validated frame.
+
+    After a :class:`FrameError` the decoder is poisoned (the stream is no longer in sync) and
+    every further ``feed`` raises again.
+    """
+
+    def __init__(self, max_frame: int = MAX_FRAME_BYTES) -> None:
+        self._buf = bytearray()
+        self._max = max_frame
+        self._error: FrameError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes received but not yet part of a complete frame."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[Frame]:
+        if self._error is not None:
+            raise self._error
+        self._buf += data
+        frames: list[Frame] = []
+        try:
+            while True:
+                header = self._parse_header()
+                if header is None:
+                    break
+                length, offset = header
+                if len(self._buf) < offset + length:
+                    break
+                body = bytes(self._buf[offset : offset + length])
+                del self._buf[: offset + length]
+                frames.append(decode_frame(body))
+        except FrameError as exc:
+            self._error = exc
+            raise
+        return frames
+
+    def _parse_header(self) -> tuple[int, int] | None:
+        value = 0
+        for i, byte in enumerate(self._buf[:_MAX_VARINT_BYTES]):
+            value |= (byte & 0x7F) << (7 * i)
+            if not byte & 0x80:
+                if i > 0 and byte == 0:
+                    raise FrameError("non-minimal length prefix")
+                if value > self._max:
+                    raise FrameError(f"frame length {value} exceeds {self._max}")
+                if value == 0:
+                    raise FrameError("empty frame")
+                return value, i + 1
+        if len(self._buf) >= _MAX_VARINT_BYTES:
+            raise FrameError("length prefix too long")
+        return None
