@@ -10,7 +10,7 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Self
 
 SOCKET_NAME: Final = "control.sock"
 MAX_LINE_BYTES: Final = 1024 * 1024
@@ -89,10 +89,19 @@ class Client:
         self._next_id = 1
 
     def close(self) -> None:
-        self._reader.close()
+        # shutdown() first: it wakes a thread blocked reading this socket, so close() cannot
+        # hang on the reader's lock.
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self._sock.close()
+        try:
+            self._reader.close()
+        except (OSError, ValueError):
+            pass
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -131,9 +140,13 @@ class Client:
             return obj.get("result")
 
     def events(self) -> Iterator[dict[str, Any]]:
-        """Subscribe and yield event objects (the ``params`` of each notification) forever."""
+        """Subscribe now, then return an iterator over event objects (each notification's
+        ``params``). The subscription is live when this returns."""
         self.call("events.subscribe")
         self._sock.settimeout(None)
+        return self._event_stream()
+
+    def _event_stream(self) -> Iterator[dict[str, Any]]:
         while True:
             obj = self._read()
             if obj.get("method") == "event" and isinstance(obj.get("params"), dict):

@@ -258,13 +258,16 @@ class Chat:
                 {"candidates": [c.peer_id for c in named]},
             )
         if len(query) >= 4:
-            prefixed = [c for c in visible if c.peer_id.startswith(query)]
+            # Short IDs are shown as an ID's last characters, so both ends are accepted.
+            prefixed = [
+                c for c in visible if c.peer_id.startswith(query) or c.peer_id.endswith(query)
+            ]
             if len(prefixed) == 1:
                 return prefixed[0]
             if len(prefixed) > 1:
                 raise ApiError(
                     "ambiguous",
-                    f"{len(prefixed)} contacts have IDs starting {query!r}; type more of the ID",
+                    f"{len(prefixed)} contacts have IDs matching {query!r}; type more of the ID",
                     {"candidates": [c.peer_id for c in prefixed]},
                 )
         raise ApiError("not_found", f"no contact matches {query!r} (see: p2pchat friends list)")

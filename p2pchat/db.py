@@ -33,7 +33,11 @@ class DatabaseError(Exception):
 
 
 class DiskFullError(DatabaseError):
-    """SQLite reported that the disk (or quota) is full; nothing of the batch was stored."""
+    """SQLite reported that the disk (or quota) is full; the failing write was not stored."""
+
+
+class _BatchAborted(Exception):
+    """SQLite rolled the whole transaction back; every job of the batch failed."""
 
 
 @dataclass
@@ -94,7 +98,7 @@ class Database:
         If the calling task is cancelled the job still runs to completion (its result is
         dropped): a write is never half-done.
         """
-        if self._closed:
+        if self._closed or self._thread is None or not self._thread.is_alive():
             raise DatabaseError("database is closed")
         token = trio.lowlevel.current_trio_token()
         finished = trio.Event()
@@ -178,12 +182,16 @@ class Database:
                     job.result = job.fn(conn)
                     conn.execute("RELEASE job")
                 except BaseException as exc:
+                    if not conn.in_transaction:
+                        # e.g. SQLITE_FULL can roll back the whole transaction, not just
+                        # the statement: the earlier jobs' writes are gone too.
+                        raise _BatchAborted() from exc
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
                     job.error = _translate(exc)
             conn.execute("COMMIT")
         except BaseException as exc:
-            err = _translate(exc)
+            err = _translate(exc.__cause__ if isinstance(exc, _BatchAborted) else exc)
             log.error("database commit failed: %s", err)
             if conn.in_transaction:
                 try:

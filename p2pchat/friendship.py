@@ -70,7 +70,7 @@ def on_user(state: ContactState | None, action: UserAction) -> Step:
             if state is ContactState.INCOMING:
                 return Step(ContactState.FRIEND, notice=Notice.ACCEPT, emit=Emit.ACCEPTED)
             if state is ContactState.FRIEND:
-                return Step(ContactState.FRIEND)
+                return Step()  # nothing to do; an owed notice stays owed
             return Step(error="blocked")
         case UserAction.ACCEPT:
             if state is ContactState.INCOMING:

@@ -133,6 +133,11 @@ def decode_friend_code(code: str) -> FriendCode:
         raise IdentityError(
             "not a valid friend code: it contains characters codes never use (typo?)"
         ) from None
+    if base64.b32encode(raw).decode("ascii").rstrip("=") != body:
+        # Non-canonical: unused trailing bits set, or a length no encoder produces.
+        raise IdentityError(
+            "friend code checksum does not match: the code was mistyped or cut short"
+        )
     if len(raw) <= _CODE_CHECK_BYTES:
         raise IdentityError("not a valid friend code: too short")
     payload, check = raw[:-_CODE_CHECK_BYTES], raw[-_CODE_CHECK_BYTES:]
@@ -159,10 +164,10 @@ def decode_friend_code(code: str) -> FriendCode:
 
 def parse_id_or_code(text: str) -> FriendCode:
     """Accept a bare PeerId or a friend code, as the CLI and API do."""
-    stripped = text.strip()
-    if stripped.lower().startswith(CODE_PREFIX):
-        return decode_friend_code(stripped)
-    return FriendCode(peer_id=check_peer_id(stripped))
+    compact = "".join(text.split())
+    if compact.lower().startswith(CODE_PREFIX):
+        return decode_friend_code(compact)
+    return FriendCode(peer_id=check_peer_id(compact))
 
 
 # --- the key and its file ------------------------------------------------------------------
@@ -236,7 +241,9 @@ def save_identity(
     else:
         doc["seed"] = _b64(identity.seed)
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # A stale temporary file (or a link planted there) must not decide the key's permissions.
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(doc, f, indent=2)
         f.flush()

@@ -7,6 +7,7 @@ the Node starts lives in the nursery of :meth:`Node.run` and stops when it is ca
 from __future__ import annotations
 
 import errno
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 import logging
@@ -118,6 +119,7 @@ class Node:
         outbox = await self.store.outbox_sizes()
         return {
             "peer_id": self.peer_id,
+            "pid": os.getpid(),
             "version": p2pchat.__version__,
             "uptime_s": round(time.monotonic() - self.started_at, 3),
             "home": str(self.home),

@@ -15,7 +15,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from p2pchat.db import Database
+from p2pchat.db import Database, Migration
 
 
 class ContactState(StrEnum):
@@ -87,7 +87,7 @@ def _schema_v1(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS = [_schema_v1]
+MIGRATIONS: list[Migration] = [_schema_v1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,7 +199,8 @@ class Store:
         request_text: str | None = None,
         addrs: Sequence[str] | None = None,
     ) -> Contact:
-        """Create or update a contact; ``None`` arguments keep the stored value."""
+        """Create or update a contact. ``None`` keeps the stored value for the text fields;
+        ``notice`` is always written (``None`` clears it)."""
 
         def fn(conn: sqlite3.Connection) -> Contact:
             conn.execute(

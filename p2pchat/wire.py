@@ -11,6 +11,7 @@ The protocols and their frames are documented in docs/PROTOCOL.md.
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
@@ -185,7 +186,7 @@ def _text(m: dict[str, Any], key: str, max_bytes: int, *, allow_empty: bool = Tr
         raise FrameError(f"field {key!r} is {size} bytes, limit {max_bytes}")
     if not allow_empty and not value:
         raise FrameError(f"field {key!r} is empty")
-    if any(ch in value for ch in "\x00"):
+    if "\x00" in value:
         raise FrameError(f"field {key!r} contains NUL")
     return value
 
@@ -196,7 +197,12 @@ def _addrs(m: dict[str, Any]) -> tuple[str, ...]:
         raise FrameError(f"too many addrs ({len(raw)} > {MAX_ADDRS})")
     out: list[str] = []
     for a in raw:
-        if not isinstance(a, str) or not a.startswith("/") or len(a) > MAX_ADDR_BYTES:
+        if (
+            not isinstance(a, str)
+            or not a.startswith("/")
+            or len(a.encode("utf-8", "surrogatepass")) > MAX_ADDR_BYTES
+            or "\x00" in a
+        ):
             raise FrameError("addrs must be multiaddr strings")
         out.append(a)
     return tuple(out)
@@ -234,20 +240,23 @@ def decode_frame(body: bytes) -> Frame:
     """Decode and validate one frame body (without its length prefix)."""
     if len(body) > MAX_FRAME_BYTES:
         raise FrameError(f"frame of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
+    fp = io.BytesIO(body)
     try:
-        m = cbor2.loads(
-            body,
+        m = cbor2.CBORDecoder(
+            fp,
             tag_hook=_no_tags,
             semantic_decoders=_REJECT_SEMANTIC_TAGS,
             max_depth=_CBOR_MAX_DEPTH,
             allow_indefinite=False,
             allow_duplicate_keys=False,
             strict_hashable_types=True,
-        )
+        ).decode()
     except FrameError:
         raise
     except Exception as exc:  # cbor2 raises several types on hostile input
         raise FrameError(f"invalid CBOR: {exc}") from None
+    if fp.tell() != len(body):
+        raise FrameError("trailing bytes after the frame's CBOR map")
     if not isinstance(m, dict):
         raise FrameError("frame must be a CBOR map")
     t = m.get("t")

@@ -1,0 +1,524 @@
+"""``p2pchat``: the command-line client of the p2pchat daemon.
+
+Everything goes through the control API (docs/API.md) with :class:`p2pchat.api.Client`; this
+package never imports the daemon, libp2p or trio, so commands start in a few tens of ms. Only
+``init`` touches the key file (and imports the crypto code lazily).
+
+Exit codes: 0 success, 1 failure (including errors from the daemon), 2 daemon not running or
+bad usage, 3 ``daemon status`` when not running, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from p2pchat import paths
+from p2pchat.api import ApiError, Client, DaemonNotRunning
+
+from . import daemonctl, live
+from .output import (
+    contact_label,
+    contact_name,
+    err,
+    fmt_duration,
+    fmt_message,
+    out,
+    print_json,
+    setup_stdio,
+    short_id,
+    table,
+)
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_NO_DAEMON = 2
+EXIT_INTERRUPTED = 130
+
+Handler = Callable[[Path, argparse.Namespace], int]
+
+
+# --- init and id (work without a daemon) ---------------------------------------------------
+
+
+def _recorded_peer_id(key_file: Path) -> tuple[str | None, bool]:
+    """(ID recorded in the key file, whether the key is encrypted), without any crypto.
+
+    The key file stores the public ID in clear even when the seed is sealed.
+    """
+    try:
+        doc = json.loads(key_file.read_text())
+    except (OSError, ValueError):
+        return None, False
+    if not isinstance(doc, dict):
+        return None, False
+    pid = doc.get("peer_id")
+    return (pid if isinstance(pid, str) else None), "sealed_seed" in doc
+
+
+def cmd_init(home: Path, args: argparse.Namespace) -> int:
+    """Create the private home directory and a fresh identity; never overwrite one."""
+    from p2pchat import identity as ident  # lazy: pulls in the crypto libraries
+
+    passphrase = paths.read_passphrase(args.passphrase_file)
+    paths.ensure_home(home)
+    key_file = home / paths.KEY_FILE
+    if key_file.exists():
+        if passphrase or not ident.key_file_is_encrypted(key_file):
+            try:
+                peer_id = ident.load_identity(key_file, passphrase).peer_id
+            except ident.IdentityError as exc:
+                err(f"error: an identity already exists at {key_file} but cannot be read: {exc}")
+                return EXIT_FAIL
+            out(peer_id)
+            err(f"note: an identity already exists at {key_file}; it was not changed")
+        else:
+            recorded, _ = _recorded_peer_id(key_file)
+            if recorded:
+                out(recorded)
+            err(
+                f"note: an identity already exists at {key_file} (passphrase-protected); "
+                "it was not changed"
+            )
+        return EXIT_OK
+    identity = ident.Identity.generate()
+    ident.save_identity(identity, key_file, passphrase)
+    out(identity.peer_id)
+    protected = "passphrase-protected" if passphrase else "not passphrase-protected"
+    err(f"created a new identity in {key_file} ({protected})")
+    err(f"start the daemon with: p2pchat --home {home} daemon start")
+    return EXIT_OK
+
+
+def cmd_id(home: Path, args: argparse.Namespace) -> int:
+    """Show the ID and friend code; fall back to the key file when the daemon is down."""
+    try:
+        with Client(home) as client:
+            result = client.call("identity.get")
+    except DaemonNotRunning:
+        peer_id, _ = _recorded_peer_id(home / paths.KEY_FILE)
+        if peer_id is None:
+            raise
+        if args.json:
+            print_json({"peer_id": peer_id, "friend_code": None, "addrs": [], "running": False})
+        else:
+            out(f"ID: {peer_id}")
+        err(
+            "note: the daemon is not running, so no friend code with addresses is available "
+            f"(start it with: p2pchat --home {home} daemon start)"
+        )
+        return EXIT_OK
+    if args.json:
+        print_json(result)
+        return EXIT_OK
+    out(f"ID:          {result.get('peer_id', '?')}")
+    out(f"friend code: {result.get('friend_code', '?')}")
+    addrs = result.get("addrs") or []
+    out("addresses:" + ("" if addrs else "   (none)"))
+    for addr in addrs:
+        out(f"  {addr}")
+    return EXIT_OK
+
+
+# --- simple API commands -------------------------------------------------------------------
+
+
+def _call(home: Path, method: str, **params: Any) -> Any:
+    with Client(home) as client:
+        return client.call(method, **params)
+
+
+def cmd_status(home: Path, args: argparse.Namespace) -> int:
+    st = _call(home, "status")
+    if args.json:
+        print_json(st)
+        return EXIT_OK
+    out(f"ID:               {st.get('peer_id', '?')}")
+    out(f"version:          {st.get('version', '?')}")
+    out(f"uptime:           {fmt_duration(st.get('uptime_s'))}")
+    out(f"friends online:   {st.get('friends_online', 0)} of {st.get('friends', 0)}")
+    out(f"pending requests: {st.get('pending_requests', 0)}")
+    out(f"outbox:           {st.get('outbox', 0)} message(s) waiting for delivery")
+    out(f"home:             {st.get('home') or home}")
+    addrs = st.get("listen_addrs") or []
+    out("listening on:" + ("     (nothing)" if not addrs else ""))
+    for addr in addrs:
+        out(f"  {addr}")
+    return EXIT_OK
+
+
+def _print_contact_result(args: argparse.Namespace, result: Any, what: str) -> int:
+    if args.json:
+        print_json(result)
+    else:
+        contact = result.get("contact") if isinstance(result, dict) else None
+        if isinstance(contact, dict):
+            out(f"{what}: {contact_label(contact)} [{contact.get('state', '?')}]")
+        else:
+            pid = result.get("peer_id", "") if isinstance(result, dict) else ""
+            out(f"{what}: {pid}")
+    return EXIT_OK
+
+
+def cmd_friends_add(home: Path, args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"id": args.id}
+    if args.name is not None:
+        params["name"] = args.name
+    if args.message is not None:
+        params["message"] = args.message
+    result = _call(home, "friends.add", **params)
+    if args.json:
+        print_json(result)
+        return EXIT_OK
+    contact = result.get("contact") or {}
+    label = contact_label(contact)
+    state = contact.get("state")
+    if state == "friend":
+        out(f"{label} is your friend")
+    elif state == "outgoing":
+        out(f"friend request sent to {label}")
+        err("note: it is delivered when they are reachable, and retried until then")
+    else:
+        out(f"{label}: {state}")
+    return EXIT_OK
+
+
+def cmd_friends_list(home: Path, args: argparse.Namespace) -> int:
+    result = _call(home, "friends.list")
+    if args.json:
+        print_json(result)
+        return EXIT_OK
+    contacts = result.get("contacts") or []
+    if not contacts:
+        out("no friends yet (add one with: p2pchat friends add ID_OR_CODE)")
+        return EXIT_OK
+    rows = [
+        [
+            contact_name(c),
+            short_id(str(c.get("peer_id", ""))),
+            str(c.get("state", "?")),
+            "online" if c.get("online") else "offline",
+            str(c.get("outbox", 0)),
+        ]
+        for c in contacts
+    ]
+    for line in table(["NAME", "ID", "STATE", "ONLINE", "OUTBOX"], rows):
+        out(line)
+    return EXIT_OK
+
+
+def cmd_friends_remove(home: Path, args: argparse.Namespace) -> int:
+    return _print_contact_result(args, _call(home, "friends.remove", friend=args.friend), "removed")
+
+
+def cmd_friends_block(home: Path, args: argparse.Namespace) -> int:
+    """Block a contact by name/ID, or (``id`` param) a peer that is not a contact."""
+    try:
+        result = _call(home, "friends.block", friend=args.friend)
+    except ApiError as exc:
+        if exc.name != "not_found" or not _looks_like_id(args.friend):
+            raise
+        result = _call(home, "friends.block", id=args.friend)
+    return _print_contact_result(args, result, "blocked")
+
+
+def _looks_like_id(text: str) -> bool:
+    t = text.strip()
+    return t.startswith("12D3KooW") or t.lower().startswith("p2pchat:")
+
+
+def cmd_friends_unblock(home: Path, args: argparse.Namespace) -> int:
+    return _print_contact_result(
+        args, _call(home, "friends.unblock", friend=args.friend), "unblocked"
+    )
+
+
+def cmd_friends_rename(home: Path, args: argparse.Namespace) -> int:
+    result = _call(home, "friends.rename", friend=args.friend, name=args.name)
+    return _print_contact_result(args, result, "renamed")
+
+
+def cmd_requests(home: Path, args: argparse.Namespace) -> int:
+    result = _call(home, "requests.list")
+    if args.json:
+        print_json(result)
+        return EXIT_OK
+    requests = result.get("requests") or []
+    if not requests:
+        out("no pending friend requests")
+        return EXIT_OK
+    rows = [
+        [
+            contact_name(c),
+            short_id(str(c.get("peer_id", ""))),
+            str(c.get("request_text") or ""),
+        ]
+        for c in requests
+    ]
+    for line in table(["NAME", "ID", "MESSAGE"], rows):
+        out(line)
+    err("accept with: p2pchat accept NAME_OR_ID   decline with: p2pchat decline NAME_OR_ID")
+    return EXIT_OK
+
+
+def cmd_accept(home: Path, args: argparse.Namespace) -> int:
+    result = _call(home, "requests.accept", friend=args.friend)
+    return _print_contact_result(args, result, "accepted")
+
+
+def cmd_decline(home: Path, args: argparse.Namespace) -> int:
+    result = _call(home, "requests.decline", friend=args.friend)
+    return _print_contact_result(args, result, "declined")
+
+
+def _message_text(words: list[str]) -> str:
+    """The message from the arguments, or from stdin when it is a single ``-``."""
+    if words == ["-"]:
+        return sys.stdin.read().rstrip("\r\n")
+    return " ".join(words)
+
+
+def cmd_send(home: Path, args: argparse.Namespace) -> int:
+    text = _message_text(args.text)
+    if not text.strip():
+        err("error: nothing to send (the message is empty)")
+        return EXIT_FAIL
+    if args.wait:
+        return live.send_and_wait(home, args.friend, text, args.timeout, args.json)
+    result = _call(home, "messages.send", friend=args.friend, text=text)
+    if args.json:
+        print_json(result)
+    else:
+        out(str(result["message"]["id"]))
+    return EXIT_OK
+
+
+def cmd_history(home: Path, args: argparse.Namespace) -> int:
+    params: dict[str, Any] = {"friend": args.friend}
+    if args.limit is not None:
+        params["limit"] = args.limit
+    if args.before is not None:
+        params["before"] = args.before
+    with Client(home) as client:
+        result = client.call("messages.history", **params)
+        if args.json:
+            print_json(result)
+            return EXIT_OK
+        contacts = client.call("friends.list").get("contacts") or []
+    names = {str(c.get("peer_id")): contact_name(c) for c in contacts}
+    for message in result.get("messages") or []:
+        out(fmt_message(message, names))
+    return EXIT_OK
+
+
+def cmd_chat(home: Path, args: argparse.Namespace) -> int:
+    return live.run_chat(home, args.friend, args.history, args.receipts)
+
+
+def cmd_events(home: Path, args: argparse.Namespace) -> int:
+    return live.run_events(home, args.json)
+
+
+def cmd_daemon_start(home: Path, args: argparse.Namespace) -> int:
+    return daemonctl.cmd_start(home, args.listen or [], args.passphrase_file, args.foreground)
+
+
+def cmd_daemon_stop(home: Path, args: argparse.Namespace) -> int:
+    return daemonctl.cmd_stop(home)
+
+
+def cmd_daemon_status(home: Path, args: argparse.Namespace) -> int:
+    return daemonctl.cmd_status(home, args.json)
+
+
+# --- argument parsing ----------------------------------------------------------------------
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError("must be a positive integer")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command tree; ``--home`` is accepted before or after the subcommand."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--home", metavar="DIR", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print the raw result as JSON")
+
+    parser = argparse.ArgumentParser(
+        prog="p2pchat",
+        description="Command-line client of the p2pchat daemon (p2pchatd).",
+    )
+    parser.add_argument(
+        "--home",
+        metavar="DIR",
+        default=None,
+        help=f"data directory (default: ${paths.HOME_ENV}, else the platform's user data dir)",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def add(
+        container: Any, name: str, func: Handler, help_text: str, *, json_flag: bool = True
+    ) -> argparse.ArgumentParser:
+        parents = [common, as_json] if json_flag else [common]
+        p: argparse.ArgumentParser = container.add_parser(
+            name, parents=parents, help=help_text, description=help_text
+        )
+        p.set_defaults(func=func)
+        return p
+
+    p = add(sub, "init", cmd_init, "create the data directory and an identity", json_flag=False)
+    p.add_argument("--passphrase-file", metavar="FILE", help="encrypt the key with this passphrase")
+
+    add(sub, "id", cmd_id, "show your ID, friend code and addresses")
+
+    p = sub.add_parser("daemon", parents=[common], help="start, stop or check p2pchatd")
+    dsub = p.add_subparsers(dest="daemon_command", metavar="ACTION")
+    p.set_defaults(func=None, subparser=p)
+    p = add(dsub, "start", cmd_daemon_start, "start p2pchatd in the background", json_flag=False)
+    p.add_argument(
+        "--listen",
+        metavar="MULTIADDR",
+        action="append",
+        help="listen address (repeatable), e.g. /ip4/0.0.0.0/tcp/4001",
+    )
+    p.add_argument("--passphrase-file", metavar="FILE", help="file holding the key passphrase")
+    p.add_argument("--foreground", action="store_true", help="run in the foreground instead")
+    add(dsub, "stop", cmd_daemon_stop, "stop p2pchatd cleanly", json_flag=False)
+    add(dsub, "status", cmd_daemon_status, "is p2pchatd running? (exit 3 if not)")
+
+    add(sub, "status", cmd_status, "summary of the daemon's state")
+
+    p = sub.add_parser("friends", parents=[common], help="manage friends")
+    fsub = p.add_subparsers(dest="friends_command", metavar="ACTION")
+    p.set_defaults(func=None, subparser=p)
+    p = add(fsub, "add", cmd_friends_add, "send a friend request (or accept theirs)")
+    p.add_argument("id", metavar="ID_OR_CODE", help="their ID or friend code")
+    p.add_argument("--name", help="your name for them")
+    p.add_argument("--message", metavar="TEXT", help="text sent with the request")
+    add(fsub, "list", cmd_friends_list, "list friends, outgoing requests and blocked peers")
+    for name, func, help_text in (
+        ("remove", cmd_friends_remove, "forget a friend (history is kept)"),
+        ("block", cmd_friends_block, "block a contact or ID"),
+        ("unblock", cmd_friends_unblock, "unblock a peer"),
+    ):
+        p = add(fsub, name, func, help_text)
+        p.add_argument("friend", metavar="FRIEND", help="name, ID or ID prefix")
+    p = add(fsub, "rename", cmd_friends_rename, "set your name for a friend")
+    p.add_argument("friend", metavar="FRIEND", help="name, ID or ID prefix")
+    p.add_argument("name", metavar="NAME", help="the new name")
+
+    add(sub, "requests", cmd_requests, "list incoming friend requests")
+    for name, func, help_text in (
+        ("accept", cmd_accept, "accept a friend request"),
+        ("decline", cmd_decline, "decline a friend request (they are not told)"),
+    ):
+        p = add(sub, name, func, help_text)
+        p.add_argument("friend", metavar="FRIEND", help="name, ID or ID prefix")
+
+    p = add(sub, "send", cmd_send, "send a message (queued until delivered)")
+    p.add_argument("friend", metavar="FRIEND", help="name, ID or ID prefix")
+    p.add_argument("text", metavar="TEXT", nargs="+", help="the message; '-' reads stdin")
+    p.add_argument("--wait", action="store_true", help="wait until the friend has it")
+    p.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=30.0,
+        metavar="S",
+        help="seconds --wait waits (default 30)",
+    )
+
+    p = add(sub, "history", cmd_history, "show the conversation with a friend")
+    p.add_argument("friend", metavar="FRIEND", help="name, ID or ID prefix")
+    p.add_argument("--limit", type=_positive_int, metavar="N", help="newest N messages")
+    p.add_argument("--before", type=int, metavar="ROW", help="page back from this row")
+
+    p = add(sub, "chat", cmd_chat, "interactive conversation", json_flag=False)
+    p.add_argument("friend", metavar="FRIEND", help="name, ID or ID prefix")
+    p.add_argument(
+        "--history", type=int, default=20, metavar="N", help="messages shown first (default 20)"
+    )
+    p.add_argument("--receipts", action="store_true", help="show delivery confirmations")
+
+    add(sub, "events", cmd_events, "print events as they happen (until Ctrl-C)")
+    return parser
+
+
+def _exit_status(code: object) -> int:
+    if code is None:
+        return EXIT_OK
+    if isinstance(code, int):
+        return code
+    return EXIT_FAIL
+
+
+def _report(exc: ApiError) -> None:
+    err(f"error: {exc.message}")
+    candidates = exc.data.get("candidates") if exc.data else None
+    if isinstance(candidates, list) and candidates:
+        err("candidates:")
+        for cand in candidates:
+            err(f"  {contact_label(cand) if isinstance(cand, dict) else cand}")
+
+
+def _silence_stdout() -> None:
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the process exit status."""
+    setup_stdio()
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help or a usage error: argparse already printed why
+        return _exit_status(exc.code)
+    func: Handler | None = getattr(args, "func", None)
+    if func is None:
+        sub: argparse.ArgumentParser = getattr(args, "subparser", parser)
+        sub.print_usage(sys.stderr)
+        err(f"{sub.prog}: error: a command is required (see --help)")
+        return EXIT_NO_DAEMON
+    home = paths.resolve_home(args.home)
+    try:
+        return func(home, args)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except DaemonNotRunning as exc:
+        err(f"error: {exc.message}")
+        return EXIT_NO_DAEMON
+    except ApiError as exc:
+        _report(exc)
+        return EXIT_FAIL
+    except BrokenPipeError:
+        # stdout went away (e.g. `p2pchat events | head`): say nothing, and keep the
+        # interpreter's final flush from printing a traceback.
+        _silence_stdout()
+        return EXIT_FAIL
+    except (OSError, ValueError) as exc:
+        err(f"error: {exc}")
+        return EXIT_FAIL
+
+
+if __name__ == "__main__":
+    sys.exit(main())

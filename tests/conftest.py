@@ -1,0 +1,39 @@
+"""Shared fixtures: real daemon processes in short private temporary directories."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Daemon
+
+
+@pytest.fixture
+def short_tmp() -> Iterator[Path]:
+    """A temporary directory with a short path (Unix socket paths are limited to ~104 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="p2pc-", dir="/tmp"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def make_daemon(short_tmp: Path) -> Iterator[Callable[..., Daemon]]:
+    """Factory for started daemons; every one is stopped (or killed) at teardown."""
+    made: list[Daemon] = []
+
+    def make(name: str, start: bool = True, **kwargs: object) -> Daemon:
+        d = Daemon(short_tmp / name, name=name, **kwargs)  # type: ignore[arg-type]
+        made.append(d)
+        if start:
+            d.start()
+        return d
+
+    yield make
+    for d in made:
+        d.close()

@@ -1,0 +1,176 @@
+"""End-to-end: real p2pchatd processes on 127.0.0.1, driven through the control API."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from p2pchat.api import ApiError
+from tests.harness import Daemon, befriend, wait_for
+
+pytestmark = pytest.mark.daemons
+
+MakeDaemon = Callable[..., Daemon]
+
+
+def test_befriend_then_chat_both_ways_with_history_and_events(make_daemon: MakeDaemon) -> None:
+    alice, bob = make_daemon("alice"), make_daemon("bob")
+    events: list[dict[str, Any]] = []
+    sub = bob.client(timeout=None)
+    stream = sub.events()  # subscribed from here on
+
+    def collect() -> None:
+        try:
+            for event in stream:
+                events.append(event)
+        except Exception:
+            return
+
+    listener = threading.Thread(target=collect, daemon=True)
+    listener.start()
+
+    contact = alice.call("friends.add", id=bob.code(), name="bob", message="it's alice")["contact"]
+    assert contact["state"] == "outgoing"
+    requests = wait_for(lambda: bob.call("requests.list")["requests"], what="request at bob")
+    assert requests[0]["peer_id"] == alice.peer_id
+    assert requests[0]["request_text"] == "it's alice"
+    assert requests[0]["their_name"] == "alice"
+    # Not friends yet: bob cannot message alice, alice cannot message bob.
+    with pytest.raises(ApiError) as err:
+        alice.call("messages.send", friend="bob", text="too early")
+    assert err.value.name == "not_friend"
+
+    bob.call("requests.accept", friend="alice")
+    wait_for(lambda: alice.contact(bob.peer_id)["state"] == "friend", what="accept at alice")
+
+    sent = alice.call("messages.send", friend="bob", text="hello bob")["message"]
+    assert sent["state"] == "pending" and sent["direction"] == "out"
+    reply = bob.call("messages.send", friend="alice", text="hi alice 👋")["message"]
+
+    def settled(d: Daemon, friend: str) -> bool:
+        hist = d.history(friend)
+        return len(hist) == 2 and all(m["state"] != "pending" for m in hist)
+
+    wait_for(lambda: settled(alice, "bob"), what="alice's history")
+    wait_for(lambda: len(bob.history("alice")) == 2, what="bob's history")
+
+    a_hist = alice.history("bob")
+    assert [(m["direction"], m["text"]) for m in a_hist] == [
+        ("out", "hello bob"), ("in", "hi alice 👋")
+    ] or [(m["direction"], m["text"]) for m in a_hist] == [
+        ("in", "hi alice 👋"), ("out", "hello bob")
+    ]
+    b_hist = {m["id"]: m for m in bob.history("alice")}
+    assert b_hist[sent["id"]]["text"] == "hello bob"
+    assert b_hist[sent["id"]]["state"] == "received"
+    assert b_hist[reply["id"]]["direction"] == "out"
+    wait_for(lambda: settled(bob, "alice"), what="bob's reply delivered")
+
+    types = wait_for(
+        lambda: {e["type"] for e in events} >= {"friend.request", "message.received"} and
+        {e["type"] for e in events},
+        what="events at bob",
+    )
+    assert "friend.accepted" in types
+    received = [e for e in events if e["type"] == "message.received"]
+    assert received[0]["message"]["text"] == "hello bob"
+    sub.close()
+    listener.join(5)
+    assert not listener.is_alive()
+
+
+def test_message_to_stopped_friend_arrives_after_it_restarts(make_daemon: MakeDaemon) -> None:
+    alice, bob = make_daemon("alice"), make_daemon("bob")
+    befriend(alice, bob)
+    bob.stop()
+    ids = [alice.call("messages.send", friend="bob", text=f"offline {i}")["message"]["id"]
+           for i in range(5)]
+    time.sleep(0.5)
+    assert all(m["state"] == "pending" for m in alice.history("bob"))
+    assert alice.call("friends.list")["contacts"][0]["outbox"] == 5
+
+    # Alice also restarts while bob is away: the outbox is on disk, not in memory.
+    alice.restart()
+    bob.start()
+    wait_for(lambda: all(m["state"] == "delivered" for m in alice.history("bob")),
+             timeout=20, what="delivery after restart")
+    got = bob.history("alice")
+    assert [m["id"] for m in got] == ids
+    assert [m["text"] for m in got] == [f"offline {i}" for i in range(5)]
+
+
+def test_kill9_sender_mid_burst_delivers_every_message_exactly_once(
+    make_daemon: MakeDaemon,
+) -> None:
+    alice, bob = make_daemon("alice"), make_daemon("bob")
+    befriend(alice, bob)
+    accepted: list[str] = []
+    errors: list[BaseException] = []
+
+    def burst() -> None:
+        try:
+            with alice.client() as c:
+                for i in range(1000):
+                    accepted.append(c.call("messages.send", friend="bob", text=f"m{i:04d}")
+                                    ["message"]["id"])
+        except BaseException as exc:  # the daemon dies under us: expected
+            errors.append(exc)
+
+    sender = threading.Thread(target=burst)
+    sender.start()
+    wait_for(lambda: len(accepted) >= 300, timeout=30, interval=0.005, what="300 sends")
+    alice.kill9()
+    sender.join(10)
+    assert errors, "the burst should have been cut off by kill -9"
+    assert 300 <= len(accepted) < 1000
+
+    alice.start()
+    stored = alice.history("bob", limit=1000)
+    stored_ids = [m["id"] for m in stored]
+    # Everything the API accepted survived the crash (maybe plus one committed before its
+    # reply was written).
+    assert set(accepted) <= set(stored_ids)
+    assert len(stored_ids) - len(accepted) <= 1
+
+    wait_for(lambda: all(m["state"] == "delivered" for m in alice.history("bob", limit=1000)),
+             timeout=60, what="all delivered after restart")
+    got = bob.history("alice", limit=1000)
+    got_ids = [m["id"] for m in got]
+    assert len(got_ids) == len(set(got_ids)), "duplicates at the receiver"
+    assert got_ids == stored_ids, "receiver must hold exactly the sender's messages, in order"
+    assert [m["seq"] for m in got] == sorted(m["seq"] for m in got)
+
+
+def test_mistyped_id_or_code_is_rejected_and_nothing_is_added(make_daemon: MakeDaemon) -> None:
+    alice, bob = make_daemon("alice"), make_daemon("bob")
+    code = bob.code()
+    i = len(code) // 2
+    typo = code[:i] + ("a" if code[i] != "a" else "b") + code[i + 1 :]
+    for bad in (typo, bob.peer_id[:-1] + ("x" if bob.peer_id[-1] != "x" else "y"),
+                bob.peer_id[:-3], "hello", alice.peer_id):
+        with pytest.raises(ApiError) as err:
+            alice.call("friends.add", id=bad)
+        assert err.value.name in ("invalid_id", "self"), bad
+        assert err.value.message
+    assert alice.call("friends.list")["contacts"] == []
+
+
+def test_stranger_cannot_message_and_blocked_peer_is_dropped(make_daemon: MakeDaemon) -> None:
+    alice, bob, mallory = make_daemon("alice"), make_daemon("bob"), make_daemon("mallory")
+    befriend(alice, bob)
+    # Mallory asks; alice blocks her; a second request is dropped silently.
+    mallory.call("friends.add", id=alice.code(), message="let me in")
+    wait_for(lambda: alice.call("requests.list")["requests"], what="mallory's request")
+    alice.call("friends.block", friend=mallory.peer_id)
+    assert alice.call("requests.list")["requests"] == []
+    mallory.call("friends.remove", friend=alice.peer_id)
+    mallory.call("friends.add", id=alice.code(), message="again")
+    wait_for(lambda: "dropped a request from blocked peer" in alice.log_text(), timeout=20,
+             what="blocked request to be dropped")
+    assert alice.call("requests.list")["requests"] == []
+    blocked = [c for c in alice.call("friends.list")["contacts"] if c["state"] == "blocked"]
+    assert [c["peer_id"] for c in blocked] == [mallory.peer_id]
