@@ -413,15 +413,16 @@ class Chat:
         async with self._lock(peer):
             current = self._contacts.get(peer)
             state = current.state if current else None
-            stranger = state in (None, ContactState.REMOVED)
-            if kind is PeerFrame.REQUEST and stranger:
+            # Anyone not yet a friend (or asking again while pending) spends rate budget.
+            unaccepted = state in (None, ContactState.REMOVED, ContactState.INCOMING)
+            if kind is PeerFrame.REQUEST and unaccepted:
                 if not self._limiter.allow(peer):
                     log.info("rate-limited a friend request from %s", short(peer))
                     return wire.Refused(wire.REFUSED_RATE_LIMITED, "too many requests; try later")
                 pending = sum(
                     1 for c in self._contacts.values() if c.state is ContactState.INCOMING
                 )
-                if pending >= MAX_PENDING_REQUESTS:
+                if pending >= MAX_PENDING_REQUESTS and state is not ContactState.INCOMING:
                     log.warning("refused a friend request from %s: too many pending", short(peer))
                     return wire.Refused(wire.REFUSED_FULL, "too many pending requests")
             step = on_peer(state, kind)
