@@ -6,6 +6,7 @@ lives in :class:`p2pchat.node.Node` and :class:`p2pchat.chat.Chat`.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -85,8 +86,9 @@ class Session:
                     newline = buf.find(b"\n")
                     if newline < 0:
                         if len(buf) > MAX_LINE_BYTES:
-                            await self.send(_error(None, ApiError("invalid_request",
-                                                                  "request line too long")))
+                            await self.send(
+                                _error(None, ApiError("invalid_request", "request line too long"))
+                            )
                             break
                         chunk = await self.stream.receive_some(65536)
                         if not chunk:
@@ -106,14 +108,25 @@ class Session:
         try:
             request = json.loads(line)
         except (ValueError, UnicodeDecodeError):
-            return {"jsonrpc": "2.0", "id": None,
-                    "error": {"code": PARSE_ERROR, "message": "the request is not valid JSON",
-                              "data": {"name": "parse_error"}}}
+            return {
+                "jsonrpc": "2.0",
+                "id": None,
+                "error": {
+                    "code": PARSE_ERROR,
+                    "message": "the request is not valid JSON",
+                    "data": {"name": "parse_error"},
+                },
+            }
         if not isinstance(request, dict) or request.get("jsonrpc") != "2.0":
-            return {"jsonrpc": "2.0", "id": None,
-                    "error": {"code": INVALID_REQUEST,
-                              "message": "not a JSON-RPC 2.0 request object",
-                              "data": {"name": "invalid_request"}}}
+            return {
+                "jsonrpc": "2.0",
+                "id": None,
+                "error": {
+                    "code": INVALID_REQUEST,
+                    "message": "not a JSON-RPC 2.0 request object",
+                    "data": {"name": "invalid_request"},
+                },
+            }
         req_id = request.get("id")
         method = request.get("method")
         params = request.get("params", {})
@@ -133,10 +146,15 @@ class Session:
             return _error(req_id, exc)
         except Exception:
             log.exception("internal error in %r", method)
-            return {"jsonrpc": "2.0", "id": req_id,
-                    "error": {"code": INTERNAL_ERROR,
-                              "message": "internal error (details in the daemon log)",
-                              "data": {"name": "internal_error"}}}
+            return {
+                "jsonrpc": "2.0",
+                "id": req_id,
+                "error": {
+                    "code": INTERNAL_ERROR,
+                    "message": "internal error (details in the daemon log)",
+                    "data": {"name": "internal_error"},
+                },
+            }
 
     async def forward_events(self, receive: trio.MemoryReceiveChannel[dict[str, Any]]) -> None:
         try:
@@ -171,10 +189,8 @@ class ControlServer:
         try:
             await trio.serve_listeners(self._handle, [listener])
         finally:
-            try:
+            with contextlib.suppress(OSError):
                 path.unlink()
-            except OSError:
-                pass
 
     async def _handle(self, stream: trio.SocketStream) -> None:
         if self._clients >= MAX_CLIENTS:
@@ -302,6 +318,26 @@ async def _subscribe(s: Session, p: Params) -> Any:
     return {"subscribed": True}
 
 
+async def _peers_list(s: Session, p: Params) -> Any:
+    network = s.server.node.network
+    assert network is not None
+    return {"peers": [{"peer_id": peer} for peer in sorted(network.connected_peers())]}
+
+
+async def _peers_connect(s: Session, p: Params) -> Any:
+    network = s.server.node.network
+    assert network is not None
+    peer, elapsed = await network.connect_addr(_str(p, "addr"))
+    return {"peer_id": peer, "connect_ms": round(elapsed * 1000, 3)}
+
+
+async def _peers_disconnect(s: Session, p: Params) -> Any:
+    network = s.server.node.network
+    assert network is not None
+    await network.disconnect(_str(p, "peer_id"))
+    return {"peer_id": p["peer_id"]}
+
+
 async def _shutdown(s: Session, p: Params) -> Any:
     log.info("shutdown requested through the control API")
     s.server.shutdown()
@@ -323,5 +359,8 @@ METHODS: Final[dict[str, Handler]] = {
     "messages.send": _send,
     "messages.history": _history,
     "events.subscribe": _subscribe,
+    "peers.list": _peers_list,
+    "peers.connect": _peers_connect,
+    "peers.disconnect": _peers_disconnect,
     "daemon.shutdown": _shutdown,
 }

@@ -52,8 +52,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--passphrase-file", help="file whose first line unlocks the key")
     parser.add_argument(
-        "--log-level", default=os.environ.get("P2PCHAT_LOG_LEVEL", "INFO"),
-        choices=["DEBUG", "INFO", "WARNING", "ERROR"], type=str.upper,
+        "--log-level",
+        default=os.environ.get("P2PCHAT_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+        type=str.upper,
     )
     parser.add_argument("--version", action="version", version=f"p2pchatd {__version__}")
     return parser.parse_args(argv)

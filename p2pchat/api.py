@@ -5,6 +5,7 @@ Kept free of libp2p and trio imports so the CLI starts fast; see docs/API.md for
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -38,6 +39,7 @@ ERROR_CODES: Final[dict[str, int]] = {
     "disk_full": 1008,
     "no_request": 1009,
     "storage_error": 1010,
+    "unreachable": 1011,
 }
 
 
@@ -52,7 +54,11 @@ class ApiError(Exception):
         self.data = data or {}
 
     def to_json(self) -> dict[str, Any]:
-        return {"code": self.code, "message": self.message, "data": {"name": self.name, **self.data}}
+        return {
+            "code": self.code,
+            "message": self.message,
+            "data": {"name": self.name, **self.data},
+        }
 
 
 class DaemonNotRunning(ApiError):
@@ -91,15 +97,11 @@ class Client:
     def close(self) -> None:
         # shutdown() first: it wakes a thread blocked reading this socket, so close() cannot
         # hang on the reader's lock.
-        try:
+        with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self._sock.close()
-        try:
+        with contextlib.suppress(OSError, ValueError):
             self._reader.close()
-        except (OSError, ValueError):
-            pass
 
     def __enter__(self) -> Self:
         return self

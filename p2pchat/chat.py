@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -186,7 +187,7 @@ class Chat:
                 self.events.publish("friend.offline", contact=self.contact_json(contact))
         link = self._links.get(peer)
         if link is not None:
-            link.wake()
+            link.network_changed()
         elif up and contact is not None:
             self._ensure_link(peer)
 
@@ -227,7 +228,7 @@ class Chat:
         self._ensure_link(peer)
         link = self._links.get(peer)
         if link is not None:
-            link.wake()
+            link.network_changed()
         return contact
 
     # --- user actions (the control API calls these) ---------------------------------------
@@ -248,7 +249,9 @@ class Chat:
                 return c
         named = [c for c in visible if query.casefold() in (c.name.casefold(),)]
         if not named:
-            named = [c for c in visible if c.their_name and c.their_name.casefold() == query.casefold()]
+            named = [
+                c for c in visible if c.their_name and c.their_name.casefold() == query.casefold()
+            ]
         if len(named) == 1:
             return named[0]
         if len(named) > 1:
@@ -371,7 +374,7 @@ class Chat:
             raise _storage_error(exc) from None
         link = self._links.get(contact.peer_id)
         if link is not None:
-            link.wake()
+            link.queue(record)
         else:
             self._ensure_link(contact.peer_id)
         return record
@@ -592,11 +595,45 @@ class PeerLink:
     def __init__(self, chat: Chat, peer: str) -> None:
         self.chat = chat
         self.peer = peer
-        self._wakeup = Wakeup()
+        self._work = Wakeup()  # new outbox messages, acks, owed notices
+        self._net = Wakeup()  # connection up/down, new addresses, user actions
         self._backoff = BACKOFF_MIN
+        # Messages committed since the outbox was last read from disk, so a live stream need
+        # not query the database for each one. Only a hint: the database stays the truth.
+        self._fresh: deque[MessageRecord] = deque()
+
+    def queue(self, record: MessageRecord) -> None:
+        """A message was just committed to the outbox: hand it over and wake up."""
+        self._fresh.append(record)
+        if len(self._fresh) > 4 * SEND_WINDOW:
+            self._fresh.clear()  # nobody is draining; the database has them all
+        self._work.set()
+
+    def _take_fresh(self, last_seq: int, limit: int) -> list[MessageRecord] | None:
+        """The next messages after ``last_seq`` from the hand-over queue, or None if it cannot
+        tell (a gap: then read the database)."""
+        fresh = self._fresh
+        while fresh and fresh[0].seq <= last_seq:
+            fresh.popleft()
+        if not fresh:
+            return []
+        if fresh[0].seq != last_seq + 1:
+            return None
+        batch: list[MessageRecord] = []
+        while fresh and len(batch) < limit and fresh[0].seq == last_seq + 1 + len(batch):
+            batch.append(fresh.popleft())
+        return batch
 
     def wake(self) -> None:
-        self._wakeup.set()
+        """New work to do. Does not cut a reconnect backoff short: a burst of messages to an
+        offline friend must not turn into a burst of dials."""
+        self._work.set()
+
+    def network_changed(self) -> None:
+        """Something that may let a dial succeed changed: retry now, from a short backoff."""
+        self._backoff = BACKOFF_MIN
+        self._net.set()
+        self._work.set()
 
     async def run(self) -> None:
         try:
@@ -615,7 +652,7 @@ class PeerLink:
                 if progressed:
                     self._backoff = BACKOFF_MIN
                     continue
-                await self._wakeup.wait(self._backoff)
+                await self._net.wait(self._backoff)
                 self._backoff = min(self._backoff * 2, BACKOFF_MAX)
         finally:
             self.chat._link_finished(self.peer)
@@ -676,20 +713,23 @@ class PeerLink:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read_acks, stream, in_flight, nursery.cancel_scope)
                 last_seq = 0
+                caught_up = False  # read the database until it has nothing newer
                 while True:
                     contact = chat._contacts.get(self.peer)
                     if contact is None or contact.state is not ContactState.FRIEND:
                         break
                     if not chat.net.is_connected(self.peer):
                         break
-                    room = SEND_WINDOW - len(in_flight)
-                    batch = (
-                        await chat.store.outbox(self.peer, last_seq, min(room, OUTBOX_BATCH))
-                        if room > 0
-                        else []
-                    )
+                    room = min(SEND_WINDOW - len(in_flight), OUTBOX_BATCH)
+                    if room <= 0:
+                        await self._work.wait(30.0)
+                        continue
+                    batch = self._take_fresh(last_seq, room) if caught_up else None
+                    if batch is None:
+                        batch = await chat.store.outbox(self.peer, last_seq, room)
+                        caught_up = len(batch) < room
                     if not batch:
-                        await self._wakeup.wait(30.0)
+                        await self._work.wait(30.0)
                         continue
                     payload = b"".join(
                         wire.encode(wire.ChatMessage(m.msg_id, m.seq, m.sent_at, m.text))

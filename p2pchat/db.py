@@ -10,6 +10,7 @@ caller ever hears "stored" before the data is durable.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import sqlite3
@@ -17,7 +18,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Generic, TypeVar
+from typing import Any, Final, Generic, TypeVar, cast
 
 import trio
 
@@ -191,13 +192,14 @@ class Database:
                     job.error = _translate(exc)
             conn.execute("COMMIT")
         except BaseException as exc:
-            err = _translate(exc.__cause__ if isinstance(exc, _BatchAborted) else exc)
+            # _BatchAborted is only ever raised ``from exc``, so its __cause__ is set.
+            err = _translate(
+                cast(BaseException, exc.__cause__) if isinstance(exc, _BatchAborted) else exc
+            )
             log.error("database commit failed: %s", err)
             if conn.in_transaction:
-                try:
+                with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-                except sqlite3.Error:
-                    pass
             for job in batch:
                 job.result = None
                 job.error = err

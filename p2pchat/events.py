@@ -36,8 +36,9 @@ class EventBus:
             try:
                 send.send_nowait(event)
             except trio.WouldBlock:
-                log.warning("dropping an API subscriber that fell %d events behind",
-                            SUBSCRIBER_BACKLOG)
+                log.warning(
+                    "dropping an API subscriber that fell %d events behind", SUBSCRIBER_BACKLOG
+                )
                 send.close()
                 self._subscribers.discard(send)
             except (trio.BrokenResourceError, trio.ClosedResourceError):

@@ -70,8 +70,7 @@ def public_key_from_peer_id(peer_id: str) -> bytes:
         raise IdentityError("the ID is empty")
     if not text.startswith("12D3KooW"):
         raise IdentityError(
-            "not a p2pchat ID: IDs start with '12D3KooW' (friend codes start with "
-            f"'{CODE_PREFIX}')"
+            f"not a p2pchat ID: IDs start with '12D3KooW' (friend codes start with '{CODE_PREFIX}')"
         )
     try:
         raw = base58.b58decode(text)

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 import multiaddr
 import trio
@@ -26,6 +26,7 @@ from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.network.config import RetryConfig
 from libp2p.network.stream.exceptions import StreamEOF, StreamError
+from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
@@ -94,7 +95,9 @@ class Network:
     def __init__(self, identity: Identity) -> None:
         self.identity = identity
         self.host = build_host(identity)
-        swarm = self.host.get_network()
+        # new_host() always builds a Swarm, but get_network() is typed as the interface,
+        # which lacks retry_config.
+        swarm = cast(Swarm, self.host.get_network())
         # Retries belong to our own reconnect loop (with backoff), not to each dial.
         swarm.retry_config = RetryConfig(max_retries=0)
         self._on_connection_change: Callable[[str, bool], None] = lambda peer, up: None
@@ -172,6 +175,38 @@ class Network:
                 except Exception as exc:
                     log.debug("dial %s via %s failed: %s", peer, addr, exc)
         return self.is_connected(peer)
+
+    async def connect_addr(self, addr_text: str) -> tuple[str, float]:
+        """Dial a full address (``.../p2p/<ID>``); returns the peer and the seconds it took.
+
+        Raises :class:`p2pchat.api.ApiError` with a reason a person can act on."""
+        from p2pchat.api import ApiError
+
+        try:
+            addr = multiaddr.Multiaddr(addr_text)
+            peer = str(addr.value_for_protocol("p2p"))
+            peer_id = ID.from_base58(peer)
+        except Exception:
+            raise ApiError(
+                "invalid_params", f"not a multiaddr ending in /p2p/<ID>: {addr_text!r}"
+            ) from None
+        if peer == self.identity.peer_id:
+            raise ApiError("self", "that address is this daemon's own")
+        transport_addr = addr.decapsulate(multiaddr.Multiaddr(f"/p2p/{peer}"))
+        started = trio.current_time()
+        try:
+            with trio.fail_after(DIAL_TIMEOUT):
+                await self.host.get_network().dial_addr(transport_addr, peer_id)
+        except Exception as exc:
+            raise ApiError("unreachable", f"could not connect to {addr_text}: {exc}") from None
+        return peer, trio.current_time() - started
+
+    async def disconnect(self, peer: str) -> None:
+        try:
+            peer_id = ID.from_base58(peer)
+        except Exception:
+            return
+        await self.host.disconnect(peer_id)
 
     async def open_stream(self, peer: str, protocol: str) -> INetStream:
         with trio.fail_after(NEW_STREAM_TIMEOUT):

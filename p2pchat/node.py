@@ -7,12 +7,11 @@ the Node starts lives in the nursery of :meth:`Node.run` and stops when it is ca
 from __future__ import annotations
 
 import errno
-import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 import logging
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,12 +59,17 @@ class Node:
             self.network = network
             listen = self.listen_override or self.config.listen
             async with self._listen(network, listen):
-                self.chat = Chat(network=network, store=self.store, events=self.events,
-                                 name=self.config.name)
+                self.chat = Chat(
+                    network=network, store=self.store, events=self.events, name=self.config.name
+                )
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.chat.run)
-                    log.info("p2pchat %s ready as %s, listening on %s", p2pchat.__version__,
-                             self.peer_id, ", ".join(network.listen_addrs()))
+                    log.info(
+                        "p2pchat %s ready as %s, listening on %s",
+                        p2pchat.__version__,
+                        self.peer_id,
+                        ", ".join(network.listen_addrs()),
+                    )
                     task_status.started()
                     await trio.sleep_forever()
 

@@ -83,7 +83,7 @@ def _schema_v1(conn: sqlite3.Connection) -> None:
             key   TEXT PRIMARY KEY,
             value TEXT NOT NULL
         );
-        """
+        """,
     )
 
 
@@ -230,7 +230,8 @@ class Store:
     async def set_addrs(self, peer_id: str, addrs: Sequence[str]) -> None:
         def fn(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "UPDATE contacts SET addrs = ? WHERE peer_id = ?", (json.dumps(list(addrs)), peer_id)
+                "UPDATE contacts SET addrs = ? WHERE peer_id = ?",
+                (json.dumps(list(addrs)), peer_id),
             )
 
         await self._db.run(fn)
@@ -313,7 +314,13 @@ class Store:
                 row = conn.execute(
                     "UPDATE messages SET state = ?, delivered_at = ? WHERE peer_id = ? AND "
                     "outgoing = 1 AND msg_id = ? AND state = ? RETURNING *",
-                    (MessageState.DELIVERED.value, now, peer_id, msg_id, MessageState.PENDING.value),
+                    (
+                        MessageState.DELIVERED.value,
+                        now,
+                        peer_id,
+                        msg_id,
+                        MessageState.PENDING.value,
+                    ),
                 ).fetchone()
                 if row is not None:
                     changed.append(_message(row))

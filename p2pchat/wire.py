@@ -231,9 +231,7 @@ def _no_semantic_tag(decoder: Any) -> Any:
 
 # cbor2 decodes well-known tags itself (datetimes, regexes, shared references, sets...) before
 # ``tag_hook`` sees them; override every tag number it might know so none is ever decoded.
-_REJECT_SEMANTIC_TAGS: Final = {
-    tag: _no_semantic_tag for tag in (*range(1024), 1004, 1040, 55799)
-}
+_REJECT_SEMANTIC_TAGS: Final = {tag: _no_semantic_tag for tag in (*range(1024), 1004, 1040, 55799)}
 
 
 def decode_frame(body: bytes) -> Frame:

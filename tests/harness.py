@@ -21,8 +21,12 @@ REPO = Path(__file__).resolve().parent.parent
 START_TIMEOUT = 30.0
 
 
-def wait_for(predicate: Callable[[], T], timeout: float = 15.0, interval: float = 0.05,
-             what: str = "condition") -> T:
+def wait_for(
+    predicate: Callable[[], T],
+    timeout: float = 15.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
     """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout``."""
     deadline = time.monotonic() + timeout
     last_exc: Exception | None = None
@@ -61,7 +65,10 @@ class Daemon:
         log = open(self.home / "stdout.log", "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "daemon.main", "--home", str(self.home), *args],
-            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=REPO,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             env=self.env,
         )
         log.close()
@@ -141,7 +148,11 @@ def befriend(a: Daemon, b: Daemon) -> None:
     a.call("friends.add", id=b.code(), name=b.name, message=f"hi from {a.name}")
     wait_for(lambda: b.call("requests.list")["requests"], what=f"{b.name} to get the request")
     b.call("requests.accept", friend=a.peer_id)
-    wait_for(lambda: (a.contact(b.peer_id) or {}).get("state") == "friend",
-             what=f"{a.name} to see the accept")
-    wait_for(lambda: (b.contact(a.peer_id) or {}).get("state") == "friend",
-             what=f"{b.name} to be friends")
+    wait_for(
+        lambda: (a.contact(b.peer_id) or {}).get("state") == "friend",
+        what=f"{a.name} to see the accept",
+    )
+    wait_for(
+        lambda: (b.contact(a.peer_id) or {}).get("state") == "friend",
+        what=f"{b.name} to be friends",
+    )

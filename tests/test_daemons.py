@@ -60,9 +60,11 @@ def test_befriend_then_chat_both_ways_with_history_and_events(make_daemon: MakeD
 
     a_hist = alice.history("bob")
     assert [(m["direction"], m["text"]) for m in a_hist] == [
-        ("out", "hello bob"), ("in", "hi alice 👋")
+        ("out", "hello bob"),
+        ("in", "hi alice 👋"),
     ] or [(m["direction"], m["text"]) for m in a_hist] == [
-        ("in", "hi alice 👋"), ("out", "hello bob")
+        ("in", "hi alice 👋"),
+        ("out", "hello bob"),
     ]
     b_hist = {m["id"]: m for m in bob.history("alice")}
     assert b_hist[sent["id"]]["text"] == "hello bob"
@@ -71,8 +73,10 @@ def test_befriend_then_chat_both_ways_with_history_and_events(make_daemon: MakeD
     wait_for(lambda: settled(bob, "alice"), what="bob's reply delivered")
 
     types = wait_for(
-        lambda: {e["type"] for e in events} >= {"friend.request", "message.received"} and
-        {e["type"] for e in events},
+        lambda: (
+            {e["type"] for e in events} >= {"friend.request", "message.received"}
+            and {e["type"] for e in events}
+        ),
         what="events at bob",
     )
     assert "friend.accepted" in types
@@ -87,8 +91,10 @@ def test_message_to_stopped_friend_arrives_after_it_restarts(make_daemon: MakeDa
     alice, bob = make_daemon("alice"), make_daemon("bob")
     befriend(alice, bob)
     bob.stop()
-    ids = [alice.call("messages.send", friend="bob", text=f"offline {i}")["message"]["id"]
-           for i in range(5)]
+    ids = [
+        alice.call("messages.send", friend="bob", text=f"offline {i}")["message"]["id"]
+        for i in range(5)
+    ]
     time.sleep(0.5)
     assert all(m["state"] == "pending" for m in alice.history("bob"))
     assert alice.call("friends.list")["contacts"][0]["outbox"] == 5
@@ -96,8 +102,11 @@ def test_message_to_stopped_friend_arrives_after_it_restarts(make_daemon: MakeDa
     # Alice also restarts while bob is away: the outbox is on disk, not in memory.
     alice.restart()
     bob.start()
-    wait_for(lambda: all(m["state"] == "delivered" for m in alice.history("bob")),
-             timeout=20, what="delivery after restart")
+    wait_for(
+        lambda: all(m["state"] == "delivered" for m in alice.history("bob")),
+        timeout=20,
+        what="delivery after restart",
+    )
     got = bob.history("alice")
     assert [m["id"] for m in got] == ids
     assert [m["text"] for m in got] == [f"offline {i}" for i in range(5)]
@@ -115,8 +124,9 @@ def test_kill9_sender_mid_burst_delivers_every_message_exactly_once(
         try:
             with alice.client() as c:
                 for i in range(1000):
-                    accepted.append(c.call("messages.send", friend="bob", text=f"m{i:04d}")
-                                    ["message"]["id"])
+                    accepted.append(
+                        c.call("messages.send", friend="bob", text=f"m{i:04d}")["message"]["id"]
+                    )
         except BaseException as exc:  # the daemon dies under us: expected
             errors.append(exc)
 
@@ -136,8 +146,11 @@ def test_kill9_sender_mid_burst_delivers_every_message_exactly_once(
     assert set(accepted) <= set(stored_ids)
     assert len(stored_ids) - len(accepted) <= 1
 
-    wait_for(lambda: all(m["state"] == "delivered" for m in alice.history("bob", limit=1000)),
-             timeout=60, what="all delivered after restart")
+    wait_for(
+        lambda: all(m["state"] == "delivered" for m in alice.history("bob", limit=1000)),
+        timeout=60,
+        what="all delivered after restart",
+    )
     got = bob.history("alice", limit=1000)
     got_ids = [m["id"] for m in got]
     assert len(got_ids) == len(set(got_ids)), "duplicates at the receiver"
@@ -150,8 +163,13 @@ def test_mistyped_id_or_code_is_rejected_and_nothing_is_added(make_daemon: MakeD
     code = bob.code()
     i = len(code) // 2
     typo = code[:i] + ("a" if code[i] != "a" else "b") + code[i + 1 :]
-    for bad in (typo, bob.peer_id[:-1] + ("x" if bob.peer_id[-1] != "x" else "y"),
-                bob.peer_id[:-3], "hello", alice.peer_id):
+    for bad in (
+        typo,
+        bob.peer_id[:-1] + ("x" if bob.peer_id[-1] != "x" else "y"),
+        bob.peer_id[:-3],
+        "hello",
+        alice.peer_id,
+    ):
         with pytest.raises(ApiError) as err:
             alice.call("friends.add", id=bad)
         assert err.value.name in ("invalid_id", "self"), bad
@@ -169,8 +187,11 @@ def test_stranger_cannot_message_and_blocked_peer_is_dropped(make_daemon: MakeDa
     assert alice.call("requests.list")["requests"] == []
     mallory.call("friends.remove", friend=alice.peer_id)
     mallory.call("friends.add", id=alice.code(), message="again")
-    wait_for(lambda: "dropped a request from blocked peer" in alice.log_text(), timeout=20,
-             what="blocked request to be dropped")
+    wait_for(
+        lambda: "dropped a request from blocked peer" in alice.log_text(),
+        timeout=20,
+        what="blocked request to be dropped",
+    )
     assert alice.call("requests.list")["requests"] == []
     blocked = [c for c in alice.call("friends.list")["contacts"] if c["state"] == "blocked"]
     assert [c["peer_id"] for c in blocked] == [mallory.peer_id]

@@ -107,6 +107,7 @@ PEER_TABLE: dict[tuple[ContactState | None, PeerFrame], Step] = {
     (S.BLOCKED, P.REMOVE): Step(),
 }
 
+
 def _user_cases() -> list[object]:
     cases: list[object] = []
     for (state, action), expected in USER_TABLE.items():

@@ -109,7 +109,9 @@ async def test_stranger_message_is_refused_and_not_stored(make_daemon: MakeDaemo
     async with running(build_host(Identity.generate())) as stranger:
         await connect(stranger, alice)
         frames = await exchange(
-            stranger, alice, wire.MSG_PROTOCOL,
+            stranger,
+            alice,
+            wire.MSG_PROTOCOL,
             wire.encode(wire.Hello(())) + wire.encode(chat_message("buy now")),
         )
     assert frames == [wire.Refused(wire.REFUSED_NOT_FRIEND, "you are not a friend of this peer")]
@@ -139,7 +141,9 @@ async def test_malformed_and_oversized_frames_close_the_stream_daemon_keeps_serv
             assert frames[0].code == wire.REFUSED_BAD_FRAME, what
         # Still serving the very same peer: a valid request is stored.
         frames = await exchange(
-            peer, alice, wire.FRIEND_PROTOCOL,
+            peer,
+            alice,
+            wire.FRIEND_PROTOCOL,
             wire.encode(wire.FriendRequest("peer", "hello", ())),
         )
         assert frames == [wire.Received()]
@@ -179,8 +183,13 @@ async def test_friend_sending_bad_frames_on_msg_stream(make_daemon: MakeDaemon) 
         assert frames == [wire.Ack((first.msg_id,))]
 
         too_long = raw_frame(
-            {"t": "msg", "id": os.urandom(16), "seq": 2, "ts": 1,
-             "text": "x" * (wire.MAX_TEXT_BYTES + 1)}
+            {
+                "t": "msg",
+                "id": os.urandom(16),
+                "seq": 2,
+                "ts": 1,
+                "text": "x" * (wire.MAX_TEXT_BYTES + 1),
+            }
         )
         for payload in (b"\xff" * 8, too_long, wire.encode(wire.FriendRemove())):
             frames = await exchange(peer, alice, wire.MSG_PROTOCOL, payload)
@@ -226,13 +235,16 @@ async def test_stranger_friend_requests_are_rate_limited(make_daemon: MakeDaemon
         replies = []
         for i in range(5):
             frames = await exchange(
-                peer, alice, wire.FRIEND_PROTOCOL,
+                peer,
+                alice,
+                wire.FRIEND_PROTOCOL,
                 wire.encode(wire.FriendRequest("spam", f"request {i}", ())),
             )
             replies.append(frames[0])
     assert replies[:3] == [wire.Received()] * 3
-    assert all(isinstance(r, wire.Refused) and r.code == wire.REFUSED_RATE_LIMITED
-               for r in replies[3:])
+    assert all(
+        isinstance(r, wire.Refused) and r.code == wire.REFUSED_RATE_LIMITED for r in replies[3:]
+    )
     # One pending request, holding the latest accepted text.
     requests = (await call(alice, "requests.list"))["requests"]
     assert [r["request_text"] for r in requests] == ["request 2"]
