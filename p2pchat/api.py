@@ -143,13 +143,17 @@ class Client:
 
     def events(self) -> Iterator[dict[str, Any]]:
         """Subscribe now, then return an iterator over event objects (each notification's
-        ``params``). The subscription is live when this returns."""
+        ``params``). The subscription is live when this returns; the iteration ends when the
+        connection closes (the daemon stopped, or :meth:`close` was called)."""
         self.call("events.subscribe")
         self._sock.settimeout(None)
         return self._event_stream()
 
     def _event_stream(self) -> Iterator[dict[str, Any]]:
         while True:
-            obj = self._read()
+            try:
+                obj = self._read()
+            except (ApiError, OSError, ValueError):
+                return
             if obj.get("method") == "event" and isinstance(obj.get("params"), dict):
                 yield obj["params"]

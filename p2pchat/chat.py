@@ -225,6 +225,10 @@ class Chat:
             peer, state=state, notice=step.notice, now=now_ms(), **fields
         )
         self._contacts[peer] = contact
+        was_friend = current is not None and current.state is ContactState.FRIEND
+        if state is ContactState.FRIEND and not was_friend and self.is_online(peer):
+            # Already connected when the friendship began: online from now on.
+            self.events.publish("friend.online", contact=self.contact_json(contact))
         self._ensure_link(peer)
         link = self._links.get(peer)
         if link is not None:

@@ -90,7 +90,13 @@ def test_befriend_then_chat_both_ways_with_history_and_events(make_daemon: MakeD
 def test_message_to_stopped_friend_arrives_after_it_restarts(make_daemon: MakeDaemon) -> None:
     alice, bob = make_daemon("alice"), make_daemon("bob")
     befriend(alice, bob)
+    watcher = alice.client(timeout=None)
+    stream = watcher.events()
+    seen: list[dict[str, Any]] = []
+    listener = threading.Thread(target=lambda: seen.extend(stream), daemon=True)
+    listener.start()
     bob.stop()
+    wait_for(lambda: any(e["type"] == "friend.offline" for e in seen), what="friend.offline")
     ids = [
         alice.call("messages.send", friend="bob", text=f"offline {i}")["message"]["id"]
         for i in range(5)
@@ -100,8 +106,19 @@ def test_message_to_stopped_friend_arrives_after_it_restarts(make_daemon: MakeDa
     assert alice.call("friends.list")["contacts"][0]["outbox"] == 5
 
     # Alice also restarts while bob is away: the outbox is on disk, not in memory.
+    watcher.close()
+    listener.join(5)
     alice.restart()
+    watcher = alice.client(timeout=None)
+    stream = watcher.events()
+    seen.clear()
+    listener = threading.Thread(target=lambda: seen.extend(stream), daemon=True)
+    listener.start()
     bob.start()
+    online = wait_for(lambda: [e for e in seen if e["type"] == "friend.online"],
+                      what="friend.online after bob restarts")
+    assert online[0]["contact"]["peer_id"] == bob.peer_id
+    assert online[0]["contact"]["online"] is True
     wait_for(
         lambda: all(m["state"] == "delivered" for m in alice.history("bob")),
         timeout=20,
@@ -110,6 +127,12 @@ def test_message_to_stopped_friend_arrives_after_it_restarts(make_daemon: MakeDa
     got = bob.history("alice")
     assert [m["id"] for m in got] == ids
     assert [m["text"] for m in got] == [f"offline {i}" for i in range(5)]
+    delivered = wait_for(
+        lambda: [e for e in seen if e["type"] == "message.delivered"] if
+        len([e for e in seen if e["type"] == "message.delivered"]) == 5 else None,
+        what="5 delivered events")
+    assert sorted(e["message"]["id"] for e in delivered) == sorted(ids)
+    watcher.close()
 
 
 def test_kill9_sender_mid_burst_delivers_every_message_exactly_once(

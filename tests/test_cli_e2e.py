@@ -1,0 +1,145 @@
+"""The CLI against real daemons: what a person types, start to finish."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.harness import REPO, Daemon, wait_for
+
+pytestmark = pytest.mark.daemons
+
+
+def cli(home: Path, *args: str, stdin: str | None = None, timeout: float = 30,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", "--home", str(home), *args],
+        cwd=REPO, input=stdin, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def test_daemon_lifecycle_through_the_cli(short_tmp: Path) -> None:
+    home = short_tmp / "carol"
+    # Not running: says so, says how to start it, non-zero exit.
+    result = cli(home, "status")
+    assert result.returncode == 2
+    assert "not running" in result.stderr and "daemon start" in result.stderr
+
+    out = ok(cli(home, "daemon", "start", "--listen", "/ip4/127.0.0.1/tcp/0"))
+    assert "12D3KooW" in out
+    status = json.loads(ok(cli(home, "status", "--json")))
+    assert status["peer_id"].startswith("12D3KooW")
+    assert (home.stat().st_mode & 0o777) == 0o700
+    for name in ("identity.key", "p2pchat.db", "control.sock"):
+        assert ((home / name).stat().st_mode & 0o777) == 0o600, name
+    assert ok(cli(home, "daemon", "status")).strip()
+
+    ok(cli(home, "daemon", "stop"))
+    assert cli(home, "daemon", "status").returncode == 3
+    assert not (home / "control.sock").exists()
+    assert not (home / "p2pchatd.pid").exists()
+
+
+def test_befriend_chat_and_history_through_the_cli(make_daemon: object) -> None:
+    alice: Daemon = make_daemon("alice")  # type: ignore[operator]
+    bob: Daemon = make_daemon("bob")  # type: ignore[operator]
+    code = json.loads(ok(cli(bob.home, "id", "--json")))["friend_code"]
+
+    # A typo in the code is refused and nothing is added.
+    typo = code[:-3] + ("a" if code[-3] != "a" else "b") + code[-2:]
+    bad = cli(alice.home, "friends", "add", typo)
+    assert bad.returncode == 1 and "mistyped" in bad.stderr
+    assert json.loads(ok(cli(alice.home, "friends", "list", "--json")))["contacts"] == []
+
+    ok(cli(alice.home, "friends", "add", code, "--name", "bob", "--message", "hi from alice"))
+    requests = wait_for(
+        lambda: json.loads(ok(cli(bob.home, "requests", "--json")))["requests"],
+        what="the request",
+    )
+    assert requests[0]["request_text"] == "hi from alice"
+    ok(cli(bob.home, "friends", "rename", alice.peer_id, "alice"))
+    ok(cli(bob.home, "accept", "alice"))
+    wait_for(lambda: '"friend"' in ok(cli(alice.home, "friends", "list", "--json")),
+             what="friendship")
+
+    ok(cli(alice.home, "send", "bob", "hello", "bob", "--wait", "--timeout", "15"))
+
+    # Interactive chat with a piped stdin: bob's typed lines go out, alice's arrive live.
+    chat = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "--home", str(bob.home), "chat", "alice"],
+        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert chat.stdin is not None
+        chat.stdin.write("hi alice, typed in chat\n")
+        chat.stdin.flush()
+        wait_for(lambda: any(m["text"] == "hi alice, typed in chat"
+                             for m in alice.history("bob")), what="chat line at alice")
+        ok(cli(alice.home, "send", "bob", "live reply"))
+        time.sleep(1.0)
+        chat.stdin.write("/quit\n")
+        chat.stdin.flush()
+        out, errors = chat.communicate(timeout=15)
+    finally:
+        if chat.poll() is None:
+            chat.kill()
+            chat.wait()
+    assert chat.returncode == 0, errors
+    assert "hello bob" in out  # the history shown on entry
+    assert "live reply" in out  # arrived while the chat was open
+
+    history = ok(cli(alice.home, "history", "bob"))
+    for text in ("hello bob", "hi alice, typed in chat", "live reply"):
+        assert text in history
+    hist = json.loads(ok(cli(alice.home, "history", "bob", "--json")))["messages"]
+    assert [m["text"] for m in hist] == ["hello bob", "hi alice, typed in chat", "live reply"]
+
+
+def test_passphrase_protected_key(short_tmp: Path) -> None:
+    home = short_tmp / "dave"
+    secret = short_tmp / "pass"
+    secret.write_text("correct horse\n")
+    ok(cli(home, "init", "--passphrase-file", str(secret)))
+    key = json.loads((home / "identity.key").read_text())
+    assert "sealed_seed" in key and "seed" not in key
+
+    d = Daemon(home, "dave")
+    # Without the passphrase the daemon refuses to start, saying why.
+    proc = subprocess.run([sys.executable, "-m", "daemon.main", "--home", str(home)],
+                          cwd=REPO, capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if k != "P2PCHAT_PASSPHRASE"})
+    assert proc.returncode != 0
+    assert "passphrase" in proc.stderr
+    wrong = cli(home, "daemon", "start", env={"P2PCHAT_PASSPHRASE": "wrong"})
+    assert wrong.returncode != 0
+    try:
+        d.env["P2PCHAT_PASSPHRASE"] = "correct horse"
+        d.start()
+        assert d.peer_id == key["peer_id"]
+    finally:
+        d.close()
+
+
+def test_sigterm_shuts_down_cleanly(make_daemon: object) -> None:
+    d: Daemon = make_daemon("erin")  # type: ignore[operator]
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGTERM)
+    assert d.proc.wait(15) == 0
+    assert not (d.home / "p2pchatd.pid").exists()
+    assert not (d.home / "control.sock").exists()
+    assert "received SIGTERM, shutting down" in d.log_text()
+    assert "p2pchatd stopped" in d.log_text()
