@@ -81,16 +81,32 @@ def setup_logging(home: Path, level: str) -> None:
     logging.getLogger("multiaddr").setLevel(logging.WARNING)
 
 
-def lock_home(home: Path) -> IO[str]:
-    """Hold an exclusive lock on the data directory for the life of the process."""
+def _operator_error(exc: BaseException) -> BaseException | None:
+    """The first error in ``exc`` (or its exception groups) that an operator can act on,
+    so it is logged as one clear line instead of a traceback."""
+    from daemon.control import ControlSocketError
+    from p2pchat.db import DatabaseError
+    from p2pchat.node import ListenError
+
+    if isinstance(exc, ListenError | ControlSocketError | DatabaseError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _operator_error(inner)
+            if found is not None:
+                return found
+    return None
+
+
+def lock_home(home: Path) -> IO[str] | None:
+    """Hold an exclusive lock on the data directory for the life of the process; None if
+    another daemon holds it."""
     lock = open(home / "p2pchatd.lock", "a+")  # noqa: SIM115 - held until exit
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         lock.close()
-        raise SystemExit(
-            f"p2pchatd: another daemon is already running with data directory {home}"
-        ) from None
+        return None
     return lock
 
 
@@ -140,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     home = ensure_home(resolve_home(args.home))
     setup_logging(home, args.log_level)
     lock = lock_home(home)
+    if lock is None:
+        log.error("another daemon is already running with data directory %s", home)
+        return EXIT_ALREADY_RUNNING
     pid_path = home / PID_FILE
     try:
         try:
@@ -164,7 +183,11 @@ def main(argv: list[str] | None = None) -> int:
         except KeyboardInterrupt:
             pass
         except Exception as exc:
-            log.exception("p2pchatd stopped by an error: %s", exc)
+            known = _operator_error(exc)
+            if known is not None:
+                log.error("p2pchatd cannot run: %s", known)
+            else:
+                log.exception("p2pchatd stopped by an error: %s", exc)
             return 1
         log.info("p2pchatd stopped")
         return 0

@@ -577,7 +577,8 @@ async def _read_one_frame(stream: INetStream) -> wire.Frame:
 async def _refuse(stream: INetStream, code: str, reason: str) -> None:
     try:
         with trio.move_on_after(2):
-            await stream.write(wire.encode(wire.Refused(code, reason[: wire.MAX_REASON_BYTES])))
+            clipped = reason.encode()[: wire.MAX_REASON_BYTES].decode(errors="ignore")
+            await stream.write(wire.encode(wire.Refused(code, clipped)))
             await stream.close()
             return
     except Exception:
@@ -605,17 +606,23 @@ class PeerLink:
         # Messages committed since the outbox was last read from disk, so a live stream need
         # not query the database for each one. Only a hint: the database stays the truth.
         self._fresh: deque[MessageRecord] = deque()
+        self._fresh_dropped = False
 
     def queue(self, record: MessageRecord) -> None:
         """A message was just committed to the outbox: hand it over and wake up."""
         self._fresh.append(record)
         if len(self._fresh) > 4 * SEND_WINDOW:
-            self._fresh.clear()  # nobody is draining; the database has them all
+            # Nobody is draining: drop the hints; the database has them all.
+            self._fresh.clear()
+            self._fresh_dropped = True
         self._work.set()
 
     def _take_fresh(self, last_seq: int, limit: int) -> list[MessageRecord] | None:
         """The next messages after ``last_seq`` from the hand-over queue, or None if it cannot
         tell (a gap: then read the database)."""
+        if self._fresh_dropped:
+            self._fresh_dropped = False
+            return None
         fresh = self._fresh
         while fresh and fresh[0].seq <= last_seq:
             fresh.popleft()
@@ -728,6 +735,9 @@ class PeerLink:
                     if room <= 0:
                         await self._work.wait(30.0)
                         continue
+                    # One scheduler pass first: messages committed in the same group commit
+                    # are handed over together and leave in one write.
+                    await trio.sleep(0)
                     batch = self._take_fresh(last_seq, room) if caught_up else None
                     if batch is None:
                         batch = await chat.store.outbox(self.peer, last_seq, room)

@@ -47,8 +47,8 @@ def load_config(home: Path) -> Config:
     ):
         raise ConfigError(f"{path}: 'listen' must be a list of multiaddr strings")
     name = raw.get("name", "")
-    if not isinstance(name, str) or len(name.encode()) > 64:
-        raise ConfigError(f"{path}: 'name' must be a string of at most 64 bytes")
+    if not isinstance(name, str) or len(name.encode()) > 64 or "\x00" in name:
+        raise ConfigError(f"{path}: 'name' must be a string of at most 64 bytes, without NUL")
     cfg.listen = list(listen) or list(DEFAULT_LISTEN)
     cfg.name = name
     return cfg
@@ -57,10 +57,13 @@ def load_config(home: Path) -> Config:
 def save_config(home: Path, cfg: Config) -> None:
     path = home / CONFIG_FILE
     tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump(cfg.to_json(), f, indent=2)
         f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, path)
 
 

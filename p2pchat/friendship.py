@@ -83,8 +83,10 @@ def on_user(state: ContactState | None, action: UserAction) -> Step:
         case UserAction.REMOVE:
             if state in (ContactState.FRIEND, ContactState.OUTGOING):
                 return Step(ContactState.REMOVED, notice=Notice.REMOVE)
-            if state in (ContactState.INCOMING, ContactState.BLOCKED):
+            if state is ContactState.INCOMING:
                 return Step(DELETE)
+            if state is ContactState.BLOCKED:
+                return Step(error="blocked")  # unblock forgets them; removing must not
             return Step(error="not_found")
         case UserAction.BLOCK:
             return Step(ContactState.BLOCKED)

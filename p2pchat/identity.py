@@ -29,6 +29,8 @@ import nacl.secret
 import nacl.signing
 import nacl.utils
 
+from p2pchat.wire import strict_cbor_decode
+
 _PEER_ID_PREFIX: Final = bytes([0x00, 0x24, 0x08, 0x01, 0x12, 0x20])
 CODE_PREFIX: Final = "p2pchat:"
 _CODE_VERSION: Final = 1
@@ -145,7 +147,7 @@ def decode_friend_code(code: str) -> FriendCode:
             "friend code checksum does not match: the code was mistyped or cut short"
         )
     try:
-        m = cbor2.loads(payload, max_depth=3, allow_indefinite=False)
+        m = strict_cbor_decode(payload, max_depth=3)
         key = m["k"]
         addrs = m.get("a", [])
         if m.get("v") != _CODE_VERSION or not isinstance(key, bytes) or len(key) != 32:

@@ -6,7 +6,6 @@ the Node starts lives in the nursery of :meth:`Node.run` and stops when it is ca
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import time
@@ -27,6 +26,10 @@ from p2pchat.paths import DB_FILE
 from p2pchat.store import ContactState, Store
 
 log = logging.getLogger(__name__)
+
+
+class ListenError(Exception):
+    """The daemon could not listen on any of its addresses."""
 
 
 class Node:
@@ -55,10 +58,9 @@ class Node:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with Store.open(self.home / DB_FILE) as db:
             self.store = Store(db)
-            network = Network(self.identity)
-            self.network = network
-            listen = self.listen_override or self.config.listen
-            async with self._listen(network, listen):
+            listen = list(self.listen_override or self.config.listen)
+            async with self._listen(listen) as network:
+                self.network = network
                 self.chat = Chat(
                     network=network, store=self.store, events=self.events, name=self.config.name
                 )
@@ -74,24 +76,31 @@ class Node:
                     await trio.sleep_forever()
 
     @asynccontextmanager
-    async def _listen(self, network: Network, listen: list[str]) -> AsyncIterator[None]:
-        """Listen on ``listen``; for the configured (not overridden) addresses, fall back to
-        an OS-chosen port if the pinned one is taken, and pin the chosen ports in the config."""
-        entered = False
-        try:
-            async with network.run(listen):
-                entered = True
+    async def _listen(self, listen: list[str]) -> AsyncIterator[Network]:
+        """Listen on ``listen``. For the configured (not overridden) addresses, fall back to
+        OS-chosen ports if a pinned one is taken, and pin the chosen ports in the config.
+
+        py-libp2p 0.8.1 logs a failed bind and carries on with no listener, so success is
+        judged by the ports actually bound, not by an exception.
+        """
+        network = Network(self.identity)
+        async with network.run(listen):
+            if len(network.bound_ports()) == len(listen):
                 await self._pin_ports(network, listen)
-                yield
-            return
-        except Exception as exc:
-            if entered or self.listen_override or not _is_addr_in_use(exc):
-                raise
-        fallback = [a.rsplit("/", 1)[0] + "/0" for a in listen]
-        log.warning("listen port in use; falling back to %s", fallback)
+                yield network
+                return
+        if self.listen_override:
+            raise ListenError(
+                f"cannot listen on {', '.join(listen)} (address in use or not available)"
+            )
+        fallback = [a.rsplit("/", 1)[0] + "/0" if "/tcp/" in a else a for a in listen]
+        log.warning("cannot listen on %s (in use?); falling back to %s", listen, fallback)
+        network = Network(self.identity)
         async with network.run(fallback):
+            if not network.bound_ports():
+                raise ListenError(f"cannot listen on {', '.join(fallback)}")
             await self._pin_ports(network, fallback)
-            yield
+            yield network
 
     async def _pin_ports(self, network: Network, listen: list[str]) -> None:
         if self.listen_override is not None:
@@ -134,14 +143,3 @@ class Node:
             "outbox": sum(outbox.values()),
             "connections": len(self.network.connected_peers()) if self.network else 0,
         }
-
-
-def _is_addr_in_use(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError) and seen.errno == errno.EADDRINUSE:
-            return True
-        if "address already in use" in str(seen).lower():
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False

@@ -225,26 +225,31 @@ def _no_tags(decoder: Any, tag: Any) -> Any:
     raise FrameError(f"CBOR tag {tag.tag} not allowed")
 
 
-def _no_semantic_tag(decoder: Any) -> Any:
+def _no_semantic_tag(decoder: Any, *args: Any) -> Any:
     raise FrameError("CBOR semantic tags are not allowed")
 
 
 # cbor2 decodes well-known tags itself (datetimes, regexes, shared references, sets...) before
 # ``tag_hook`` sees them; override every tag number it might know so none is ever decoded.
-_REJECT_SEMANTIC_TAGS: Final = {tag: _no_semantic_tag for tag in (*range(1024), 1004, 1040, 55799)}
+_REJECT_SEMANTIC_TAGS: Final[dict[int, Any]] = {
+    tag: _no_semantic_tag for tag in (*range(1024), 1004, 1040, 55799)
+}
 
 
-def decode_frame(body: bytes) -> Frame:
-    """Decode and validate one frame body (without its length prefix)."""
-    if len(body) > MAX_FRAME_BYTES:
-        raise FrameError(f"frame of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
-    fp = io.BytesIO(body)
+def strict_cbor_decode(data: bytes, max_depth: int = _CBOR_MAX_DEPTH) -> Any:
+    """Decode exactly one CBOR item from untrusted bytes, or raise :class:`FrameError`.
+
+    No tags (so no datetimes, regexes or shared references are ever built), no indefinite
+    lengths, no duplicate map keys, only text/byte-string keys, bounded nesting, and nothing
+    after the item.
+    """
+    fp = io.BytesIO(data)
     try:
-        m = cbor2.CBORDecoder(
+        value = cbor2.CBORDecoder(
             fp,
             tag_hook=_no_tags,
             semantic_decoders=_REJECT_SEMANTIC_TAGS,
-            max_depth=_CBOR_MAX_DEPTH,
+            max_depth=max_depth,
             allow_indefinite=False,
             allow_duplicate_keys=False,
             strict_hashable_types=True,
@@ -253,8 +258,16 @@ def decode_frame(body: bytes) -> Frame:
         raise
     except Exception as exc:  # cbor2 raises several types on hostile input
         raise FrameError(f"invalid CBOR: {exc}") from None
-    if fp.tell() != len(body):
-        raise FrameError("trailing bytes after the frame's CBOR map")
+    if fp.tell() != len(data):
+        raise FrameError("trailing bytes after the CBOR item")
+    return value
+
+
+def decode_frame(body: bytes) -> Frame:
+    """Decode and validate one frame body (without its length prefix)."""
+    if len(body) > MAX_FRAME_BYTES:
+        raise FrameError(f"frame of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
+    m = strict_cbor_decode(body)
     if not isinstance(m, dict):
         raise FrameError("frame must be a CBOR map")
     t = m.get("t")

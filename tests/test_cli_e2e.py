@@ -17,11 +17,20 @@ from tests.harness import REPO, Daemon, wait_for
 pytestmark = pytest.mark.daemons
 
 
-def cli(home: Path, *args: str, stdin: str | None = None, timeout: float = 30,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def cli(
+    home: Path,
+    *args: str,
+    stdin: str | None = None,
+    timeout: float = 30,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cli.main", "--home", str(home), *args],
-        cwd=REPO, input=stdin, capture_output=True, text=True, timeout=timeout,
+        cwd=REPO,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
         env={**os.environ, **(env or {})},
     )
 
@@ -72,23 +81,29 @@ def test_befriend_chat_and_history_through_the_cli(make_daemon: object) -> None:
     assert requests[0]["request_text"] == "hi from alice"
     ok(cli(bob.home, "friends", "rename", alice.peer_id, "alice"))
     ok(cli(bob.home, "accept", "alice"))
-    wait_for(lambda: '"friend"' in ok(cli(alice.home, "friends", "list", "--json")),
-             what="friendship")
+    wait_for(
+        lambda: '"friend"' in ok(cli(alice.home, "friends", "list", "--json")), what="friendship"
+    )
 
     ok(cli(alice.home, "send", "bob", "hello", "bob", "--wait", "--timeout", "15"))
 
     # Interactive chat with a piped stdin: bob's typed lines go out, alice's arrive live.
     chat = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "--home", str(bob.home), "chat", "alice"],
-        cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=REPO,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
     try:
         assert chat.stdin is not None
         chat.stdin.write("hi alice, typed in chat\n")
         chat.stdin.flush()
-        wait_for(lambda: any(m["text"] == "hi alice, typed in chat"
-                             for m in alice.history("bob")), what="chat line at alice")
+        wait_for(
+            lambda: any(m["text"] == "hi alice, typed in chat" for m in alice.history("bob")),
+            what="chat line at alice",
+        )
         ok(cli(alice.home, "send", "bob", "live reply"))
         time.sleep(1.0)
         chat.stdin.write("/quit\n")
@@ -119,9 +134,14 @@ def test_passphrase_protected_key(short_tmp: Path) -> None:
 
     d = Daemon(home, "dave")
     # Without the passphrase the daemon refuses to start, saying why.
-    proc = subprocess.run([sys.executable, "-m", "daemon.main", "--home", str(home)],
-                          cwd=REPO, capture_output=True, text=True, timeout=60,
-                          env={k: v for k, v in os.environ.items() if k != "P2PCHAT_PASSPHRASE"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "daemon.main", "--home", str(home)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={k: v for k, v in os.environ.items() if k != "P2PCHAT_PASSPHRASE"},
+    )
     assert proc.returncode != 0
     assert "passphrase" in proc.stderr
     wrong = cli(home, "daemon", "start", env={"P2PCHAT_PASSPHRASE": "wrong"})

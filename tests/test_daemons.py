@@ -115,8 +115,10 @@ def test_message_to_stopped_friend_arrives_after_it_restarts(make_daemon: MakeDa
     listener = threading.Thread(target=lambda: seen.extend(stream), daemon=True)
     listener.start()
     bob.start()
-    online = wait_for(lambda: [e for e in seen if e["type"] == "friend.online"],
-                      what="friend.online after bob restarts")
+    online = wait_for(
+        lambda: [e for e in seen if e["type"] == "friend.online"],
+        what="friend.online after bob restarts",
+    )
     assert online[0]["contact"]["peer_id"] == bob.peer_id
     assert online[0]["contact"]["online"] is True
     wait_for(
@@ -128,9 +130,13 @@ def test_message_to_stopped_friend_arrives_after_it_restarts(make_daemon: MakeDa
     assert [m["id"] for m in got] == ids
     assert [m["text"] for m in got] == [f"offline {i}" for i in range(5)]
     delivered = wait_for(
-        lambda: [e for e in seen if e["type"] == "message.delivered"] if
-        len([e for e in seen if e["type"] == "message.delivered"]) == 5 else None,
-        what="5 delivered events")
+        lambda: (
+            [e for e in seen if e["type"] == "message.delivered"]
+            if len([e for e in seen if e["type"] == "message.delivered"]) == 5
+            else None
+        ),
+        what="5 delivered events",
+    )
     assert sorted(e["message"]["id"] for e in delivered) == sorted(ids)
     watcher.close()
 

@@ -62,7 +62,7 @@ USER_TABLE: dict[tuple[ContactState | None, UserAction], Step] = {
     (S.OUTGOING, A.REMOVE): Step(S.REMOVED, notice=Notice.REMOVE),  # withdraws the request
     (S.INCOMING, A.REMOVE): Step(DELETE),
     (S.FRIEND, A.REMOVE): Step(S.REMOVED, notice=Notice.REMOVE),
-    (S.BLOCKED, A.REMOVE): Step(DELETE),
+    (S.BLOCKED, A.REMOVE): Step(error="blocked"),
     # BLOCK: always allowed, never tells the peer
     (None, A.BLOCK): Step(S.BLOCKED),
     (S.REMOVED, A.BLOCK): Step(S.BLOCKED),
