@@ -28,6 +28,7 @@ from p2pchat.chat import Chat, message_json
 from p2pchat.friendship import UserAction
 from p2pchat.node import Node
 from p2pchat.store import ContactState
+from p2pchat.wire import MSG_ID_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +296,15 @@ async def _requests_list(s: Session, p: Params) -> Any:
 
 
 async def _send(s: Session, p: Params) -> Any:
-    record = await s.server.chat.send_message(_str(p, "friend"), _str(p, "text"))
+    msg_id = None
+    if p.get("id") is not None:
+        try:
+            msg_id = bytes.fromhex(_str(p, "id"))
+        except ValueError:
+            msg_id = b""
+        if len(msg_id) != MSG_ID_BYTES:
+            raise ApiError("invalid_params", f"'id' must be {2 * MSG_ID_BYTES} hex characters")
+    record = await s.server.chat.send_message(_str(p, "friend"), _str(p, "text"), msg_id)
     return {"message": message_json(record)}
 
 

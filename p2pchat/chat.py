@@ -361,7 +361,11 @@ class Chat:
         except Exception as exc:
             log.debug("disconnect %s: %s", short(peer), exc)
 
-    async def send_message(self, friend: str, text: str) -> MessageRecord:
+    async def send_message(
+        self, friend: str, text: str, msg_id: bytes | None = None
+    ) -> MessageRecord:
+        """Queue ``text`` for ``friend``. A client-chosen ``msg_id`` makes the call safe to
+        retry: the same ID is stored (and delivered) once."""
         contact = self.resolve(friend)
         if contact.state is not ContactState.FRIEND:
             raise ApiError(
@@ -373,9 +377,15 @@ class Chat:
             raise ApiError("invalid_params", "the message is empty")
         _check_len(text, wire.MAX_TEXT_BYTES, "message")
         try:
-            record = await self.store.add_outgoing(contact.peer_id, os.urandom(16), text, now_ms())
+            record, created = await self.store.add_outgoing(
+                contact.peer_id, msg_id or os.urandom(wire.MSG_ID_BYTES), text, now_ms()
+            )
+        except ValueError as exc:
+            raise ApiError("invalid_params", str(exc)) from None
         except DatabaseError as exc:
             raise _storage_error(exc) from None
+        if not created:
+            return record
         link = self._links.get(contact.peer_id)
         if link is not None:
             link.queue(record)

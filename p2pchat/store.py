@@ -264,10 +264,25 @@ class Store:
 
     # --- messages ----------------------------------------------------------------------------
 
-    async def add_outgoing(self, peer_id: str, msg_id: bytes, text: str, now: int) -> MessageRecord:
-        """Put a message in the outbox with the conversation's next sequence number."""
+    async def add_outgoing(
+        self, peer_id: str, msg_id: bytes, text: str, now: int
+    ) -> tuple[MessageRecord, bool]:
+        """Put a message in the outbox with the conversation's next sequence number.
 
-        def fn(conn: sqlite3.Connection) -> MessageRecord:
+        Returns (record, created). If a message with ``msg_id`` to this peer already exists
+        (a client retrying), that one is returned unchanged and nothing is added; a reused ID
+        with different text raises :class:`ValueError`.
+        """
+
+        def fn(conn: sqlite3.Connection) -> tuple[MessageRecord, bool]:
+            existing = conn.execute(
+                "SELECT * FROM messages WHERE peer_id = ? AND outgoing = 1 AND msg_id = ?",
+                (peer_id, msg_id),
+            ).fetchone()
+            if existing is not None:
+                if existing["text"] != text:
+                    raise ValueError("message id already used for a different text")
+                return _message(existing), False
             row = conn.execute(
                 "UPDATE contacts SET next_seq = next_seq + 1 WHERE peer_id = ? "
                 "RETURNING next_seq - 1",
@@ -280,7 +295,7 @@ class Store:
                 " state) VALUES (?,?,1,?,?,?,?,?) RETURNING *",
                 (peer_id, msg_id, row[0], now, now, text, MessageState.PENDING.value),
             )
-            return _message(cur.fetchone())
+            return _message(cur.fetchone()), True
 
         return await self._db.run(fn)
 

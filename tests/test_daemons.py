@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -144,18 +145,23 @@ def test_message_to_stopped_friend_arrives_after_it_restarts(make_daemon: MakeDa
 def test_kill9_sender_mid_burst_delivers_every_message_exactly_once(
     make_daemon: MakeDaemon,
 ) -> None:
+    """kill -9 the sender while a client pushes 1,000 messages; restart it; the client retries
+    the one send whose reply it never got (same client-chosen id). Every message the client
+    ever submitted arrives exactly once, in order."""
     alice, bob = make_daemon("alice"), make_daemon("bob")
     befriend(alice, bob)
-    accepted: list[str] = []
+    attempted: list[str] = []  # ids the client submitted, in order
+    accepted: list[str] = []  # ids whose reply arrived
     errors: list[BaseException] = []
 
     def burst() -> None:
         try:
             with alice.client() as c:
                 for i in range(1000):
-                    accepted.append(
-                        c.call("messages.send", friend="bob", text=f"m{i:04d}")["message"]["id"]
-                    )
+                    msg_id = os.urandom(16).hex()
+                    attempted.append(msg_id)
+                    c.call("messages.send", friend="bob", text=f"m{i:04d}", id=msg_id)
+                    accepted.append(msg_id)
         except BaseException as exc:  # the daemon dies under us: expected
             errors.append(exc)
 
@@ -166,14 +172,18 @@ def test_kill9_sender_mid_burst_delivers_every_message_exactly_once(
     sender.join(10)
     assert errors, "the burst should have been cut off by kill -9"
     assert 300 <= len(accepted) < 1000
+    assert len(attempted) - len(accepted) <= 1
 
     alice.start()
-    stored = alice.history("bob", limit=1000)
-    stored_ids = [m["id"] for m in stored]
-    # Everything the API accepted survived the crash (maybe plus one committed before its
-    # reply was written).
-    assert set(accepted) <= set(stored_ids)
-    assert len(stored_ids) - len(accepted) <= 1
+    stored = [m["id"] for m in alice.history("bob", limit=1000)]
+    # Everything the API accepted survived the crash, in order.
+    assert stored[: len(accepted)] == accepted
+    # The client retries the send it never heard back about: stored once either way.
+    for i, msg_id in enumerate(attempted[len(accepted) :], start=len(accepted)):
+        alice.call("messages.send", friend="bob", text=f"m{i:04d}", id=msg_id)
+        alice.call("messages.send", friend="bob", text=f"m{i:04d}", id=msg_id)
+    stored = [m["id"] for m in alice.history("bob", limit=1000)]
+    assert stored == attempted
 
     wait_for(
         lambda: all(m["state"] == "delivered" for m in alice.history("bob", limit=1000)),
@@ -183,8 +193,9 @@ def test_kill9_sender_mid_burst_delivers_every_message_exactly_once(
     got = bob.history("alice", limit=1000)
     got_ids = [m["id"] for m in got]
     assert len(got_ids) == len(set(got_ids)), "duplicates at the receiver"
-    assert got_ids == stored_ids, "receiver must hold exactly the sender's messages, in order"
-    assert [m["seq"] for m in got] == sorted(m["seq"] for m in got)
+    assert got_ids == attempted, "receiver must hold exactly the submitted messages, in order"
+    assert [m["text"] for m in got] == [f"m{i:04d}" for i in range(len(attempted))]
+    assert [m["seq"] for m in got] == list(range(1, len(attempted) + 1))
 
 
 def test_mistyped_id_or_code_is_rejected_and_nothing_is_added(make_daemon: MakeDaemon) -> None:

@@ -304,7 +304,7 @@ async def test_concurrent_writes_group_commit(
     seqs: dict[str, list[int]] = {PEER: [], OTHER: []}
 
     async def send(peer: str, n: int) -> None:
-        record = await store.add_outgoing(peer, mid(n), f"m{n}", now=n)
+        record, _ = await store.add_outgoing(peer, mid(n), f"m{n}", now=n)
         seqs[peer].append(record.seq)
 
     async with trio.open_nursery() as nursery:
@@ -335,7 +335,7 @@ async def _fill_up(db: Database) -> None:
 
 async def test_disk_full_keeps_committed_data(db_path: Path, db: Database, store: Store) -> None:
     await friend(store)
-    first = await store.add_outgoing(PEER, mid(1), "before", now=1)
+    first, _ = await store.add_outgoing(PEER, mid(1), "before", now=1)
     await _fill_up(db)
     for n in range(3):
         with pytest.raises(DatabaseError) as err:
@@ -344,7 +344,7 @@ async def test_disk_full_keeps_committed_data(db_path: Path, db: Database, store
     assert [m.text for m in await store.history(PEER, 10)] == ["before"]
     # Nothing half-written: the sequence counter did not move either.
     await db.run(lambda c: c.execute("PRAGMA max_page_count = 1000000"))
-    second = await store.add_outgoing(PEER, mid(2), "after", now=3)
+    second, _ = await store.add_outgoing(PEER, mid(2), "after", now=3)
     assert second.seq == first.seq + 1
     await db.close()
     async with Store.open(db_path) as reopened:
@@ -471,10 +471,10 @@ async def test_set_addrs_and_clear_notice(store: Store) -> None:
 async def test_add_outgoing_assigns_increasing_seq_per_contact(store: Store) -> None:
     await friend(store)
     await friend(store, OTHER)
-    a1 = await store.add_outgoing(PEER, mid(1), "one", now=100)
-    a2 = await store.add_outgoing(PEER, mid(2), "two", now=101)
-    b1 = await store.add_outgoing(OTHER, mid(3), "uno", now=102)
-    a3 = await store.add_outgoing(PEER, mid(4), "three", now=103)
+    a1, _ = await store.add_outgoing(PEER, mid(1), "one", now=100)
+    a2, _ = await store.add_outgoing(PEER, mid(2), "two", now=101)
+    b1, _ = await store.add_outgoing(OTHER, mid(3), "uno", now=102)
+    a3, _ = await store.add_outgoing(PEER, mid(4), "three", now=103)
     assert [a1.seq, a2.seq, a3.seq, b1.seq] == [1, 2, 3, 1]
     assert a1.row < a2.row < b1.row < a3.row
     assert a1.outgoing and a1.state is MessageState.PENDING
@@ -488,6 +488,20 @@ async def test_add_outgoing_assigns_increasing_seq_per_contact(store: Store) -> 
     assert a1.delivered_at is None
 
 
+async def test_add_outgoing_retry_with_same_id_adds_nothing(store: Store) -> None:
+    await friend(store)
+    first, created = await store.add_outgoing(PEER, mid(1), "once", now=1)
+    assert created
+    again, created_again = await store.add_outgoing(PEER, mid(1), "once", now=2)
+    assert not created_again
+    assert again == first
+    with pytest.raises(ValueError):
+        await store.add_outgoing(PEER, mid(1), "different text", now=3)
+    nxt, _ = await store.add_outgoing(PEER, mid(2), "next", now=4)
+    assert nxt.seq == first.seq + 1  # the retries consumed no sequence number
+    assert [m.text for m in await store.history(PEER, 10)] == ["once", "next"]
+
+
 async def test_add_outgoing_unknown_contact(store: Store) -> None:
     with pytest.raises(KeyError):
         await store.add_outgoing("nobody", mid(1), "x", now=1)
@@ -498,7 +512,7 @@ async def test_add_outgoing_seq_survives_contact_update(store: Store) -> None:
     await friend(store)
     await store.add_outgoing(PEER, mid(1), "one", now=1)
     await store.put_contact(PEER, state=ContactState.FRIEND, now=2, name="x")
-    assert (await store.add_outgoing(PEER, mid(2), "two", now=3)).seq == 2
+    assert (await store.add_outgoing(PEER, mid(2), "two", now=3))[0].seq == 2
 
 
 async def test_add_incoming_is_idempotent(store: Store) -> None:
@@ -523,7 +537,7 @@ async def test_add_incoming_is_idempotent(store: Store) -> None:
 
 async def test_same_msg_id_is_separate_per_peer_and_direction(store: Store) -> None:
     await friend(store)
-    out = await store.add_outgoing(PEER, mid(1), "mine", now=1)
+    out, _ = await store.add_outgoing(PEER, mid(1), "mine", now=1)
     inc = await store.add_incoming(PEER, [IncomingMessage(mid(1), 1, 1, "theirs")], now=2)
     other = await store.add_incoming(OTHER, [IncomingMessage(mid(1), 1, 1, "other")], now=3)
     assert out.msg_id == inc[0].msg_id == other[0].msg_id
@@ -532,7 +546,7 @@ async def test_same_msg_id_is_separate_per_peer_and_direction(store: Store) -> N
 
 async def test_mark_delivered_changes_state_once(store: Store) -> None:
     await friend(store)
-    m1 = await store.add_outgoing(PEER, mid(1), "one", now=1)
+    m1, _ = await store.add_outgoing(PEER, mid(1), "one", now=1)
     await store.add_outgoing(PEER, mid(2), "two", now=1)
     await store.add_incoming(PEER, [IncomingMessage(mid(3), 1, 1, "in")], now=1)
     changed = await store.mark_delivered(PEER, [mid(1), mid(404), mid(3)], now=50)
@@ -587,7 +601,7 @@ async def test_unicode_and_binary_round_trip(store: Store) -> None:
     await friend(store)
     text = "héllo 🌍 \u202e ' \" ; DROP TABLE messages; --"
     msg_id = bytes(range(16))
-    record = await store.add_outgoing(PEER, msg_id, text, now=1)
+    record, _ = await store.add_outgoing(PEER, msg_id, text, now=1)
     assert (record.text, record.msg_id) == (text, msg_id)
     assert (await store.history(PEER, 1))[0].text == text
 
