@@ -12,6 +12,7 @@ import fcntl
 import logging
 import logging.handlers
 import os
+import queue
 import signal
 import sys
 from pathlib import Path
@@ -61,7 +62,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def setup_logging(home: Path, level: str) -> None:
+def setup_logging(home: Path, level: str) -> logging.handlers.QueueListener:
+    """Log to ``<home>/p2pchatd.log`` and stderr from a helper thread: the trio thread only
+    enqueues records, so a slow disk never stalls the event loop. Stop the returned listener
+    at exit to flush."""
     fmt = logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     file_handler = logging.handlers.RotatingFileHandler(
         home / LOG_FILE, maxBytes=10 * 1024 * 1024, backupCount=3
@@ -69,16 +73,20 @@ def setup_logging(home: Path, level: str) -> None:
     file_handler.setFormatter(fmt)
     stderr_handler = logging.StreamHandler(sys.stderr)
     stderr_handler.setFormatter(fmt)
+    listener = logging.handlers.QueueListener(
+        queue.SimpleQueue(), file_handler, stderr_handler, respect_handler_level=True
+    )
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    root.addHandler(file_handler)
-    root.addHandler(stderr_handler)
+    root.addHandler(logging.handlers.QueueHandler(listener.queue))
     root.setLevel(level)
     # py-libp2p logs expected network failures at ERROR; keep them out of a user's log
     # unless debugging.
     logging.getLogger("libp2p").setLevel(logging.DEBUG if level == "DEBUG" else logging.CRITICAL)
     logging.getLogger("multiaddr").setLevel(logging.WARNING)
+    listener.start()
+    return listener
 
 
 def _operator_error(exc: BaseException) -> BaseException | None:
@@ -154,7 +162,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.umask(0o077)  # everything the daemon writes is private to the user
     home = ensure_home(resolve_home(args.home))
-    setup_logging(home, args.log_level)
+    log_listener = setup_logging(home, args.log_level)
+    try:
+        return _run(args, home)
+    finally:
+        log_listener.stop()
+
+
+def _run(args: argparse.Namespace, home: Path) -> int:
     lock = lock_home(home)
     if lock is None:
         log.error("another daemon is already running with data directory %s", home)
