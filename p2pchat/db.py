@@ -45,6 +45,7 @@ class _BatchAborted(Exception):
 class _Job(Generic[T]):
     fn: Callable[[sqlite3.Connection], T]
     done: Callable[[_Job[T]], None]
+    durable: bool = True
     result: T | None = None
     error: BaseException | None = None
     completed: bool = field(default=False)
@@ -62,6 +63,7 @@ class Database:
         self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._synchronous_full = True
 
     async def __aenter__(self) -> Database:
         ready: trio.Event = trio.Event()
@@ -93,8 +95,14 @@ class Database:
         if self._thread is not None:
             await trio.to_thread.run_sync(self._thread.join)
 
-    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
         """Run ``fn(connection)`` in the worker, inside a transaction committed before return.
+
+        ``durable=False`` is for writes that may be lost in a power cut (not in a crash of the
+        process) because they can be redone, e.g. marking a message delivered: the receiver
+        deduplicates the resend. A batch made only of such jobs commits without an fsync
+        (``synchronous=NORMAL``, still crash-safe in WAL mode); any durable job in the batch
+        makes the whole commit durable.
 
         If the calling task is cancelled the job still runs to completion (its result is
         dropped): a write is never half-done.
@@ -107,7 +115,7 @@ class Database:
         def done(job: _Job[T]) -> None:
             token.run_sync_soon(finished.set)
 
-        job: _Job[T] = _Job(fn=fn, done=done)
+        job: _Job[T] = _Job(fn=fn, done=done, durable=durable)
         self._queue.put(job)
         with trio.CancelScope(shield=True):
             await finished.wait()
@@ -176,6 +184,10 @@ class Database:
 
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Job[Any]]) -> None:
         try:
+            durable = any(job.durable for job in batch)
+            if durable != self._synchronous_full:
+                conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+                self._synchronous_full = durable
             conn.execute("BEGIN IMMEDIATE")
             for job in batch:
                 conn.execute("SAVEPOINT job")

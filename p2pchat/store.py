@@ -341,7 +341,8 @@ class Store:
                     changed.append(_message(row))
             return changed
 
-        return await self._db.run(fn)
+        # Losing this in a power cut only means the message is sent again and deduplicated.
+        return await self._db.run(fn, durable=False)
 
     async def outbox(self, peer_id: str, after_seq: int, limit: int) -> list[MessageRecord]:
         def fn(conn: sqlite3.Connection) -> list[MessageRecord]:

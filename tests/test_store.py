@@ -227,6 +227,24 @@ async def test_result_is_committed_when_run_returns(db_path: Path, store: Store)
         reader.close()
 
 
+async def test_non_durable_batches_commit_and_switch_sync_mode_back(db_path: Path) -> None:
+    """A batch of only ``durable=False`` jobs commits with synchronous=NORMAL; the next durable
+    job gets synchronous=FULL again. Both survive a close and reopen."""
+
+    def sync_mode(conn: sqlite3.Connection) -> int:
+        return int(conn.execute("PRAGMA synchronous").fetchone()[0])
+
+    async with Store.open(db_path) as db:
+        await db.run(lambda c: c.execute("CREATE TABLE t (x INTEGER)"))
+        await db.run(lambda c: c.execute("INSERT INTO t VALUES (1)"), durable=False)
+        assert await db.run(sync_mode, durable=False) == 1  # NORMAL
+        await db.run(lambda c: c.execute("INSERT INTO t VALUES (2)"))
+        assert await db.run(sync_mode) == 2  # FULL
+    async with Store.open(db_path) as db:
+        rows = await db.run(lambda c: c.execute("SELECT x FROM t ORDER BY x").fetchall())
+        assert [r[0] for r in rows] == [1, 2]
+
+
 async def test_job_exceptions(db: Database) -> None:
     def boom(conn: sqlite3.Connection) -> None:
         raise ValueError("mine")
