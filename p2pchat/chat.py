@@ -238,7 +238,7 @@ class Chat:
     # --- user actions (the control API calls these) ---------------------------------------
 
     def resolve(self, text: str, *, include_blocked: bool = True) -> Contact:
-        """Find a contact by full ID, name, or unique ID prefix (docs/API.md)."""
+        """Find a contact by full ID, name, or a unique beginning or end of an ID (API.md)."""
         query = text.strip()
         if not query:
             raise ApiError("invalid_params", "no friend given")
@@ -251,32 +251,19 @@ class Chat:
         for c in visible:
             if c.peer_id == query:
                 return c
-        named = [c for c in visible if query.casefold() in (c.name.casefold(),)]
+        folded = query.casefold()
+        named = [c for c in visible if c.name.casefold() == folded]
         if not named:
-            named = [
-                c for c in visible if c.their_name and c.their_name.casefold() == query.casefold()
-            ]
-        if len(named) == 1:
-            return named[0]
-        if len(named) > 1:
-            raise ApiError(
-                "ambiguous",
-                f"{len(named)} contacts are called {query!r}; use an ID instead",
-                {"candidates": [c.peer_id for c in named]},
-            )
-        if len(query) >= 4:
+            named = [c for c in visible if c.their_name.casefold() == folded]
+        found = _only_one(named, f"contacts are called {query!r}; use an ID instead")
+        if found is None and len(query) >= 4:
             # Short IDs are shown as an ID's last characters, so both ends are accepted.
-            prefixed = [
+            matching = [
                 c for c in visible if c.peer_id.startswith(query) or c.peer_id.endswith(query)
             ]
-            if len(prefixed) == 1:
-                return prefixed[0]
-            if len(prefixed) > 1:
-                raise ApiError(
-                    "ambiguous",
-                    f"{len(prefixed)} contacts have IDs matching {query!r}; type more of the ID",
-                    {"candidates": [c.peer_id for c in prefixed]},
-                )
+            found = _only_one(matching, f"contacts have IDs matching {query!r}; type more of it")
+        if found is not None:
+            return found
         raise ApiError("not_found", f"no contact matches {query!r} (see: p2pchat friends list)")
 
     async def add_friend(self, id_or_code: str, name: str | None, message: str) -> Contact:
@@ -546,6 +533,17 @@ class Chat:
             case Notice.REMOVE:
                 return wire.FriendRemove()
         raise AssertionError(contact.notice)  # pragma: no cover
+
+
+def _only_one(matches: list[Contact], ambiguity: str) -> Contact | None:
+    """The single match, None for no match, or an ``ambiguous`` error naming the candidates."""
+    if len(matches) > 1:
+        raise ApiError(
+            "ambiguous",
+            f"{len(matches)} {ambiguity}",
+            {"candidates": [c.peer_id for c in matches]},
+        )
+    return matches[0] if matches else None
 
 
 def _wants_link(contact: Contact) -> bool:
