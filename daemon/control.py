@@ -74,7 +74,8 @@ class Session:
         self.subscribed = False
 
     async def send(self, obj: dict[str, Any]) -> None:
-        data = json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
+        # ensure_ascii: a lone surrogate echoed back in an id must not break the encoding.
+        data = json.dumps(obj, separators=(",", ":")).encode() + b"\n"
         async with self.write_lock:
             await self.stream.send_all(data)
 
@@ -108,7 +109,7 @@ class Session:
     async def handle_line(self, line: bytes) -> dict[str, Any]:
         try:
             request = json.loads(line)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return {
                 "jsonrpc": "2.0",
                 "id": None,
@@ -129,6 +130,8 @@ class Session:
                 },
             }
         req_id = request.get("id")
+        if not (req_id is None or (isinstance(req_id, str | int) and not isinstance(req_id, bool))):
+            req_id = None  # JSON-RPC ids are strings, numbers or null; never echo anything else
         method = request.get("method")
         params = request.get("params", {})
         if params is None:
@@ -200,6 +203,9 @@ class ControlServer:
         self._clients += 1
         try:
             await Session(self, stream).run()
+        except Exception:
+            # One misbehaving client must never take the daemon down.
+            log.exception("control API session failed")
         finally:
             self._clients -= 1
             await stream.aclose()

@@ -20,7 +20,8 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import trio
@@ -141,12 +142,17 @@ class Chat:
 
     # --- lifecycle -------------------------------------------------------------------------
 
-    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def load(self) -> None:
+        """Load contacts and install the stream handlers and connection callback. Call it
+        before the host listens, so no early stream or connection goes unseen."""
         for contact in await self.store.contacts():
             self._contacts[contact.peer_id] = contact
         self.net.set_handler(wire.FRIEND_PROTOCOL, self._handle_friend_stream)
         self.net.set_handler(wire.MSG_PROTOCOL, self._handle_msg_stream)
         self.net.on_connection_change(self._connection_changed)
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep every contact that needs the network linked, until cancelled."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
             for contact in list(self._contacts.values()):
@@ -199,18 +205,35 @@ class Chat:
 
     # --- applying transitions --------------------------------------------------------------
 
-    def _lock(self, peer: str) -> trio.Lock:
-        return self._locks.setdefault(peer, trio.Lock())
+    @asynccontextmanager
+    async def _locked(self, peer: str) -> AsyncIterator[None]:
+        """Serialise state changes for one peer. Locks of peers we keep no contact for are
+        dropped when free, so strangers cannot grow this table."""
+        lock = self._locks.setdefault(peer, trio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if (
+                peer not in self._contacts
+                and not lock.locked()
+                and lock.statistics().tasks_waiting == 0
+            ):
+                self._locks.pop(peer, None)
 
     async def _apply(self, peer: str, step: Step, **fields: Any) -> Contact | None:
         """Persist a transition's new state (caller holds the peer's lock)."""
         current = self._contacts.get(peer)
         if step.state is None and step.notice is None:
             if current is not None and fields:
-                updated = await self.store.put_contact(
-                    peer, state=current.state, notice=current.notice, now=now_ms(), **fields
-                )
-                self._contacts[peer] = updated
+                # Only the given fields: state and owed notice stay as stored (the in-memory
+                # copy may be a moment behind a notice the PeerLink just cleared).
+                updated = await self.store.update_fields(peer, now=now_ms(), **fields)
+                if updated is not None:
+                    self._contacts[peer] = updated
+                    link = self._links.get(peer)
+                    if link is not None and "addrs" in fields:
+                        link.network_changed()
                 return updated
             return current
         if step.state == DELETE:
@@ -251,17 +274,30 @@ class Chat:
         for c in visible:
             if c.peer_id == query:
                 return c
+        # Names the user chose first, then pieces of IDs, and only then names that peers chose
+        # for themselves (never a blocked peer's): a peer must not be able to capture a name
+        # or an ID fragment the user types for someone else. Two peers announcing the same
+        # name make it ambiguous, never misdirected.
         folded = query.casefold()
-        named = [c for c in visible if c.name.casefold() == folded]
-        if not named:
-            named = [c for c in visible if c.their_name.casefold() == folded]
-        found = _only_one(named, f"contacts are called {query!r}; use an ID instead")
+        found = _only_one(
+            [c for c in visible if c.name.casefold() == folded],
+            f"contacts are called {query!r}; use an ID instead",
+        )
         if found is None and len(query) >= 4:
-            # Short IDs are shown as an ID's last characters, so both ends are accepted.
+            # Short IDs are shown as an ID's beginning or end, so both are accepted.
             matching = [
                 c for c in visible if c.peer_id.startswith(query) or c.peer_id.endswith(query)
             ]
             found = _only_one(matching, f"contacts have IDs matching {query!r}; type more of it")
+        if found is None:
+            found = _only_one(
+                [
+                    c
+                    for c in visible
+                    if c.state is not ContactState.BLOCKED and c.their_name.casefold() == folded
+                ],
+                f"contacts call themselves {query!r}; use an ID or give them a name",
+            )
         if found is not None:
             return found
         raise ApiError("not_found", f"no contact matches {query!r} (see: p2pchat friends list)")
@@ -274,10 +310,10 @@ class Chat:
         peer = code.peer_id
         if peer == self.me:
             raise ApiError("self", "that is your own ID")
-        _check_len(message, wire.MAX_REQUEST_TEXT_BYTES, "message")
+        _check_text(message, wire.MAX_REQUEST_TEXT_BYTES, "message", multiline=True)
         if name is not None:
-            _check_len(name, wire.MAX_NAME_BYTES, "name")
-        async with self._lock(peer):
+            _check_text(name, wire.MAX_NAME_BYTES, "name")
+        async with self._locked(peer):
             current = self._contacts.get(peer)
             step = on_user(current.state if current else None, UserAction.ADD)
             if step.error:
@@ -303,7 +339,7 @@ class Chat:
     async def user_action(self, friend: str, action: UserAction) -> Contact | None:
         contact = self.resolve(friend)
         peer = contact.peer_id
-        async with self._lock(peer):
+        async with self._locked(peer):
             current = self._contacts.get(peer)
             step = on_user(current.state if current else None, action)
             if step.error:
@@ -326,16 +362,16 @@ class Chat:
             raise ApiError("invalid_id", str(exc)) from None
         if peer == self.me:
             raise ApiError("self", "that is your own ID")
-        async with self._lock(peer):
+        async with self._locked(peer):
             contact = await self._apply(peer, on_user(None, UserAction.BLOCK))
         assert contact is not None
         await self._disconnect(peer)
         return contact
 
     async def rename(self, friend: str, name: str) -> Contact:
-        _check_len(name, wire.MAX_NAME_BYTES, "name")
+        _check_text(name, wire.MAX_NAME_BYTES, "name")
         contact = self.resolve(friend)
-        async with self._lock(contact.peer_id):
+        async with self._locked(contact.peer_id):
             updated = await self._apply(contact.peer_id, Step(), name=name)
         assert updated is not None
         return updated
@@ -362,7 +398,7 @@ class Chat:
             )
         if not text:
             raise ApiError("invalid_params", "the message is empty")
-        _check_len(text, wire.MAX_TEXT_BYTES, "message")
+        _check_text(text, wire.MAX_TEXT_BYTES, "message", multiline=True)
         try:
             record, created = await self.store.add_outgoing(
                 contact.peer_id, msg_id or os.urandom(wire.MSG_ID_BYTES), text, now_ms()
@@ -414,7 +450,7 @@ class Chat:
         kind = kinds.get(type(frame))
         if kind is None:
             raise wire.FrameError(f"unexpected {type(frame).__name__} on friend stream")
-        async with self._lock(peer):
+        async with self._locked(peer):
             current = self._contacts.get(peer)
             state = current.state if current else None
             # Anyone not yet a friend (or asking again while pending) spends rate budget.
@@ -501,9 +537,8 @@ class Chat:
         self, stream: INetStream, peer: str, batch: list[IncomingMessage]
     ) -> None:
         stored = await self.store.add_incoming(peer, batch, now_ms())
-        ids = [m.msg_id for m in batch]
-        for start in range(0, len(ids), wire.MAX_ACK_IDS):
-            await stream.write(wire.encode(wire.Ack(tuple(ids[start : start + wire.MAX_ACK_IDS]))))
+        # Announce before acking: if the ack is lost, the resend is a no-op insert and would
+        # never produce the event.
         contact = self._contacts.get(peer)
         for record in stored:
             self.events.publish(
@@ -511,12 +546,15 @@ class Chat:
                 message=message_json(record),
                 contact=self.contact_json(contact) if contact else None,
             )
+        ids = [m.msg_id for m in batch]
+        for start in range(0, len(ids), wire.MAX_ACK_IDS):
+            await stream.write(wire.encode(wire.Ack(tuple(ids[start : start + wire.MAX_ACK_IDS]))))
 
     async def _learn_addrs(self, peer: str, addrs: tuple[str, ...]) -> None:
         contact = self._contacts.get(peer)
         if contact is None or not addrs or tuple(addrs) == contact.addrs:
             return
-        async with self._lock(peer):
+        async with self._locked(peer):
             await self._apply(peer, Step(), addrs=list(addrs))
 
     # --- used by PeerLink --------------------------------------------------------------------
@@ -552,14 +590,16 @@ def _wants_link(contact: Contact) -> bool:
     return contact.notice is not None or contact.state is ContactState.FRIEND
 
 
-def _check_len(text: str, limit: int, what: str) -> None:
+def _check_text(text: str, limit: int, what: str, *, multiline: bool = False) -> None:
+    """Refuse through the API exactly what a peer's daemon would refuse on the wire."""
     size = len(text.encode("utf-8", "surrogatepass"))
     if size > limit:
         raise ApiError(
             "too_long", f"the {what} is {size} bytes; the limit is {limit}", {"limit": limit}
         )
-    if "\x00" in text:
-        raise ApiError("invalid_params", f"the {what} contains a NUL character")
+    problem = wire.text_problem(text, limit, multiline=multiline)
+    if problem is not None:
+        raise ApiError("invalid_params", f"the {what} {problem}")
 
 
 def _action_error_text(action: UserAction, contact: Contact) -> str:
@@ -710,8 +750,8 @@ class PeerLink:
             raise trio.TooSlowError(f"{notice.value} refused for now: {reply.reason}")
         if isinstance(reply, wire.Refused):
             log.info("%s to %s refused: %s", notice.value, short(self.peer), reply.reason)
-        await self.chat.store.clear_notice(self.peer, notice)
-        async with self.chat._lock(self.peer):
+        async with self.chat._locked(self.peer):
+            await self.chat.store.clear_notice(self.peer, notice)
             refreshed = await self.chat.store.contact(self.peer)
             if refreshed is not None:
                 self.chat._contacts[self.peer] = refreshed

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from p2pchat.paths import CONFIG_FILE
+from p2pchat.wire import MAX_NAME_BYTES, text_problem
 
 DEFAULT_LISTEN: Final = ("/ip4/0.0.0.0/tcp/0",)
 
@@ -47,8 +48,11 @@ def load_config(home: Path) -> Config:
     ):
         raise ConfigError(f"{path}: 'listen' must be a list of multiaddr strings")
     name = raw.get("name", "")
-    if not isinstance(name, str) or len(name.encode()) > 64 or "\x00" in name:
-        raise ConfigError(f"{path}: 'name' must be a string of at most 64 bytes, without NUL")
+    if not isinstance(name, str) or text_problem(name, MAX_NAME_BYTES) is not None:
+        raise ConfigError(
+            f"{path}: 'name' must be a string of at most {MAX_NAME_BYTES} bytes, without "
+            "control characters"
+        )
     cfg.listen = list(listen) or list(DEFAULT_LISTEN)
     cfg.name = name
     return cfg

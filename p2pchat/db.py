@@ -93,7 +93,10 @@ class Database:
         self._closed = True
         self._queue.put(None)
         if self._thread is not None:
-            await trio.to_thread.run_sync(self._thread.join)
+            # Shielded: on shutdown the worker must finish the queued jobs and close the file
+            # before the process lets go of its data directory.
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self._thread.join)
 
     async def run(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool = True) -> T:
         """Run ``fn(connection)`` in the worker, inside a transaction committed before return.

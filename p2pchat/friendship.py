@@ -120,7 +120,13 @@ def on_peer(state: ContactState | None, frame: PeerFrame) -> Step:
                 return Step()
             return Step(reply=Reply.REFUSED, error="not_friend")
         case PeerFrame.REMOVE:
-            if state in (ContactState.FRIEND, ContactState.OUTGOING, ContactState.INCOMING):
+            if state is ContactState.FRIEND:
                 return Step(ContactState.REMOVED, emit=Emit.REMOVED)
+            if state is ContactState.OUTGOING:
+                return Step(ContactState.REMOVED)
+            if state is ContactState.INCOMING:
+                # A stranger withdrawing a request leaves nothing behind: request-then-remove
+                # must not be a way to grow our contacts table.
+                return Step(DELETE)
             return Step()
     raise AssertionError(frame)  # pragma: no cover

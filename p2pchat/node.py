@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +26,24 @@ from p2pchat.paths import DB_FILE
 from p2pchat.store import ContactState, Store
 
 log = logging.getLogger(__name__)
+
+
+def _tcp_port_free(addr: str) -> bool:
+    """Whether ``/ip4|ip6/HOST/tcp/PORT`` can be bound now (port 0 always can)."""
+    parts = addr.strip("/").split("/")
+    if len(parts) != 4 or parts[0] not in ("ip4", "ip6") or parts[2] != "tcp":
+        return True
+    host, port = parts[1], int(parts[3])
+    if port == 0:
+        return True
+    family = socket.AF_INET6 if parts[0] == "ip6" else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 class ListenError(Exception):
@@ -58,12 +76,21 @@ class Node:
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with Store.open(self.home / DB_FILE) as db:
             self.store = Store(db)
-            listen = list(self.listen_override or self.config.listen)
-            async with self._listen(listen) as network:
-                self.network = network
-                self.chat = Chat(
-                    network=network, store=self.store, events=self.events, name=self.config.name
-                )
+            network = Network(self.identity)
+            self.network = network
+            self.chat = Chat(
+                network=network, store=self.store, events=self.events, name=self.config.name
+            )
+            await self.chat.load()  # handlers in place before anyone can connect
+            listen = self._listen_addrs()
+            async with network.run(listen):
+                # py-libp2p 0.8.1 logs a failed bind and carries on with no listener, so
+                # success is judged by the ports actually bound.
+                if len(network.bound_ports()) != len(listen):
+                    raise ListenError(
+                        f"cannot listen on {', '.join(listen)} (address in use or unavailable)"
+                    )
+                await self._pin_ports(network, listen)
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.chat.run)
                     log.info(
@@ -75,32 +102,19 @@ class Node:
                     task_status.started()
                     await trio.sleep_forever()
 
-    @asynccontextmanager
-    async def _listen(self, listen: list[str]) -> AsyncIterator[Network]:
-        """Listen on ``listen``. For the configured (not overridden) addresses, fall back to
-        OS-chosen ports if a pinned one is taken, and pin the chosen ports in the config.
-
-        py-libp2p 0.8.1 logs a failed bind and carries on with no listener, so success is
-        judged by the ports actually bound, not by an exception.
-        """
-        network = Network(self.identity)
-        async with network.run(listen):
-            if len(network.bound_ports()) == len(listen):
-                await self._pin_ports(network, listen)
-                yield network
-                return
+    def _listen_addrs(self) -> list[str]:
+        """The addresses to listen on. A configured (pinned) TCP port that is taken now falls
+        back to an OS-chosen one, which is then pinned instead; ``--listen`` is used as given."""
         if self.listen_override:
-            raise ListenError(
-                f"cannot listen on {', '.join(listen)} (address in use or not available)"
-            )
-        fallback = [a.rsplit("/", 1)[0] + "/0" if "/tcp/" in a else a for a in listen]
-        log.warning("cannot listen on %s (in use?); falling back to %s", listen, fallback)
-        network = Network(self.identity)
-        async with network.run(fallback):
-            if not network.bound_ports():
-                raise ListenError(f"cannot listen on {', '.join(fallback)}")
-            await self._pin_ports(network, fallback)
-            yield network
+            return list(self.listen_override)
+        chosen: list[str] = []
+        for addr in self.config.listen:
+            if not _tcp_port_free(addr):
+                fallback = addr.rsplit("/", 1)[0] + "/0"
+                log.warning("listen address %s is in use; using %s instead", addr, fallback)
+                addr = fallback
+            chosen.append(addr)
+        return chosen
 
     async def _pin_ports(self, network: Network, listen: list[str]) -> None:
         if self.listen_override is not None:

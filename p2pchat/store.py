@@ -87,7 +87,14 @@ def _schema_v1(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_schema_v1]
+def _schema_v2(conn: sqlite3.Connection) -> None:
+    # Sequence numbers come from the messages themselves (v1 kept a counter in the contact
+    # row, which restarted at 1 when a contact was deleted and re-created, e.g. by
+    # block -> unblock -> add, and broke ordering). contacts.next_seq is no longer used.
+    conn.execute("CREATE INDEX messages_by_seq ON messages (peer_id, outgoing, seq)")
+
+
+MIGRATIONS: list[Migration] = [_schema_v1, _schema_v2]
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +234,37 @@ class Store:
 
         return await self._db.run(fn)
 
+    async def update_fields(
+        self,
+        peer_id: str,
+        *,
+        now: int,
+        name: str | None = None,
+        their_name: str | None = None,
+        request_text: str | None = None,
+        addrs: Sequence[str] | None = None,
+    ) -> Contact | None:
+        """Update the given descriptive fields only (never state or notice)."""
+
+        def fn(conn: sqlite3.Connection) -> Contact | None:
+            fields: dict[str, Any] = {"updated_at": now}
+            if name is not None:
+                fields["name"] = name
+            if their_name is not None:
+                fields["their_name"] = their_name
+            if request_text is not None:
+                fields["request_text"] = request_text
+            if addrs is not None:
+                fields["addrs"] = json.dumps(list(addrs))
+            sets = ", ".join(f"{k} = ?" for k in fields)
+            row = conn.execute(
+                f"UPDATE contacts SET {sets} WHERE peer_id = ? RETURNING *",
+                (*fields.values(), peer_id),
+            ).fetchone()
+            return _contact(row) if row else None
+
+        return await self._db.run(fn)
+
     async def set_addrs(self, peer_id: str, addrs: Sequence[str]) -> None:
         def fn(conn: sqlite3.Connection) -> None:
             conn.execute(
@@ -283,13 +321,16 @@ class Store:
                 if existing["text"] != text:
                     raise ValueError("message id already used for a different text")
                 return _message(existing), False
+            if (
+                conn.execute("SELECT 1 FROM contacts WHERE peer_id = ?", (peer_id,)).fetchone()
+                is None
+            ):
+                raise KeyError(peer_id)
+            # Never reused, even across the contact being deleted and re-created.
             row = conn.execute(
-                "UPDATE contacts SET next_seq = next_seq + 1 WHERE peer_id = ? "
-                "RETURNING next_seq - 1",
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE peer_id = ? AND outgoing = 1",
                 (peer_id,),
             ).fetchone()
-            if row is None:
-                raise KeyError(peer_id)
             cur = conn.execute(
                 "INSERT INTO messages (peer_id, msg_id, outgoing, seq, sent_at, stored_at, text,"
                 " state) VALUES (?,?,1,?,?,?,?,?) RETURNING *",

@@ -12,6 +12,7 @@ The protocols and their frames are documented in docs/PROTOCOL.md.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
@@ -179,15 +180,45 @@ def _need(m: dict[str, Any], key: str, kind: type) -> Any:
     return value
 
 
-def _text(m: dict[str, Any], key: str, max_bytes: int, *, allow_empty: bool = True) -> str:
-    value: str = _need(m, key, str)
-    size = len(value.encode("utf-8", "surrogatepass"))
+_CONTROL_CHARS: Final = re.compile("[\x00-\x1f\x7f-\x9f]")
+_CONTROL_CHARS_BUT_TAB_NEWLINE: Final = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def text_problem(
+    value: str, max_bytes: int, *, multiline: bool = False, allow_empty: bool = True
+) -> str | None:
+    """Why ``value`` may not travel in a text field (``None`` if it may).
+
+    One rule for both ends: the API refuses what a receiving daemon would refuse, so nothing
+    can sit in an outbox that no peer will ever accept. No control characters (terminal
+    escapes, carriage returns) except tab and newline in multi-line text; valid UTF-8.
+    """
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return "is not valid Unicode text (it contains a lone surrogate)"
     if size > max_bytes:
-        raise FrameError(f"field {key!r} is {size} bytes, limit {max_bytes}")
+        return f"is {size} bytes; the limit is {max_bytes}"
     if not allow_empty and not value:
-        raise FrameError(f"field {key!r} is empty")
-    if "\x00" in value:
-        raise FrameError(f"field {key!r} contains NUL")
+        return "is empty"
+    pattern = _CONTROL_CHARS_BUT_TAB_NEWLINE if multiline else _CONTROL_CHARS
+    if pattern.search(value):
+        return "contains control characters"
+    return None
+
+
+def _text(
+    m: dict[str, Any],
+    key: str,
+    max_bytes: int,
+    *,
+    multiline: bool = False,
+    allow_empty: bool = True,
+) -> str:
+    value: str = _need(m, key, str)
+    problem = text_problem(value, max_bytes, multiline=multiline, allow_empty=allow_empty)
+    if problem is not None:
+        raise FrameError(f"field {key!r} {problem}")
     return value
 
 
@@ -200,8 +231,7 @@ def _addrs(m: dict[str, Any]) -> tuple[str, ...]:
         if (
             not isinstance(a, str)
             or not a.startswith("/")
-            or len(a.encode("utf-8", "surrogatepass")) > MAX_ADDR_BYTES
-            or "\x00" in a
+            or text_problem(a, MAX_ADDR_BYTES) is not None
         ):
             raise FrameError("addrs must be multiaddr strings")
         out.append(a)
@@ -281,7 +311,7 @@ def decode_frame(body: bytes) -> Frame:
                 msg_id=_msg_id(m.get("id")),
                 seq=_uint(m, "seq"),
                 sent_at_ms=_uint(m, "ts"),
-                text=_text(m, "text", MAX_TEXT_BYTES, allow_empty=False),
+                text=_text(m, "text", MAX_TEXT_BYTES, multiline=True, allow_empty=False),
             )
         case "ack":
             ids = _need(m, "ids", list)
@@ -291,7 +321,7 @@ def decode_frame(body: bytes) -> Frame:
         case "request":
             return FriendRequest(
                 name=_text(m, "name", MAX_NAME_BYTES),
-                text=_text(m, "text", MAX_REQUEST_TEXT_BYTES),
+                text=_text(m, "text", MAX_REQUEST_TEXT_BYTES, multiline=True),
                 addrs=_addrs(m),
             )
         case "accept":

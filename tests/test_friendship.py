@@ -101,8 +101,8 @@ PEER_TABLE: dict[tuple[ContactState | None, PeerFrame], Step] = {
     # REMOVE
     (None, P.REMOVE): Step(),
     (S.REMOVED, P.REMOVE): Step(),
-    (S.OUTGOING, P.REMOVE): THEY_REMOVED,
-    (S.INCOMING, P.REMOVE): THEY_REMOVED,  # they withdrew their request
+    (S.OUTGOING, P.REMOVE): Step(S.REMOVED),  # they turned our request down
+    (S.INCOMING, P.REMOVE): Step(DELETE),  # they withdrew their request: leave no trace
     (S.FRIEND, P.REMOVE): THEY_REMOVED,
     (S.BLOCKED, P.REMOVE): Step(),
 }
@@ -164,9 +164,14 @@ def test_peer_refusals_change_nothing(state: ContactState | None, frame: PeerFra
 
 
 @pytest.mark.parametrize(("state", "frame"), ALL_PEER)
-def test_peer_never_deletes_or_blocks(state: ContactState | None, frame: PeerFrame) -> None:
+def test_peer_never_blocks_and_deletes_only_its_own_request(
+    state: ContactState | None, frame: PeerFrame
+) -> None:
     step = on_peer(state, frame)
-    assert step.state not in (DELETE, S.BLOCKED, S.OUTGOING)
+    assert step.state not in (S.BLOCKED, S.OUTGOING)
+    if step.state == DELETE:
+        # The only deletion a peer can cause: withdrawing its own pending request.
+        assert (state, frame) == (S.INCOMING, P.REMOVE)
 
 
 @pytest.mark.parametrize("state", STATES)
@@ -183,7 +188,7 @@ def test_every_step_is_well_typed() -> None:
         assert step.emit is None or isinstance(step.emit, Emit)
     for state, frame in ALL_PEER:
         step = on_peer(state, frame)
-        assert step.state is None or isinstance(step.state, S)
+        assert step.state is None or step.state == DELETE or isinstance(step.state, S)
 
 
 def test_notices_map_onto_peer_frames() -> None:

@@ -76,7 +76,8 @@ def _truncate_utf8(s: str, limit: int) -> str:
     return s.encode("utf-8")[:limit].decode("utf-8", "ignore")
 
 
-_chars = st.characters(codec="utf-8", exclude_characters="\x00")
+# Text fields carry no control characters (tab and newline aside, in message bodies).
+_chars = st.characters(codec="utf-8", exclude_categories=("Cc", "Cs"))
 
 
 def text_upto(limit: int, *, min_size: int = 0, max_chars: int = 80) -> st.SearchStrategy[str]:
@@ -294,6 +295,26 @@ def test_decode_arbitrary_frame_like_maps(m: dict[Any, Any]) -> None:
         return
     assert_valid_frame(frame)
     assert FrameDecoder().feed(framed(raw)) == [frame]
+
+
+@pytest.mark.parametrize("bad", ["\x1b[31mred", "line\rover", "bell\x07", "\x9b31m"])
+def test_control_characters_are_refused_in_names_and_text(bad: str) -> None:
+    with pytest.raises(FrameError, match="control characters"):
+        wire.decode_frame(cbor2.dumps({"t": "accept", "name": bad, "addrs": []}))
+    with pytest.raises(FrameError, match="control characters"):
+        wire.decode_frame(
+            cbor2.dumps({"t": "msg", "id": bytes(16), "seq": 1, "ts": 1, "text": bad})
+        )
+
+
+def test_tab_and_newline_are_fine_in_message_text_only() -> None:
+    text = "two\nlines\tand a tab"
+    msg = wire.decode_frame(
+        cbor2.dumps({"t": "msg", "id": bytes(16), "seq": 1, "ts": 1, "text": text})
+    )
+    assert isinstance(msg, ChatMessage) and msg.text == text
+    with pytest.raises(FrameError):
+        wire.decode_frame(cbor2.dumps({"t": "accept", "name": "a\nb", "addrs": []}))
 
 
 @SETTINGS
