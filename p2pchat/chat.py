@@ -26,6 +26,7 @@ from typing import Any, Final
 
 import trio
 from libp2p.abc import INetStream
+from libp2p.network.stream.net_stream import NetStream
 
 from p2pchat import wire
 from p2pchat.api import ApiError
@@ -54,6 +55,9 @@ FRIEND_STREAM_TIMEOUT: Final = 10.0
 BACKOFF_MIN: Final = 0.5
 BACKOFF_MAX: Final = 60.0
 MAX_PENDING_REQUESTS: Final = 200
+MAX_INBOUND_STREAMS_PER_PEER: Final = 8
+MAX_INBOUND_STREAMS: Final = 256
+FINISH_GRACE: Final = 2.0
 
 
 def short(peer: str) -> str:
@@ -77,6 +81,30 @@ class Wakeup:
         with trio.move_on_after(timeout if timeout is not None else float("inf")):
             await self._event.wait()
         self._event = trio.Event()
+
+
+class StreamBudget:
+    """How many inbound p2pchat streams may be handled at once, per peer and in all: a peer
+    opening streams faster than we finish them gets the extra ones reset at once."""
+
+    def __init__(self, per_peer: int, total: int) -> None:
+        self._per_peer = per_peer
+        self._total = total
+        self._active: dict[str, int] = {}
+
+    def try_acquire(self, peer: str) -> bool:
+        mine = self._active.get(peer, 0)
+        if mine >= self._per_peer or sum(self._active.values()) >= self._total:
+            return False
+        self._active[peer] = mine + 1
+        return True
+
+    def release(self, peer: str) -> None:
+        left = self._active.get(peer, 0) - 1
+        if left > 0:
+            self._active[peer] = left
+        else:
+            self._active.pop(peer, None)
 
 
 def contact_json(contact: Contact, *, online: bool, outbox: int = 0) -> dict[str, Any]:
@@ -138,6 +166,7 @@ class Chat:
         self._links: dict[str, PeerLink] = {}
         self._conn_count: dict[str, int] = {}
         self._limiter = RequestLimiter(clock)
+        self._inbound = StreamBudget(MAX_INBOUND_STREAMS_PER_PEER, MAX_INBOUND_STREAMS)
         self._nursery: trio.Nursery | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -420,12 +449,22 @@ class Chat:
 
     async def _handle_friend_stream(self, stream: INetStream) -> None:
         peer = remote_peer(stream)
+        if not self._inbound.try_acquire(peer):
+            log.info("reset a friend stream from %s: too many open at once", short(peer))
+            await _reset(stream)
+            return
+        try:
+            await self._serve_friend_stream(stream, peer)
+        finally:
+            self._inbound.release(peer)
+
+    async def _serve_friend_stream(self, stream: INetStream, peer: str) -> None:
         try:
             with trio.fail_after(FRIEND_STREAM_TIMEOUT):
                 frame = await _read_one_frame(stream)
                 reply = await self._on_friend_frame(peer, frame)
                 await stream.write(wire.encode(reply))
-                await stream.close()
+            await _finish(stream)
         except wire.FrameError as exc:
             log.warning("closing friend stream from %s: %s", short(peer), exc)
             await _refuse(stream, wire.REFUSED_BAD_FRAME, str(exc))
@@ -494,6 +533,16 @@ class Chat:
 
     async def _handle_msg_stream(self, stream: INetStream) -> None:
         peer = remote_peer(stream)
+        if not self._inbound.try_acquire(peer):
+            log.info("reset a message stream from %s: too many open at once", short(peer))
+            await _reset(stream)
+            return
+        try:
+            await self._serve_msg_stream(stream, peer)
+        finally:
+            self._inbound.release(peer)
+
+    async def _serve_msg_stream(self, stream: INetStream, peer: str) -> None:
         if not self._is_friend(peer):
             log.info("refused a message stream from %s: not a friend", short(peer))
             await _refuse(stream, wire.REFUSED_NOT_FRIEND, "you are not a friend of this peer")
@@ -624,11 +673,30 @@ async def _read_one_frame(stream: INetStream) -> wire.Frame:
 
 async def _refuse(stream: INetStream, code: str, reason: str) -> None:
     try:
-        with trio.move_on_after(2):
+        with trio.move_on_after(FINISH_GRACE):
             clipped = reason.encode()[: wire.MAX_REASON_BYTES].decode(errors="ignore")
             await stream.write(wire.encode(wire.Refused(code, clipped)))
-            await stream.close()
-            return
+    except Exception:
+        pass
+    await _finish(stream)
+
+
+async def _finish(stream: INetStream) -> None:
+    """End a stream we answered: send our FIN, give the peer a moment to read the answer and
+    close its side (discarding at most a few KiB it still sends), then reset, so that nothing
+    it sends later is buffered for a stream nobody reads."""
+    try:
+        with trio.move_on_after(FINISH_GRACE):
+            if isinstance(stream, NetStream):
+                await stream.close_write()
+            else:
+                await stream.close()
+            discarded = 0
+            while discarded <= 4096:
+                data = await read_some(stream, 4096)
+                if not data:
+                    break
+                discarded += len(data)
     except Exception:
         pass
     await _reset(stream)

@@ -31,10 +31,11 @@ from libp2p.peer.id import ID
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
-from libp2p.stream_muxer.yamux.yamux import Yamux
 from libp2p.utils.address_validation import get_available_interfaces
 
 from p2pchat.identity import Identity
+from p2pchat.muxer import BoundedYamux
+from p2pchat.muxer import install as install_bounded_yamux
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +51,15 @@ def key_pair_of(identity: Identity) -> KeyPair:
 
 
 def build_host(identity: Identity) -> IHost:
-    """A libp2p host that speaks only Noise and Yamux (never plaintext, secio or TLS)."""
+    """A libp2p host that speaks only Noise and Yamux (never plaintext, secio or TLS), with
+    Yamux's receive limits enforced (:mod:`p2pchat.muxer`)."""
+    install_bounded_yamux()
     key_pair = key_pair_of(identity)
     noise = NoiseTransport(key_pair, noise_privkey=new_x25519_key_pair().private_key)
     return new_host(
         key_pair=key_pair,
         sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
-        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): BoundedYamux},
     )
 
 

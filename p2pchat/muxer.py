@@ -1,0 +1,79 @@
+"""Yamux with the receive-side limits py-libp2p 0.8.1 does not enforce.
+
+py-libp2p's Yamux logs "peer exceeded receive window" and keeps buffering, and accepts any
+number of streams per connection. A hostile peer can therefore make us buffer data without
+bound (measured: +300 MB RSS from one stranger). :class:`BoundedYamux` is the stock muxer
+with its per-stream buffers replaced by ones that refuse to grow past what flow control
+allows, and with a cap on concurrent streams. py-libp2p builds its Yamux connections with a
+hard-coded class (``muxer_multistream.Yamux``) whatever ``muxer_opt`` says, so
+:func:`install` points that name at :class:`BoundedYamux`. A violation raises
+:class:`YamuxLimitError`,
+an ``OSError``, which the stock receive loop treats as fatal for the connection: the
+offending connection is closed, as go-yamux does on a window violation. The wire format is
+untouched. Remove this module when py-libp2p enforces its windows.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+import libp2p.stream_muxer.muxer_multistream as muxer_multistream
+from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, Yamux
+
+MAX_STREAMS_PER_CONNECTION: Final = 256
+"""Concurrent streams (both directions) on one connection; p2pchat peers use a handful."""
+
+WINDOW_SLACK_BYTES: Final = 64 * 1024
+"""Tolerance over the advertised window, for frames already in flight when it shrank."""
+
+
+class YamuxLimitError(OSError):
+    """The peer broke Yamux flow control or opened too many streams."""
+
+
+class _BoundedBuffer(bytearray):
+    """A stream's receive buffer that refuses to hold more than the peer may send."""
+
+    def __init__(self, initial: bytes, muxer: Yamux, stream_id: int) -> None:
+        super().__init__(initial)
+        self._muxer = muxer
+        self._stream_id = stream_id
+
+    def extend(self, data: Any) -> None:
+        stream = self._muxer.streams.get(self._stream_id)
+        window = max(getattr(stream, "target_recv_window", 0), DEFAULT_WINDOW_SIZE)
+        if len(self) + len(data) > window + WINDOW_SLACK_BYTES:
+            raise YamuxLimitError(
+                f"peer {self._muxer.peer_id} overran the receive window of stream "
+                f"{self._stream_id} ({len(self) + len(data)} bytes buffered, window {window})"
+            )
+        super().extend(data)
+
+
+class _BoundedBuffers(dict[int, bytearray]):
+    """The muxer's ``stream_buffers`` map: every buffer put in it is bounded."""
+
+    def __init__(self, muxer: Yamux) -> None:
+        super().__init__()
+        self._muxer = muxer
+
+    def __setitem__(self, stream_id: int, buffer: bytearray) -> None:
+        if stream_id not in self and len(self) >= MAX_STREAMS_PER_CONNECTION:
+            raise YamuxLimitError(
+                f"peer {self._muxer.peer_id} has more than {MAX_STREAMS_PER_CONNECTION} streams "
+                "open on one connection"
+            )
+        super().__setitem__(stream_id, _BoundedBuffer(bytes(buffer), self._muxer, stream_id))
+
+
+class BoundedYamux(Yamux):
+    """py-libp2p's Yamux, with bounded receive buffers and a stream cap (see module doc)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stream_buffers = _BoundedBuffers(self)
+
+
+def install() -> None:
+    """Make py-libp2p build :class:`BoundedYamux` for every Yamux connection (idempotent)."""
+    setattr(muxer_multistream, "Yamux", BoundedYamux)  # noqa: B010 - module global, on purpose
