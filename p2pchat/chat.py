@@ -26,6 +26,7 @@ from typing import Any, Final
 
 import trio
 from libp2p.abc import INetStream
+from libp2p.exceptions import BaseLibp2pError
 from libp2p.network.stream.net_stream import NetStream
 
 from p2pchat import wire
@@ -475,7 +476,7 @@ class Chat:
             log.error("could not store friend frame from %s: %s", short(peer), exc)
             await _reset(stream)
         except Exception as exc:
-            log.info("friend stream from %s failed: %s", short(peer), exc)
+            _log_stream_failure(exc, "friend stream from %s failed", peer)
             await _reset(stream)
 
     async def _on_friend_frame(self, peer: str, frame: wire.Frame) -> wire.Frame:
@@ -579,7 +580,7 @@ class Chat:
             log.error("could not store messages from %s (not acked): %s", short(peer), exc)
             await _reset(stream)
         except Exception as exc:
-            log.debug("message stream from %s ended: %s", short(peer), exc)
+            _log_stream_failure(exc, "message stream from %s ended", peer)
             await _reset(stream)
 
     async def _store_and_ack(
@@ -620,6 +621,27 @@ class Chat:
             case Notice.REMOVE:
                 return wire.FriendRemove()
         raise AssertionError(contact.notice)  # pragma: no cover
+
+
+_NETWORK_ERRORS = (
+    BaseLibp2pError,
+    OSError,
+    EOFError,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    trio.TooSlowError,
+)
+
+
+def _log_stream_failure(
+    exc: Exception, what: str, peer: str, *, level: int = logging.DEBUG
+) -> None:
+    """Network failures are routine (logged at ``level``); anything else is a bug in our
+    code and is logged loudly with its traceback instead of becoming a silent retry loop."""
+    if isinstance(exc, _NETWORK_ERRORS):
+        log.log(level, what + ": %s: %s", short(peer), type(exc).__name__, exc)
+    else:
+        log.error(what + ": unexpected error", short(peer), exc_info=exc)
 
 
 def _only_one(matches: list[Contact], ambiguity: str) -> Contact | None:
@@ -774,7 +796,7 @@ class PeerLink:
                     log.info("link to %s: %s", short(self.peer), exc)
                     progressed = False
                 except Exception as exc:  # libp2p raises many types on dead connections
-                    log.info("link to %s: %s: %s", short(self.peer), type(exc).__name__, exc)
+                    _log_stream_failure(exc, "link to %s", self.peer, level=logging.INFO)
                     progressed = False
                 if progressed:
                     self._backoff = BACKOFF_MIN
@@ -901,6 +923,6 @@ class PeerLink:
         except wire.FrameError as exc:
             log.warning("closing message stream to %s: %s", short(self.peer), exc)
         except Exception as exc:
-            log.debug("message stream to %s ended: %s", short(self.peer), exc)
+            _log_stream_failure(exc, "message stream to %s ended", self.peer)
         finally:
             scope.cancel()

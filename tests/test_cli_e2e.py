@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -163,3 +164,47 @@ def test_sigterm_shuts_down_cleanly(make_daemon: object) -> None:
     assert not (d.home / "control.sock").exists()
     assert "received SIGTERM, shutting down" in d.log_text()
     assert "p2pchatd stopped" in d.log_text()
+
+
+def test_control_api_survives_malformed_requests(make_daemon: object) -> None:
+    """Bad input on the control socket gets an error reply (or a closed connection for an
+    over-long line); the daemon keeps serving every time."""
+    import socket as socketlib
+
+    d: Daemon = make_daemon("frank")  # type: ignore[operator]
+    cases = [
+        (b'{"jsonrpc":"2.0","id":"\\ud800","method":"status"}', "result"),
+        (b'{"jsonrpc":"2.0","id":1,"method":"status","params":' + b"[" * 200_000, "parse_error"),
+        (b"not json at all", "parse_error"),
+        (b"[1, 2, 3]", "invalid_request"),
+        (b'{"jsonrpc":"2.0","id":[1],"method":"status"}', "result"),
+        (b'{"jsonrpc":"2.0","id":2,"method":"no.such"}', "method_not_found"),
+        (
+            b'{"jsonrpc":"2.0","id":3,"method":"messages.send","params":{"friend":1}}',
+            "invalid_params",
+        ),
+        (
+            b'{"jsonrpc":"2.0","id":4,"method":"friends.add","params":{"id":"x\\u001b[31m"}}',
+            "invalid_id",
+        ),
+    ]
+    for line, expected in cases:
+        with socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM) as sock:
+            sock.settimeout(15)
+            sock.connect(str(d.home / "control.sock"))
+            sock.sendall(line + b"\n")
+            reply = json.loads(sock.makefile("rb").readline())
+        if expected == "result":
+            assert "result" in reply, (line[:60], reply)
+            assert reply["id"] is None or isinstance(reply["id"], str | int)
+        else:
+            assert reply["error"]["data"]["name"] == expected, (line[:60], reply)
+    with socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM) as sock:
+        sock.settimeout(15)
+        sock.connect(str(d.home / "control.sock"))
+        with contextlib.suppress(OSError):  # the daemon may hang up mid-line
+            sock.sendall(b"x" * (2 * 1024 * 1024))
+        reply = sock.makefile("rb").readline()
+        assert not reply or json.loads(reply)["error"]["data"]["name"] == "invalid_request"
+    assert d.proc is not None and d.proc.poll() is None
+    assert d.call("status")["peer_id"] == d.peer_id

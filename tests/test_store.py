@@ -520,6 +520,18 @@ async def test_add_outgoing_retry_with_same_id_adds_nothing(store: Store) -> Non
     assert [m.text for m in await store.history(PEER, 10)] == ["once", "next"]
 
 
+async def test_seq_is_never_reused_after_the_contact_is_recreated(store: Store) -> None:
+    """block -> unblock -> add deletes and re-creates the contact row; the conversation's
+    sequence must continue, or the receiver-side order and the hand-over queue break."""
+    await friend(store)
+    for n in range(3):
+        await store.add_outgoing(PEER, mid(n), f"old {n}", now=n)
+    await store.delete_contact(PEER)
+    await friend(store)
+    record, _ = await store.add_outgoing(PEER, mid(10), "new", now=10)
+    assert record.seq == 4
+
+
 async def test_add_outgoing_unknown_contact(store: Store) -> None:
     with pytest.raises(KeyError):
         await store.add_outgoing("nobody", mid(1), "x", now=1)
