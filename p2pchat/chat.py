@@ -20,7 +20,7 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
@@ -177,8 +177,10 @@ class Chat:
         before the host listens, so no early stream or connection goes unseen."""
         for contact in await self.store.contacts():
             self._contacts[contact.peer_id] = contact
-        self.net.set_handler(wire.FRIEND_PROTOCOL, self._handle_friend_stream)
-        self.net.set_handler(wire.MSG_PROTOCOL, self._handle_msg_stream)
+        self.net.set_handler(
+            wire.FRIEND_PROTOCOL, self._budgeted("friend", self._serve_friend_stream)
+        )
+        self.net.set_handler(wire.MSG_PROTOCOL, self._budgeted("message", self._serve_msg_stream))
         self.net.on_connection_change(self._connection_changed)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -448,16 +450,23 @@ class Chat:
 
     # --- friend protocol: server side ------------------------------------------------------
 
-    async def _handle_friend_stream(self, stream: INetStream) -> None:
-        peer = remote_peer(stream)
-        if not self._inbound.try_acquire(peer):
-            log.info("reset a friend stream from %s: too many open at once", short(peer))
-            await _reset(stream)
-            return
-        try:
-            await self._serve_friend_stream(stream, peer)
-        finally:
-            self._inbound.release(peer)
+    def _budgeted(
+        self, kind: str, serve: Callable[[INetStream, str], Awaitable[None]]
+    ) -> Callable[[INetStream], Awaitable[None]]:
+        """A stream handler that serves within the inbound-stream budget (else resets)."""
+
+        async def handler(stream: INetStream) -> None:
+            peer = remote_peer(stream)
+            if not self._inbound.try_acquire(peer):
+                log.info("reset a %s stream from %s: too many open at once", kind, short(peer))
+                await _reset(stream)
+                return
+            try:
+                await serve(stream, peer)
+            finally:
+                self._inbound.release(peer)
+
+        return handler
 
     async def _serve_friend_stream(self, stream: INetStream, peer: str) -> None:
         try:
@@ -531,17 +540,6 @@ class Chat:
     def _is_friend(self, peer: str) -> bool:
         contact = self._contacts.get(peer)
         return contact is not None and contact.state is ContactState.FRIEND
-
-    async def _handle_msg_stream(self, stream: INetStream) -> None:
-        peer = remote_peer(stream)
-        if not self._inbound.try_acquire(peer):
-            log.info("reset a message stream from %s: too many open at once", short(peer))
-            await _reset(stream)
-            return
-        try:
-            await self._serve_msg_stream(stream, peer)
-        finally:
-            self._inbound.release(peer)
 
     async def _serve_msg_stream(self, stream: INetStream, peer: str) -> None:
         if not self._is_friend(peer):

@@ -157,6 +157,26 @@ def _message(row: sqlite3.Row) -> MessageRecord:
     )
 
 
+def _descriptive(
+    now: int,
+    name: str | None,
+    their_name: str | None,
+    request_text: str | None,
+    addrs: Sequence[str] | None,
+) -> dict[str, Any]:
+    """Column values for a contact update: the given (non-None) fields and the timestamp."""
+    fields: dict[str, Any] = {"updated_at": now}
+    if name is not None:
+        fields["name"] = name
+    if their_name is not None:
+        fields["their_name"] = their_name
+    if request_text is not None:
+        fields["request_text"] = request_text
+    if addrs is not None:
+        fields["addrs"] = json.dumps(list(addrs))
+    return fields
+
+
 @dataclass(frozen=True, slots=True)
 class IncomingMessage:
     msg_id: bytes
@@ -215,16 +235,11 @@ class Store:
                 "ON CONFLICT (peer_id) DO NOTHING",
                 (peer_id, state.value, now, now),
             )
-            fields: dict[str, Any] = {"state": state.value, "updated_at": now}
-            fields["notice"] = notice.value if notice else None
-            if name is not None:
-                fields["name"] = name
-            if their_name is not None:
-                fields["their_name"] = their_name
-            if request_text is not None:
-                fields["request_text"] = request_text
-            if addrs is not None:
-                fields["addrs"] = json.dumps(list(addrs))
+            fields = {
+                "state": state.value,
+                "notice": notice.value if notice else None,
+                **_descriptive(now, name, their_name, request_text, addrs),
+            }
             sets = ", ".join(f"{k} = ?" for k in fields)
             conn.execute(
                 f"UPDATE contacts SET {sets} WHERE peer_id = ?", (*fields.values(), peer_id)
@@ -247,15 +262,7 @@ class Store:
         """Update the given descriptive fields only (never state or notice)."""
 
         def fn(conn: sqlite3.Connection) -> Contact | None:
-            fields: dict[str, Any] = {"updated_at": now}
-            if name is not None:
-                fields["name"] = name
-            if their_name is not None:
-                fields["their_name"] = their_name
-            if request_text is not None:
-                fields["request_text"] = request_text
-            if addrs is not None:
-                fields["addrs"] = json.dumps(list(addrs))
+            fields = _descriptive(now, name, their_name, request_text, addrs)
             sets = ", ".join(f"{k} = ?" for k in fields)
             row = conn.execute(
                 f"UPDATE contacts SET {sets} WHERE peer_id = ? RETURNING *",
