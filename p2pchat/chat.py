@@ -57,7 +57,7 @@ BACKOFF_MIN: Final = 0.5
 BACKOFF_MAX: Final = 60.0
 MAX_PENDING_REQUESTS: Final = 200
 MAX_INBOUND_STREAMS_PER_PEER: Final = 8
-MAX_INBOUND_STREAMS: Final = 256
+MAX_STRANGER_STREAMS: Final = 256
 FINISH_GRACE: Final = 2.0
 
 
@@ -85,22 +85,30 @@ class Wakeup:
 
 
 class StreamBudget:
-    """How many inbound p2pchat streams may be handled at once, per peer and in all: a peer
-    opening streams faster than we finish them gets the extra ones reset at once."""
+    """How many inbound p2pchat streams may be handled at once: a per-peer cap for everyone,
+    and a shared cap for non-friends only, so that strangers (whose IDs cost nothing) can
+    never crowd out friends' streams. Extra streams are reset at once."""
 
-    def __init__(self, per_peer: int, total: int) -> None:
+    def __init__(self, per_peer: int, strangers_total: int) -> None:
         self._per_peer = per_peer
-        self._total = total
+        self._strangers_total = strangers_total
         self._active: dict[str, int] = {}
+        self._strangers = 0
 
-    def try_acquire(self, peer: str) -> bool:
+    def try_acquire(self, peer: str, *, friend: bool) -> bool:
         mine = self._active.get(peer, 0)
-        if mine >= self._per_peer or sum(self._active.values()) >= self._total:
+        if mine >= self._per_peer:
             return False
+        if not friend:
+            if self._strangers >= self._strangers_total:
+                return False
+            self._strangers += 1
         self._active[peer] = mine + 1
         return True
 
-    def release(self, peer: str) -> None:
+    def release(self, peer: str, *, friend: bool) -> None:
+        if not friend:
+            self._strangers -= 1
         left = self._active.get(peer, 0) - 1
         if left > 0:
             self._active[peer] = left
@@ -167,7 +175,7 @@ class Chat:
         self._links: dict[str, PeerLink] = {}
         self._conn_count: dict[str, int] = {}
         self._limiter = RequestLimiter(clock)
-        self._inbound = StreamBudget(MAX_INBOUND_STREAMS_PER_PEER, MAX_INBOUND_STREAMS)
+        self._inbound = StreamBudget(MAX_INBOUND_STREAMS_PER_PEER, MAX_STRANGER_STREAMS)
         self._nursery: trio.Nursery | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
@@ -457,14 +465,15 @@ class Chat:
 
         async def handler(stream: INetStream) -> None:
             peer = remote_peer(stream)
-            if not self._inbound.try_acquire(peer):
+            friend = self._is_friend(peer)  # fixed for this stream: acquire and release agree
+            if not self._inbound.try_acquire(peer, friend=friend):
                 log.info("reset a %s stream from %s: too many open at once", kind, short(peer))
                 await _reset(stream)
                 return
             try:
                 await serve(stream, peer)
             finally:
-                self._inbound.release(peer)
+                self._inbound.release(peer, friend=friend)
 
         return handler
 
@@ -621,7 +630,9 @@ class Chat:
         raise AssertionError(contact.notice)  # pragma: no cover
 
 
-_NETWORK_ERRORS = (
+_EXPECTED_ERRORS = (
+    wire.FrameError,
+    DatabaseError,
     BaseLibp2pError,
     OSError,
     EOFError,
@@ -631,13 +642,20 @@ _NETWORK_ERRORS = (
 )
 
 
+def _is_expected_error(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):  # errors from inside a nursery arrive grouped
+        return all(_is_expected_error(inner) for inner in exc.exceptions)
+    return isinstance(exc, _EXPECTED_ERRORS)
+
+
 def _log_stream_failure(
     exc: Exception, what: str, peer: str, *, level: int = logging.DEBUG
 ) -> None:
-    """Network failures are routine (logged at ``level``); anything else is a bug in our
-    code and is logged loudly with its traceback instead of becoming a silent retry loop."""
-    if isinstance(exc, _NETWORK_ERRORS):
-        log.log(level, what + ": %s: %s", short(peer), type(exc).__name__, exc)
+    """Network failures, bad frames and storage errors are expected (logged at ``level``;
+    each has its own handling); anything else is a bug in our code and is logged loudly with
+    its traceback instead of becoming a silent retry loop."""
+    if _is_expected_error(exc):
+        log.log(level, what + ": %s", short(peer), exc)
     else:
         log.error(what + ": unexpected error", short(peer), exc_info=exc)
 

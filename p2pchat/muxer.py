@@ -4,13 +4,15 @@ py-libp2p's Yamux logs "peer exceeded receive window" and keeps buffering, and a
 number of streams per connection. A hostile peer can therefore make us buffer data without
 bound (measured: +300 MB RSS from one stranger). :class:`BoundedYamux` is the stock muxer
 with its per-stream buffers replaced by ones that refuse to grow past what flow control
-allows, and with a cap on concurrent streams. py-libp2p builds its Yamux connections with a
-hard-coded class (``muxer_multistream.Yamux``) whatever ``muxer_opt`` says, so
-:func:`install` points that name at :class:`BoundedYamux`. A violation raises
-:class:`YamuxLimitError`,
-an ``OSError``, which the stock receive loop treats as fatal for the connection: the
-offending connection is closed, as go-yamux does on a window violation. The wire format is
-untouched. Remove this module when py-libp2p enforces its windows.
+allows, and with a cap on the streams a peer may open at once. py-libp2p builds its Yamux
+connections from a hard-coded class (``muxer_multistream.Yamux``) whatever ``muxer_opt``
+says, so :func:`install` points that name at :class:`BoundedYamux`.
+
+A violation raises :class:`YamuxLimitError`, an ``OSError``. Where py-libp2p's receive loop
+meets it on a new stream's first frame, it closes the offending connection, as go-yamux
+does; on a later DATA frame the loop only marks that stream finished, so its reader sees the
+end. Either way nothing more is buffered. The wire format is untouched. Remove this module
+when py-libp2p enforces its windows.
 """
 
 from __future__ import annotations
@@ -58,11 +60,16 @@ class _BoundedBuffers(dict[int, bytearray]):
         self._muxer = muxer
 
     def __setitem__(self, stream_id: int, buffer: bytearray) -> None:
-        if stream_id not in self and len(self) >= MAX_STREAMS_PER_CONNECTION:
-            raise YamuxLimitError(
-                f"peer {self._muxer.peer_id} has more than {MAX_STREAMS_PER_CONNECTION} streams "
-                "open on one connection"
-            )
+        # Only streams the peer opened count (failing our own open_stream here would leak its
+        # slot inside py-libp2p). The connection's initiator uses odd stream IDs.
+        own_parity = 1 if getattr(self._muxer, "is_initiator_value", False) else 0
+        if stream_id % 2 != own_parity and stream_id not in self:
+            opened_by_peer = sum(1 for sid in self if sid % 2 != own_parity)
+            if opened_by_peer >= MAX_STREAMS_PER_CONNECTION:
+                raise YamuxLimitError(
+                    f"peer {self._muxer.peer_id} opened more than {MAX_STREAMS_PER_CONNECTION} "
+                    "streams on one connection"
+                )
         super().__setitem__(stream_id, _BoundedBuffer(bytes(buffer), self._muxer, stream_id))
 
 

@@ -37,12 +37,12 @@ def _tcp_port_free(addr: str) -> bool:
     if port == 0:
         return True
     family = socket.AF_INET6 if parts[0] == "ip6" else socket.AF_INET
-    with socket.socket(family, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
+    try:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind((host, port))
-        except OSError:
-            return False
+    except OSError:
+        return False  # in use, or the address family is unavailable: listen elsewhere
     return True
 
 

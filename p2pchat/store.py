@@ -8,6 +8,7 @@ and transaction; nothing here touches SQLite on the trio thread. The schema is v
 from __future__ import annotations
 
 import json
+import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -94,7 +95,23 @@ def _schema_v2(conn: sqlite3.Connection) -> None:
     conn.execute("CREATE INDEX messages_by_seq ON messages (peer_id, outgoing, seq)")
 
 
-MIGRATIONS: list[Migration] = [_schema_v1, _schema_v2]
+def _schema_v3(conn: sqlite3.Connection) -> None:
+    # Text rules tightened (no control characters but tab/newline, see wire.text_problem).
+    # A pending message that breaks them would be refused by every upgraded receiver and hold
+    # up the whole conversation behind it, so replace such characters with U+FFFD.
+    rows = conn.execute(
+        "SELECT id, text FROM messages WHERE outgoing = 1 AND state = ?",
+        (MessageState.PENDING.value,),
+    ).fetchall()
+    for row in rows:
+        clean = _FORBIDDEN_IN_TEXT.sub("\ufffd", row["text"])
+        if clean != row["text"]:
+            conn.execute("UPDATE messages SET text = ? WHERE id = ?", (clean, row["id"]))
+
+
+_FORBIDDEN_IN_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+MIGRATIONS: list[Migration] = [_schema_v1, _schema_v2, _schema_v3]
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,13 +38,17 @@ def test_small_windows_still_allow_the_default() -> None:
     assert bytes(buffers[1][:3]) == b"abc"
 
 
-def test_stream_cap() -> None:
-    buffers = _BoundedBuffers(cast(Any, fake_muxer(window=0)))
-    for sid in range(muxer.MAX_STREAMS_PER_CONNECTION):
-        buffers[sid] = bytearray()
-    buffers[0] = bytearray()  # replacing an existing stream's buffer is fine
-    with pytest.raises(YamuxLimitError, match="streams open"):
-        buffers[10_000] = bytearray()
+def test_stream_cap_counts_only_streams_the_peer_opened() -> None:
+    m = fake_muxer(window=0)
+    m.is_initiator_value = True  # our streams are odd, the peer's even
+    buffers = _BoundedBuffers(cast(Any, m))
+    for n in range(muxer.MAX_STREAMS_PER_CONNECTION):
+        buffers[2 * n + 2] = bytearray()  # the peer's
+    buffers[2] = bytearray()  # replacing an existing stream's buffer is fine
+    for n in range(10):
+        buffers[2 * n + 1] = bytearray()  # ours: never refused (py-libp2p would leak them)
+    with pytest.raises(YamuxLimitError, match="streams on one connection"):
+        buffers[100_000] = bytearray()
     assert isinstance(YamuxLimitError("x"), OSError)  # fatal for the connection in py-libp2p
 
 

@@ -12,6 +12,7 @@ import pytest
 import trio
 import trio.testing
 
+from p2pchat import wire
 from p2pchat.db import Database, DatabaseError, DiskFullError
 from p2pchat.store import (
     MIGRATIONS,
@@ -530,6 +531,17 @@ async def test_seq_is_never_reused_after_the_contact_is_recreated(store: Store) 
     await friend(store)
     record, _ = await store.add_outgoing(PEER, mid(10), "new", now=10)
     assert record.seq == 4
+
+
+async def test_v3_cleans_pending_texts_a_receiver_would_refuse(db_path: Path) -> None:
+    async with Database(db_path, MIGRATIONS[:2]) as old:
+        await Store(old).put_contact(PEER, state=ContactState.FRIEND, now=1)
+        await Store(old).add_outgoing(PEER, mid(1), "pasted\r\nwith \x1b[1mbold\x1b[0m\tok", now=1)
+        await Store(old).add_outgoing(PEER, mid(2), "fine\nline", now=2)
+    async with Store.open(db_path) as db:
+        texts = [m.text for m in await Store(db).history(PEER, 10)]
+    assert texts == ["pasted\ufffd\nwith \ufffd[1mbold\ufffd[0m\tok", "fine\nline"]
+    assert all(wire.text_problem(t, wire.MAX_TEXT_BYTES, multiline=True) is None for t in texts)
 
 
 async def test_add_outgoing_unknown_contact(store: Store) -> None:
