@@ -27,9 +27,6 @@ class EventBus:
         self._subscribers.add(send)
         return receive
 
-    def unsubscribe(self, receive: trio.MemoryReceiveChannel[Event]) -> None:
-        receive.close()
-
     def publish(self, event_type: str, **fields: Any) -> None:
         event: Event = {"type": event_type, **fields}
         for send in list(self._subscribers):
@@ -43,7 +40,3 @@ class EventBus:
                 self._subscribers.discard(send)
             except (trio.BrokenResourceError, trio.ClosedResourceError):
                 self._subscribers.discard(send)
-
-    @property
-    def subscriber_count(self) -> int:
-        return len(self._subscribers)

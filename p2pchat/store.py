@@ -289,15 +289,6 @@ class Store:
 
         return await self._db.run(fn)
 
-    async def set_addrs(self, peer_id: str, addrs: Sequence[str]) -> None:
-        def fn(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "UPDATE contacts SET addrs = ? WHERE peer_id = ?",
-                (json.dumps(list(addrs)), peer_id),
-            )
-
-        await self._db.run(fn)
-
     async def clear_notice(self, peer_id: str, notice: Notice) -> None:
         """The peer confirmed ``notice``; stop owing it (unless it changed meanwhile)."""
 
@@ -314,15 +305,6 @@ class Store:
             conn.execute("DELETE FROM contacts WHERE peer_id = ?", (peer_id,))
 
         await self._db.run(fn)
-
-    async def count_contacts(self, state: ContactState) -> int:
-        def fn(conn: sqlite3.Connection) -> int:
-            row = conn.execute(
-                "SELECT COUNT(*) FROM contacts WHERE state = ?", (state.value,)
-            ).fetchone()
-            return int(row[0])
-
-        return await self._db.run(fn)
 
     # --- messages ----------------------------------------------------------------------------
 

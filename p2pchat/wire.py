@@ -113,7 +113,6 @@ Frame: TypeAlias = (
 
 REFUSED_NOT_FRIEND: Final = "not_friend"
 REFUSED_RATE_LIMITED: Final = "rate_limited"
-REFUSED_BLOCKED: Final = "blocked"
 REFUSED_BAD_FRAME: Final = "bad_frame"
 REFUSED_FULL: Final = "full"
 

@@ -464,23 +464,24 @@ async def test_contacts_listing_and_counts(store: Store) -> None:
     friends = await store.contacts([ContactState.FRIEND])
     assert [c.peer_id for c in friends] == [OTHER, "12D3KooWPeerC"]
     assert await store.contacts([]) == []
-    assert await store.count_contacts(ContactState.FRIEND) == 2
-    assert await store.count_contacts(ContactState.BLOCKED) == 0
+    assert await store.contacts([ContactState.BLOCKED]) == []
     await store.delete_contact(OTHER)
     await store.delete_contact("never-existed")
-    assert await store.count_contacts(ContactState.FRIEND) == 1
+    assert len(await store.contacts([ContactState.FRIEND])) == 1
 
 
-async def test_set_addrs_and_clear_notice(store: Store) -> None:
+async def test_update_fields_and_clear_notice(store: Store) -> None:
     await store.put_contact(PEER, state=ContactState.OUTGOING, now=1, notice=Notice.REQUEST)
-    await store.set_addrs(PEER, ["/x"])
+    updated = await store.update_fields(PEER, now=2, addrs=["/x"], their_name="p")
+    assert updated is not None and updated.notice is Notice.REQUEST  # never touched
+    assert updated.state is ContactState.OUTGOING and updated.updated_at == 2
     await store.clear_notice(PEER, Notice.ACCEPT)  # a different notice: kept
     c = await store.contact(PEER)
     assert c is not None and c.addrs == ("/x",) and c.notice is Notice.REQUEST
     await store.clear_notice(PEER, Notice.REQUEST)
     c = await store.contact(PEER)
     assert c is not None and c.notice is None
-    await store.set_addrs("unknown", ["/y"])  # no row, no error
+    assert await store.update_fields("unknown", now=3, addrs=["/y"]) is None  # no row
     assert await store.contact("unknown") is None
 
 
