@@ -235,6 +235,14 @@ def _terminate(pid: int) -> bool:
     return not pid_alive(pid)
 
 
+def _terminate_and_report(pid: int) -> int:
+    if _terminate(pid):
+        out("p2pchatd stopped")
+        return 0
+    err(f"error: could not stop p2pchatd (pid {pid})")
+    return 1
+
+
 def cmd_stop(home: Path) -> int:
     pid = read_pid(home)
     try:
@@ -243,11 +251,7 @@ def cmd_stop(home: Path) -> int:
     except DaemonNotRunning:
         if pid and pid_alive(pid) and _looks_like_daemon(pid):
             err(f"p2pchatd (pid {pid}) does not answer on its control socket; terminating it")
-            if _terminate(pid):
-                out("p2pchatd stopped")
-                return 0
-            err(f"error: could not stop p2pchatd (pid {pid})")
-            return 1
+            return _terminate_and_report(pid)
         out(f"p2pchatd is not running for {home}")
         return 0
     except ApiError as exc:
@@ -261,11 +265,7 @@ def cmd_stop(home: Path) -> int:
         err(f"error: p2pchatd did not stop within {STOP_TIMEOUT_S:g} s and wrote no pid file")
         return 1
     err(f"p2pchatd (pid {pid}) did not stop within {STOP_TIMEOUT_S:g} s; sending SIGTERM")
-    if _terminate(pid):
-        out("p2pchatd stopped")
-        return 0
-    err(f"error: could not stop p2pchatd (pid {pid})")
-    return 1
+    return _terminate_and_report(pid)
 
 
 NOT_RUNNING_EXIT = 3

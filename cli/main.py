@@ -188,27 +188,41 @@ def cmd_friends_add(home: Path, args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_friends_list(home: Path, args: argparse.Namespace) -> int:
-    result = _call(home, "friends.list")
+def _print_contacts(
+    args: argparse.Namespace,
+    result: dict[str, Any],
+    key: str,
+    empty: str,
+    columns: list[str],
+    cells: Callable[[dict[str, Any]], list[str]],
+) -> bool:
+    """Print a list of contacts as a table (or JSON); False if there were none."""
     if args.json:
         print_json(result)
-        return EXIT_OK
-    contacts = result.get("contacts") or []
+        return True
+    contacts = result.get(key) or []
     if not contacts:
-        out("no friends yet (add one with: p2pchat friends add ID_OR_CODE)")
-        return EXIT_OK
-    rows = [
-        [
-            contact_name(c),
-            short_id(str(c.get("peer_id", ""))),
+        out(empty)
+        return False
+    rows = [[contact_name(c), short_id(str(c.get("peer_id", ""))), *cells(c)] for c in contacts]
+    for line in table(["NAME", "ID", *columns], rows):
+        out(line)
+    return True
+
+
+def cmd_friends_list(home: Path, args: argparse.Namespace) -> int:
+    _print_contacts(
+        args,
+        _call(home, "friends.list"),
+        "contacts",
+        "no friends yet (add one with: p2pchat friends add ID_OR_CODE)",
+        ["STATE", "ONLINE", "OUTBOX"],
+        lambda c: [
             str(c.get("state", "?")),
             "online" if c.get("online") else "offline",
             str(c.get("outbox", 0)),
-        ]
-        for c in contacts
-    ]
-    for line in table(["NAME", "ID", "STATE", "ONLINE", "OUTBOX"], rows):
-        out(line)
+        ],
+    )
     return EXIT_OK
 
 
@@ -244,25 +258,16 @@ def cmd_friends_rename(home: Path, args: argparse.Namespace) -> int:
 
 
 def cmd_requests(home: Path, args: argparse.Namespace) -> int:
-    result = _call(home, "requests.list")
-    if args.json:
-        print_json(result)
-        return EXIT_OK
-    requests = result.get("requests") or []
-    if not requests:
-        out("no pending friend requests")
-        return EXIT_OK
-    rows = [
-        [
-            contact_name(c),
-            short_id(str(c.get("peer_id", ""))),
-            str(c.get("request_text") or ""),
-        ]
-        for c in requests
-    ]
-    for line in table(["NAME", "ID", "MESSAGE"], rows):
-        out(line)
-    err("accept with: p2pchat accept NAME_OR_ID   decline with: p2pchat decline NAME_OR_ID")
+    shown = _print_contacts(
+        args,
+        _call(home, "requests.list"),
+        "requests",
+        "no pending friend requests",
+        ["MESSAGE"],
+        lambda c: [str(c.get("request_text") or "")],
+    )
+    if shown and not args.json:
+        err("accept with: p2pchat accept NAME_OR_ID   decline with: p2pchat decline NAME_OR_ID")
     return EXIT_OK
 
 

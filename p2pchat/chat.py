@@ -300,17 +300,12 @@ class Chat:
 
     # --- user actions (the control API calls these) ---------------------------------------
 
-    def resolve(self, text: str, *, include_blocked: bool = True) -> Contact:
+    def resolve(self, text: str) -> Contact:
         """Find a contact by full ID, name, or a unique beginning or end of an ID (API.md)."""
         query = text.strip()
         if not query:
             raise ApiError("invalid_params", "no friend given")
-        visible = [
-            c
-            for c in self._contacts.values()
-            if c.state is not ContactState.REMOVED
-            and (include_blocked or c.state is not ContactState.BLOCKED)
-        ]
+        visible = [c for c in self._contacts.values() if c.state is not ContactState.REMOVED]
         for c in visible:
             if c.peer_id == query:
                 return c
@@ -391,7 +386,7 @@ class Chat:
         if step.emit and updated is not None:
             self.events.publish(step.emit.value, contact=self.contact_json(updated))
         if action is UserAction.BLOCK:
-            await self._disconnect(peer)
+            await self.net.disconnect(peer)
         log.info("%s %s", action.value, short(peer))
         return updated
 
@@ -405,7 +400,7 @@ class Chat:
         async with self._locked(peer):
             contact = await self._apply(peer, on_user(None, UserAction.BLOCK))
         assert contact is not None
-        await self._disconnect(peer)
+        await self.net.disconnect(peer)
         return contact
 
     async def rename(self, friend: str, name: str) -> Contact:
@@ -415,14 +410,6 @@ class Chat:
             updated = await self._apply(contact.peer_id, Step(), name=name)
         assert updated is not None
         return updated
-
-    async def _disconnect(self, peer: str) -> None:
-        try:
-            from libp2p.peer.id import ID
-
-            await self.net.host.disconnect(ID.from_base58(peer))
-        except Exception as exc:
-            log.debug("disconnect %s: %s", short(peer), exc)
 
     async def send_message(
         self, friend: str, text: str, msg_id: bytes | None = None
@@ -808,9 +795,6 @@ class PeerLink:
                     return
                 try:
                     progressed = await self._step(contact)
-                except (trio.TooSlowError, OSError, wire.FrameError, DatabaseError) as exc:
-                    log.info("link to %s: %s", short(self.peer), exc)
-                    progressed = False
                 except Exception as exc:  # libp2p raises many types on dead connections
                     _log_stream_failure(exc, "link to %s", self.peer, level=logging.INFO)
                     progressed = False
@@ -872,7 +856,7 @@ class PeerLink:
         """
         chat = self.chat
         stream = await chat.net.open_stream(self.peer, wire.MSG_PROTOCOL)
-        in_flight: dict[bytes, int] = {}
+        in_flight: set[bytes] = set()  # sent, not yet acked
         try:
             await stream.write(wire.encode(wire.Hello(chat.my_addrs())))
             async with trio.open_nursery() as nursery:
@@ -889,9 +873,6 @@ class PeerLink:
                     if room <= 0:
                         await self._work.wait(30.0)
                         continue
-                    # One scheduler pass first: messages committed in the same group commit
-                    # are handed over together and leave in one write.
-                    await trio.sleep(0)
                     batch = self._take_fresh(last_seq, room) if caught_up else None
                     if batch is None:
                         batch = await chat.store.outbox(self.peer, last_seq, room)
@@ -903,8 +884,7 @@ class PeerLink:
                         wire.encode(wire.ChatMessage(m.msg_id, m.seq, m.sent_at, m.text))
                         for m in batch
                     )
-                    for m in batch:
-                        in_flight[m.msg_id] = m.seq
+                    in_flight.update(m.msg_id for m in batch)
                     await stream.write(payload)
                     last_seq = batch[-1].seq
                 nursery.cancel_scope.cancel()
@@ -912,7 +892,7 @@ class PeerLink:
             await _reset(stream)
 
     async def _read_acks(
-        self, stream: INetStream, in_flight: dict[bytes, int], scope: trio.CancelScope
+        self, stream: INetStream, in_flight: set[bytes], scope: trio.CancelScope
     ) -> None:
         chat = self.chat
         decoder = wire.FrameDecoder()
@@ -926,8 +906,7 @@ class PeerLink:
                         changed = await chat.store.mark_delivered(
                             self.peer, frame.msg_ids, now_ms()
                         )
-                        for msg_id in frame.msg_ids:
-                            in_flight.pop(msg_id, None)
+                        in_flight.difference_update(frame.msg_ids)
                         for record in changed:
                             chat.events.publish("message.delivered", message=message_json(record))
                         self.wake()

@@ -16,7 +16,7 @@ import queue
 import sqlite3
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Generic, TypeVar, cast
 
@@ -48,7 +48,6 @@ class _Job(Generic[T]):
     durable: bool = True
     result: T | None = None
     error: BaseException | None = None
-    completed: bool = field(default=False)
 
 
 Migration = Callable[[sqlite3.Connection], None]
@@ -219,7 +218,6 @@ class Database:
                 job.result = None
                 job.error = err
         for job in batch:
-            job.completed = True
             job.done(job)
 
 

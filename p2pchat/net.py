@@ -205,11 +205,11 @@ class Network:
         return peer, trio.current_time() - started
 
     async def disconnect(self, peer: str) -> None:
+        """Close every connection to ``peer`` (best effort: it may already be gone)."""
         try:
-            peer_id = ID.from_base58(peer)
-        except Exception:
-            return
-        await self.host.disconnect(peer_id)
+            await self.host.disconnect(ID.from_base58(peer))
+        except Exception as exc:
+            log.debug("disconnect %s: %s", peer, exc)
 
     async def open_stream(self, peer: str, protocol: str) -> INetStream:
         with trio.fail_after(NEW_STREAM_TIMEOUT):

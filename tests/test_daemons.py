@@ -41,9 +41,10 @@ def test_befriend_then_chat_both_ways_with_history_and_events(make_daemon: MakeD
     assert requests[0]["request_text"] == "it's alice"
     assert requests[0]["their_name"] == "alice"
     # Not friends yet: bob cannot message alice, alice cannot message bob.
-    with pytest.raises(ApiError) as err:
-        alice.call("messages.send", friend="bob", text="too early")
-    assert err.value.name == "not_friend"
+    for sender, friend in ((alice, "bob"), (bob, "alice")):
+        with pytest.raises(ApiError) as err:
+            sender.call("messages.send", friend=friend, text="too early")
+        assert err.value.name == "not_friend"
 
     bob.call("requests.accept", friend="alice")
     wait_for(lambda: alice.contact(bob.peer_id)["state"] == "friend", what="accept at alice")
@@ -221,7 +222,9 @@ def test_mistyped_id_or_code_is_rejected_and_nothing_is_added(make_daemon: MakeD
     assert alice.call("friends.list")["contacts"] == []
 
 
-def test_stranger_cannot_message_and_blocked_peer_is_dropped(make_daemon: MakeDaemon) -> None:
+def test_blocked_peer_is_dropped_silently_and_friends_are_unaffected(
+    make_daemon: MakeDaemon,
+) -> None:
     alice, bob, mallory = make_daemon("alice"), make_daemon("bob"), make_daemon("mallory")
     befriend(alice, bob)
     # Mallory asks; alice blocks her; a second request is dropped silently.
@@ -239,3 +242,11 @@ def test_stranger_cannot_message_and_blocked_peer_is_dropped(make_daemon: MakeDa
     assert alice.call("requests.list")["requests"] == []
     blocked = [c for c in alice.call("friends.list")["contacts"] if c["state"] == "blocked"]
     assert [c["peer_id"] for c in blocked] == [mallory.peer_id]
+    # Mallory cannot tell: her request looks delivered, like any request still pending.
+    assert mallory.contact(alice.peer_id)["state"] == "outgoing"
+    # Alice's friendship with bob carries on.
+    sent = bob.call("messages.send", friend="alice", text="still here")["message"]
+    wait_for(
+        lambda: any(m["id"] == sent["id"] for m in alice.history("bob")),
+        what="bob's message after the block",
+    )
