@@ -28,6 +28,7 @@ from p2pchat.chat import Chat, message_json
 from p2pchat.friendship import UserAction
 from p2pchat.node import Node
 from p2pchat.store import ContactState
+from p2pchat.transfers import TransferManager
 from p2pchat.wire import MSG_ID_BYTES
 
 log = logging.getLogger(__name__)
@@ -353,6 +354,33 @@ async def _peers_disconnect(s: Session, p: Params) -> Any:
     return {"peer_id": p["peer_id"]}
 
 
+def _files(s: Session) -> TransferManager:
+    files = s.server.node.files
+    if files is None:
+        raise ApiError("internal_error", "the node is not running")
+    return files
+
+
+async def _files_send(s: Session, p: Params) -> Any:
+    return {"transfer": await _files(s).send_file(_str(p, "friend"), _str(p, "path"))}
+
+
+async def _files_list(s: Session, p: Params) -> Any:
+    return {"transfers": _files(s).list_json()}
+
+
+async def _files_accept(s: Session, p: Params) -> Any:
+    return {"transfer": await _files(s).accept(_str(p, "id"))}
+
+
+async def _files_decline(s: Session, p: Params) -> Any:
+    return {"transfer": await _files(s).decline(_str(p, "id"))}
+
+
+async def _files_cancel(s: Session, p: Params) -> Any:
+    return {"transfer": await _files(s).cancel(_str(p, "id"))}
+
+
 async def _shutdown(s: Session, p: Params) -> Any:
     log.info("shutdown requested through the control API")
     s.server.shutdown()
@@ -377,5 +405,10 @@ METHODS: Final[dict[str, Handler]] = {
     "peers.list": _peers_list,
     "peers.connect": _peers_connect,
     "peers.disconnect": _peers_disconnect,
+    "files.send": _files_send,
+    "files.list": _files_list,
+    "files.accept": _files_accept,
+    "files.decline": _files_decline,
+    "files.cancel": _files_cancel,
     "daemon.shutdown": _shutdown,
 }

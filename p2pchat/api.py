@@ -40,6 +40,9 @@ ERROR_CODES: Final[dict[str, int]] = {
     "no_request": 1009,
     "storage_error": 1010,
     "unreachable": 1011,
+    "file_error": 1012,
+    "invalid_state": 1013,
+    "too_large": 1014,
 }
 
 

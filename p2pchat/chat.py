@@ -177,6 +177,7 @@ class Chat:
         self._limiter = RequestLimiter(clock)
         self._inbound = StreamBudget(MAX_INBOUND_STREAMS_PER_PEER, MAX_STRANGER_STREAMS)
         self._nursery: trio.Nursery | None = None
+        self._connection_listeners: list[Callable[[str, bool], None]] = []
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -211,6 +212,10 @@ class Chat:
             self._nursery.start_soon(link.run, name=f"peer-link-{short(peer)}")
         link.wake()
 
+    def add_connection_listener(self, listener: Callable[[str, bool], None]) -> None:
+        """Also tell ``listener`` (peer, up) whenever a connection opens or closes."""
+        self._connection_listeners.append(listener)
+
     def _link_finished(self, peer: str) -> None:
         self._links.pop(peer, None)
 
@@ -236,6 +241,8 @@ class Chat:
             link.network_changed()
         elif up and contact is not None:
             self._ensure_link(peer)
+        for listener in self._connection_listeners:
+            listener(peer, up)
 
     def contact_json(self, contact: Contact, outbox: int = 0) -> dict[str, Any]:
         return contact_json(contact, online=self.is_online(contact.peer_id), outbox=outbox)

@@ -26,9 +26,21 @@ class Config:
     listen: list[str] = field(default_factory=lambda: list(DEFAULT_LISTEN))
     name: str = ""
     """The name announced to peers in friend requests and accepts (may be empty)."""
+    incoming_dir: str = ""
+    """Where received files land; empty means ``<home>/incoming``."""
+    auto_accept_max_bytes: int = 0
+    """Files from friends up to this size are accepted without asking; 0 turns it off."""
 
     def to_json(self) -> dict[str, Any]:
-        return {"listen": self.listen, "name": self.name}
+        return {
+            "listen": self.listen,
+            "name": self.name,
+            "incoming_dir": self.incoming_dir,
+            "auto_accept_max_bytes": self.auto_accept_max_bytes,
+        }
+
+    def incoming_path(self, home: Path) -> Path:
+        return Path(self.incoming_dir).expanduser() if self.incoming_dir else home / "incoming"
 
 
 def load_config(home: Path) -> Config:
@@ -53,8 +65,18 @@ def load_config(home: Path) -> Config:
             f"{path}: 'name' must be a string of at most {MAX_NAME_BYTES} bytes, without "
             "control characters"
         )
+    incoming = raw.get("incoming_dir", "")
+    if not isinstance(incoming, str) or "\x00" in incoming:
+        raise ConfigError(f"{path}: 'incoming_dir' must be a directory path (or empty)")
+    if incoming and not Path(incoming).expanduser().is_absolute():
+        raise ConfigError(f"{path}: 'incoming_dir' must be an absolute path")
+    auto = raw.get("auto_accept_max_bytes", 0)
+    if not isinstance(auto, int) or isinstance(auto, bool) or auto < 0:
+        raise ConfigError(f"{path}: 'auto_accept_max_bytes' must be a whole number >= 0")
     cfg.listen = list(listen) or list(DEFAULT_LISTEN)
     cfg.name = name
+    cfg.incoming_dir = incoming
+    cfg.auto_accept_max_bytes = auto
     return cfg
 
 

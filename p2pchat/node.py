@@ -24,6 +24,8 @@ from p2pchat.identity import FriendCode, Identity
 from p2pchat.net import Network
 from p2pchat.paths import DB_FILE
 from p2pchat.store import ContactState, Store
+from p2pchat.transfer_store import TransferStore
+from p2pchat.transfers import FilesConfig, TransferManager
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,15 @@ def _tcp_port_free(addr: str) -> bool:
     except OSError:
         return False  # in use, or the address family is unavailable: listen elsewhere
     return True
+
+
+def _direct_host(listen: Sequence[str]) -> str:
+    """The IPv4 address a receiver's direct data port binds to: where the daemon listens."""
+    for addr in listen:
+        parts = addr.strip("/").split("/")
+        if len(parts) >= 2 and parts[0] == "ip4":
+            return parts[1]
+    return "0.0.0.0"
 
 
 class ListenError(Exception):
@@ -68,6 +79,7 @@ class Node:
         self.network: Network | None = None
         self.chat: Chat | None = None
         self.store: Store | None = None
+        self.files: TransferManager | None = None
 
     @property
     def peer_id(self) -> str:
@@ -81,8 +93,20 @@ class Node:
             self.chat = Chat(
                 network=network, store=self.store, events=self.events, name=self.config.name
             )
-            await self.chat.load()  # handlers in place before anyone can connect
             listen = self._listen_addrs()
+            self.files = TransferManager(
+                chat=self.chat,
+                store=TransferStore(db),
+                events=self.events,
+                config=FilesConfig(
+                    incoming_dir=self.config.incoming_path(self.home),
+                    auto_accept_max_bytes=self.config.auto_accept_max_bytes,
+                    direct_host=_direct_host(listen),
+                ),
+            )
+            # Handlers in place before anyone can connect.
+            await self.chat.load()
+            await self.files.load()
             async with network.run(listen):
                 # py-libp2p 0.8.1 logs a failed bind and carries on with no listener, so
                 # success is judged by the ports actually bound.
@@ -93,6 +117,7 @@ class Node:
                 await self._pin_ports(network, listen)
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.chat.run)
+                    await nursery.start(self.files.run)
                     log.info(
                         "p2pchat %s ready as %s, listening on %s",
                         p2pchat.__version__,

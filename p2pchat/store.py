@@ -111,7 +111,40 @@ def _schema_v3(conn: sqlite3.Connection) -> None:
 
 _FORBIDDEN_IN_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
-MIGRATIONS: list[Migration] = [_schema_v1, _schema_v2, _schema_v3]
+
+def _schema_v4(conn: sqlite3.Connection) -> None:
+    # File transfers (p2pchat.transfer_store). ``notice`` is what we owe the peer: 'offer'
+    # for an undelivered outgoing offer, else a FileEnd outcome.
+    _execute_all(
+        conn,
+        """
+        CREATE TABLE transfers (
+            tid          BLOB PRIMARY KEY,
+            peer_id      TEXT NOT NULL,
+            direction    TEXT NOT NULL CHECK (direction IN ('out', 'in')),
+            name         TEXT NOT NULL,
+            size         INTEGER NOT NULL,
+            hash         BLOB NOT NULL,
+            state        TEXT NOT NULL,
+            source       TEXT,
+            mtime_ns     INTEGER,
+            part_path    TEXT,
+            final_path   TEXT,
+            done_bytes   INTEGER NOT NULL DEFAULT 0,
+            data_path    TEXT,
+            error        TEXT NOT NULL DEFAULT '',
+            notice       TEXT,
+            notice_reason TEXT NOT NULL DEFAULT '',
+            created_at   INTEGER NOT NULL,
+            updated_at   INTEGER NOT NULL
+        );
+        CREATE INDEX transfers_by_peer ON transfers (peer_id, created_at);
+        CREATE INDEX transfers_owed ON transfers (peer_id) WHERE notice IS NOT NULL
+        """,
+    )
+
+
+MIGRATIONS: list[Migration] = [_schema_v1, _schema_v2, _schema_v3, _schema_v4]
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +240,10 @@ class Store:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+
+    @property
+    def db(self) -> Database:
+        return self._db
 
     @staticmethod
     def open(path: Path) -> Database:

@@ -20,6 +20,7 @@ import cbor2
 
 FRIEND_PROTOCOL: Final = "/p2pchat/friend/1.0.0"
 MSG_PROTOCOL: Final = "/p2pchat/msg/1.0.0"
+FILE_PROTOCOL: Final = "/p2pchat/file/1.0.0"
 
 MAX_FRAME_BYTES: Final = 64 * 1024
 """Hard upper bound on one frame's body; a longer length prefix closes the stream."""
@@ -36,6 +37,16 @@ MAX_ADDR_BYTES: Final = 256
 MAX_ACK_IDS: Final = 1024
 MSG_ID_BYTES: Final = 16
 MAX_REASON_BYTES: Final = 200
+
+TRANSFER_ID_BYTES: Final = 16
+MAX_FILE_NAME_BYTES: Final = 255
+MAX_FILE_SIZE: Final = 2**50
+"""Largest file that may be offered (1 PiB): keeps every offset well inside 63 bits."""
+FILE_HASH_BYTES: Final = 32
+BULK_KEY_BYTES: Final = 32
+BULK_SUITES: Final = ("aes-256-gcm", "chacha20-poly1305")
+FILE_OUTCOMES: Final = ("declined", "cancelled", "completed", "failed")
+DATA_PATHS: Final = ("tcp", "stream")
 
 _MAX_VARINT_BYTES: Final = 5  # enough for MAX_FRAME_BYTES with room to spare
 _CBOR_MAX_DEPTH: Final = 4
@@ -107,14 +118,67 @@ class Refused:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class FileOffer:
+    """The sender offers a file: a bare name (no directories), its size and BLAKE3 hash."""
+
+    tid: bytes
+    name: str
+    size: int
+    hash: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FileEnd:
+    """A transfer ended on the sending side of this frame; ``outcome`` says how."""
+
+    tid: bytes
+    outcome: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileGet:
+    """The receiver asks for the file's bytes from ``offset``, sealed with ``key`` under
+    ``suite``; ``port`` (if not 0) is a TCP port it listens on for a direct data path."""
+
+    tid: bytes
+    offset: int
+    suite: str
+    key: bytes
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileData:
+    """The sender's answer to :class:`FileGet`: the records follow on ``path``."""
+
+    tid: bytes
+    path: str
+
+
 Frame: TypeAlias = (
-    Hello | ChatMessage | Ack | FriendRequest | FriendAccept | FriendRemove | Received | Refused
+    Hello
+    | ChatMessage
+    | Ack
+    | FriendRequest
+    | FriendAccept
+    | FriendRemove
+    | Received
+    | Refused
+    | FileOffer
+    | FileEnd
+    | FileGet
+    | FileData
 )
 
 REFUSED_NOT_FRIEND: Final = "not_friend"
 REFUSED_RATE_LIMITED: Final = "rate_limited"
 REFUSED_BAD_FRAME: Final = "bad_frame"
 REFUSED_FULL: Final = "full"
+REFUSED_BUSY: Final = "busy"
+REFUSED_UNKNOWN: Final = "unknown_transfer"
+REFUSED_ENDED: Final = "transfer_ended"
 
 
 # --- encoding ----------------------------------------------------------------------------
@@ -153,6 +217,21 @@ def _to_map(frame: Frame) -> dict[str, Any]:
             return {"t": "received"}
         case Refused(code=code, reason=reason):
             return {"t": "refused", "code": code, "reason": reason}
+        case FileOffer(tid=tid, name=name, size=size, hash=digest):
+            return {"t": "file-offer", "id": tid, "name": name, "size": size, "hash": digest}
+        case FileEnd(tid=tid, outcome=outcome, reason=reason):
+            return {"t": "file-end", "id": tid, "outcome": outcome, "reason": reason}
+        case FileGet(tid=tid, offset=offset, suite=suite, key=key, port=port):
+            return {
+                "t": "file-get",
+                "id": tid,
+                "offset": offset,
+                "suite": suite,
+                "key": key,
+                "port": port,
+            }
+        case FileData(tid=tid, path=path):
+            return {"t": "file-data", "id": tid, "path": path}
     raise TypeError(f"not a frame: {frame!r}")  # pragma: no cover
 
 
@@ -250,6 +329,36 @@ def _msg_id(value: Any) -> bytes:
     return value
 
 
+def _bytes(m: dict[str, Any], key: str, size: int) -> bytes:
+    value = m.get(key)
+    if not isinstance(value, bytes) or len(value) != size:
+        raise FrameError(f"field {key!r} must be {size} bytes")
+    return value
+
+
+def _choice(m: dict[str, Any], key: str, allowed: tuple[str, ...]) -> str:
+    value = _need(m, key, str)
+    if value not in allowed:
+        raise FrameError(f"field {key!r} must be one of {', '.join(allowed)}")
+    return str(value)
+
+
+def file_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a bare file name a peer may offer (``None`` if it is).
+
+    Offers carry a name only, never a path: separators, ``.``/``..`` and control characters
+    are protocol violations (the receiver still sanitises what passes, see
+    :mod:`p2pchat.filenames`)."""
+    problem = text_problem(name, MAX_FILE_NAME_BYTES, allow_empty=False)
+    if problem is not None:
+        return problem
+    if "/" in name or "\\" in name:
+        return "contains a path separator"
+    if name in (".", ".."):
+        return "is a directory reference"
+    return None
+
+
 def _no_tags(decoder: Any, tag: Any) -> Any:
     raise FrameError(f"CBOR tag {tag.tag} not allowed")
 
@@ -333,6 +442,44 @@ def decode_frame(body: bytes) -> Frame:
             return Refused(
                 code=_text(m, "code", 32, allow_empty=False),
                 reason=_text(m, "reason", MAX_REASON_BYTES),
+            )
+        case "file-offer":
+            name = _need(m, "name", str)
+            problem = file_name_problem(name)
+            if problem is not None:
+                raise FrameError(f"file name {problem}")
+            size = _uint(m, "size")
+            if size > MAX_FILE_SIZE:
+                raise FrameError(f"file size {size} exceeds {MAX_FILE_SIZE}")
+            return FileOffer(
+                tid=_bytes(m, "id", TRANSFER_ID_BYTES),
+                name=name,
+                size=size,
+                hash=_bytes(m, "hash", FILE_HASH_BYTES),
+            )
+        case "file-end":
+            return FileEnd(
+                tid=_bytes(m, "id", TRANSFER_ID_BYTES),
+                outcome=_choice(m, "outcome", FILE_OUTCOMES),
+                reason=_text(m, "reason", MAX_REASON_BYTES),
+            )
+        case "file-get":
+            offset = _uint(m, "offset")
+            if offset > MAX_FILE_SIZE:
+                raise FrameError("offset out of range")
+            port = _uint(m, "port")
+            if port > 65535:
+                raise FrameError("port out of range")
+            return FileGet(
+                tid=_bytes(m, "id", TRANSFER_ID_BYTES),
+                offset=offset,
+                suite=_choice(m, "suite", BULK_SUITES),
+                key=_bytes(m, "key", BULK_KEY_BYTES),
+                port=port,
+            )
+        case "file-data":
+            return FileData(
+                tid=_bytes(m, "id", TRANSFER_ID_BYTES), path=_choice(m, "path", DATA_PATHS)
             )
     raise FrameError(f"unknown frame type {t[:32]!r}")
 
