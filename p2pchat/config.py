@@ -30,6 +30,8 @@ class Config:
     """Where received files land; empty means ``<home>/incoming``."""
     auto_accept_max_bytes: int = 0
     """Files from friends up to this size are accepted without asking; 0 turns it off."""
+    max_send_rate: int = 0
+    """Upper bound on file-sending speed in bytes per second, over all transfers; 0: none."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -37,6 +39,7 @@ class Config:
             "name": self.name,
             "incoming_dir": self.incoming_dir,
             "auto_accept_max_bytes": self.auto_accept_max_bytes,
+            "max_send_rate": self.max_send_rate,
         }
 
     def incoming_path(self, home: Path) -> Path:
@@ -70,14 +73,21 @@ def load_config(home: Path) -> Config:
         raise ConfigError(f"{path}: 'incoming_dir' must be a directory path (or empty)")
     if incoming and not Path(incoming).expanduser().is_absolute():
         raise ConfigError(f"{path}: 'incoming_dir' must be an absolute path")
-    auto = raw.get("auto_accept_max_bytes", 0)
-    if not isinstance(auto, int) or isinstance(auto, bool) or auto < 0:
-        raise ConfigError(f"{path}: 'auto_accept_max_bytes' must be a whole number >= 0")
+    auto = _count(raw, "auto_accept_max_bytes", path)
+    rate = _count(raw, "max_send_rate", path)
     cfg.listen = list(listen) or list(DEFAULT_LISTEN)
     cfg.name = name
     cfg.incoming_dir = incoming
     cfg.auto_accept_max_bytes = auto
+    cfg.max_send_rate = rate
     return cfg
+
+
+def _count(raw: dict[str, Any], key: str, path: Path) -> int:
+    value = raw.get(key, 0)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ConfigError(f"{path}: {key!r} must be a whole number >= 0")
+    return value
 
 
 def save_config(home: Path, cfg: Config) -> None:

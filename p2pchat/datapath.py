@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
 from typing import Any, Protocol
 
 from p2pchat.bulk import HEADER_BYTES, MAX_CHUNK, MAX_RECORD, BulkError, RecordOpener, RecordSealer
@@ -31,6 +33,26 @@ class Progress:
         self.bytes = start
 
 
+class Pacer:
+    """The configured cap on sending speed (bytes per second, 0 for none), shared by all
+    sessions and safe to use from several threads."""
+
+    def __init__(self, rate: int) -> None:
+        self.rate = rate
+        self._lock = threading.Lock()
+        self._next = time.monotonic()
+
+    def reserve(self, nbytes: int) -> float:
+        """Seconds to wait before sending ``nbytes`` to stay under the cap."""
+        if self.rate <= 0:
+            return 0.0
+        with self._lock:
+            now = time.monotonic()
+            start = max(self._next, now)
+            self._next = start + nbytes / self.rate
+            return start - now
+
+
 class SourceChanged(Exception):
     """The file being sent no longer has the offered length."""
 
@@ -41,6 +63,7 @@ def send_records(
     source: Readable,
     size: int,
     progress: Progress,
+    pacer: Pacer,
 ) -> None:
     """Send the hello, then the file from ``sealer.offset`` to ``size``; then end the stream.
 
@@ -56,6 +79,9 @@ def send_records(
         if got < want:
             raise SourceChanged("the file is shorter than when it was offered")
         n = sealer.seal_into(chunk_view[:got], record_view)
+        wait = pacer.reserve(n)
+        if wait > 0:
+            time.sleep(wait)
         sock.sendall(record_view[:n])
         progress.bytes = sealer.offset
     sock.shutdown(socket.SHUT_WR)

@@ -102,6 +102,7 @@ class Node:
                     incoming_dir=self.config.incoming_path(self.home),
                     auto_accept_max_bytes=self.config.auto_accept_max_bytes,
                     direct_host=_direct_host(listen),
+                    max_send_rate=self.config.max_send_rate,
                 ),
             )
             # Handlers in place before anyone can connect.

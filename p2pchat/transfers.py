@@ -49,7 +49,7 @@ from p2pchat.chat import (
     now_ms,
     short,
 )
-from p2pchat.datapath import Progress, SourceChanged, receive_records, send_records
+from p2pchat.datapath import Pacer, Progress, SourceChanged, receive_records, send_records
 from p2pchat.db import DatabaseError
 from p2pchat.events import EventBus
 from p2pchat.net import read_some
@@ -92,6 +92,8 @@ class FilesConfig:
     """Files from friends up to this size are accepted without asking (0: never)."""
     direct_host: str = "0.0.0.0"
     """Where a receiver listens for the direct data connection (the daemon's listen host)."""
+    max_send_rate: int = 0
+    """Bytes per second over all outgoing transfers; 0: no cap."""
 
 
 def transfer_json(t: Transfer, *, online: bool | None = None) -> dict[str, Any]:
@@ -197,6 +199,7 @@ class TransferManager:
         self._progress: dict[bytes, tuple[Progress, float, int]] = {}
         self._locks: dict[bytes, trio.Lock] = {}
         self._nursery: trio.Nursery | None = None
+        self._pacer = Pacer(config.max_send_rate)
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -559,11 +562,12 @@ class TransferManager:
         await self.store.update(t.tid, now_ms(), data_path=path, durable=False)
         self._transfers[t.tid] = _with(self._transfers[t.tid], data_path=path)
         await trio.to_thread.run_sync(source.seek, get.offset)
+        log.info("sending %s to %s via %s from byte %d", t.name, short(t.peer_id), path, get.offset)
         try:
             if sock is not None:
                 with sock:
                     await _run_interruptibly(
-                        lambda: send_records(sock, sealer, source, t.size, progress),
+                        lambda: send_records(sock, sealer, source, t.size, progress, self._pacer),
                         lambda: _shutdown(sock),
                     )
             else:
@@ -615,6 +619,9 @@ class TransferManager:
             if len(chunk) < want:
                 raise SourceChanged("the file is shorter than when it was offered")
             n = sealer.seal_into(memoryview(chunk), memoryview(record))
+            wait = self._pacer.reserve(n)
+            if wait > 0:
+                await trio.sleep(wait)
             await stream.write(bytes(record[:n]))
             progress.bytes = sealer.offset
         if isinstance(stream, NetStream):

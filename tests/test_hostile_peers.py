@@ -4,6 +4,7 @@ what the daemon must do and checks that it keeps serving afterwards."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -77,7 +78,10 @@ async def read_frames(stream: INetStream, timeout: float = 10) -> list[wire.Fram
 async def exchange(host: IHost, d: Daemon, protocol: str, payload: bytes) -> list[wire.Frame]:
     stream = await host.new_stream(ID.from_base58(d.peer_id), [TProtocol(protocol)])
     await stream.write(payload)
-    return await read_frames(stream)
+    frames = await read_frames(stream)
+    with contextlib.suppress(Exception):
+        await stream.close()  # so the daemon frees the stream now, not after its grace time
+    return frames
 
 
 def raw_frame(obj: object) -> bytes:

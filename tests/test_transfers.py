@@ -5,14 +5,12 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from p2pchat.api import ApiError
 from tests.harness import Daemon, befriend, wait_for
 
 pytestmark = pytest.mark.daemons

@@ -1,0 +1,290 @@
+"""A real receiving daemon against a hand-driven, befriended libp2p peer that lies in its file
+offers and data: path names, oversending, a wrong hash, tampered records. Each case says what
+the daemon must do; in every case nothing is written outside the incoming directory and no
+finished file appears."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Awaitable, Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import blake3
+import cbor2
+import pytest
+import trio
+from libp2p.abc import INetStream
+from libp2p.custom_types import TProtocol
+
+from p2pchat import bulk, wire
+from p2pchat.identity import Identity
+from p2pchat.net import build_host
+from tests.harness import Daemon, wait_for
+from tests.test_hostile_peers import call, connect, exchange, read_frames_one, running
+
+pytestmark = pytest.mark.daemons
+
+MakeDaemon = Callable[..., Daemon]
+DataHandler = Callable[[INetStream, wire.FileGet], Awaitable[None]]
+
+
+def home_files(d: Daemon) -> set[str]:
+    """Every file under the daemon's home except its own bookkeeping."""
+    found = set()
+    for root, _dirs, files in os.walk(d.home):
+        for name in files:
+            rel = os.path.relpath(os.path.join(root, name), d.home)
+            found.add(rel)
+    return found
+
+
+class FakeFriend:
+    """A befriended peer whose file-protocol behaviour each test scripts."""
+
+    def __init__(self) -> None:
+        self.identity = Identity.generate()
+        self.host = build_host(self.identity)
+        self.on_get: DataHandler | None = None
+        self.gets: list[wire.FileGet] = []
+        self.ends: list[wire.FileEnd] = []
+        self.host.set_stream_handler(TProtocol(wire.FRIEND_PROTOCOL), self._friend_stream)
+        self.host.set_stream_handler(TProtocol(wire.FILE_PROTOCOL), self._file_stream)
+        self.accepted = trio.Event()
+
+    async def _friend_stream(self, stream: INetStream) -> None:
+        frame = await read_frames_one(stream)
+        if isinstance(frame, wire.FriendAccept):
+            self.accepted.set()
+        await stream.write(wire.encode(wire.Received()))
+        await stream.close()
+
+    async def _file_stream(self, stream: INetStream) -> None:
+        frame = await read_frames_one(stream)
+        if isinstance(frame, wire.FileGet):
+            self.gets.append(frame)
+            assert self.on_get is not None
+            await self.on_get(stream, frame)
+        elif isinstance(frame, wire.FileEnd):
+            self.ends.append(frame)
+            await stream.write(wire.encode(wire.Received()))
+            await stream.close()
+
+    async def befriend(self, d: Daemon) -> None:
+        await connect(self.host, d)
+        addrs = tuple(str(a) for a in self.host.get_transport_addrs())
+        reply = await exchange(
+            self.host, d, wire.FRIEND_PROTOCOL, wire.encode(wire.FriendRequest("eve", "", addrs))
+        )
+        assert reply == [wire.Received()]
+        await call(d, "requests.accept", friend=self.identity.peer_id)
+        with trio.fail_after(15):
+            await self.accepted.wait()
+
+    async def offer(self, d: Daemon, frame: wire.FileOffer | bytes) -> list[wire.Frame]:
+        payload = frame if isinstance(frame, bytes) else wire.encode(frame)
+        return await exchange(self.host, d, wire.FILE_PROTOCOL, payload)
+
+
+def raw_offer(name: str, size: int = 10) -> bytes:
+    """An offer frame built by hand, past our encoder's own checks."""
+    body = cbor2.dumps(
+        {"t": "file-offer", "id": os.urandom(16), "name": name, "size": size, "hash": bytes(32)}
+    )
+    return wire.encode_varint(len(body)) + body
+
+
+async def wait_transfer(d: Daemon, tid: bytes, state: str) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        for t in d.call("files.list")["transfers"]:
+            if t["id"] == tid.hex() and t["state"] == state:
+                return dict(t)
+        return None
+
+    found: dict[str, Any] = await trio.to_thread.run_sync(
+        partial(wait_for, check, timeout=20, what=f"transfer {state}")
+    )
+    return found
+
+
+async def test_offers_with_path_names_are_refused(make_daemon: MakeDaemon) -> None:
+    alice = await trio.to_thread.run_sync(make_daemon, "alice")
+    eve = FakeFriend()
+    async with running(eve.host):
+        await eve.befriend(alice)
+        before = home_files(alice)
+        for name in (
+            "../evil",
+            "../../etc/passwd",
+            "/etc/passwd",
+            "a/b",
+            "..",
+            ".",
+            "x\\y",
+            "a\x1b[2J",
+        ):
+            frames = await eve.offer(alice, raw_offer(name))
+            assert frames and isinstance(frames[-1], wire.Refused), name
+            assert frames[-1].code == wire.REFUSED_BAD_FRAME, name
+        listed = (await call(alice, "files.list"))["transfers"]
+        assert listed == []
+        # Risky but legal names are accepted under a harmless name.
+        for name, shown in (
+            ("CON.txt", "_CON.txt"),
+            (".bashrc", "bashrc"),
+            ("a:b?.txt", "a_b_.txt"),
+        ):
+            tid = os.urandom(16)
+            assert await eve.offer(alice, wire.FileOffer(tid, name, 5, bytes(32))) == [
+                wire.Received()
+            ]
+            t = await wait_transfer(alice, tid, "offered")
+            assert t["name"] == shown
+        assert home_files(alice) - before <= {"p2pchat.db-wal", "p2pchat.db-shm"}
+    assert (await call(alice, "status"))["peer_id"] == alice.peer_id
+
+
+def sealed(get: wire.FileGet, chunks: list[bytes]) -> bytes:
+    sealer = bulk.RecordSealer(get.suite, get.key, get.tid, get.offset)
+    out = bytearray(sealer.hello())
+    for chunk in chunks:
+        record = bytearray(bulk.HEADER_BYTES + len(chunk) + bulk.TAG_BYTES)
+        n = sealer.seal_into(memoryview(chunk), memoryview(record))
+        out += record[:n]
+    return bytes(out)
+
+
+def tampered(get: wire.FileGet, chunk: bytes) -> bytes:
+    data = bytearray(sealed(get, [chunk]))
+    data[-1] ^= 0x01
+    return bytes(data)
+
+
+async def deliver(stream: INetStream, get: wire.FileGet, path: str, payload: bytes) -> None:
+    """Answer a data request on ``path`` with ``payload`` (hello and records)."""
+    await stream.write(wire.encode(wire.FileData(get.tid, path)))
+    if path == "tcp":
+        sock = socket.create_connection(("127.0.0.1", get.port), timeout=5)
+        try:
+            sock.sendall(payload)
+            await trio.sleep(1.0)
+        finally:
+            sock.close()
+    else:
+        await stream.write(payload)
+        await trio.sleep(1.0)
+    await stream.close()
+
+
+CONTENT = os.urandom(1000)
+
+
+@pytest.mark.parametrize("path", ["stream", "tcp"])
+@pytest.mark.parametrize(
+    ("case", "offered_hash", "payload", "error"),
+    [
+        (
+            "oversend",
+            blake3.blake3(CONTENT).digest(),
+            lambda get: sealed(get, [CONTENT + b"extra bytes"]),
+            "more than the offered size",
+        ),
+        (
+            "oversend-after-end",
+            blake3.blake3(CONTENT).digest(),
+            lambda get: sealed(get, [CONTENT, b"more"]),
+            "more than the offered size",
+        ),
+        (
+            "wrong-hash",
+            blake3.blake3(b"something else").digest(),
+            lambda get: sealed(get, [CONTENT]),
+            "does not match the offered hash",
+        ),
+        (
+            "tampered",
+            blake3.blake3(CONTENT).digest(),
+            lambda get: tampered(get, CONTENT),
+            "failed authentication",
+        ),
+    ],
+)
+async def test_bad_data_fails_the_transfer_and_leaves_no_file(
+    make_daemon: MakeDaemon,
+    path: str,
+    case: str,
+    offered_hash: bytes,
+    payload: Callable[[wire.FileGet], bytes],
+    error: str,
+) -> None:
+    alice = await trio.to_thread.run_sync(make_daemon, "alice")
+    eve = FakeFriend()
+
+    async def on_get(stream: INetStream, get: wire.FileGet) -> None:
+        await deliver(stream, get, path, payload(get))
+
+    eve.on_get = on_get
+    async with running(eve.host):
+        await eve.befriend(alice)
+        tid = os.urandom(16)
+        offer = wire.FileOffer(tid, "data.bin", len(CONTENT), offered_hash)
+        assert await eve.offer(alice, offer) == [wire.Received()]
+        await wait_transfer(alice, tid, "offered")
+        await call(alice, "files.accept", id=tid.hex())
+        failed = await wait_transfer(alice, tid, "failed")
+        assert error in failed["error"]
+        incoming = Path(alice.home / "incoming")
+        assert os.listdir(incoming) == []  # neither the file nor its partial
+        # The daemon tells the sender it failed, and asks for the data only once.
+        with trio.fail_after(15):
+            while not eve.ends:
+                await trio.sleep(0.05)
+        assert eve.ends[0].outcome == "failed"
+        assert len(eve.gets) == 1
+
+
+async def test_stranger_connecting_to_the_data_port_is_ignored(make_daemon: MakeDaemon) -> None:
+    """Anyone may connect to a receiver's open data port; only the holder of the session key
+    gets its bytes written."""
+    alice = await trio.to_thread.run_sync(make_daemon, "alice")
+    eve = FakeFriend()
+    content = os.urandom(5000)
+
+    async def on_get(stream: INetStream, get: wire.FileGet) -> None:
+        intruder = socket.create_connection(("127.0.0.1", get.port), timeout=5)
+        wrong_key = wire.FileGet(get.tid, get.offset, get.suite, os.urandom(32), get.port)
+        intruder.sendall(sealed(wrong_key, [b"x" * len(content)]))
+        await trio.sleep(0.3)
+        intruder.close()
+        await deliver(stream, get, "tcp", sealed(get, [content]))
+
+    eve.on_get = on_get
+    async with running(eve.host):
+        await eve.befriend(alice)
+        tid = os.urandom(16)
+        offer = wire.FileOffer(tid, "ok.bin", len(content), blake3.blake3(content).digest())
+        assert await eve.offer(alice, offer) == [wire.Received()]
+        await wait_transfer(alice, tid, "offered")
+        await call(alice, "files.accept", id=tid.hex())
+        done = await wait_transfer(alice, tid, "completed")
+        assert Path(done["path"]).read_bytes() == content
+    await trio.to_thread.run_sync(
+        partial(wait_for, lambda: "ignored a connection to the data port" in alice.log_text())
+    )
+
+
+async def test_file_stream_from_a_stranger_is_refused(make_daemon: MakeDaemon) -> None:
+    alice = await trio.to_thread.run_sync(make_daemon, "alice")
+    async with running(build_host(Identity.generate())) as stranger:
+        await connect(stranger, alice)
+        frames = await exchange(
+            stranger,
+            alice,
+            wire.FILE_PROTOCOL,
+            wire.encode(wire.FileOffer(os.urandom(16), "a.txt", 3, bytes(32))),
+        )
+        assert frames and isinstance(frames[-1], wire.Refused)
+        assert frames[-1].code == wire.REFUSED_NOT_FRIEND
+    assert (await call(alice, "files.list"))["transfers"] == []
