@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from p2pchat.api import ApiError
 from tests.harness import Daemon, befriend, wait_for
 
 pytestmark = pytest.mark.daemons
@@ -94,3 +97,136 @@ def test_files_arrive_byte_identical(
     assert incoming_files(bob) == ["report.bin"]  # no partial file left behind
     if size > 1 << 20:
         assert done["data_path"] == "tcp"
+
+
+def configure(d: Daemon, **fields: Any) -> Daemon:
+    path = d.home / "config.json"
+    config = json.loads(path.read_text())
+    config.update(fields)
+    path.write_text(json.dumps(config))
+    return d
+
+
+def test_same_name_twice_never_overwrites(pair: tuple[Daemon, Daemon], short_tmp: Path) -> None:
+    alice, bob = pair
+    first = make_file(short_tmp / "notes.txt", 100, seed=1)
+    tid1 = send_and_accept(alice, bob, first)
+    wait_state(bob, tid1, "completed")
+    second = make_file(short_tmp / "notes.txt", 200, seed=2)
+    tid2 = send_and_accept(alice, bob, second)
+    done = wait_state(bob, tid2, "completed")
+    assert incoming_files(bob) == ["notes (1).txt", "notes.txt"]
+    assert done["path"].endswith("notes (1).txt")
+    assert (bob.home / "incoming" / "notes.txt").stat().st_size == 100
+    assert digest(Path(done["path"])) == digest(second)
+
+
+def test_decline_and_cancel_leave_no_partial_files(
+    make_daemon: MakeDaemon, short_tmp: Path
+) -> None:
+    alice = configure(make_daemon("alice", start=False), max_send_rate=4 << 20).start()
+    bob = make_daemon("bob")
+    befriend(alice, bob)
+    src = make_file(short_tmp / "big.bin", 64 << 20)
+
+    # Declined before any byte moved.
+    tid = str(alice.call("files.send", friend="bob", path=str(src))["transfer"]["id"])
+    wait_state(bob, tid, "offered")
+    bob.call("files.decline", id=tid)
+    wait_state(alice, tid, "declined")
+    assert incoming_files(bob) == []
+    with pytest.raises(ApiError) as err:
+        bob.call("files.accept", id=tid)
+    assert err.value.name == "invalid_state"
+
+    # Cancelled by the receiver, then by the sender, while bytes flow.
+    for canceller in ("bob", "alice"):
+        tid = send_and_accept(alice, bob, src)
+        wait_for(lambda t=tid: transfer(bob, t)["bytes"] > 0, what="bytes to flow")
+        assert len(incoming_files(bob)) == 1  # the partial file
+        (bob if canceller == "bob" else alice).call("files.cancel", id=tid)
+        wait_state(alice, tid, "cancelled")
+        wait_state(bob, tid, "cancelled")
+        wait_for(lambda: incoming_files(bob) == [], what="partial file removed")
+    assert "completed" not in {t["state"] for t in bob.call("files.list")["transfers"]}
+
+
+@pytest.mark.parametrize("victim", ["receiver", "sender"])
+def test_kill9_during_transfer_resumes_and_completes_verified(
+    make_daemon: MakeDaemon, short_tmp: Path, victim: str
+) -> None:
+    """Kill -9 one side at a random point of the transfer, restart it: the transfer continues
+    from the last verified checkpoint (not from zero) and the file arrives intact."""
+    rate = 12 << 20
+    alice = configure(make_daemon("alice", start=False), max_send_rate=rate).start()
+    bob = make_daemon("bob")
+    befriend(alice, bob)
+    size = 48 << 20
+    src = make_file(short_tmp / "video.mp4", size, seed=7)
+    tid = send_and_accept(alice, bob, src)
+    point = random.uniform(0.4, 0.8)
+    wait_for(lambda: transfer(bob, tid)["bytes"] >= point * size, timeout=30, what="progress")
+    killed = bob if victim == "receiver" else alice
+    killed.kill9()
+    time.sleep(0.3)
+    killed.start()
+    done = wait_state(bob, tid, "completed", timeout=60)
+    wait_state(alice, tid, "completed", timeout=30)
+    assert digest(Path(done["path"])) == digest(src)
+    assert incoming_files(bob) == ["video.mp4"]
+    # The restarted session asked for the bytes after the last checkpoint, not from zero.
+    offsets = [
+        int(line.rsplit(" ", 1)[1])
+        for line in alice.log_text().splitlines()
+        if "sending video.mp4" in line
+    ]
+    assert len(offsets) >= 2 and offsets[0] == 0
+    assert offsets[-1] > 0, offsets
+
+
+def test_auto_accept_up_to_the_configured_size(make_daemon: MakeDaemon, short_tmp: Path) -> None:
+    alice = make_daemon("alice")
+    bob = configure(make_daemon("bob", start=False), auto_accept_max_bytes=1 << 20).start()
+    befriend(alice, bob)
+    small = make_file(short_tmp / "small.txt", 1 << 20)
+    large = make_file(short_tmp / "large.bin", (1 << 20) + 1)
+    tid_small = str(alice.call("files.send", friend="bob", path=str(small))["transfer"]["id"])
+    tid_large = str(alice.call("files.send", friend="bob", path=str(large))["transfer"]["id"])
+    wait_state(bob, tid_small, "completed")
+    wait_state(alice, tid_small, "completed")
+    assert transfer(bob, tid_large)["state"] == "offered"  # too big: waits for the user
+
+
+def test_concurrent_transfers_while_chatting(pair: tuple[Daemon, Daemon], short_tmp: Path) -> None:
+    alice, bob = pair
+    sources = [make_file(short_tmp / f"f{i}.bin", (8 + i) << 20, seed=i) for i in range(3)]
+    tids = [send_and_accept(alice, bob, src) for src in sources]
+    bob_to_alice = [bob.call("messages.send", friend="alice", text=f"m{i}") for i in range(20)]
+    for tid, src in zip(tids, sources, strict=True):
+        done = wait_state(bob, tid, "completed")
+        assert digest(Path(done["path"])) == digest(src)
+    wait_for(
+        lambda: len([m for m in alice.history("bob") if m["direction"] == "in"]) == 20,
+        what="messages during transfers",
+    )
+    assert len(bob_to_alice) == 20
+
+
+def test_send_file_errors(pair: tuple[Daemon, Daemon], short_tmp: Path) -> None:
+    alice, _bob = pair
+    cases = {
+        "relative/path.txt": "invalid_params",
+        str(short_tmp / "missing.txt"): "file_error",
+        str(short_tmp): "file_error",
+    }
+    for path, name in cases.items():
+        with pytest.raises(ApiError) as err:
+            alice.call("files.send", friend="bob", path=path)
+        assert err.value.name == name, path
+    with pytest.raises(ApiError) as err:
+        alice.call("files.send", friend="nobody", path=str(short_tmp / "x"))
+    assert err.value.name == "not_found"
+    for method in ("files.accept", "files.cancel", "files.decline"):
+        with pytest.raises(ApiError) as err:
+            alice.call(method, id="abcdef")
+        assert err.value.name == "not_found"

@@ -13,6 +13,10 @@ from p2pchat import wire
 from p2pchat.wire import (
     Ack,
     ChatMessage,
+    FileData,
+    FileEnd,
+    FileGet,
+    FileOffer,
     Frame,
     FrameDecoder,
     FrameError,
@@ -33,9 +37,45 @@ FRAME_TYPES = (
     FriendRemove,
     Received,
     Refused,
+    FileOffer,
+    FileEnd,
+    FileGet,
+    FileData,
 )
-TYPE_NAMES = ["hello", "msg", "ack", "request", "accept", "remove", "received", "refused"]
-FIELD_NAMES = ["t", "addrs", "id", "seq", "ts", "text", "ids", "name", "code", "reason"]
+TYPE_NAMES = [
+    "hello",
+    "msg",
+    "ack",
+    "request",
+    "accept",
+    "remove",
+    "received",
+    "refused",
+    "file-offer",
+    "file-end",
+    "file-get",
+    "file-data",
+]
+FIELD_NAMES = [
+    "t",
+    "addrs",
+    "id",
+    "seq",
+    "ts",
+    "text",
+    "ids",
+    "name",
+    "code",
+    "reason",
+    "size",
+    "hash",
+    "outcome",
+    "offset",
+    "suite",
+    "key",
+    "port",
+    "path",
+]
 
 SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -92,6 +132,10 @@ addr_st = st.text(_chars, max_size=wire.MAX_ADDR_BYTES // 4 - 1).map(lambda s: "
 addrs_st = st.lists(addr_st, max_size=wire.MAX_ADDRS).map(tuple)
 msg_id_st = st.binary(min_size=wire.MSG_ID_BYTES, max_size=wire.MSG_ID_BYTES)
 uint_st = st.integers(min_value=0, max_value=2**63 - 1)
+tid_st = st.binary(min_size=wire.TRANSFER_ID_BYTES, max_size=wire.TRANSFER_ID_BYTES)
+file_name_st = text_upto(wire.MAX_FILE_NAME_BYTES, min_size=1, max_chars=100).filter(
+    lambda s: wire.file_name_problem(s) is None
+)
 
 frame_st: st.SearchStrategy[Frame] = st.one_of(
     st.builds(Hello, addrs=addrs_st),
@@ -117,6 +161,28 @@ frame_st: st.SearchStrategy[Frame] = st.one_of(
         code=text_upto(32, min_size=1, max_chars=32),
         reason=text_upto(wire.MAX_REASON_BYTES, max_chars=100),
     ),
+    st.builds(
+        FileOffer,
+        tid=tid_st,
+        name=file_name_st,
+        size=st.integers(min_value=0, max_value=wire.MAX_FILE_SIZE),
+        hash=st.binary(min_size=32, max_size=32),
+    ),
+    st.builds(
+        FileEnd,
+        tid=tid_st,
+        outcome=st.sampled_from(wire.FILE_OUTCOMES),
+        reason=text_upto(wire.MAX_REASON_BYTES, max_chars=100),
+    ),
+    st.builds(
+        FileGet,
+        tid=tid_st,
+        offset=st.integers(min_value=0, max_value=wire.MAX_FILE_SIZE),
+        suite=st.sampled_from(wire.BULK_SUITES),
+        key=st.binary(min_size=32, max_size=32),
+        port=st.integers(min_value=0, max_value=65535),
+    ),
+    st.builds(FileData, tid=tid_st, path=st.sampled_from(wire.DATA_PATHS)),
 )
 
 cbor_leaf = (
@@ -698,3 +764,99 @@ def test_addr_limit_counts_bytes() -> None:
     addr = "/" + "€" * (wire.MAX_ADDR_BYTES - 1)  # 256 characters, 766 bytes
     with pytest.raises(FrameError):
         wire.decode_frame(body({"t": "hello", "addrs": [addr]}))
+
+
+# --- file frames -------------------------------------------------------------------------------
+
+
+def file_offer(**overrides: Any) -> dict[str, Any]:
+    m: dict[str, Any] = {
+        "t": "file-offer",
+        "id": b"\x02" * 16,
+        "name": "a.txt",
+        "size": 3,
+        "hash": b"\x00" * 32,
+    }
+    m.update(overrides)
+    return m
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "../x",
+        "/etc/passwd",
+        "a/b",
+        "a\\b",
+        "..",
+        ".",
+        "",
+        "x\x00y",
+        "tab\tname",
+        "\x1b[2J",
+        "é" * 200,
+    ],
+)
+def test_file_offer_names_must_be_bare_names(name: str) -> None:
+    with pytest.raises(FrameError):
+        wire.decode_frame(body(file_offer(name=name)))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"size": -1},
+        {"size": wire.MAX_FILE_SIZE + 1},
+        {"size": True},
+        {"id": b"\x01" * 15},
+        {"hash": b"\x00" * 31},
+        {"hash": "00" * 32},
+    ],
+)
+def test_file_offer_fields_are_checked(overrides: dict[str, Any]) -> None:
+    with pytest.raises(FrameError):
+        wire.decode_frame(body(file_offer(**overrides)))
+
+
+@pytest.mark.parametrize(
+    "m",
+    [
+        {"t": "file-end", "id": b"\x01" * 16, "outcome": "exploded", "reason": ""},
+        {
+            "t": "file-get",
+            "id": b"\x01" * 16,
+            "offset": 0,
+            "suite": "rot13",
+            "key": b"k" * 32,
+            "port": 0,
+        },
+        {
+            "t": "file-get",
+            "id": b"\x01" * 16,
+            "offset": 0,
+            "suite": "aes-256-gcm",
+            "key": b"k" * 16,
+            "port": 0,
+        },
+        {
+            "t": "file-get",
+            "id": b"\x01" * 16,
+            "offset": 0,
+            "suite": "aes-256-gcm",
+            "key": b"k" * 32,
+            "port": 65536,
+        },
+        {
+            "t": "file-get",
+            "id": b"\x01" * 16,
+            "offset": wire.MAX_FILE_SIZE + 1,
+            "suite": "aes-256-gcm",
+            "key": b"k" * 32,
+            "port": 1,
+        },
+        {"t": "file-data", "id": b"\x01" * 16, "path": "carrier-pigeon"},
+    ],
+)
+def test_other_file_frames_are_checked(m: dict[str, Any]) -> None:
+    with pytest.raises(FrameError):
+        wire.decode_frame(body(m))
