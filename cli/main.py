@@ -21,7 +21,7 @@ from typing import Any
 from p2pchat import paths
 from p2pchat.api import ApiError, Client, DaemonNotRunning
 
-from . import daemonctl, live
+from . import daemonctl, files, live
 from .output import (
     contact_label,
     contact_name,
@@ -461,6 +461,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--receipts", action="store_true", help="show delivery confirmations")
 
     add(sub, "events", cmd_events, "print events as they happen (until Ctrl-C)")
+
+    p = add(sub, "send-file", files.cmd_send_file, "offer a file to a friend")
+    p.add_argument("friend", metavar="FRIEND", help="name, ID or ID prefix")
+    p.add_argument("path", metavar="PATH", help="the file to send")
+    p.add_argument("--wait", action="store_true", help="show progress until the transfer finishes")
+    p.add_argument(
+        "--timeout",
+        type=_positive_float,
+        metavar="S",
+        help="seconds --wait waits (default: no limit)",
+    )
+    p = add(sub, "transfers", files.cmd_transfers, "list file transfers")
+    p.add_argument("--watch", action="store_true", help="follow transfers live (until Ctrl-C)")
+    for name, method, verb, help_text in (
+        ("accept-file", "files.accept", "accepted", "accept an offered file"),
+        ("decline-file", "files.decline", "declined", "decline an offered file"),
+        ("cancel-file", "files.cancel", "cancelled", "cancel a transfer (either side)"),
+    ):
+        p = add(sub, name, files.cmd_file_action(method, verb), help_text)
+        p.add_argument("id", metavar="ID", help="transfer ID or a unique beginning of it")
     return parser
 
 

@@ -208,3 +208,57 @@ def test_control_api_survives_malformed_requests(make_daemon: object) -> None:
         assert not reply or json.loads(reply)["error"]["data"]["name"] == "invalid_request"
     assert d.proc is not None and d.proc.poll() is None
     assert d.call("status")["peer_id"] == d.peer_id
+
+
+def test_file_transfer_through_the_cli(make_daemon: object) -> None:
+    """send-file --wait shows progress and ends when the friend's daemon verified the file;
+    transfers lists both sides; accept-file takes an ID prefix."""
+    from tests.harness import befriend
+
+    alice = make_daemon("alice")  # type: ignore[operator]
+    bob = make_daemon("bob")  # type: ignore[operator]
+    befriend(alice, bob)
+    src = alice.home / "holiday photos.tar"
+    src.write_bytes(os.urandom(3 << 20))
+    sender = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "--home",
+            str(alice.home),
+            "send-file",
+            "bob",
+            str(src),
+            "--wait",
+            "--timeout",
+            "60",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        listing = wait_for(
+            lambda: "holiday photos.tar" in (out := ok(cli(bob.home, "transfers"))) and out,
+            what="the offer at bob",
+        )
+        assert "offered" in listing and "<- alice" in listing
+        tid = listing.splitlines()[1].split()[0]
+        assert "accepted holiday photos.tar" in ok(cli(bob.home, "accept-file", tid[:6]))
+        stdout, stderr = sender.communicate(timeout=60)
+    finally:
+        if sender.poll() is None:
+            sender.kill()
+    assert sender.returncode == 0, stderr
+    assert "completed" in stdout and "verified" in stdout
+    assert "waiting for the friend to accept" in stderr
+    received = bob.home / "incoming" / "holiday photos.tar"
+    assert received.read_bytes() == src.read_bytes()
+    listed = json.loads(ok(cli(alice.home, "transfers", "--json")))["transfers"]
+    assert [t["state"] for t in listed] == ["completed"]
+    result = cli(bob.home, "cancel-file", tid)
+    assert result.returncode == 1 and "completed" in result.stderr
+    result = cli(bob.home, "accept-file", "zz")
+    assert result.returncode == 1 and "at least 4" in result.stderr
