@@ -10,7 +10,10 @@ Record format and checks are in :mod:`p2pchat.bulk`; these functions only do I/O
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import queue
 import socket
 import threading
 import time
@@ -53,6 +56,102 @@ class Pacer:
             return start - now
 
 
+_SYNC_FILE_RANGE_WAIT_BEFORE = 1
+_SYNC_FILE_RANGE_WRITE = 2
+_SYNC_FILE_RANGE_WAIT_AFTER = 4
+
+
+def _load_sync_file_range() -> Any:
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        fn = libc.sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+_sync_file_range = _load_sync_file_range()
+
+
+class WriteBehind:
+    """Streams received data to the disk as it arrives instead of letting hundreds of MB of
+    dirty pages pile up in the page cache.
+
+    Why: on a journaling filesystem an ``fsync`` of the chat database waits for the file's
+    dirty data too, so a backlog turns into chat stalls of 100 ms and more during a transfer
+    (measured). Every ``WINDOW`` bytes, writeback of the new window starts (asynchronously)
+    and the writer waits until the window ``LAG`` windows back is on disk, which bounds the
+    backlog to about ``LAG + 1`` windows. Linux only (``sync_file_range``); elsewhere a
+    no-op. (Measured: a file preallocated with ``fallocate`` made this 3x slower, since each
+    window's unwritten extents must be converted; so partial files are not preallocated.)
+    """
+
+    WINDOW = 8 << 20
+    LAG = 1
+
+    def __init__(self, fd: int, offset: int) -> None:
+        self._fd = fd
+        self._started = offset  # writeback started for everything before this
+        self._windows: list[tuple[int, int]] = []  # writeback started, not yet waited for
+
+    def wrote_up_to(self, end: int) -> None:
+        if _sync_file_range is None or end - self._started < self.WINDOW:
+            return
+        _sync_file_range(self._fd, self._started, end - self._started, _SYNC_FILE_RANGE_WRITE)
+        self._windows.append((self._started, end))
+        self._started = end
+        while len(self._windows) > self.LAG:
+            start, stop = self._windows.pop(0)
+            _sync_file_range(
+                self._fd,
+                start,
+                stop - start,
+                _SYNC_FILE_RANGE_WAIT_BEFORE | _SYNC_FILE_RANGE_WRITE | _SYNC_FILE_RANGE_WAIT_AFTER,
+            )
+
+
+class _HashPipe:
+    """Hashes received chunks on a second thread, in order, while the receiving thread goes on
+    (BLAKE3 releases the GIL). A few record buffers circulate between the two; when the
+    hasher lags, the receiver waits for a free buffer. Leaving the ``with`` block always
+    stops and joins the thread, after it hashed everything handed to it."""
+
+    BUFFERS = 4
+
+    def __init__(self, hasher: Any) -> None:
+        self._hasher = hasher
+        self._free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self._todo: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
+        for _ in range(self.BUFFERS):
+            self._free.put(bytearray(MAX_RECORD))
+        self._thread = threading.Thread(target=self._run, name="p2pchat-hash", daemon=True)
+
+    def __enter__(self) -> _HashPipe:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._todo.put(None)
+        self._thread.join()
+
+    def buffer(self) -> bytearray:
+        return self._free.get()
+
+    def give_back(self, buffer: bytearray) -> None:
+        self._free.put(buffer)
+
+    def hash(self, buffer: bytearray, n: int) -> None:
+        self._todo.put((buffer, n))
+
+    def _run(self) -> None:
+        while (item := self._todo.get()) is not None:
+            buffer, n = item
+            self._hasher.update(memoryview(buffer)[:n])
+            self._free.put(buffer)
+
+
 class SourceChanged(Exception):
     """The file being sent no longer has the offered length."""
 
@@ -69,9 +168,11 @@ def send_records(
 
     ``source`` is an unbuffered binary file positioned at ``sealer.offset``.
     """
-    chunk = bytearray(MAX_CHUNK)
+    # Each chunk is read straight into the record buffer and sealed in place (the AEAD
+    # output starts where its input does): one copy fewer per byte.
     record = bytearray(HEADER_BYTES + MAX_RECORD)
-    chunk_view, record_view = memoryview(chunk), memoryview(record)
+    record_view = memoryview(record)
+    chunk_view = record_view[HEADER_BYTES : HEADER_BYTES + MAX_CHUNK]
     sock.sendall(sealer.hello())
     while sealer.offset < size:
         want = min(MAX_CHUNK, size - sealer.offset)
@@ -100,20 +201,25 @@ def receive_records(
     Raises :class:`BulkError` for bad records or oversending, :class:`ConnectionError` if the
     connection ends early, :class:`OSError` (e.g. ENOSPC) if writing fails.
     """
-    header = bytearray(HEADER_BYTES)
-    record = bytearray(MAX_RECORD)
-    out = bytearray(MAX_CHUNK)
-    header_view, record_view, out_view = memoryview(header), memoryview(record), memoryview(out)
-    while not opener.done:
-        _recv_full(sock, header_view)
-        length = opener.record_length(header_view)
-        _recv_full(sock, record_view[:length])
-        offset = opener.offset
-        n = opener.open_into(record_view[:length], out_view)
-        if n:
-            _write_full(fd, out_view[:n], offset)
-            hasher.update(out_view[:n])
-            progress.bytes = opener.offset
+    header_view = memoryview(bytearray(HEADER_BYTES))
+    behind = WriteBehind(fd, opener.offset)
+    with _HashPipe(hasher) as pipe:
+        while not opener.done:
+            _recv_full(sock, header_view)
+            length = opener.record_length(header_view)
+            buffer = pipe.buffer()
+            record_view = memoryview(buffer)[:length]
+            _recv_full(sock, record_view)
+            offset = opener.offset
+            # Opened in place (the plaintext overwrites its ciphertext): one copy fewer.
+            n = opener.open_into(record_view, record_view)
+            if n:
+                _write_full(fd, record_view[:n], offset)
+                pipe.hash(buffer, n)
+                progress.bytes = opener.offset
+                behind.wrote_up_to(opener.offset)
+            else:
+                pipe.give_back(buffer)
     sock.settimeout(END_GRACE)
     try:
         extra = sock.recv(1)

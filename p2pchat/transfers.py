@@ -21,7 +21,6 @@ import dataclasses
 import errno
 import logging
 import os
-import shutil
 import socket
 import stat
 import time
@@ -147,19 +146,19 @@ def _hash_prefix(fd: int, length: int) -> Any:
     return hasher
 
 
-def _create_partial(path: Path, size: int) -> None:
-    """Create the partial file and reserve its space now, so a full disk shows up at accept
-    time rather than halfway through."""
+def _create_partial(path: Path) -> None:
+    """Create the (empty) partial file; never follow or replace anything already there."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     try:
-        if size:
-            os.posix_fallocate(fd, 0, size)
         os.fsync(fd)
-    except BaseException:
+    finally:
         os.close(fd)
-        path.unlink(missing_ok=True)
-        raise
-    os.close(fd)
+
+
+def free_bytes(directory: Path) -> int:
+    """Bytes an unprivileged user may still write in ``directory``'s filesystem."""
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize
 
 
 def _publish_final(part: Path, directory: Path, name: str) -> Path:
@@ -373,7 +372,7 @@ class TransferManager:
 
     async def _accept_locked(self, t: Transfer) -> Transfer:
         directory = self.config.incoming_dir
-        free = await trio.to_thread.run_sync(lambda: shutil.disk_usage(directory).free)
+        free = await trio.to_thread.run_sync(free_bytes, directory)
         if free < t.size + DISK_MARGIN:
             raise ApiError(
                 "disk_full",
@@ -381,7 +380,7 @@ class TransferManager:
             )
         part = directory / filenames.partial_name(t.name, t.id_hex)
         try:
-            await trio.to_thread.run_sync(_create_partial, part, t.size)
+            await trio.to_thread.run_sync(_create_partial, part)
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 raise ApiError(
@@ -739,6 +738,7 @@ class TransferManager:
                 self._progress[t.tid] = (progress, time.monotonic(), offset)
                 await self.store.update(t.tid, now_ms(), data_path=reply.path, durable=False)
                 self._transfers[t.tid] = _with(self._transfers[t.tid], data_path=reply.path)
+                started = time.monotonic()
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._checkpoints, t.tid, fd, progress)
                     if reply.path == "tcp":
@@ -751,6 +751,15 @@ class TransferManager:
                     else:
                         await self._receive_on_stream(stream, opener, fd, hasher, progress)
                     nursery.cancel_scope.cancel()
+                elapsed = max(time.monotonic() - started, 1e-9)
+                log.info(
+                    "received %d bytes of %s via %s in %.3f s (%.0f MB/s)",
+                    progress.bytes - offset,
+                    t.name,
+                    reply.path,
+                    elapsed,
+                    (progress.bytes - offset) / elapsed / 1e6,
+                )
             except _Ended:
                 return
             finally:
@@ -782,10 +791,19 @@ class TransferManager:
 
     async def _checkpoints(self, tid: bytes, fd: int, progress: Progress) -> None:
         """Make received bytes durable and record how many: fsync first, so the recorded
-        offset never runs ahead of what is on disk."""
+        offset never runs ahead of what is on disk. Also watch the free space, so that a disk
+        filling up (by this transfer or anything else) ends the transfer before a write fails
+        halfway."""
         while True:
             await trio.sleep(CHECKPOINT_INTERVAL)
             written = progress.bytes
+            t = self._transfers.get(tid)
+            if t is not None:
+                free = await trio.to_thread.run_sync(free_bytes, self.config.incoming_dir)
+                if free < t.size - written:
+                    raise TransferFailed(
+                        f"disk full: {t.size - written} more bytes needed, {free} free"
+                    )
             await trio.to_thread.run_sync(os.fsync, fd)
             await self.store.update(tid, now_ms(), done_bytes=written, durable=False)
             t = self._transfers.get(tid)
