@@ -154,6 +154,26 @@ class RecordOpener:
             raise BulkError("peer sent more than the offered size")
         return int(length)
 
+    def check_hello(self, record: bytes) -> None:
+        """Raise :class:`BulkError` unless ``record`` (as announced by its header) is this
+        session's hello. Changes nothing: a connection may be tried and dropped."""
+        if self.greeted:
+            raise BulkError("the hello was already received")
+        try:
+            plaintext = self._aead_decrypt(record)
+        except InvalidTag:
+            raise BulkError("a record failed authentication") from None
+        if plaintext != self._tid:
+            raise BulkError("hello names another transfer")
+
+    def _aead_decrypt(self, record: bytes) -> bytes:
+        out = bytearray(max(0, len(record) - TAG_BYTES))
+        try:
+            self._aead.decrypt_into(_nonce(0), record, b"", memoryview(out))
+        except ValueError as exc:
+            raise BulkError(f"bad record: {exc}") from None
+        return bytes(out)
+
     def open_into(self, record: memoryview, out: memoryview) -> int:
         """Authenticate and decrypt one record (as announced by its header) into ``out``.
         Returns the chunk's length (0 for the hello)."""

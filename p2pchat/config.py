@@ -32,6 +32,9 @@ class Config:
     """Files from friends up to this size are accepted without asking; 0 turns it off."""
     max_send_rate: int = 0
     """Upper bound on file-sending speed in bytes per second, over all transfers; 0: none."""
+    direct_transfers: bool = True
+    """Move file data over a direct TCP connection when one can be made (else, and when
+    False, over the libp2p connection, which is slower)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -40,6 +43,7 @@ class Config:
             "incoming_dir": self.incoming_dir,
             "auto_accept_max_bytes": self.auto_accept_max_bytes,
             "max_send_rate": self.max_send_rate,
+            "direct_transfers": self.direct_transfers,
         }
 
     def incoming_path(self, home: Path) -> Path:
@@ -75,11 +79,15 @@ def load_config(home: Path) -> Config:
         raise ConfigError(f"{path}: 'incoming_dir' must be an absolute path")
     auto = _count(raw, "auto_accept_max_bytes", path)
     rate = _count(raw, "max_send_rate", path)
+    direct = raw.get("direct_transfers", True)
+    if not isinstance(direct, bool):
+        raise ConfigError(f"{path}: 'direct_transfers' must be true or false")
     cfg.listen = list(listen) or list(DEFAULT_LISTEN)
     cfg.name = name
     cfg.incoming_dir = incoming
     cfg.auto_accept_max_bytes = auto
     cfg.max_send_rate = rate
+    cfg.direct_transfers = direct
     return cfg
 
 

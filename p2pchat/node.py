@@ -103,6 +103,7 @@ class Node:
                     auto_accept_max_bytes=self.config.auto_accept_max_bytes,
                     direct_host=_direct_host(listen),
                     max_send_rate=self.config.max_send_rate,
+                    direct=self.config.direct_transfers,
                 ),
             )
             # Handlers in place before anyone can connect.

@@ -75,6 +75,9 @@ PROGRESS_INTERVAL: Final = 0.5
 STREAM_CHUNK: Final = 64 * 1024
 """Plaintext per record on the libp2p-stream path: the stream is shared with chat."""
 MAX_SESSIONS_PER_PEER: Final = 4
+MAX_PENDING_DATA_CONNECTIONS: Final = 16
+STALL_TIMEOUT: Final = 30.0
+"""A data session that moves no byte for this long is abandoned (and retried)."""
 MAX_OPEN_OFFERS_PER_PEER: Final = 100
 DISK_MARGIN: Final = 16 * 1024 * 1024
 """Free space kept beyond an incoming file's size when accepting it."""
@@ -93,6 +96,8 @@ class FilesConfig:
     """Where a receiver listens for the direct data connection (the daemon's listen host)."""
     max_send_rate: int = 0
     """Bytes per second over all outgoing transfers; 0: no cap."""
+    direct: bool = True
+    """Offer and use direct TCP data connections (else only the libp2p stream)."""
 
 
 def transfer_json(t: Transfer, *, online: bool | None = None) -> dict[str, Any]:
@@ -586,13 +591,13 @@ class TransferManager:
 
     async def _connect_direct(self, stream: INetStream, port: int) -> socket.socket | None:
         remote = stream.get_remote_address() if isinstance(stream, NetStream) else None
-        if not port or remote is None:
+        if not port or remote is None or not self.config.direct:
             return None
         host = remote[0]
 
         def connect() -> socket.socket:
             sock = socket.create_connection((host, port), timeout=DIRECT_CONNECT_TIMEOUT)
-            sock.settimeout(None)
+            sock.settimeout(STALL_TIMEOUT)  # a receiver that stops reading ends the session
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return sock
 
@@ -709,12 +714,13 @@ class TransferManager:
         listener = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         with listener:
             port = 0
-            try:
-                await listener.bind((self.config.direct_host, 0))
-                listener.listen(4)
-                port = listener.getsockname()[1]
-            except OSError as exc:
-                log.debug("no direct listener: %s", exc)
+            if self.config.direct:
+                try:
+                    await listener.bind((self.config.direct_host, 0))
+                    listener.listen(16)
+                    port = listener.getsockname()[1]
+                except OSError as exc:
+                    log.info("no direct data port (%s); using the libp2p stream", exc)
             stream = await self.chat.net.open_stream(t.peer_id, wire.FILE_PROTOCOL)
             try:
                 await stream.write(wire.encode(wire.FileGet(t.tid, offset, suite, key, port)))
@@ -774,7 +780,8 @@ class TransferManager:
         progress: Progress,
     ) -> None:
         while not opener.done:
-            data = await read_some(stream, 256 * 1024)
+            with trio.fail_after(STALL_TIMEOUT):
+                data = await read_some(stream, 256 * 1024)
             if not data:
                 raise ConnectionError("the data stream ended early")
             offset = opener.offset
@@ -1023,21 +1030,28 @@ def _shutdown(sock: socket.socket) -> None:
 
 async def _run_interruptibly(work: Callable[[], None], interrupt: Callable[[], None]) -> None:
     """Run blocking ``work`` in a thread; if cancelled meanwhile, ``interrupt`` it (shut its
-    socket) and wait for the thread to stop, so no thread outlives its owner."""
+    socket) and wait for the thread to stop, so no thread outlives its owner. The error the
+    interrupted thread then raises is its owner's doing, so the cancellation is what
+    propagates, not that error."""
     done = trio.Event()
+    interrupted = False
 
     async def watch() -> None:
+        nonlocal interrupted
         try:
             await done.wait()
         finally:
             if not done.is_set():
+                interrupted = True
                 interrupt()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(watch)
         try:
-            with trio.CancelScope(shield=True):
-                await trio.to_thread.run_sync(work)
+            await trio.to_thread.run_sync(work)  # not abandoned on cancel: waits for the thread
+        except Exception:
+            if not interrupted:
+                raise
         finally:
             done.set()
 
@@ -1046,22 +1060,49 @@ async def _accept_direct(
     listener: trio.socket.SocketType, opener: bulk.RecordOpener
 ) -> socket.socket:
     """Accept the sender's direct connection: the first one whose hello proves it holds the
-    session key. Anything else connecting to the port is closed and ignored."""
-    with trio.fail_after(HELLO_TIMEOUT):
-        while True:
-            conn, _addr = await listener.accept()
-            try:
+    session key. Connections are checked concurrently, each within its own time limit, so
+    nobody connecting to the port (and saying nothing) can hold the sender's connection up;
+    any other connection is closed and ignored."""
+    winner: list[tuple[trio.socket.SocketType, bytes]] = []
+
+    async def check(conn: trio.socket.SocketType, done: trio.CancelScope) -> None:
+        try:
+            with trio.fail_after(HELLO_TIMEOUT):
                 header = await _recv_exactly(conn, bulk.HEADER_BYTES)
                 length = opener.record_length(header)
                 record = await _recv_exactly(conn, length)
-                opener.open_into(memoryview(record), memoryview(bytearray(length)))
-            except (bulk.BulkError, ConnectionError, OSError) as exc:
-                log.info("ignored a connection to the data port: %s", exc)
-                conn.close()
-                continue
-            sock = socket.socket(fileno=conn.detach())
-            sock.setblocking(True)
-            return sock
+            opener.check_hello(record)
+        except (bulk.BulkError, ConnectionError, OSError, trio.TooSlowError) as exc:
+            log.info("ignored a connection to the data port: %s", exc)
+            conn.close()
+            return
+        if winner:
+            conn.close()
+            return
+        winner.append((conn, record))
+        done.cancel()
+
+    with trio.fail_after(HELLO_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            pending = trio.CapacityLimiter(MAX_PENDING_DATA_CONNECTIONS)
+            while True:
+                conn, _addr = await listener.accept()
+                if pending.available_tokens == 0:
+                    conn.close()
+                    continue
+
+                async def checked(conn: trio.socket.SocketType = conn) -> None:
+                    async with pending:
+                        await check(conn, nursery.cancel_scope)
+
+                nursery.start_soon(checked)
+    if not winner:  # pragma: no cover - the nursery only ends through a winner or timeout
+        raise ConnectionError("no valid data connection")
+    conn, record = winner[0]
+    opener.open_into(memoryview(record), memoryview(bytearray(len(record))))
+    sock = socket.socket(fileno=conn.detach())
+    sock.settimeout(STALL_TIMEOUT)  # a sender that stops sending ends the session
+    return sock
 
 
 async def _recv_exactly(conn: trio.socket.SocketType, n: int) -> bytes:

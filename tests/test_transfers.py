@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import random
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -83,7 +85,7 @@ def send_and_accept(alice: Daemon, bob: Daemon, path: Path) -> str:
     return tid
 
 
-@pytest.mark.parametrize("size", [0, 1, 1000, (1 << 20) + 17, 40 << 20])
+@pytest.mark.parametrize("size", [0, 1, 1000, (1 << 20) + 17, 40 << 20, 300 << 20])
 def test_files_arrive_byte_identical(
     pair: tuple[Daemon, Daemon], short_tmp: Path, size: int
 ) -> None:
@@ -230,3 +232,87 @@ def test_send_file_errors(pair: tuple[Daemon, Daemon], short_tmp: Path) -> None:
         with pytest.raises(ApiError) as err:
             alice.call(method, id="abcdef")
         assert err.value.name == "not_found"
+
+
+def test_libp2p_stream_path_and_resume_when_direct_is_off(
+    make_daemon: MakeDaemon, short_tmp: Path
+) -> None:
+    """With direct connections off (or impossible), bytes travel inside the libp2p connection;
+    the transfer says so, and still resumes after the receiver is killed."""
+    alice = configure(make_daemon("alice", start=False), max_send_rate=4 << 20).start()
+    bob = configure(make_daemon("bob", start=False), direct_transfers=False).start()
+    befriend(alice, bob)
+    src = make_file(short_tmp / "stream.bin", 12 << 20, seed=3)
+    tid = send_and_accept(alice, bob, src)
+    wait_for(lambda: transfer(bob, tid)["bytes"] >= 6 << 20, timeout=30, what="progress")
+    assert transfer(bob, tid)["data_path"] == "stream"
+    bob.kill9()
+    bob.start()
+    done = wait_state(bob, tid, "completed", timeout=60)
+    assert done["data_path"] == "stream"
+    assert digest(Path(done["path"])) == digest(src)
+    assert incoming_files(bob) == ["stream.bin"]
+
+
+def test_source_changed_after_the_offer_fails_cleanly(
+    pair: tuple[Daemon, Daemon], short_tmp: Path
+) -> None:
+    alice, bob = pair
+    src = make_file(short_tmp / "draft.txt", 5000)
+    tid = str(alice.call("files.send", friend="bob", path=str(src))["transfer"]["id"])
+    wait_state(bob, tid, "offered")
+    time.sleep(0.01)
+    with open(src, "ab") as f:
+        f.write(b"edited after offering")
+    bob.call("files.accept", id=tid)
+    failed = wait_state(bob, tid, "failed")
+    assert "changed" in failed["error"]
+    assert "changed" in wait_state(alice, tid, "failed")["error"]
+    assert incoming_files(bob) == []
+
+
+@pytest.fixture
+def small_disk(short_tmp: Path) -> Any:
+    """A 64 MiB tmpfs (needs root, as on CI; skipped elsewhere)."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs")
+    mount = short_tmp / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mount)], check=True)
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_disk_full_up_front_and_during_the_transfer(
+    make_daemon: MakeDaemon, short_tmp: Path, small_disk: Path
+) -> None:
+    alice = configure(make_daemon("alice", start=False), max_send_rate=8 << 20).start()
+    incoming = small_disk / "incoming"
+    bob = configure(make_daemon("bob", start=False), incoming_dir=str(incoming)).start()
+    befriend(alice, bob)
+
+    # Up front: the file cannot fit, so accepting says so and changes nothing.
+    too_big = make_file(short_tmp / "too big.bin", 60 << 20)
+    tid = str(alice.call("files.send", friend="bob", path=str(too_big))["transfer"]["id"])
+    wait_state(bob, tid, "offered")
+    with pytest.raises(ApiError) as err:
+        bob.call("files.accept", id=tid)
+    assert err.value.name == "disk_full" and "not enough space" in err.value.message
+    assert transfer(bob, tid)["state"] == "offered"
+    assert os.listdir(incoming) == []
+
+    # During: it fits when accepted, then something else fills the disk.
+    fits = make_file(short_tmp / "fits.bin", 40 << 20)
+    tid = send_and_accept(alice, bob, fits)
+    wait_for(lambda: transfer(bob, tid)["bytes"] > 0, what="bytes to flow")
+    filler = small_disk / "filler"
+    with open(filler, "wb") as f, contextlib.suppress(OSError):
+        f.write(b"\0" * (40 << 20))  # runs out of space part-way: the disk is now full
+    failed = wait_state(bob, tid, "failed", timeout=30)
+    assert "disk full" in failed["error"]
+    assert os.listdir(incoming) == []  # the partial file was removed
+    assert wait_state(alice, tid, "failed")["error"]
+    filler.unlink()
+    assert (bob.call("status"))["peer_id"] == bob.peer_id
