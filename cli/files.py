@@ -177,13 +177,14 @@ def _rows(transfers: list[dict[str, Any]], names: Mapping[str, str]) -> list[lis
                 str(t.get("name", "")),
                 fmt_size(size),
                 percent,
+                str(t.get("data_path") or "-"),
                 str(t.get("state", "")) + (f" ({t['error']})" if t.get("error") else ""),
             ]
         )
     return rows
 
 
-HEADERS = ["ID", "FRIEND", "NAME", "SIZE", "DONE", "STATE"]
+HEADERS = ["ID", "FRIEND", "NAME", "SIZE", "DONE", "VIA", "STATE"]
 
 
 def cmd_transfers(home: Path, args: argparse.Namespace) -> int:

@@ -15,6 +15,9 @@ from p2pchat.paths import CONFIG_FILE
 from p2pchat.wire import MAX_NAME_BYTES, text_problem
 
 DEFAULT_LISTEN: Final = ("/ip4/0.0.0.0/tcp/0",)
+MIN_SEND_RATE: Final = 64 * 1024
+"""Slowest send-rate cap (bytes/s): slower would let a record take longer than a receiver
+waits for data."""
 
 
 class ConfigError(Exception):
@@ -32,6 +35,8 @@ class Config:
     """Files from friends up to this size are accepted without asking; 0 turns it off."""
     max_send_rate: int = 0
     """Upper bound on file-sending speed in bytes per second, over all transfers; 0: none."""
+    transfer_stall_timeout: float = 30.0
+    """Seconds a file-data session may move nothing before it is dropped and retried."""
     direct_transfers: bool = True
     """Move file data over a direct TCP connection when one can be made (else, and when
     False, over the libp2p connection, which is slower)."""
@@ -44,6 +49,7 @@ class Config:
             "auto_accept_max_bytes": self.auto_accept_max_bytes,
             "max_send_rate": self.max_send_rate,
             "direct_transfers": self.direct_transfers,
+            "transfer_stall_timeout": self.transfer_stall_timeout,
         }
 
     def incoming_path(self, home: Path) -> Path:
@@ -79,6 +85,11 @@ def load_config(home: Path) -> Config:
         raise ConfigError(f"{path}: 'incoming_dir' must be an absolute path")
     auto = _count(raw, "auto_accept_max_bytes", path)
     rate = _count(raw, "max_send_rate", path)
+    if 0 < rate < MIN_SEND_RATE:
+        raise ConfigError(f"{path}: 'max_send_rate' must be 0 (no cap) or at least {MIN_SEND_RATE}")
+    stall = raw.get("transfer_stall_timeout", 30.0)
+    if isinstance(stall, bool) or not isinstance(stall, int | float) or not 2 <= stall <= 3600:
+        raise ConfigError(f"{path}: 'transfer_stall_timeout' must be 2 to 3600 seconds")
     direct = raw.get("direct_transfers", True)
     if not isinstance(direct, bool):
         raise ConfigError(f"{path}: 'direct_transfers' must be true or false")
@@ -88,6 +99,7 @@ def load_config(home: Path) -> Config:
     cfg.auto_accept_max_bytes = auto
     cfg.max_send_rate = rate
     cfg.direct_transfers = direct
+    cfg.transfer_stall_timeout = float(stall)
     return cfg
 
 

@@ -36,6 +36,18 @@ class Progress:
         self.bytes = start
 
 
+MIN_PACED_CHUNK = 16 << 10
+
+
+def paced_chunk(rate: int) -> int:
+    """Plaintext per record for a send-rate cap: about a quarter second's worth, so a capped
+    transfer still moves a record well within the receiver's stall limit, and a cancel is
+    not held up by a long sleep."""
+    if rate <= 0:
+        return MAX_CHUNK
+    return min(MAX_CHUNK, max(MIN_PACED_CHUNK, rate // 4))
+
+
 class Pacer:
     """The configured cap on sending speed (bytes per second, 0 for none), shared by all
     sessions and safe to use from several threads."""
@@ -163,6 +175,8 @@ def send_records(
     size: int,
     progress: Progress,
     pacer: Pacer,
+    chunk_size: int = MAX_CHUNK,
+    stop: threading.Event | None = None,
 ) -> None:
     """Send the hello, then the file from ``sealer.offset`` to ``size``; then end the stream.
 
@@ -172,17 +186,20 @@ def send_records(
     # output starts where its input does): one copy fewer per byte.
     record = bytearray(HEADER_BYTES + MAX_RECORD)
     record_view = memoryview(record)
-    chunk_view = record_view[HEADER_BYTES : HEADER_BYTES + MAX_CHUNK]
+    chunk_view = record_view[HEADER_BYTES : HEADER_BYTES + chunk_size]
     sock.sendall(sealer.hello())
     while sealer.offset < size:
-        want = min(MAX_CHUNK, size - sealer.offset)
+        want = min(chunk_size, size - sealer.offset)
         got = _read_full(source, chunk_view[:want])
         if got < want:
             raise SourceChanged("the file is shorter than when it was offered")
         n = sealer.seal_into(chunk_view[:got], record_view)
         wait = pacer.reserve(n)
-        if wait > 0:
-            time.sleep(wait)
+        while wait > 0:  # in slices, so that ``stop`` is noticed soon
+            if stop is not None and stop.is_set():
+                raise ConnectionError("stopped")
+            time.sleep(min(wait, 0.25))
+            wait -= 0.25
         sock.sendall(record_view[:n])
         progress.bytes = sealer.offset
     sock.shutdown(socket.SHUT_WR)

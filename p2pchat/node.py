@@ -104,6 +104,7 @@ class Node:
                     direct_host=_direct_host(listen),
                     max_send_rate=self.config.max_send_rate,
                     direct=self.config.direct_transfers,
+                    stall_timeout=self.config.transfer_stall_timeout,
                 ),
             )
             # Handlers in place before anyone can connect.

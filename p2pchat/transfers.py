@@ -23,6 +23,7 @@ import logging
 import os
 import socket
 import stat
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -48,7 +49,14 @@ from p2pchat.chat import (
     now_ms,
     short,
 )
-from p2pchat.datapath import Pacer, Progress, SourceChanged, receive_records, send_records
+from p2pchat.datapath import (
+    Pacer,
+    Progress,
+    SourceChanged,
+    paced_chunk,
+    receive_records,
+    send_records,
+)
 from p2pchat.db import DatabaseError
 from p2pchat.events import EventBus
 from p2pchat.net import read_some
@@ -76,8 +84,10 @@ STREAM_CHUNK: Final = 64 * 1024
 """Plaintext per record on the libp2p-stream path: the stream is shared with chat."""
 MAX_SESSIONS_PER_PEER: Final = 4
 MAX_PENDING_DATA_CONNECTIONS: Final = 16
+MAX_PUMP_THREADS: Final = 16
+MAX_NAME_TRIES: Final = 10_000
 STALL_TIMEOUT: Final = 30.0
-"""A data session that moves no byte for this long is abandoned (and retried)."""
+"""Default: a data session that moves no record for this long is abandoned (and retried)."""
 MAX_OPEN_OFFERS_PER_PEER: Final = 100
 DISK_MARGIN: Final = 16 * 1024 * 1024
 """Free space kept beyond an incoming file's size when accepting it."""
@@ -98,6 +108,7 @@ class FilesConfig:
     """Bytes per second over all outgoing transfers; 0: no cap."""
     direct: bool = True
     """Offer and use direct TCP data connections (else only the libp2p stream)."""
+    stall_timeout: float = STALL_TIMEOUT
 
 
 def transfer_json(t: Transfer, *, online: bool | None = None) -> dict[str, Any]:
@@ -121,10 +132,11 @@ def transfer_json(t: Transfer, *, online: bool | None = None) -> dict[str, Any]:
 def hash_file(path: str) -> tuple[bytes, int, int]:
     """(BLAKE3 digest, size, mtime_ns) of a regular file, checked unchanged while hashing.
     Blocking: run it in a thread."""
+    _require_regular(path)  # before opening: opening a FIFO would block
     with open(path, "rb", buffering=0) as f:
         before = os.fstat(f.fileno())
         if not stat.S_ISREG(before.st_mode):
-            raise IsADirectoryError(f"{path} is not a regular file")
+            raise SourceChanged(f"{path} is not a regular file")
         hasher = blake3.blake3()
         buf = bytearray(1 << 20)
         view = memoryview(buf)
@@ -134,6 +146,11 @@ def hash_file(path: str) -> tuple[bytes, int, int]:
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
         raise SourceChanged(f"{path} changed while it was being hashed")
     return hasher.digest(), after.st_size, after.st_mtime_ns
+
+
+def _require_regular(path: str) -> None:
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise SourceChanged(f"{path} is not a regular file")
 
 
 def _hash_prefix(fd: int, length: int) -> Any:
@@ -166,23 +183,33 @@ def free_bytes(directory: Path) -> int:
     return st.f_bavail * st.f_frsize
 
 
-def _publish_final(part: Path, directory: Path, name: str) -> Path:
-    """Give the verified partial file its real name without ever replacing an existing file:
-    ``link`` fails if the name is taken, and then the next numbered name is tried."""
-    for n in range(0, 10_000):
-        candidate = directory / (name if n == 0 else filenames.numbered(name, n))
-        try:
-            os.link(part, candidate)
-        except FileExistsError:
-            continue
-        part.unlink()
-        dir_fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-        return candidate
-    raise TransferFailed(f"no free name for {name} in {directory}")
+def _unlink_and_sync_dir(path: Path | None, directory: Path) -> None:
+    """Remove ``path`` (the partial file's second name) and make the directory durable."""
+    if path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _publication_state(part: Path | None, final: Path) -> str:
+    """Where an interrupted publication got to: "linked" (both names point at one file),
+    "renamed" (only the final name exists) or "not begun"."""
+    part_exists = part is not None and part.exists()
+    if not final.exists():
+        return "not begun"
+    if part_exists:
+        assert part is not None
+        return "linked" if os.path.samefile(part, final) else "not begun"
+    return "renamed"
+
+
+def _hash_path(path: Path) -> bytes:
+    with open(path, "rb", buffering=0) as f:
+        return bytes(_hash_prefix(f.fileno(), os.fstat(f.fileno()).st_size).digest())
 
 
 class TransferManager:
@@ -204,6 +231,10 @@ class TransferManager:
         self._locks: dict[bytes, trio.Lock] = {}
         self._nursery: trio.Nursery | None = None
         self._pacer = Pacer(config.max_send_rate)
+        # Pump threads hold their thread for a whole session: their own limit, so they can
+        # never use up the threads that API calls and checkpoints need.
+        self._pumps = trio.CapacityLimiter(MAX_PUMP_THREADS)
+        self._direct_failed: set[bytes] = set()
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -248,10 +279,16 @@ class TransferManager:
     # --- state changes ---------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _locked(self, tid: bytes) -> AsyncIterator[None]:
-        lock = self._locks.setdefault(tid, trio.Lock())
-        async with lock:
-            yield
+    async def _locked(self, key: bytes) -> AsyncIterator[None]:
+        """Serialise state changes of one transfer (key: its ID), or the offers of one peer
+        (key: its ID's bytes). Idle locks are dropped, so the table stays small."""
+        lock = self._locks.setdefault(key, trio.Lock())
+        try:
+            async with lock:
+                yield
+        finally:
+            if not lock.locked() and lock.statistics().tasks_waiting == 0:
+                self._locks.pop(key, None)
 
     async def _apply(
         self, tid: bytes, event: TEvent, *, reason: str = "", **fields: Any
@@ -266,7 +303,7 @@ class TransferManager:
             return None
         if tr.notify is not None:
             fields["notice"] = tr.notify
-            fields["notice_reason"] = reason[: wire.MAX_REASON_BYTES]
+            fields["notice_reason"] = clip_utf8(reason)
         if tr.state is TState.FAILED and reason:
             fields.setdefault("error", reason)
         if tr.drop_partial and t.part_path:
@@ -334,7 +371,9 @@ class TransferManager:
             raise ApiError("file_error", f"cannot send {path}: {_os_reason(exc)}") from None
         if size > wire.MAX_FILE_SIZE:
             raise ApiError("too_large", f"{path} is larger than {wire.MAX_FILE_SIZE} bytes")
-        name = filenames.sanitize(os.path.basename(path))
+        # A name that is not valid UTF-8 (possible on Linux) travels with U+FFFD in its place.
+        base = os.path.basename(path).encode("utf-8", "surrogateescape")
+        name = filenames.sanitize(base.decode("utf-8", "replace"))
         now = now_ms()
         t = Transfer(
             tid=os.urandom(wire.TRANSFER_ID_BYTES),
@@ -451,6 +490,12 @@ class TransferManager:
             await _reset(stream)
 
     async def _on_offer(self, peer: str, frame: wire.FileOffer) -> wire.Frame:
+        # Everything under one lock per peer's offers, so concurrent offers (a repeat of the
+        # same ID, or a burst) are checked against what is really stored.
+        async with self._locked(peer.encode()):
+            return await self._on_offer_locked(peer, frame)
+
+    async def _on_offer_locked(self, peer: str, frame: wire.FileOffer) -> wire.Frame:
         existing = self._transfers.get(frame.tid)
         if existing is not None:
             if existing.peer_id == peer and existing.direction is Direction.IN:
@@ -485,8 +530,10 @@ class TransferManager:
             updated_at=now,
         )
         async with self._locked(t.tid):
-            await self.store.create(t)
-            self._transfers[t.tid] = t
+            stored, created = await self.store.create(t)
+            if not created:  # the ID is taken in the database (cannot be in the cache)
+                return wire.Refused(wire.REFUSED_BAD_FRAME, "transfer ID already in use")
+            self._transfers[t.tid] = stored
             log.info("file offer %s (%d bytes) from %s", t.name, t.size, short(peer))
             self.events.publish("transfer.offered", transfer=transfer_json(t))
             limit = self.config.auto_accept_max_bytes
@@ -519,32 +566,37 @@ class TransferManager:
         if t is None or t.peer_id != peer or t.direction is not Direction.OUT:
             await _refuse(stream, wire.REFUSED_UNKNOWN, "no such transfer")
             return
-        if t.state in TERMINAL:
-            await stream.write(wire.encode(wire.FileEnd(t.tid, _outcome(t.state), t.error[:200])))
-            await _finish(stream)
-            return
         if get.offset > t.size:
             raise wire.FrameError("offset beyond the end of the file")
-        sessions = sum(1 for tid in self._sending if self._transfers[tid].peer_id == peer)
-        old = self._sending.get(t.tid)
-        if old is not None:
-            old.cancel()  # the receiver restarted the session
-        elif sessions >= MAX_SESSIONS_PER_PEER:
-            await _refuse(stream, wire.REFUSED_BUSY, "too many transfers at once")
-            return
+        scope = trio.CancelScope()
         async with self._locked(t.tid):
+            # Decided under the lock, so a cancel committed meanwhile is seen here and a
+            # session registered here is cancelled by any later end.
             t = self._transfers[t.tid]
+            if t.state in TERMINAL:
+                end = wire.FileEnd(t.tid, _outcome(t.state), clip_utf8(t.error))
+                await stream.write(wire.encode(end))
+                await _finish(stream)
+                return
+            old = self._sending.get(t.tid)
+            sessions = sum(1 for tid in self._sending if self._transfers[tid].peer_id == peer)
+            if old is None and sessions >= MAX_SESSIONS_PER_PEER:
+                await _refuse(stream, wire.REFUSED_BUSY, "too many transfers at once")
+                return
             try:
                 source = await trio.to_thread.run_sync(_open_source, t)
             except (OSError, SourceChanged) as exc:
                 reason = f"the file can no longer be sent: {_os_reason(exc)}"
                 await self._apply(t.tid, TEvent.FAILED, reason=reason)
-                await stream.write(wire.encode(wire.FileEnd(t.tid, "failed", reason[:200])))
+                end = wire.FileEnd(t.tid, "failed", clip_utf8(reason))
+                await stream.write(wire.encode(end))
                 await _finish(stream)
                 return
-            await self._apply(t.tid, TEvent.DATA_REQUESTED, done_bytes=get.offset)
-        with trio.CancelScope() as scope, source:
+            if old is not None:
+                old.cancel()  # the receiver restarted the session: this one replaces it
             self._sending[t.tid] = scope
+            await self._apply(t.tid, TEvent.DATA_REQUESTED, done_bytes=get.offset)
+        with scope, source:
             try:
                 await self._send_session(stream, t, get, source)
             finally:
@@ -567,18 +619,32 @@ class TransferManager:
         self._transfers[t.tid] = _with(self._transfers[t.tid], data_path=path)
         await trio.to_thread.run_sync(source.seek, get.offset)
         log.info("sending %s to %s via %s from byte %d", t.name, short(t.peer_id), path, get.offset)
+        chunk = paced_chunk(self.config.max_send_rate)
         try:
-            if sock is not None:
-                with sock:
-                    await _run_interruptibly(
-                        lambda: send_records(sock, sealer, source, t.size, progress, self._pacer),
-                        lambda: _shutdown(sock),
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_watch_stall, progress, self.config.stall_timeout)
+                if sock is not None:
+                    with sock:
+                        stop = threading.Event()
+                        await _run_interruptibly(
+                            lambda: send_records(
+                                sock, sealer, source, t.size, progress, self._pacer, chunk, stop
+                            ),
+                            lambda: _stop(stop, sock),
+                            self._pumps,
+                        )
+                else:
+                    await self._send_on_stream(
+                        stream, sealer, source, t.size, progress, min(chunk, STREAM_CHUNK)
                     )
-            else:
-                await self._send_on_stream(stream, sealer, source, t.size, progress)
+                nursery.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            inner = _sole(group)
+            if isinstance(inner, SourceChanged):
+                await self._fail(t.tid, str(inner))
+            raise inner from None
         except SourceChanged as exc:
-            async with self._locked(t.tid):
-                await self._apply(t.tid, TEvent.FAILED, reason=str(exc))
+            await self._fail(t.tid, str(exc))
             raise
         finally:
             await self.store.update(t.tid, now_ms(), done_bytes=progress.bytes, durable=False)
@@ -594,10 +660,11 @@ class TransferManager:
         if not port or remote is None or not self.config.direct:
             return None
         host = remote[0]
+        stall = self.config.stall_timeout
 
         def connect() -> socket.socket:
             sock = socket.create_connection((host, port), timeout=DIRECT_CONNECT_TIMEOUT)
-            sock.settimeout(STALL_TIMEOUT)  # a receiver that stops reading ends the session
+            sock.settimeout(stall)  # a receiver that stops reading ends the session
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             return sock
 
@@ -614,11 +681,12 @@ class TransferManager:
         source: Any,
         size: int,
         progress: Progress,
+        chunk_size: int,
     ) -> None:
         await stream.write(sealer.hello())
-        record = bytearray(bulk.HEADER_BYTES + STREAM_CHUNK + bulk.TAG_BYTES)
+        record = bytearray(bulk.HEADER_BYTES + chunk_size + bulk.TAG_BYTES)
         while sealer.offset < size:
-            want = min(STREAM_CHUNK, size - sealer.offset)
+            want = min(chunk_size, size - sealer.offset)
             chunk = await trio.to_thread.run_sync(source.read, want)
             if len(chunk) < want:
                 raise SourceChanged("the file is shorter than when it was offered")
@@ -626,7 +694,10 @@ class TransferManager:
             wait = self._pacer.reserve(n)
             if wait > 0:
                 await trio.sleep(wait)
-            await stream.write(bytes(record[:n]))
+            with trio.move_on_after(self.config.stall_timeout) as waited:
+                await stream.write(bytes(record[:n]))
+            if waited.cancelled_caught:
+                raise ConnectionError(f"no data moved for {self.config.stall_timeout:g} s")
             progress.bytes = sealer.offset
         if isinstance(stream, NetStream):
             await stream.close_write()
@@ -644,23 +715,20 @@ class TransferManager:
         self._nursery.start_soon(self._receive, t.tid, scope, name=f"receive-{t.id_hex[:12]}")
 
     async def _receive(self, tid: bytes, scope: trio.CancelScope) -> None:
+        """One receive session; every way it can end is handled here (nothing escapes into
+        the manager's nursery, which would stop the daemon)."""
         try:
             with scope:
                 try:
                     await self._receive_session(tid)
                 except BaseExceptionGroup as group:
                     raise _sole(group) from None
-        except TransferFailed as exc:
-            async with self._locked(tid):
-                await self._apply(tid, TEvent.FAILED, reason=str(exc))
-        except bulk.BulkError as exc:
-            log.warning("transfer %s: %s", tid.hex()[:12], exc)
-            async with self._locked(tid):
-                await self._apply(tid, TEvent.FAILED, reason=str(exc))
+        except (TransferFailed, bulk.BulkError) as exc:
+            log.warning("transfer %s failed: %s", tid.hex()[:12], exc)
+            await self._fail(tid, str(exc))
         except OSError as exc:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-                async with self._locked(tid):
-                    await self._apply(tid, TEvent.FAILED, reason="disk full")
+                await self._fail(tid, "disk full")
             else:
                 _log_stream_failure(
                     exc, "receiving from %s", self._transfers[tid].peer_id, level=logging.INFO
@@ -679,12 +747,23 @@ class TransferManager:
                 if link is not None:
                     link.session_ended(progress is not None and progress[0].bytes > progress[2])
 
+    async def _fail(self, tid: bytes, reason: str) -> None:
+        """End a transfer as failed; if even that cannot be stored, log it (the transfer
+        stays as it was and is retried), never raise."""
+        try:
+            async with self._locked(tid):
+                await self._apply(tid, TEvent.FAILED, reason=reason)
+        except (DatabaseError, OSError) as exc:
+            log.error("could not record that transfer %s failed (%s): %s", tid.hex(), reason, exc)
+
     async def _receive_session(self, tid: bytes) -> None:
         t = self._transfers[tid]
+        if t.final_path is not None and await self._resume_publish(t):
+            return
         if t.part_path is None:
             raise TransferFailed("the partial file is missing")
         part = Path(t.part_path)
-        fd = await trio.to_thread.run_sync(_open_partial, part, t.size)
+        fd = await trio.to_thread.run_sync(_open_partial, part)
         try:
             offset = t.done_bytes
             try:
@@ -698,14 +777,58 @@ class TransferManager:
             os.close(fd)
         if hasher.digest() != t.hash:
             raise TransferFailed("the received file does not match the offered hash")
-        final = await trio.to_thread.run_sync(
-            _publish_final, part, self.config.incoming_dir, t.name
-        )
-        async with self._locked(tid):
+        await self._publish(t, part)
+
+    async def _publish(self, t: Transfer, part: Path) -> None:
+        """Give the verified partial file its final name, never replacing an existing file.
+
+        Under the transfer's lock, so a cancel cannot slip in between. The chosen name is
+        committed before the link is made, so a daemon killed anywhere in here finds out on
+        restart what it had done (:meth:`_resume_publish`)."""
+        directory = self.config.incoming_dir
+        async with self._locked(t.tid):
+            if self._transfers[t.tid].state is not TState.ACTIVE:
+                return  # cancelled or failed meanwhile: that already removed the partial file
+            for n in range(MAX_NAME_TRIES):
+                final = directory / (t.name if n == 0 else filenames.numbered(t.name, n))
+                if await trio.to_thread.run_sync(os.path.lexists, final):
+                    continue
+                updated = await self.store.update(t.tid, now_ms(), final_path=str(final))
+                if updated is not None:
+                    self._transfers[t.tid] = updated
+                try:
+                    await trio.to_thread.run_sync(os.link, part, final)
+                except FileExistsError:
+                    continue
+                break
+            else:
+                raise TransferFailed(f"no free name for {t.name} in {directory}")
+            await trio.to_thread.run_sync(_unlink_and_sync_dir, part, directory)
             await self._apply(
-                tid, TEvent.VERIFIED, final_path=str(final), part_path=None, done_bytes=t.size
+                t.tid, TEvent.VERIFIED, final_path=str(final), part_path=None, done_bytes=t.size
             )
         log.info("received %s from %s into %s", t.name, short(t.peer_id), final)
+
+    async def _resume_publish(self, t: Transfer) -> bool:
+        """Finish a publication a crash interrupted; False if it had not really begun."""
+        assert t.final_path is not None
+        final = Path(t.final_path)
+        part = Path(t.part_path) if t.part_path else None
+        state = await trio.to_thread.run_sync(_publication_state, part, final)
+        if state == "linked":  # both names, one file: the data was verified before the link
+            await trio.to_thread.run_sync(_unlink_and_sync_dir, part, final.parent)
+        elif state == "renamed":  # only the final name is left: check it is our file
+            digest = await trio.to_thread.run_sync(_hash_path, final)
+            if digest != t.hash:
+                raise TransferFailed("the partial file disappeared")
+        else:
+            return False
+        async with self._locked(t.tid):
+            await self._apply(
+                t.tid, TEvent.VERIFIED, final_path=str(final), part_path=None, done_bytes=t.size
+            )
+        log.info("finished publishing %s into %s after a restart", t.name, final)
+        return True
 
     async def _pull(self, t: Transfer, fd: int, offset: int, hasher: Any) -> None:
         suite = bulk.preferred_suite()
@@ -714,7 +837,11 @@ class TransferManager:
         listener = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         with listener:
             port = 0
-            if self.config.direct:
+            # After a direct attempt that failed, one session on the stream path (anyone can
+            # connect to the port; a crowd of silent connections must not stall a transfer).
+            direct = self.config.direct and t.tid not in self._direct_failed
+            self._direct_failed.discard(t.tid)
+            if direct:
                 try:
                     await listener.bind((self.config.direct_host, 0))
                     listener.listen(16)
@@ -748,11 +875,16 @@ class TransferManager:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._checkpoints, t.tid, fd, progress)
                     if reply.path == "tcp":
-                        sock = await _accept_direct(listener, opener)
+                        try:
+                            sock = await _accept_direct(listener, opener, self.config.stall_timeout)
+                        except trio.TooSlowError:
+                            self._direct_failed.add(t.tid)
+                            raise ConnectionError("no direct data connection arrived") from None
                         with sock:
                             await _run_interruptibly(
                                 lambda: receive_records(sock, opener, fd, hasher, progress),
                                 lambda: _shutdown(sock),
+                                self._pumps,
                             )
                     else:
                         await self._receive_on_stream(stream, opener, fd, hasher, progress)
@@ -780,8 +912,10 @@ class TransferManager:
         progress: Progress,
     ) -> None:
         while not opener.done:
-            with trio.fail_after(STALL_TIMEOUT):
+            with trio.move_on_after(self.config.stall_timeout) as waited:
                 data = await read_some(stream, 256 * 1024)
+            if waited.cancelled_caught:
+                raise ConnectionError(f"no data for {self.config.stall_timeout:g} s")
             if not data:
                 raise ConnectionError("the data stream ended early")
             offset = opener.offset
@@ -800,10 +934,15 @@ class TransferManager:
         """Make received bytes durable and record how many: fsync first, so the recorded
         offset never runs ahead of what is on disk. Also watch the free space, so that a disk
         filling up (by this transfer or anything else) ends the transfer before a write fails
-        halfway."""
+        halfway. And give up on a session that moves no record for the stall timeout."""
+        last_bytes, last_change = progress.bytes, time.monotonic()
         while True:
             await trio.sleep(CHECKPOINT_INTERVAL)
             written = progress.bytes
+            if written != last_bytes:
+                last_bytes, last_change = written, time.monotonic()
+            elif time.monotonic() - last_change > self.config.stall_timeout:
+                raise ConnectionError(f"no data for {self.config.stall_timeout:g} s")
             t = self._transfers.get(tid)
             if t is not None:
                 free = await trio.to_thread.run_sync(free_bytes, self.config.incoming_dir)
@@ -858,7 +997,7 @@ class TransferManager:
         if notice == OFFER_NOTICE:
             frame = wire.FileOffer(t.tid, t.name, t.size, t.hash)
         else:
-            frame = wire.FileEnd(t.tid, notice, t.notice_reason)
+            frame = wire.FileEnd(t.tid, notice, clip_utf8(t.notice_reason))
         stream = await self.chat.net.open_stream(t.peer_id, wire.FILE_PROTOCOL)
         try:
             with trio.fail_after(NOTICE_TIMEOUT):
@@ -910,9 +1049,12 @@ class FileLink:
         self._wake.set()
 
     def session_ended(self, progressed: bool) -> None:
+        """A receive session ended. One that moved bytes is retried at once; one that did
+        not waits out the growing backoff (a sender that keeps refusing, a path that keeps
+        failing), so the link never spins."""
         if progressed:
             self._backoff = BACKOFF_MIN
-        self._wake.set()
+            self._wake.set()
 
     async def run(self) -> None:
         m = self.manager
@@ -944,15 +1086,20 @@ class FileLink:
             not contact.addrs or not await m.chat.net.dial(self.peer, contact.addrs)
         ):
             return False
+        delivered = 0
         for t in owed:
-            await m.deliver_notice(t)
+            try:
+                await m.deliver_notice(t)
+                delivered += 1
+            except Exception as exc:  # one undeliverable notice must not hold up the others
+                _log_stream_failure(exc, "file notice to %s", self.peer, level=logging.INFO)
         for t in receiving:
             if t.tid not in m._receiving:
                 m._start_receiving(t)
         # Delivered notices: look again at once. Otherwise wait: a session that ends wakes
         # us, and one that made no progress leaves the backoff growing, so a sender that
         # keeps refusing is not hammered.
-        return bool(owed)
+        return delivered > 0
 
 
 # --- small helpers -------------------------------------------------------------------------
@@ -967,8 +1114,11 @@ def _with_bytes(t: Transfer, n: int) -> Transfer:
 
 
 def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The one real error inside a nursery's group (cancellations of siblings dropped)."""
+    """The one real error inside a nursery's group (cancellations of siblings dropped); a
+    group of cancellations only gives its first, which re-raised is still a cancellation."""
     errors = [e for e in group.exceptions if not isinstance(e, trio.Cancelled)]
+    if not errors:
+        return group.exceptions[0]
     if len(errors) == 1:
         inner = errors[0]
         return _sole(inner) if isinstance(inner, BaseExceptionGroup) else inner
@@ -990,13 +1140,25 @@ def _os_reason(exc: BaseException) -> str:
 
 
 def _unlink_quietly(path: str) -> None:
-    with contextlib.suppress(FileNotFoundError):
+    """Delete a partial file; failing to (it is gone, or the disk went read-only) must not
+    stop the state change that asked for it."""
+    try:
         os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("could not delete the partial file %s: %s", path, exc)
+
+
+def clip_utf8(text: str, limit: int = wire.MAX_REASON_BYTES) -> str:
+    """``text`` cut to at most ``limit`` UTF-8 bytes (wire limits count bytes)."""
+    return text.encode("utf-8", "replace")[:limit].decode("utf-8", "ignore")
 
 
 def _open_source(t: Transfer) -> Any:
     """Open the file being sent, checking it is still the file that was offered."""
     assert t.source is not None
+    _require_regular(t.source)
     f = open(t.source, "rb", buffering=0)  # noqa: SIM115 - closed by the session
     st = os.fstat(f.fileno())
     if (st.st_size, st.st_mtime_ns) != (t.size, t.mtime_ns):
@@ -1005,7 +1167,7 @@ def _open_source(t: Transfer) -> Any:
     return f
 
 
-def _open_partial(part: Path, size: int) -> int:
+def _open_partial(part: Path) -> int:
     try:
         fd = os.open(part, os.O_RDWR | os.O_NOFOLLOW)
     except FileNotFoundError:
@@ -1023,16 +1185,35 @@ def _write_chunks(fd: int, offset: int, chunks: list[bytes], hasher: Any) -> Non
         hasher.update(chunk)
 
 
+def _stop(stop: threading.Event, sock: socket.socket) -> None:
+    stop.set()
+    _shutdown(sock)
+
+
+async def _watch_stall(progress: Progress, timeout: float) -> None:
+    """Raise if ``progress`` stands still for ``timeout`` (a peer that keeps a session open
+    but moves nothing, or a trickle of less than one record per ``timeout``)."""
+    last_bytes, last_change = progress.bytes, time.monotonic()
+    while True:
+        await trio.sleep(1.0)
+        if progress.bytes != last_bytes:
+            last_bytes, last_change = progress.bytes, time.monotonic()
+        elif time.monotonic() - last_change > timeout:
+            raise ConnectionError(f"no data moved for {timeout:g} s")
+
+
 def _shutdown(sock: socket.socket) -> None:
     with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
 
 
-async def _run_interruptibly(work: Callable[[], None], interrupt: Callable[[], None]) -> None:
-    """Run blocking ``work`` in a thread; if cancelled meanwhile, ``interrupt`` it (shut its
-    socket) and wait for the thread to stop, so no thread outlives its owner. The error the
-    interrupted thread then raises is its owner's doing, so the cancellation is what
-    propagates, not that error."""
+async def _run_interruptibly(
+    work: Callable[[], None], interrupt: Callable[[], None], limiter: trio.CapacityLimiter
+) -> None:
+    """Run blocking ``work`` in a thread (within ``limiter``); if cancelled meanwhile,
+    ``interrupt`` it (shut its socket) and wait for the thread to stop, so no thread outlives
+    its owner. The error the interrupted thread then raises is its owner's doing, so the
+    cancellation is what propagates, not that error."""
     done = trio.Event()
     interrupted = False
 
@@ -1045,19 +1226,23 @@ async def _run_interruptibly(work: Callable[[], None], interrupt: Callable[[], N
                 interrupted = True
                 interrupt()
 
-    async with trio.open_nursery() as nursery:
-        nursery.start_soon(watch)
-        try:
-            await trio.to_thread.run_sync(work)  # not abandoned on cancel: waits for the thread
-        except Exception:
-            if not interrupted:
-                raise
-        finally:
-            done.set()
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            try:
+                # Not abandoned on cancel: waits for the thread.
+                await trio.to_thread.run_sync(work, limiter=limiter)
+            except Exception:
+                if not interrupted:
+                    raise
+            finally:
+                done.set()
+    except BaseExceptionGroup as group:
+        raise _sole(group) from None
 
 
 async def _accept_direct(
-    listener: trio.socket.SocketType, opener: bulk.RecordOpener
+    listener: trio.socket.SocketType, opener: bulk.RecordOpener, stall_timeout: float
 ) -> socket.socket:
     """Accept the sender's direct connection: the first one whose hello proves it holds the
     session key. Connections are checked concurrently, each within its own time limit, so
@@ -1101,7 +1286,7 @@ async def _accept_direct(
     conn, record = winner[0]
     opener.open_into(memoryview(record), memoryview(bytearray(len(record))))
     sock = socket.socket(fileno=conn.detach())
-    sock.settimeout(STALL_TIMEOUT)  # a sender that stops sending ends the session
+    sock.settimeout(stall_timeout)  # a sender that stops sending ends the session
     return sock
 
 

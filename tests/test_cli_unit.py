@@ -795,3 +795,58 @@ def test_daemon_start_refuses_encrypted_key_without_passphrase(
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))  # not a terminal: no prompt
     assert run(home, "daemon", "start") == 1
     assert "passphrase" in capsys.readouterr().err
+
+
+# --- file-transfer formatting ---------------------------------------------------------------
+
+
+def test_file_sizes_and_progress_lines() -> None:
+    from cli import files
+
+    assert files.fmt_size(0) == "0 B"
+    assert files.fmt_size(1023) == "1023 B"
+    assert files.fmt_size(1536) == "1.5 KiB"
+    assert files.fmt_size(512 << 20) == "512.0 MiB"
+    assert files.fmt_eta(None) == "--:--"
+    assert files.fmt_eta(65) == "1:05"
+    assert files.fmt_eta(3725) == "1:02:05"
+    line = files.progress_line("a.bin", 50, 200, 100.0)
+    assert line.startswith("[" + "#" * 6 + "." * 18 + "]")
+    assert " 25.0%" in line and "100 B/s" in line and "ETA 0:02" in line and line.endswith("a.bin")
+    assert " 100.0%" in files.progress_line("empty", 0, 0, None)
+    assert "-- /s" in files.progress_line("x", 0, 10, 0)
+
+
+def test_transfer_rows_show_direction_progress_and_path() -> None:
+    from cli import files
+
+    rows = files._rows(
+        [
+            {
+                "id": "ab" * 16,
+                "peer_id": "12D3KooWabc",
+                "direction": "in",
+                "name": "f.txt",
+                "size": 2048,
+                "bytes": 1024,
+                "state": "active",
+                "data_path": "tcp",
+                "error": "",
+            },
+            {
+                "id": "cd" * 16,
+                "peer_id": "12D3KooWxyz",
+                "direction": "out",
+                "name": "g",
+                "size": 0,
+                "bytes": 0,
+                "state": "failed",
+                "data_path": None,
+                "error": "disk full",
+            },
+        ],
+        {"12D3KooWabc": "alice"},
+    )
+    assert rows[0] == ["abababababab", "<- alice", "f.txt", "2.0 KiB", "50%", "tcp", "active"]
+    assert rows[1][1] == "-> 12D3KooWxyz" and rows[1][4] == "100%" and rows[1][5] == "-"
+    assert rows[1][6] == "failed (disk full)"

@@ -288,3 +288,95 @@ async def test_file_stream_from_a_stranger_is_refused(make_daemon: MakeDaemon) -
         assert frames and isinstance(frames[-1], wire.Refused)
         assert frames[-1].code == wire.REFUSED_NOT_FRIEND
     assert (await call(alice, "files.list"))["transfers"] == []
+
+
+def configure(d: Daemon, **fields: Any) -> Daemon:
+    import json
+
+    path = d.home / "config.json"
+    config = json.loads(path.read_text())
+    config.update(fields)
+    path.write_text(json.dumps(config))
+    return d
+
+
+async def test_a_sender_that_keeps_refusing_is_not_hammered(make_daemon: MakeDaemon) -> None:
+    """A data request refused with `busy` is retried with a growing backoff, not in a loop."""
+    alice = await trio.to_thread.run_sync(make_daemon, "alice")
+    eve = FakeFriend()
+
+    async def on_get(stream: INetStream, get: wire.FileGet) -> None:
+        await stream.write(wire.encode(wire.Refused(wire.REFUSED_BUSY, "busy")))
+        await stream.close()
+
+    eve.on_get = on_get
+    async with running(eve.host):
+        await eve.befriend(alice)
+        tid = os.urandom(16)
+        assert await eve.offer(alice, wire.FileOffer(tid, "x.bin", 100, bytes(32))) == [
+            wire.Received()
+        ]
+        await wait_transfer(alice, tid, "offered")
+        await call(alice, "files.accept", id=tid.hex())
+        await trio.sleep(4.0)
+        # Backoff 0.5 + 1 + 2 s: at most a handful of requests in 4 s, and still waiting.
+        assert 2 <= len(eve.gets) <= 4, len(eve.gets)
+        assert (await wait_transfer(alice, tid, "active"))["bytes"] == 0
+
+
+async def test_concurrent_offers_with_one_id_store_exactly_one(make_daemon: MakeDaemon) -> None:
+    """Two offers with the same ID at once (a lie, or a resend racing its original): one is
+    stored, the other answered without effect, and memory agrees with the database."""
+    alice = await trio.to_thread.run_sync(make_daemon, "alice", False)
+    configure(alice, auto_accept_max_bytes=1000)
+    await trio.to_thread.run_sync(alice.start)
+    eve = FakeFriend()
+    async with running(eve.host):
+        await eve.befriend(alice)
+        tid = os.urandom(16)
+        small = wire.FileOffer(tid, "cat.jpg", 10, bytes(32))
+        huge = wire.FileOffer(tid, "huge.bin", 10**12, bytes(32))
+        replies: list[list[wire.Frame]] = []
+
+        async def offer(frame: wire.FileOffer) -> None:
+            replies.append(await eve.offer(alice, frame))
+
+        async with trio.open_nursery() as nursery:
+            for frame in (small, huge, small, huge):
+                nursery.start_soon(offer, frame)
+        listed = (await call(alice, "files.list"))["transfers"]
+        assert len(listed) == 1
+        before = {k: listed[0][k] for k in ("name", "size", "state")}
+    await trio.to_thread.run_sync(alice.restart)
+    after = (await call(alice, "files.list"))["transfers"]
+    assert [{k: t[k] for k in ("name", "size", "state")} for t in after] == [before]
+
+
+async def test_a_silent_sender_is_dropped_and_retried(make_daemon: MakeDaemon) -> None:
+    """A sender that sends the hello and then nothing does not hold the transfer forever:
+    after the stall timeout the session is dropped and asked for again."""
+    alice = await trio.to_thread.run_sync(make_daemon, "alice", False)
+    configure(alice, transfer_stall_timeout=2)
+    await trio.to_thread.run_sync(alice.start)
+    eve = FakeFriend()
+
+    async def on_get(stream: INetStream, get: wire.FileGet) -> None:
+        sealer = bulk.RecordSealer(get.suite, get.key, get.tid, get.offset)
+        await stream.write(wire.encode(wire.FileData(get.tid, "stream")))
+        await stream.write(sealer.hello())
+        await trio.sleep(30)
+
+    eve.on_get = on_get
+    async with running(eve.host):
+        await eve.befriend(alice)
+        tid = os.urandom(16)
+        assert await eve.offer(alice, wire.FileOffer(tid, "slow.bin", 100, bytes(32))) == [
+            wire.Received()
+        ]
+        await wait_transfer(alice, tid, "offered")
+        await call(alice, "files.accept", id=tid.hex())
+        with trio.fail_after(20):
+            while len(eve.gets) < 2:
+                await trio.sleep(0.1)
+        assert (await wait_transfer(alice, tid, "active"))["bytes"] == 0
+    await trio.to_thread.run_sync(partial(wait_for, lambda: "no data for 2 s" in alice.log_text()))

@@ -1,0 +1,159 @@
+"""The blocking data-path pumps (p2pchat.datapath) over real sockets and files, and the pure
+helpers of p2pchat.transfers (no daemon)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import blake3
+import pytest
+
+from p2pchat import bulk, datapath
+from p2pchat.transfers import _hash_path, _publication_state, clip_utf8
+
+TID = b"\x05" * 16
+KEY = b"\x06" * 32
+
+
+def pump(src: Path, dst: Path, size: int, *, offer: int | None = None) -> bytes:
+    """Send ``src`` through a socket pair into ``dst``; returns the receiver's digest."""
+    a, b = socket.socketpair()
+    errors: list[BaseException] = []
+
+    def send() -> None:
+        try:
+            with open(src, "rb", buffering=0) as f:
+                sealer = bulk.RecordSealer("aes-256-gcm", KEY, TID, 0)
+                datapath.send_records(
+                    a, sealer, f, size, datapath.Progress(0), datapath.Pacer(0), 1 << 16
+                )
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+        finally:
+            a.close()
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    hasher = blake3.blake3()
+    fd = os.open(dst, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        opener = bulk.RecordOpener("aes-256-gcm", KEY, TID, 0, offer if offer is not None else size)
+        datapath.receive_records(b, opener, fd, hasher, datapath.Progress(0))
+    finally:
+        os.close(fd)
+        b.close()
+        sender.join(10)
+    return hasher.digest()
+
+
+def test_round_trip_through_real_sockets_and_files(tmp_path: Path) -> None:
+    data = os.urandom(3 * (1 << 20) + 123)
+    src = tmp_path / "src"
+    src.write_bytes(data)
+    digest = pump(src, tmp_path / "dst", len(data))
+    assert (tmp_path / "dst").read_bytes() == data
+    assert digest == blake3.blake3(data).digest()
+
+
+def test_a_byte_after_the_end_is_oversending(tmp_path: Path) -> None:
+    sealer = bulk.RecordSealer("aes-256-gcm", KEY, TID, 0)
+    hello = sealer.hello()
+    record = bytearray(2000)
+    n = sealer.seal_into(memoryview(b"x" * 1000), memoryview(record))
+    a, b = socket.socketpair()
+    a.sendall(hello + bytes(record[:n]) + b"!")
+    fd = os.open(tmp_path / "dst", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        opener = bulk.RecordOpener("aes-256-gcm", KEY, TID, 0, 1000)
+        with pytest.raises(bulk.BulkError, match="more than the offered size"):
+            datapath.receive_records(b, opener, fd, blake3.blake3(), datapath.Progress(0))
+    finally:
+        os.close(fd)
+        a.close()
+        b.close()
+
+
+def test_a_sender_that_never_ends_its_stream_is_refused(tmp_path: Path) -> None:
+    sealer = bulk.RecordSealer("aes-256-gcm", KEY, TID, 0)
+    hello = sealer.hello()
+    record = bytearray(200)
+    n = sealer.seal_into(memoryview(b"y" * 100), memoryview(record))
+    a, b = socket.socketpair()
+    a.sendall(hello + bytes(record[:n]))  # and then neither more nor end of stream
+    fd = os.open(tmp_path / "dst", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        opener = bulk.RecordOpener("aes-256-gcm", KEY, TID, 0, 100)
+        with pytest.raises(bulk.BulkError, match="did not end"):
+            datapath.receive_records(b, opener, fd, blake3.blake3(), datapath.Progress(0))
+    finally:
+        os.close(fd)
+        a.close()
+        b.close()
+
+
+def test_a_sender_that_stops_early_is_a_connection_error(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.write_bytes(b"x" * 1000)
+    with pytest.raises(ConnectionError):
+        pump(src, tmp_path / "dst", 1000, offer=2000)
+
+
+def test_a_shrunken_source_is_reported(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.write_bytes(b"x" * 100)
+    a, b = socket.socketpair()
+    with a, b, open(src, "rb", buffering=0) as f, pytest.raises(datapath.SourceChanged):
+        sealer = bulk.RecordSealer("aes-256-gcm", KEY, TID, 0)
+        datapath.send_records(a, sealer, f, 200, datapath.Progress(0), datapath.Pacer(0))
+
+
+def test_pacer_spreads_sends_and_a_stop_interrupts_its_sleep(tmp_path: Path) -> None:
+    pacer = datapath.Pacer(100_000)
+    assert pacer.reserve(50_000) == pytest.approx(0.0, abs=0.01)
+    assert pacer.reserve(50_000) == pytest.approx(0.5, abs=0.05)
+    assert datapath.Pacer(0).reserve(10**9) == 0.0
+    src = tmp_path / "src"
+    src.write_bytes(b"x" * 200_000)
+    stop = threading.Event()
+    stop.set()
+    a, b = socket.socketpair()
+    started = time.monotonic()
+    with a, b, open(src, "rb", buffering=0) as f, pytest.raises(ConnectionError):
+        sealer = bulk.RecordSealer("aes-256-gcm", KEY, TID, 0)
+        slow = datapath.Pacer(1000)
+        slow.reserve(10_000)  # ten seconds booked ahead
+        datapath.send_records(a, sealer, f, 200_000, datapath.Progress(0), slow, 16_384, stop)
+    assert time.monotonic() - started < 1.0
+
+
+def test_paced_chunks_fit_the_rate() -> None:
+    assert datapath.paced_chunk(0) == bulk.MAX_CHUNK
+    assert datapath.paced_chunk(64 * 1024) == datapath.MIN_PACED_CHUNK
+    assert datapath.paced_chunk(1 << 22) == 1 << 20
+    assert datapath.paced_chunk(1 << 30) == bulk.MAX_CHUNK
+
+
+def test_clip_utf8_counts_bytes_and_never_splits_a_character() -> None:
+    text = "é" * 150  # 300 bytes
+    clipped = clip_utf8(text)
+    assert len(clipped.encode()) <= 200 and clipped == "é" * 100
+    assert clip_utf8("a" + "€" * 100, 5) == "a€"
+
+
+def test_publication_states(tmp_path: Path) -> None:
+    part, final = tmp_path / ".f.part", tmp_path / "f"
+    assert _publication_state(part, final) == "not begun"
+    part.write_bytes(b"data")
+    assert _publication_state(part, final) == "not begun"
+    os.link(part, final)
+    assert _publication_state(part, final) == "linked"
+    part.unlink()
+    assert _publication_state(part, final) == "renamed"
+    assert _hash_path(final) == blake3.blake3(b"data").digest()
+    other = tmp_path / ".other.part"
+    other.write_bytes(b"data")
+    assert _publication_state(other, final) == "not begun"  # a different file of that name
