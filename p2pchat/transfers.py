@@ -169,12 +169,9 @@ def _hash_prefix(fd: int, length: int) -> Any:
 
 
 def _create_partial(path: Path) -> None:
-    """Create the (empty) partial file; never follow or replace anything already there."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    """Create the (empty) partial file; never follow or replace anything already there.
+    Not fsynced: if a crash loses it, the transfer starts again from zero (_open_partial)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
 
 
 def free_bytes(directory: Path) -> int:
@@ -291,7 +288,7 @@ class TransferManager:
                 self._locks.pop(key, None)
 
     async def _apply(
-        self, tid: bytes, event: TEvent, *, reason: str = "", **fields: Any
+        self, tid: bytes, event: TEvent, *, reason: str = "", durable: bool = True, **fields: Any
     ) -> Transfer | None:
         """Apply ``event`` (caller holds the transfer's lock). Returns the updated transfer, or
         None if the event does not apply (peer events on finished transfers)."""
@@ -309,7 +306,7 @@ class TransferManager:
         if tr.drop_partial and t.part_path:
             await trio.to_thread.run_sync(_unlink_quietly, t.part_path)
             fields["part_path"] = None
-        updated = await self.store.update(tid, now_ms(), state=tr.state, **fields)
+        updated = await self.store.update(tid, now_ms(), state=tr.state, durable=durable, **fields)
         assert updated is not None
         self._transfers[tid] = updated
         if tr.state in TERMINAL:
@@ -595,7 +592,8 @@ class TransferManager:
             if old is not None:
                 old.cancel()  # the receiver restarted the session: this one replaces it
             self._sending[t.tid] = scope
-            await self._apply(t.tid, TEvent.DATA_REQUESTED, done_bytes=get.offset)
+            # The sender's "active" is informational (the receiver drives): no fsync for it.
+            await self._apply(t.tid, TEvent.DATA_REQUESTED, durable=False, done_bytes=get.offset)
         with scope, source:
             try:
                 await self._send_session(stream, t, get, source)
@@ -793,7 +791,11 @@ class TransferManager:
                 final = directory / (t.name if n == 0 else filenames.numbered(t.name, n))
                 if await trio.to_thread.run_sync(os.path.lexists, final):
                     continue
-                updated = await self.store.update(t.tid, now_ms(), final_path=str(final))
+                # Not fsynced on its own (the completion below is): it survives a killed
+                # daemon, and losing it to a power cut costs at most a duplicate copy.
+                updated = await self.store.update(
+                    t.tid, now_ms(), final_path=str(final), durable=False
+                )
                 if updated is not None:
                     self._transfers[t.tid] = updated
                 try:
@@ -1168,11 +1170,14 @@ def _open_source(t: Transfer) -> Any:
 
 
 def _open_partial(part: Path) -> int:
+    """Open the partial file, creating it again (empty) if it is gone: lost in a crash or
+    deleted by someone. A shorter file than recorded makes the session start from zero
+    (_hash_prefix raises)."""
     try:
-        fd = os.open(part, os.O_RDWR | os.O_NOFOLLOW)
+        return os.open(part, os.O_RDWR | os.O_NOFOLLOW)
     except FileNotFoundError:
-        raise TransferFailed(f"the partial file {part} disappeared") from None
-    return fd
+        log.warning("partial file %s is gone; receiving from the start", part)
+        return os.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
 
 
 def _write_chunks(fd: int, offset: int, chunks: list[bytes], hasher: Any) -> None:
