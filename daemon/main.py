@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import gc
 import logging
 import logging.handlers
 import os
@@ -156,6 +157,12 @@ async def run_daemon(home: Path, identity: Identity, listen: list[str] | None) -
         server = ControlServer(node, shutdown)
         await nursery.start(server.serve, socket_path(home))
         log.info("control API on %s", socket_path(home))
+        # Everything built so far (modules, the libp2p host, caches) lives as long as the
+        # daemon: move it out of the garbage collector's sight. A full collection then scans
+        # only what came later, instead of pausing the event loop for tens of ms (measured:
+        # 24 ms for the imports alone) in the middle of a chat or a transfer.
+        gc.collect()
+        gc.freeze()
 
 
 def main(argv: list[str] | None = None) -> int:
