@@ -148,11 +148,13 @@ class FakeDaemon:
                     reply["result"] = handler(params)
                 except RpcError as exc:
                     reply["error"] = exc.error
-                self._send(conn, reply)
                 if method == "events.subscribe":
+                    # Like the daemon: subscribed before the reply leaves, so a client that
+                    # acts on the reply can rely on it.
                     with self._lock:
                         self._subscribers.append(conn)
                     self.subscribed.set()
+                self._send(conn, reply)
         except (OSError, ValueError):
             pass
 
