@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import queue
 import shutil
 import statistics
 import subprocess
@@ -39,6 +38,9 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from bench_chat import EventQueue, pct, rss_mb  # noqa: E402
 
 from tests.harness import Daemon, befriend  # noqa: E402
 
@@ -87,18 +89,6 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
-
-
 def make_file(path: Path, size: int) -> None:
     with open(path, "wb") as f:
         for _ in range(size // (1 << 20)):
@@ -138,25 +128,6 @@ def plain_tcp(src: Path, dst: Path, do_fsync: bool) -> dict[str, float]:
 
 
 # --- p2pchat --------------------------------------------------------------------------------
-
-
-class EventQueue:
-    def __init__(self, daemon: Daemon) -> None:
-        self.client = daemon.client(timeout=None)
-        self.stream = self.client.events()
-        self.queue: queue.Queue[dict[str, Any]] = queue.Queue()
-        self.thread = threading.Thread(target=self._pump, daemon=True)
-        self.thread.start()
-
-    def _pump(self) -> None:
-        try:
-            for event in self.stream:
-                self.queue.put(event)
-        except Exception:
-            return
-
-    def close(self) -> None:
-        self.client.close()
 
 
 def chat_latencies(

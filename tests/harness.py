@@ -112,6 +112,14 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait(5)
 
+    def configure(self, **fields: Any) -> Daemon:
+        """Merge ``fields`` into config.json (read at the next start)."""
+        path = self.home / "config.json"
+        config = json.loads(path.read_text())
+        config.update(fields)
+        path.write_text(json.dumps(config))
+        return self
+
     # --- API --------------------------------------------------------------------------
 
     def client(self, timeout: float | None = 30.0) -> Client:

@@ -59,40 +59,37 @@ def test_round_trip_through_real_sockets_and_files(tmp_path: Path) -> None:
     assert digest == blake3.blake3(data).digest()
 
 
-def test_a_byte_after_the_end_is_oversending(tmp_path: Path) -> None:
-    sealer = bulk.RecordSealer("aes-256-gcm", KEY, TID, 0)
-    hello = sealer.hello()
-    record = bytearray(2000)
-    n = sealer.seal_into(memoryview(b"x" * 1000), memoryview(record))
+def receive_raw(tmp_path: Path, data: bytes, offered: int) -> None:
+    """Feed ``data`` (then silence, the socket left open) to a receiving pump."""
     a, b = socket.socketpair()
-    a.sendall(hello + bytes(record[:n]) + b"!")
+    a.sendall(data)
     fd = os.open(tmp_path / "dst", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        opener = bulk.RecordOpener("aes-256-gcm", KEY, TID, 0, 1000)
-        with pytest.raises(bulk.BulkError, match="more than the offered size"):
-            datapath.receive_records(b, opener, fd, blake3.blake3(), datapath.Progress(0))
+        opener = bulk.RecordOpener("aes-256-gcm", KEY, TID, 0, offered)
+        datapath.receive_records(b, opener, fd, blake3.blake3(), datapath.Progress(0))
     finally:
         os.close(fd)
         a.close()
         b.close()
+
+
+def sealed(chunk: bytes) -> bytes:
+    """The hello and one record holding ``chunk``."""
+    sealer = bulk.RecordSealer("aes-256-gcm", KEY, TID, 0)
+    hello = sealer.hello()
+    record = bytearray(len(chunk) + 100)
+    n = sealer.seal_into(memoryview(chunk), memoryview(record))
+    return hello + bytes(record[:n])
+
+
+def test_a_byte_after_the_end_is_oversending(tmp_path: Path) -> None:
+    with pytest.raises(bulk.BulkError, match="more than the offered size"):
+        receive_raw(tmp_path, sealed(b"x" * 1000) + b"!", 1000)
 
 
 def test_a_sender_that_never_ends_its_stream_is_refused(tmp_path: Path) -> None:
-    sealer = bulk.RecordSealer("aes-256-gcm", KEY, TID, 0)
-    hello = sealer.hello()
-    record = bytearray(200)
-    n = sealer.seal_into(memoryview(b"y" * 100), memoryview(record))
-    a, b = socket.socketpair()
-    a.sendall(hello + bytes(record[:n]))  # and then neither more nor end of stream
-    fd = os.open(tmp_path / "dst", os.O_RDWR | os.O_CREAT, 0o600)
-    try:
-        opener = bulk.RecordOpener("aes-256-gcm", KEY, TID, 0, 100)
-        with pytest.raises(bulk.BulkError, match="did not end"):
-            datapath.receive_records(b, opener, fd, blake3.blake3(), datapath.Progress(0))
-    finally:
-        os.close(fd)
-        a.close()
-        b.close()
+    with pytest.raises(bulk.BulkError, match="did not end"):
+        receive_raw(tmp_path, sealed(b"y" * 100), 100)
 
 
 def test_a_sender_that_stops_early_is_a_connection_error(tmp_path: Path) -> None:

@@ -290,16 +290,6 @@ async def test_file_stream_from_a_stranger_is_refused(make_daemon: MakeDaemon) -
     assert (await call(alice, "files.list"))["transfers"] == []
 
 
-def configure(d: Daemon, **fields: Any) -> Daemon:
-    import json
-
-    path = d.home / "config.json"
-    config = json.loads(path.read_text())
-    config.update(fields)
-    path.write_text(json.dumps(config))
-    return d
-
-
 async def test_a_sender_that_keeps_refusing_is_not_hammered(make_daemon: MakeDaemon) -> None:
     """A data request refused with `busy` is retried with a growing backoff, not in a loop."""
     alice = await trio.to_thread.run_sync(make_daemon, "alice")
@@ -328,7 +318,7 @@ async def test_concurrent_offers_with_one_id_store_exactly_one(make_daemon: Make
     """Two offers with the same ID at once (a lie, or a resend racing its original): one is
     stored, the other answered without effect, and memory agrees with the database."""
     alice = await trio.to_thread.run_sync(make_daemon, "alice", False)
-    configure(alice, auto_accept_max_bytes=1000)
+    alice.configure(auto_accept_max_bytes=1000)
     await trio.to_thread.run_sync(alice.start)
     eve = FakeFriend()
     async with running(eve.host):
@@ -356,7 +346,7 @@ async def test_a_silent_sender_is_dropped_and_retried(make_daemon: MakeDaemon) -
     """A sender that sends the hello and then nothing does not hold the transfer forever:
     after the stall timeout the session is dropped and asked for again."""
     alice = await trio.to_thread.run_sync(make_daemon, "alice", False)
-    configure(alice, transfer_stall_timeout=2)
+    alice.configure(transfer_stall_timeout=2)
     await trio.to_thread.run_sync(alice.start)
     eve = FakeFriend()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import random
 import subprocess
@@ -101,14 +100,6 @@ def test_files_arrive_byte_identical(
         assert done["data_path"] == "tcp"
 
 
-def configure(d: Daemon, **fields: Any) -> Daemon:
-    path = d.home / "config.json"
-    config = json.loads(path.read_text())
-    config.update(fields)
-    path.write_text(json.dumps(config))
-    return d
-
-
 def test_same_name_twice_never_overwrites(pair: tuple[Daemon, Daemon], short_tmp: Path) -> None:
     alice, bob = pair
     first = make_file(short_tmp / "notes.txt", 100, seed=1)
@@ -126,7 +117,7 @@ def test_same_name_twice_never_overwrites(pair: tuple[Daemon, Daemon], short_tmp
 def test_decline_and_cancel_leave_no_partial_files(
     make_daemon: MakeDaemon, short_tmp: Path
 ) -> None:
-    alice = configure(make_daemon("alice", start=False), max_send_rate=4 << 20).start()
+    alice = make_daemon("alice", start=False).configure(max_send_rate=4 << 20).start()
     bob = make_daemon("bob")
     befriend(alice, bob)
     src = make_file(short_tmp / "big.bin", 64 << 20)
@@ -160,7 +151,7 @@ def test_kill9_during_transfer_resumes_and_completes_verified(
     """Kill -9 one side at a random point of the transfer, restart it: the transfer continues
     from the last verified checkpoint (not from zero) and the file arrives intact."""
     rate = 12 << 20
-    alice = configure(make_daemon("alice", start=False), max_send_rate=rate).start()
+    alice = make_daemon("alice", start=False).configure(max_send_rate=rate).start()
     bob = make_daemon("bob")
     befriend(alice, bob)
     size = 48 << 20
@@ -188,7 +179,7 @@ def test_kill9_during_transfer_resumes_and_completes_verified(
 
 def test_auto_accept_up_to_the_configured_size(make_daemon: MakeDaemon, short_tmp: Path) -> None:
     alice = make_daemon("alice")
-    bob = configure(make_daemon("bob", start=False), auto_accept_max_bytes=1 << 20).start()
+    bob = make_daemon("bob", start=False).configure(auto_accept_max_bytes=1 << 20).start()
     befriend(alice, bob)
     small = make_file(short_tmp / "small.txt", 1 << 20)
     large = make_file(short_tmp / "large.bin", (1 << 20) + 1)
@@ -239,8 +230,8 @@ def test_libp2p_stream_path_and_resume_when_direct_is_off(
 ) -> None:
     """With direct connections off (or impossible), bytes travel inside the libp2p connection;
     the transfer says so, and still resumes after the receiver is killed."""
-    alice = configure(make_daemon("alice", start=False), max_send_rate=4 << 20).start()
-    bob = configure(make_daemon("bob", start=False), direct_transfers=False).start()
+    alice = make_daemon("alice", start=False).configure(max_send_rate=4 << 20).start()
+    bob = make_daemon("bob", start=False).configure(direct_transfers=False).start()
     befriend(alice, bob)
     src = make_file(short_tmp / "stream.bin", 12 << 20, seed=3)
     tid = send_and_accept(alice, bob, src)
@@ -288,9 +279,9 @@ def small_disk(short_tmp: Path) -> Any:
 def test_disk_full_up_front_and_during_the_transfer(
     make_daemon: MakeDaemon, short_tmp: Path, small_disk: Path
 ) -> None:
-    alice = configure(make_daemon("alice", start=False), max_send_rate=8 << 20).start()
+    alice = make_daemon("alice", start=False).configure(max_send_rate=8 << 20).start()
     incoming = small_disk / "incoming"
-    bob = configure(make_daemon("bob", start=False), incoming_dir=str(incoming)).start()
+    bob = make_daemon("bob", start=False).configure(incoming_dir=str(incoming)).start()
     befriend(alice, bob)
 
     # Up front: the file cannot fit, so accepting says so and changes nothing.
