@@ -478,18 +478,8 @@ class Chat:
                 reply = await self._on_friend_frame(peer, frame)
                 await stream.write(wire.encode(reply))
             await _finish(stream)
-        except wire.FrameError as exc:
-            log.warning("closing friend stream from %s: %s", short(peer), exc)
-            await _refuse(stream, wire.REFUSED_BAD_FRAME, str(exc))
-        except trio.TooSlowError:
-            log.info("friend stream from %s timed out", short(peer))
-            await _reset(stream)
-        except DatabaseError as exc:
-            log.error("could not store friend frame from %s: %s", short(peer), exc)
-            await _reset(stream)
         except Exception as exc:
-            _log_stream_failure(exc, "friend stream from %s failed", peer)
-            await _reset(stream)
+            await end_failed_stream(stream, exc, "friend", peer)
 
     async def _on_friend_frame(self, peer: str, frame: wire.Frame) -> wire.Frame:
         if peer == self.me:
@@ -688,6 +678,23 @@ def _action_error_text(action: UserAction, contact: Contact) -> str:
     if action in (UserAction.ACCEPT, UserAction.DECLINE):
         return f"there is no pending friend request from {who}"
     return f"cannot {action.value} {who} ({contact.state.value})"
+
+
+async def end_failed_stream(stream: INetStream, exc: Exception, kind: str, peer: str) -> None:
+    """End a one-frame (notice) stream that failed: a bad frame is answered
+    ``refused``/``bad_frame``; a timeout, a storage error (the peer retries) or anything else
+    resets it. Each is logged at its own level."""
+    if isinstance(exc, wire.FrameError):
+        log.warning("closing %s stream from %s: %s", kind, short(peer), exc)
+        await _refuse(stream, wire.REFUSED_BAD_FRAME, str(exc))
+        return
+    if isinstance(exc, trio.TooSlowError):
+        log.info("%s stream from %s timed out", kind, short(peer))
+    elif isinstance(exc, DatabaseError):
+        log.error("could not store %s frame from %s: %s", kind, short(peer), exc)
+    else:
+        _log_stream_failure(exc, f"{kind} stream from %s failed", peer)
+    await _reset(stream)
 
 
 async def _read_one_frame(stream: INetStream) -> wire.Frame:

@@ -46,6 +46,7 @@ from p2pchat.chat import (
     _read_one_frame,
     _refuse,
     _reset,
+    end_failed_stream,
     now_ms,
     short,
 )
@@ -473,18 +474,8 @@ class TransferManager:
                     raise wire.FrameError(f"unexpected {type(frame).__name__} on file stream")
                 await stream.write(wire.encode(reply))
             await _finish(stream)
-        except wire.FrameError as exc:
-            log.warning("closing file stream from %s: %s", short(peer), exc)
-            await _refuse(stream, wire.REFUSED_BAD_FRAME, str(exc))
-        except trio.TooSlowError:
-            log.info("file stream from %s timed out", short(peer))
-            await _reset(stream)
-        except DatabaseError as exc:
-            log.error("could not store file frame from %s: %s", short(peer), exc)
-            await _reset(stream)
         except Exception as exc:
-            _log_stream_failure(exc, "file stream from %s failed", peer)
-            await _reset(stream)
+            await end_failed_stream(stream, exc, "file", peer)
 
     async def _on_offer(self, peer: str, frame: wire.FileOffer) -> wire.Frame:
         # Everything under one lock per peer's offers, so concurrent offers (a repeat of the
