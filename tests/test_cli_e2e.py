@@ -220,6 +220,14 @@ def test_file_transfer_through_the_cli(make_daemon: object) -> None:
     befriend(alice, bob)
     src = alice.home / "holiday photos.tar"
     src.write_bytes(os.urandom(3 << 20))
+    watcher = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "--home", str(bob.home), "transfers", "--watch"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(1.0)  # let it subscribe
     sender = subprocess.Popen(
         [
             sys.executable,
@@ -252,6 +260,10 @@ def test_file_transfer_through_the_cli(make_daemon: object) -> None:
         if sender.poll() is None:
             sender.kill()
     assert sender.returncode == 0, stderr
+    watcher.terminate()
+    watched, _ = watcher.communicate(timeout=10)
+    assert "offers holiday photos.tar" in watched and "accept-file" in watched
+    assert "completed" in watched and "verified" in watched
     assert "completed" in stdout and "verified" in stdout
     assert "waiting for the friend to accept" in stderr
     received = bob.home / "incoming" / "holiday photos.tar"

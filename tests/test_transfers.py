@@ -307,3 +307,20 @@ def test_disk_full_up_front_and_during_the_transfer(
     assert wait_state(alice, tid, "failed")["error"]
     filler.unlink()
     assert (bob.call("status"))["peer_id"] == bob.peer_id
+
+
+def test_dropped_connection_resumes_by_itself(make_daemon: MakeDaemon, short_tmp: Path) -> None:
+    """Closing the connection mid-transfer (as a network drop would) loses nothing: the
+    daemons reconnect and the receiver asks for the rest. (Over the libp2p stream path: a
+    direct data connection does not even notice the libp2p connection closing.)"""
+    alice = make_daemon("alice", start=False).configure(max_send_rate=8 << 20).start()
+    bob = make_daemon("bob", start=False).configure(direct_transfers=False).start()
+    befriend(alice, bob)
+    src = make_file(short_tmp / "drop.bin", 24 << 20, seed=11)
+    tid = send_and_accept(alice, bob, src)
+    wait_for(lambda: transfer(bob, tid)["bytes"] >= 8 << 20, timeout=30, what="progress")
+    bob.call("peers.disconnect", peer_id=alice.peer_id)
+    done = wait_state(bob, tid, "completed", timeout=60)
+    assert digest(Path(done["path"])) == digest(src)
+    sessions = [line for line in alice.log_text().splitlines() if "sending drop.bin" in line]
+    assert len(sessions) >= 2, sessions
