@@ -261,12 +261,14 @@ class Chat:
             async with lock:
                 yield
         finally:
+            # Only our own lock: a cancelled waiter must not drop a newer one someone holds.
             if (
                 peer not in self._contacts
+                and self._locks.get(peer) is lock
                 and not lock.locked()
                 and lock.statistics().tasks_waiting == 0
             ):
-                self._locks.pop(peer, None)
+                del self._locks[peer]
 
     async def _apply(self, peer: str, step: Step, **fields: Any) -> Contact | None:
         """Persist a transition's new state (caller holds the peer's lock)."""

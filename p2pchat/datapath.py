@@ -29,10 +29,16 @@ class Readable(Protocol):
 
 
 class Progress:
-    """Byte counter shared between a pump thread (writer) and the trio side (reader)."""
+    """Counters shared between a pump thread (writer) and the trio side (reader).
+
+    ``bytes``: file bytes through whole records (sent, or verified and written). ``wire``:
+    every byte moved on the connection, partial records included, which is what the stall
+    watchdogs watch, so that a slow link that moves a record in more than the stall timeout
+    still counts as alive."""
 
     def __init__(self, start: int) -> None:
         self.bytes = start
+        self.wire = 0
 
 
 MIN_PACED_CHUNK = 16 << 10
@@ -146,7 +152,7 @@ def send_records(
     record = bytearray(HEADER_BYTES + MAX_RECORD)
     record_view = memoryview(record)
     chunk_view = record_view[HEADER_BYTES : HEADER_BYTES + chunk_size]
-    sock.sendall(sealer.hello())
+    _send_full(sock, memoryview(sealer.hello()), progress)
     while sealer.offset < size:
         want = min(chunk_size, size - sealer.offset)
         got = _read_full(source, chunk_view[:want])
@@ -159,7 +165,7 @@ def send_records(
                 raise ConnectionError("stopped")
             time.sleep(min(wait, 0.25))
             wait -= 0.25
-        sock.sendall(record_view[:n])
+        _send_full(sock, record_view[:n], progress)
         progress.bytes = sealer.offset
     sock.shutdown(socket.SHUT_WR)
 
@@ -183,10 +189,10 @@ def receive_records(
     # Hashing stays on this thread: a separate hashing thread measured no faster on two
     # cores (both were busy anyway) and added GIL hand-offs that the event loop then waits on.
     while not opener.done:
-        _recv_full(sock, header_view)
+        _recv_full(sock, header_view, progress)
         length = opener.record_length(header_view)
         record_view = buffer[:length]
-        _recv_full(sock, record_view)
+        _recv_full(sock, record_view, progress)
         offset = opener.offset
         # Opened in place (the plaintext overwrites its ciphertext): one copy fewer.
         n = opener.open_into(record_view, record_view)
@@ -214,14 +220,25 @@ def _read_full(source: Readable, view: memoryview) -> int:
     return got
 
 
-def _recv_full(sock: socket.socket, view: memoryview) -> None:
+def _recv_full(sock: socket.socket, view: memoryview, progress: Progress) -> None:
+    """Fill ``view``. The socket's timeout bounds each call, not the whole record."""
     got = 0
     while got < len(view):
-        # MSG_WAITALL: one call per record instead of one per socket-buffer's worth.
-        n = sock.recv_into(view[got:], 0, socket.MSG_WAITALL)
+        n = sock.recv_into(view[got:])
         if n == 0:
             raise ConnectionError("the data connection ended early")
         got += n
+        progress.wire += n
+
+
+def _send_full(sock: socket.socket, view: memoryview, progress: Progress) -> None:
+    """Send all of ``view``. Not ``sendall``, whose timeout bounds the whole record: on a
+    slow link a 1 MiB record may take longer than that and still be moving."""
+    sent = 0
+    while sent < len(view):
+        n = sock.send(view[sent:])
+        sent += n
+        progress.wire += n
 
 
 def _write_full(fd: int, view: memoryview, offset: int) -> None:

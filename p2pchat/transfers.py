@@ -88,7 +88,9 @@ MAX_PENDING_DATA_CONNECTIONS: Final = 16
 MAX_PUMP_THREADS: Final = 16
 MAX_NAME_TRIES: Final = 10_000
 STALL_TIMEOUT: Final = 30.0
-"""Default: a data session that moves no record for this long is abandoned (and retried)."""
+"""Default: a data session that moves less than ``STALL_MIN_BYTES`` in this long is
+abandoned (and retried): a slow link is fine, a trickle that only holds the session is not."""
+STALL_MIN_BYTES: Final = 4096
 MAX_OPEN_OFFERS_PER_PEER: Final = 100
 DISK_MARGIN: Final = 16 * 1024 * 1024
 """Free space kept beyond an incoming file's size when accepting it."""
@@ -193,6 +195,24 @@ def _unlink_and_sync_dir(path: Path | None, directory: Path) -> None:
         os.close(dir_fd)
 
 
+def _link_no_replace(part: Path, final: Path) -> None:
+    """Make ``final`` name the verified partial file, failing if ``final`` exists.
+
+    A hard link is atomic and never replaces anything. Filesystems without hard links
+    (FAT, some network and FUSE mounts) get an exclusive placeholder instead, which the
+    partial file then replaces: still never someone else's file."""
+    try:
+        os.link(part, final)
+        return
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
+            raise
+    os.close(os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    os.replace(part, final)
+
+
 def _publication_state(part: Path | None, final: Path) -> str:
     """Where an interrupted publication got to: "linked" (both names point at one file),
     "renamed" (only the final name exists) or "not begun"."""
@@ -285,8 +305,14 @@ class TransferManager:
             async with lock:
                 yield
         finally:
-            if not lock.locked() and lock.statistics().tasks_waiting == 0:
-                self._locks.pop(key, None)
+            # Only our own lock, and only when nobody holds or waits for it: a waiter that
+            # was cancelled must not drop a newer lock someone else holds.
+            if (
+                self._locks.get(key) is lock
+                and not lock.locked()
+                and lock.statistics().tasks_waiting == 0
+            ):
+                del self._locks[key]
 
     async def _apply(
         self, tid: bytes, event: TEvent, *, reason: str = "", durable: bool = True, **fields: Any
@@ -364,14 +390,19 @@ class TransferManager:
         if not os.path.isabs(path):
             raise ApiError("invalid_params", f"the path must be absolute: {path!r}")
         try:
+            path.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ApiError(
+                "file_error",
+                f"cannot send {path!r}: its path is not valid UTF-8 (rename the file)",
+            ) from None
+        try:
             digest, size, mtime_ns = await trio.to_thread.run_sync(hash_file, path)
         except (OSError, SourceChanged) as exc:
             raise ApiError("file_error", f"cannot send {path}: {_os_reason(exc)}") from None
         if size > wire.MAX_FILE_SIZE:
             raise ApiError("too_large", f"{path} is larger than {wire.MAX_FILE_SIZE} bytes")
-        # A name that is not valid UTF-8 (possible on Linux) travels with U+FFFD in its place.
-        base = os.path.basename(path).encode("utf-8", "surrogateescape")
-        name = filenames.sanitize(base.decode("utf-8", "replace"))
+        name = filenames.sanitize(os.path.basename(path))
         now = now_ms()
         t = Transfer(
             tid=os.urandom(wire.TRANSFER_ID_BYTES),
@@ -566,11 +597,6 @@ class TransferManager:
                 await stream.write(wire.encode(end))
                 await _finish(stream)
                 return
-            old = self._sending.get(t.tid)
-            sessions = sum(1 for tid in self._sending if self._transfers[tid].peer_id == peer)
-            if old is None and sessions >= MAX_SESSIONS_PER_PEER:
-                await _refuse(stream, wire.REFUSED_BUSY, "too many transfers at once")
-                return
             try:
                 source = await trio.to_thread.run_sync(_open_source, t)
             except (OSError, SourceChanged) as exc:
@@ -580,11 +606,24 @@ class TransferManager:
                 await stream.write(wire.encode(end))
                 await _finish(stream)
                 return
+            try:
+                # The sender's "active" is informational (the receiver drives): no fsync.
+                await self._apply(
+                    t.tid, TEvent.DATA_REQUESTED, durable=False, done_bytes=get.offset
+                )
+            except BaseException:
+                source.close()
+                raise
+            # From here to the registration nothing awaits, so the count is exact.
+            old = self._sending.get(t.tid)
+            sessions = sum(1 for tid in self._sending if self._transfers[tid].peer_id == peer)
+            if old is None and sessions >= MAX_SESSIONS_PER_PEER:
+                source.close()
+                await _refuse(stream, wire.REFUSED_BUSY, "too many transfers at once")
+                return
             if old is not None:
                 old.cancel()  # the receiver restarted the session: this one replaces it
             self._sending[t.tid] = scope
-            # The sender's "active" is informational (the receiver drives): no fsync for it.
-            await self._apply(t.tid, TEvent.DATA_REQUESTED, durable=False, done_bytes=get.offset)
         with scope, source:
             try:
                 await self._send_session(stream, t, get, source)
@@ -688,6 +727,7 @@ class TransferManager:
             if waited.cancelled_caught:
                 raise ConnectionError(f"no data moved for {self.config.stall_timeout:g} s")
             progress.bytes = sealer.offset
+            progress.wire += n
         if isinstance(stream, NetStream):
             await stream.close_write()
 
@@ -742,7 +782,7 @@ class TransferManager:
         try:
             async with self._locked(tid):
                 await self._apply(tid, TEvent.FAILED, reason=reason)
-        except (DatabaseError, OSError) as exc:
+        except Exception as exc:  # this is the last resort: never let it escape
             log.error("could not record that transfer %s failed (%s): %s", tid.hex(), reason, exc)
 
     async def _receive_session(self, tid: bytes) -> None:
@@ -764,6 +804,13 @@ class TransferManager:
             await trio.to_thread.run_sync(os.fsync, fd)
         finally:
             os.close(fd)
+        # Everything is in and on disk. From here a failure (e.g. publishing) is no progress,
+        # so the retry backs off instead of re-reading the file at once, again and again.
+        self._progress.pop(tid, None)
+        if t.done_bytes != t.size:
+            updated = await self.store.update(tid, now_ms(), done_bytes=t.size, durable=False)
+            if updated is not None:
+                self._transfers[tid] = updated
         if hasher.digest() != t.hash:
             raise TransferFailed("the received file does not match the offered hash")
         await self._publish(t, part)
@@ -790,7 +837,7 @@ class TransferManager:
                 if updated is not None:
                     self._transfers[t.tid] = updated
                 try:
-                    await trio.to_thread.run_sync(os.link, part, final)
+                    await trio.to_thread.run_sync(_link_no_replace, part, final)
                 except FileExistsError:
                     continue
                 break
@@ -909,6 +956,7 @@ class TransferManager:
                 data = await read_some(stream, 256 * 1024)
             if waited.cancelled_caught:
                 raise ConnectionError(f"no data for {self.config.stall_timeout:g} s")
+            progress.wire += len(data)
             if not data:
                 raise ConnectionError("the data stream ended early")
             offset = opener.offset
@@ -928,12 +976,12 @@ class TransferManager:
         offset never runs ahead of what is on disk. Also watch the free space, so that a disk
         filling up (by this transfer or anything else) ends the transfer before a write fails
         halfway. And give up on a session that moves no record for the stall timeout."""
-        last_bytes, last_change = progress.bytes, time.monotonic()
+        last_moved, last_change = progress.wire, time.monotonic()
         while True:
             await trio.sleep(CHECKPOINT_INTERVAL)
             written = progress.bytes
-            if written != last_bytes:
-                last_bytes, last_change = written, time.monotonic()
+            if progress.wire - last_moved >= STALL_MIN_BYTES:
+                last_moved, last_change = progress.wire, time.monotonic()
             elif time.monotonic() - last_change > self.config.stall_timeout:
                 raise ConnectionError(f"no data for {self.config.stall_timeout:g} s")
             t = self._transfers.get(tid)
@@ -1187,13 +1235,13 @@ def _stop(stop: threading.Event, sock: socket.socket) -> None:
 
 
 async def _watch_stall(progress: Progress, timeout: float) -> None:
-    """Raise if ``progress`` stands still for ``timeout`` (a peer that keeps a session open
-    but moves nothing, or a trickle of less than one record per ``timeout``)."""
-    last_bytes, last_change = progress.bytes, time.monotonic()
+    """Raise if fewer than ``STALL_MIN_BYTES`` move on the wire in ``timeout`` (a peer that
+    keeps a session open but moves nothing, or only a trickle)."""
+    last_moved, last_change = progress.wire, time.monotonic()
     while True:
         await trio.sleep(1.0)
-        if progress.bytes != last_bytes:
-            last_bytes, last_change = progress.bytes, time.monotonic()
+        if progress.wire - last_moved >= STALL_MIN_BYTES:
+            last_moved, last_change = progress.wire, time.monotonic()
         elif time.monotonic() - last_change > timeout:
             raise ConnectionError(f"no data moved for {timeout:g} s")
 

@@ -3,6 +3,7 @@ helpers of p2pchat.transfers (no daemon)."""
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import threading
@@ -154,3 +155,63 @@ def test_publication_states(tmp_path: Path) -> None:
     other = tmp_path / ".other.part"
     other.write_bytes(b"data")
     assert _publication_state(other, final) == "not begun"  # a different file of that name
+
+
+def test_link_no_replace_falls_back_where_hard_links_are_missing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from p2pchat import transfers
+
+    part, final = tmp_path / ".a.part", tmp_path / "a"
+    part.write_bytes(b"verified")
+    final.write_bytes(b"someone else's")
+    with pytest.raises(FileExistsError):
+        transfers._link_no_replace(part, final)
+    assert final.read_bytes() == b"someone else's"
+
+    def no_links(src: object, dst: object) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(transfers.os, "link", no_links)
+    with pytest.raises(FileExistsError):
+        transfers._link_no_replace(part, final)  # the placeholder is exclusive too
+    assert final.read_bytes() == b"someone else's"
+    other = tmp_path / "b"
+    transfers._link_no_replace(part, other)
+    assert other.read_bytes() == b"verified" and not part.exists()
+
+
+async def test_stall_watchdog_tolerates_slow_links_not_trickles() -> None:
+    import trio
+
+    from p2pchat.transfers import STALL_MIN_BYTES, _watch_stall
+
+    slow = datapath.Progress(0)
+
+    async def slow_link() -> None:
+        while True:
+            await trio.sleep(0.5)
+            slow.wire += STALL_MIN_BYTES  # well under a record per timeout, but moving
+
+    with trio.move_on_after(4.5) as kept_alive:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(slow_link)
+            await _watch_stall(slow, 2.0)
+    assert kept_alive.cancelled_caught
+
+    trickle = datapath.Progress(0)
+
+    async def trickling() -> None:
+        while True:
+            await trio.sleep(0.5)
+            trickle.wire += 1
+
+    stalled: list[BaseException] = []
+    with trio.fail_after(6):
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(trickling)
+                await _watch_stall(trickle, 2.0)
+        except* ConnectionError as group:
+            stalled.extend(group.exceptions)
+    assert stalled and "no data moved for 2 s" in str(stalled[0])
