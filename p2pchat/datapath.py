@@ -105,8 +105,8 @@ class WriteBehind:
     window's unwritten extents must be converted; so partial files are not preallocated.)
     """
 
-    WINDOW = 8 << 20
-    LAG = 1
+    WINDOW = 4 << 20
+    LAG = 2
 
     def __init__(self, fd: int, offset: int) -> None:
         self._fd = fd
