@@ -178,7 +178,6 @@ REFUSED_BAD_FRAME: Final = "bad_frame"
 REFUSED_FULL: Final = "full"
 REFUSED_BUSY: Final = "busy"
 REFUSED_UNKNOWN: Final = "unknown_transfer"
-REFUSED_ENDED: Final = "transfer_ended"
 
 
 # --- encoding ----------------------------------------------------------------------------
