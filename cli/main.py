@@ -144,6 +144,7 @@ def cmd_status(home: Path, args: argparse.Namespace) -> int:
     out(f"friends online:   {st.get('friends_online', 0)} of {st.get('friends', 0)}")
     out(f"pending requests: {st.get('pending_requests', 0)}")
     out(f"outbox:           {st.get('outbox', 0)} message(s) waiting for delivery")
+    out(f"transfers:        {st.get('transfers_active', 0)} open (see: p2pchat transfers)")
     out(f"home:             {st.get('home') or home}")
     addrs = st.get("listen_addrs") or []
     out("listening on:" + ("     (nothing)" if not addrs else ""))

@@ -184,4 +184,5 @@ class Node:
             "pending_requests": sum(1 for c in contacts if c.state is ContactState.INCOMING),
             "outbox": sum(outbox.values()),
             "connections": len(self.network.connected_peers()) if self.network else 0,
+            "transfers_active": self.files.active_count() if self.files else 0,
         }

@@ -370,6 +370,10 @@ class TransferManager:
             raise ApiError("ambiguous", f"several transfers start with {query!r}; type more")
         return matches[0]
 
+    def active_count(self) -> int:
+        """Transfers not finished yet (offers waiting for a decision included)."""
+        return sum(1 for t in self._transfers.values() if t.state not in TERMINAL)
+
     def list_json(self) -> list[dict[str, Any]]:
         return [transfer_json(self._live(t)) for t in self._transfers.values()]
 

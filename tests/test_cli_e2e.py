@@ -254,6 +254,7 @@ def test_file_transfer_through_the_cli(make_daemon: object) -> None:
         )
         assert "offered" in listing and "<- alice" in listing
         tid = listing.splitlines()[1].split()[0]
+        assert json.loads(ok(cli(bob.home, "status", "--json")))["transfers_active"] == 1
         assert "accepted holiday photos.tar" in ok(cli(bob.home, "accept-file", tid[:6]))
         stdout, stderr = sender.communicate(timeout=60)
     finally:
@@ -268,6 +269,7 @@ def test_file_transfer_through_the_cli(make_daemon: object) -> None:
     assert "waiting for the friend to accept" in stderr
     received = bob.home / "incoming" / "holiday photos.tar"
     assert received.read_bytes() == src.read_bytes()
+    assert "transfers:        0 open" in ok(cli(bob.home, "status"))
     listed = json.loads(ok(cli(alice.home, "transfers", "--json")))["transfers"]
     assert [t["state"] for t in listed] == ["completed"]
     result = cli(bob.home, "cancel-file", tid)
