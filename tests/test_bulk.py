@@ -152,3 +152,15 @@ def test_sealer_refuses_misuse() -> None:
 
 def test_preferred_suite_is_known() -> None:
     assert bulk.preferred_suite() in ("aes-256-gcm", "chacha20-poly1305")
+
+
+def test_documented_example_records() -> None:
+    """The worked example in docs/PROTOCOL.md §10, byte for byte."""
+    sealer = RecordSealer("aes-256-gcm", bytes(32), b"\x01" * 16, 0)
+    hello = sealer.hello()
+    out = bytearray(100)
+    n = sealer.seal_into(memoryview(b"hi"), memoryview(out))
+    assert hello.hex() == "00000020cfa6413c4c616a6f064fc4d2bbf29c192e49d4f3f5104f8919ab019e1f0bd961"
+    assert bytes(out[:n]).hex() == "0000001241a8a255ae879cdcf7e955ceebfae3f61cca"
+    opener = RecordOpener("aes-256-gcm", bytes(32), b"\x01" * 16, 0, 2)
+    assert opener.feed(hello + bytes(out[:n])) == [b"hi"]
