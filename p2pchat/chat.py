@@ -178,6 +178,7 @@ class Chat:
         self._inbound = StreamBudget(MAX_INBOUND_STREAMS_PER_PEER, MAX_STRANGER_STREAMS)
         self._nursery: trio.Nursery | None = None
         self._connection_listeners: list[Callable[[str, bool], None]] = []
+        self._unfriend_listeners: list[Callable[[str], None]] = []
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -211,6 +212,14 @@ class Chat:
             self._links[peer] = link
             self._nursery.start_soon(link.run, name=f"peer-link-{short(peer)}")
         link.wake()
+
+    def add_unfriend_listener(self, listener: Callable[[str], None]) -> None:
+        """Also tell ``listener`` (peer) whenever a friendship ends, by either side."""
+        self._unfriend_listeners.append(listener)
+
+    def _friendship_ended(self, peer: str) -> None:
+        for listener in self._unfriend_listeners:
+            listener(peer)
 
     def add_connection_listener(self, listener: Callable[[str, bool], None]) -> None:
         """Also tell ``listener`` (peer, up) whenever a connection opens or closes."""
@@ -285,9 +294,12 @@ class Chat:
                         link.network_changed()
                 return updated
             return current
+        was_friend = current is not None and current.state is ContactState.FRIEND
         if step.state == DELETE:
             await self.store.delete_contact(peer)
             self._contacts.pop(peer, None)
+            if was_friend:
+                self._friendship_ended(peer)
             return None
         state = step.state if isinstance(step.state, ContactState) else None
         if state is None:
@@ -297,7 +309,8 @@ class Chat:
             peer, state=state, notice=step.notice, now=now_ms(), **fields
         )
         self._contacts[peer] = contact
-        was_friend = current is not None and current.state is ContactState.FRIEND
+        if was_friend and state is not ContactState.FRIEND:
+            self._friendship_ended(peer)
         if state is ContactState.FRIEND and not was_friend and self.is_online(peer):
             # Already connected when the friendship began: online from now on.
             self.events.publish("friend.online", contact=self.contact_json(contact))

@@ -42,6 +42,7 @@ class TEvent(StrEnum):
     PEER_CANCELLED = "peer_cancelled"
     PEER_COMPLETED = "peer_completed"
     PEER_FAILED = "peer_failed"
+    UNFRIENDED = "unfriended"  # the friendship ended (either side): nothing more can move
 
 
 USER_EVENTS: Final = frozenset({TEvent.USER_ACCEPT, TEvent.USER_DECLINE, TEvent.USER_CANCEL})
@@ -83,6 +84,10 @@ TABLE: Final[dict[tuple[Direction, TState, TEvent], Transition]] = {
     **{(_IN, s, _E.FAILED): Transition(_S.FAILED, "failed", True) for s in _OPEN_IN},
     **{(_IN, s, _E.PEER_CANCELLED): Transition(_S.CANCELLED, None, True) for s in _OPEN_IN},
     **{(_IN, s, _E.PEER_FAILED): Transition(_S.FAILED, None, True) for s in _OPEN_IN},
+    # Not friends any more: the peer may no longer ask for data or offer it, and is not told
+    # (it cannot be reached on the file protocol; its own daemon ends its side the same way).
+    **{(_OUT, s, _E.UNFRIENDED): Transition(_S.CANCELLED) for s in _OPEN_OUT},
+    **{(_IN, s, _E.UNFRIENDED): Transition(_S.CANCELLED, None, True) for s in _OPEN_IN},
 }
 
 PEER_OUTCOME_EVENTS: Final = {

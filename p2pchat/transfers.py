@@ -63,6 +63,7 @@ from p2pchat.events import EventBus
 from p2pchat.net import read_some
 from p2pchat.store import ContactState
 from p2pchat.transfer_state import (
+    PEER_EVENTS,
     PEER_OUTCOME_EVENTS,
     TERMINAL,
     Direction,
@@ -262,10 +263,14 @@ class TransferManager:
             self._transfers[t.tid] = t
         self.chat.net.set_handler(wire.FILE_PROTOCOL, self.chat._budgeted("file", self._serve))
         self.chat.add_connection_listener(self._connection_changed)
+        self.chat.add_unfriend_listener(self._unfriended)
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            for peer in {t.peer_id for t in self._transfers.values() if t.state not in TERMINAL}:
+                if not self.chat._is_friend(peer):  # the friendship ended while we were down
+                    nursery.start_soon(self._end_with, peer)
             for peer in {t.peer_id for t in self._transfers.values() if self._wants_link(t)}:
                 self._ensure_link(peer)
             nursery.start_soon(self._report_progress)
@@ -284,6 +289,21 @@ class TransferManager:
             self._links[peer] = link
             self._nursery.start_soon(link.run, name=f"file-link-{short(peer)}")
         link.wake()
+
+    def _unfriended(self, peer: str) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(self._end_with, peer)
+
+    async def _end_with(self, peer: str) -> None:
+        """End every open transfer with ``peer``, who is no longer a friend."""
+        for t in [t for t in self._transfers.values() if t.peer_id == peer]:
+            if t.state in TERMINAL:
+                continue
+            try:
+                async with self._locked(t.tid):
+                    await self._apply(t.tid, TEvent.UNFRIENDED, reason="no longer friends")
+            except Exception as exc:  # retried at the next start; never stops the manager
+                log.error("could not end transfer %s with %s: %s", t.id_hex, short(peer), exc)
 
     def _connection_changed(self, peer: str, up: bool) -> None:
         link = self._links.get(peer)
@@ -328,8 +348,10 @@ class TransferManager:
         if tr.notify is not None:
             fields["notice"] = tr.notify
             fields["notice_reason"] = clip_utf8(reason)
-        if tr.state is TState.FAILED and reason:
-            fields.setdefault("error", reason)
+        if reason and (
+            tr.state is TState.FAILED or event in PEER_EVENTS or event is TEvent.UNFRIENDED
+        ):
+            fields.setdefault("error", reason)  # why it ended, when the user did not do it
         if tr.drop_partial and t.part_path:
             await trio.to_thread.run_sync(_unlink_quietly, t.part_path)
             fields["part_path"] = None

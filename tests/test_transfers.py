@@ -324,3 +324,25 @@ def test_dropped_connection_resumes_by_itself(make_daemon: MakeDaemon, short_tmp
     assert digest(Path(done["path"])) == digest(src)
     sessions = [line for line in alice.log_text().splitlines() if "sending drop.bin" in line]
     assert len(sessions) >= 2, sessions
+
+
+def test_ending_the_friendship_ends_open_transfers(
+    make_daemon: MakeDaemon, short_tmp: Path
+) -> None:
+    """Once two daemons are no longer friends nothing can move between them, so their open
+    transfers end (cancelled, saying why) on both sides, and no partial file is left."""
+    alice = make_daemon("alice", start=False).configure(max_send_rate=4 << 20).start()
+    bob = make_daemon("bob")
+    befriend(alice, bob)
+    src = make_file(short_tmp / "big.bin", 32 << 20)
+    active = send_and_accept(alice, bob, src)
+    wait_for(lambda: transfer(bob, active)["bytes"] > 0, what="bytes to flow")
+    offered = str(alice.call("files.send", friend="bob", path=str(src))["transfer"]["id"])
+    wait_state(bob, offered, "offered")
+    bob.call("friends.remove", friend="alice")
+    for daemon in (bob, alice):
+        for tid in (active, offered):
+            ended = wait_state(daemon, tid, "cancelled")
+            assert ended["error"] == "no longer friends", (daemon.name, ended)
+    assert incoming_files(bob) == []
+    assert alice.call("status")["transfers_active"] == 0
