@@ -830,6 +830,8 @@ class TransferManager:
             await trio.to_thread.run_sync(os.fsync, fd)
         finally:
             os.close(fd)
+        if self._transfers[tid].state is not TState.ACTIVE:
+            return  # it ended while we pulled (the sender said so): nothing to finish
         # Everything is in and on disk. From here a failure (e.g. publishing) is no progress,
         # so the retry backs off instead of re-reading the file at once, again and again.
         self._progress.pop(tid, None)

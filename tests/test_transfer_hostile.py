@@ -370,3 +370,31 @@ async def test_a_silent_sender_is_dropped_and_retried(make_daemon: MakeDaemon) -
                 await trio.sleep(0.1)
         assert (await wait_transfer(alice, tid, "active"))["bytes"] == 0
     await trio.to_thread.run_sync(partial(wait_for, lambda: "no data for 2 s" in alice.log_text()))
+
+
+async def test_sender_answering_that_the_transfer_ended_is_believed(
+    make_daemon: MakeDaemon,
+) -> None:
+    """A data request answered with file-end (the sender cancelled meanwhile) ends the
+    transfer as the sender says, removes the partial file, and asks no more."""
+    alice = await trio.to_thread.run_sync(make_daemon, "alice")
+    eve = FakeFriend()
+
+    async def on_get(stream: INetStream, get: wire.FileGet) -> None:
+        await stream.write(wire.encode(wire.FileEnd(get.tid, "cancelled", "changed my mind")))
+        await stream.close()
+
+    eve.on_get = on_get
+    async with running(eve.host):
+        await eve.befriend(alice)
+        tid = os.urandom(16)
+        assert await eve.offer(alice, wire.FileOffer(tid, "gone.bin", 100, bytes(32))) == [
+            wire.Received()
+        ]
+        await wait_transfer(alice, tid, "offered")
+        await call(alice, "files.accept", id=tid.hex())
+        ended = await wait_transfer(alice, tid, "cancelled")
+        assert "changed my mind" in ended["error"] and ended["bytes"] == 0
+        await trio.sleep(1.5)
+        assert len(eve.gets) == 1 and eve.ends == []
+        assert os.listdir(alice.home / "incoming") == []
