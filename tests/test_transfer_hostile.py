@@ -398,3 +398,5 @@ async def test_sender_answering_that_the_transfer_ended_is_believed(
         await trio.sleep(1.5)
         assert len(eve.gets) == 1 and eve.ends == []
         assert os.listdir(alice.home / "incoming") == []
+        after = (await call(alice, "files.list"))["transfers"]
+        assert [(t["state"], t["bytes"]) for t in after] == [("cancelled", 0)]
