@@ -2,8 +2,8 @@
 
 They run on a dedicated, lower-priority thread (``transfers._run_interruptibly``), never on
 the trio loop: the copy, the AEAD and the hashing release the GIL, so a transfer at hundreds of
-MB/s leaves the daemon's event loop (and chat latency) alone. The caller interrupts a pump by shutting its socket down; the
-blocked ``send``/``recv`` then returns and the pump raises.
+MB/s leaves the daemon's event loop (and chat latency) alone. The caller interrupts a pump by
+shutting its socket down; the blocked ``send``/``recv`` then returns and the pump raises.
 
 Record format and checks are in :mod:`p2pchat.bulk`; these functions only do I/O around it.
 """
