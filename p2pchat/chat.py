@@ -20,8 +20,8 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any, Final
 
 import trio
@@ -35,6 +35,7 @@ from p2pchat.db import DatabaseError, DiskFullError
 from p2pchat.events import EventBus
 from p2pchat.friendship import DELETE, Emit, PeerFrame, Reply, Step, UserAction, on_peer, on_user
 from p2pchat.identity import IdentityError, parse_id_or_code
+from p2pchat.locks import KeyedLocks
 from p2pchat.net import Network, read_some, remote_peer
 from p2pchat.ratelimit import RequestLimiter
 from p2pchat.store import (
@@ -171,7 +172,9 @@ class Chat:
         self.name = name
         self.me = network.identity.peer_id
         self._contacts: dict[str, Contact] = {}
-        self._locks: dict[str, trio.Lock] = {}
+        # Contacts keep their lock; strangers' locks are dropped when idle, so strangers
+        # cannot grow this table.
+        self._locks: KeyedLocks[str] = KeyedLocks(keep=lambda peer: peer in self._contacts)
         self._links: dict[str, PeerLink] = {}
         self._conn_count: dict[str, int] = {}
         self._limiter = RequestLimiter(clock)
@@ -261,23 +264,9 @@ class Chat:
 
     # --- applying transitions --------------------------------------------------------------
 
-    @asynccontextmanager
-    async def _locked(self, peer: str) -> AsyncIterator[None]:
-        """Serialise state changes for one peer. Locks of peers we keep no contact for are
-        dropped when free, so strangers cannot grow this table."""
-        lock = self._locks.setdefault(peer, trio.Lock())
-        try:
-            async with lock:
-                yield
-        finally:
-            # Only our own lock: a cancelled waiter must not drop a newer one someone holds.
-            if (
-                peer not in self._contacts
-                and self._locks.get(peer) is lock
-                and not lock.locked()
-                and lock.statistics().tasks_waiting == 0
-            ):
-                del self._locks[peer]
+    def _locked(self, peer: str) -> AbstractAsyncContextManager[None]:
+        """Serialise state changes for one peer."""
+        return self._locks.hold(peer)
 
     async def _apply(self, peer: str, step: Step, **fields: Any) -> Contact | None:
         """Persist a transition's new state (caller holds the peer's lock)."""

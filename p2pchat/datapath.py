@@ -197,7 +197,7 @@ def receive_records(
         # Opened in place (the plaintext overwrites its ciphertext): one copy fewer.
         n = opener.open_into(record_view, record_view)
         if n:
-            _write_full(fd, record_view[:n], offset)
+            write_at(fd, record_view[:n], offset)
             hasher.update(record_view[:n])
             progress.bytes = opener.offset
             behind.wrote_up_to(opener.offset)
@@ -241,7 +241,7 @@ def _send_full(sock: socket.socket, view: memoryview, progress: Progress) -> Non
         progress.wire += n
 
 
-def _write_full(fd: int, view: memoryview, offset: int) -> None:
+def write_at(fd: int, view: memoryview, offset: int) -> None:
     while view:
         n = os.pwrite(fd, view, offset)
         view = view[n:]

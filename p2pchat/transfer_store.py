@@ -26,17 +26,17 @@ class Transfer:
     size: int
     hash: bytes
     state: TState
-    source: str | None  # out: the file being sent
-    mtime_ns: int | None  # out: its modification time when offered
-    part_path: str | None  # in: partial file while active
-    final_path: str | None  # in: the finished file
-    done_bytes: int  # in: verified bytes on disk; out: bytes sent in the latest session
-    data_path: str | None  # "tcp" or "stream": how bytes last flowed
-    error: str
-    notice: str | None
-    notice_reason: str
     created_at: int
     updated_at: int
+    source: str | None = None  # out: the file being sent
+    mtime_ns: int | None = None  # out: its modification time when offered
+    part_path: str | None = None  # in: partial file while active
+    final_path: str | None = None  # in: the finished file
+    done_bytes: int = 0  # in: verified bytes on disk; out: bytes sent in the latest session
+    data_path: str | None = None  # "tcp" or "stream": how bytes last flowed
+    error: str = ""
+    notice: str | None = None  # owed to the peer: OFFER_NOTICE or a file-end outcome
+    notice_reason: str = ""
 
     @property
     def id_hex(self) -> str:

@@ -25,7 +25,8 @@ import socket
 import stat
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any, Final
 
@@ -58,9 +59,11 @@ from p2pchat.datapath import (
     paced_chunk,
     receive_records,
     send_records,
+    write_at,
 )
 from p2pchat.db import DatabaseError
 from p2pchat.events import EventBus
+from p2pchat.locks import KeyedLocks
 from p2pchat.net import read_some
 from p2pchat.store import ContactState
 from p2pchat.transfer_state import (
@@ -145,11 +148,10 @@ def hash_file(path: str) -> tuple[bytes, int, int]:
         before = os.fstat(f.fileno())
         if not stat.S_ISREG(before.st_mode):
             raise SourceChanged(f"{path} is not a regular file")
-        hasher = blake3.blake3()
-        buf = bytearray(1 << 20)
-        view = memoryview(buf)
-        while n := f.readinto(view):
-            hasher.update(view[:n])
+        try:
+            hasher = _hash_prefix(f.fileno(), before.st_size)
+        except ConnectionError:
+            raise SourceChanged(f"{path} shrank while it was being hashed") from None
         after = os.fstat(f.fileno())
     if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
         raise SourceChanged(f"{path} changed while it was being hashed")
@@ -162,7 +164,8 @@ def _require_regular(path: str) -> None:
 
 
 def _hash_prefix(fd: int, length: int) -> Any:
-    """A BLAKE3 hasher over the first ``length`` bytes of ``fd`` (resuming a transfer)."""
+    """A BLAKE3 hasher over the first ``length`` bytes of ``fd`` (a file to offer, or a
+    partial file when resuming); ConnectionError if it is shorter."""
     hasher = blake3.blake3()
     buf = bytearray(1 << 20)
     view = memoryview(buf)
@@ -251,7 +254,8 @@ class TransferManager:
         self._receiving: dict[bytes, trio.CancelScope] = {}
         self._sending: dict[bytes, trio.CancelScope] = {}
         self._progress: dict[bytes, tuple[Progress, float, int]] = {}
-        self._locks: dict[bytes, trio.Lock] = {}
+        # Per transfer (key: its ID) and per peer's offers (key: the peer ID's bytes).
+        self._locks: KeyedLocks[bytes] = KeyedLocks()
         self._nursery: trio.Nursery | None = None
         self._pacer = Pacer(config.max_send_rate)
         # Pump threads hold their thread for a whole session: their own limit, so they can
@@ -320,23 +324,10 @@ class TransferManager:
 
     # --- state changes ---------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def _locked(self, key: bytes) -> AsyncIterator[None]:
+    def _locked(self, key: bytes) -> AbstractAsyncContextManager[None]:
         """Serialise state changes of one transfer (key: its ID), or the offers of one peer
-        (key: its ID's bytes). Idle locks are dropped, so the table stays small."""
-        lock = self._locks.setdefault(key, trio.Lock())
-        try:
-            async with lock:
-                yield
-        finally:
-            # Only our own lock, and only when nobody holds or waits for it: a waiter that
-            # was cancelled must not drop a newer lock someone else holds.
-            if (
-                self._locks.get(key) is lock
-                and not lock.locked()
-                and lock.statistics().tasks_waiting == 0
-            ):
-                del self._locks[key]
+        (key: its ID's bytes)."""
+        return self._locks.hold(key)
 
     async def _apply(
         self, tid: bytes, event: TEvent, *, reason: str = "", durable: bool = True, **fields: Any
@@ -407,7 +398,7 @@ class TransferManager:
         progress = self._progress.get(t.tid)
         if progress is None or t.state is not TState.ACTIVE:
             return t
-        return _with_bytes(t, progress[0].bytes)
+        return _with(t, done_bytes=progress[0].bytes)
 
     async def send_file(self, friend: str, path: str) -> dict[str, Any]:
         contact = self.chat.resolve(friend)
@@ -442,17 +433,11 @@ class TransferManager:
             size=size,
             hash=digest,
             state=TState.OFFERING,
-            source=path,
-            mtime_ns=mtime_ns,
-            part_path=None,
-            final_path=None,
-            done_bytes=0,
-            data_path=None,
-            error="",
-            notice=OFFER_NOTICE,
-            notice_reason="",
             created_at=now,
             updated_at=now,
+            source=path,
+            mtime_ns=mtime_ns,
+            notice=OFFER_NOTICE,
         )
         try:
             await self.store.create(t)
@@ -566,15 +551,6 @@ class TransferManager:
             size=frame.size,
             hash=frame.hash,
             state=TState.OFFERED,
-            source=None,
-            mtime_ns=None,
-            part_path=None,
-            final_path=None,
-            done_bytes=0,
-            data_path=None,
-            error="",
-            notice=None,
-            notice_reason="",
             created_at=now,
             updated_at=now,
         )
@@ -834,8 +810,6 @@ class TransferManager:
             await trio.to_thread.run_sync(os.fsync, fd)
         finally:
             os.close(fd)
-        if self._transfers[tid].state is not TState.ACTIVE:
-            return  # it ended while we pulled (the sender said so): nothing to finish
         # Everything is in and on disk. From here a failure (e.g. publishing) is no progress,
         # so the retry backs off instead of re-reading the file at once, again and again.
         self._progress.pop(tid, None)
@@ -1182,10 +1156,6 @@ def _with(t: Transfer, **fields: Any) -> Transfer:
     return dataclasses.replace(t, **fields)
 
 
-def _with_bytes(t: Transfer, n: int) -> Transfer:
-    return _with(t, done_bytes=n)
-
-
 def _sole(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The one real error inside a nursery's group (cancellations of siblings dropped); a
     group of cancellations only gives its first, which re-raised is still a cancellation."""
@@ -1253,12 +1223,9 @@ def _open_partial(part: Path) -> int:
 
 def _write_chunks(fd: int, offset: int, chunks: list[bytes], hasher: Any) -> None:
     for chunk in chunks:
-        view = memoryview(chunk)
-        while view:
-            n = os.pwrite(fd, view, offset)
-            view = view[n:]
-            offset += n
+        write_at(fd, memoryview(chunk), offset)
         hasher.update(chunk)
+        offset += len(chunk)
 
 
 def _stop(stop: threading.Event, sock: socket.socket) -> None:

@@ -83,6 +83,12 @@ class FakeFriend:
         with trio.fail_after(15):
             await self.accepted.wait()
 
+    async def offer_accepted(self, d: Daemon, offer: wire.FileOffer) -> None:
+        """Offer a file, see the daemon store it, and have its user accept it."""
+        assert await self.offer(d, offer) == [wire.Received()]
+        await wait_transfer(d, offer.tid, "offered")
+        await call(d, "files.accept", id=offer.tid.hex())
+
     async def offer(self, d: Daemon, frame: wire.FileOffer | bytes) -> list[wire.Frame]:
         payload = frame if isinstance(frame, bytes) else wire.encode(frame)
         return await exchange(self.host, d, wire.FILE_PROTOCOL, payload)
@@ -230,9 +236,7 @@ async def test_bad_data_fails_the_transfer_and_leaves_no_file(
         await eve.befriend(alice)
         tid = os.urandom(16)
         offer = wire.FileOffer(tid, "data.bin", len(CONTENT), offered_hash)
-        assert await eve.offer(alice, offer) == [wire.Received()]
-        await wait_transfer(alice, tid, "offered")
-        await call(alice, "files.accept", id=tid.hex())
+        await eve.offer_accepted(alice, offer)
         failed = await wait_transfer(alice, tid, "failed")
         assert error in failed["error"]
         incoming = Path(alice.home / "incoming")
@@ -265,9 +269,7 @@ async def test_stranger_connecting_to_the_data_port_is_ignored(make_daemon: Make
         await eve.befriend(alice)
         tid = os.urandom(16)
         offer = wire.FileOffer(tid, "ok.bin", len(content), blake3.blake3(content).digest())
-        assert await eve.offer(alice, offer) == [wire.Received()]
-        await wait_transfer(alice, tid, "offered")
-        await call(alice, "files.accept", id=tid.hex())
+        await eve.offer_accepted(alice, offer)
         done = await wait_transfer(alice, tid, "completed")
         assert Path(done["path"]).read_bytes() == content
     await trio.to_thread.run_sync(
@@ -303,11 +305,7 @@ async def test_a_sender_that_keeps_refusing_is_not_hammered(make_daemon: MakeDae
     async with running(eve.host):
         await eve.befriend(alice)
         tid = os.urandom(16)
-        assert await eve.offer(alice, wire.FileOffer(tid, "x.bin", 100, bytes(32))) == [
-            wire.Received()
-        ]
-        await wait_transfer(alice, tid, "offered")
-        await call(alice, "files.accept", id=tid.hex())
+        await eve.offer_accepted(alice, wire.FileOffer(tid, "x.bin", 100, bytes(32)))
         await trio.sleep(4.0)
         # Backoff 0.5 + 1 + 2 s: at most a handful of requests in 4 s, and still waiting.
         assert 2 <= len(eve.gets) <= 4, len(eve.gets)
@@ -360,11 +358,7 @@ async def test_a_silent_sender_is_dropped_and_retried(make_daemon: MakeDaemon) -
     async with running(eve.host):
         await eve.befriend(alice)
         tid = os.urandom(16)
-        assert await eve.offer(alice, wire.FileOffer(tid, "slow.bin", 100, bytes(32))) == [
-            wire.Received()
-        ]
-        await wait_transfer(alice, tid, "offered")
-        await call(alice, "files.accept", id=tid.hex())
+        await eve.offer_accepted(alice, wire.FileOffer(tid, "slow.bin", 100, bytes(32)))
         with trio.fail_after(20):
             while len(eve.gets) < 2:
                 await trio.sleep(0.1)
@@ -388,11 +382,7 @@ async def test_sender_answering_that_the_transfer_ended_is_believed(
     async with running(eve.host):
         await eve.befriend(alice)
         tid = os.urandom(16)
-        assert await eve.offer(alice, wire.FileOffer(tid, "gone.bin", 100, bytes(32))) == [
-            wire.Received()
-        ]
-        await wait_transfer(alice, tid, "offered")
-        await call(alice, "files.accept", id=tid.hex())
+        await eve.offer_accepted(alice, wire.FileOffer(tid, "gone.bin", 100, bytes(32)))
         ended = await wait_transfer(alice, tid, "cancelled")
         assert "changed my mind" in ended["error"] and ended["bytes"] == 0
         await trio.sleep(1.5)

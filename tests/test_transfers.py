@@ -77,6 +77,19 @@ def pair(make_daemon: MakeDaemon) -> tuple[Daemon, Daemon]:
     return alice, bob
 
 
+def capped_pair(make_daemon: MakeDaemon, rate: int, **bob_config: Any) -> tuple[Daemon, Daemon]:
+    """Befriended alice and bob, alice sending at most ``rate`` bytes/s, so that a transfer
+    lasts long enough to be interrupted on purpose."""
+    alice = make_daemon("alice", start=False).configure(max_send_rate=rate).start()
+    bob = make_daemon("bob", start=False).configure(**bob_config).start()
+    befriend(alice, bob)
+    return alice, bob
+
+
+def wait_bytes(d: Daemon, tid: str, at_least: int) -> None:
+    wait_for(lambda: transfer(d, tid)["bytes"] >= at_least, timeout=30, what="progress")
+
+
 def send_and_accept(alice: Daemon, bob: Daemon, path: Path) -> str:
     tid = str(alice.call("files.send", friend=bob.peer_id, path=str(path))["transfer"]["id"])
     wait_state(bob, tid, "offered")
@@ -117,9 +130,7 @@ def test_same_name_twice_never_overwrites(pair: tuple[Daemon, Daemon], short_tmp
 def test_decline_and_cancel_leave_no_partial_files(
     make_daemon: MakeDaemon, short_tmp: Path
 ) -> None:
-    alice = make_daemon("alice", start=False).configure(max_send_rate=4 << 20).start()
-    bob = make_daemon("bob")
-    befriend(alice, bob)
+    alice, bob = capped_pair(make_daemon, 4 << 20)
     src = make_file(short_tmp / "big.bin", 64 << 20)
 
     # Declined before any byte moved.
@@ -135,7 +146,7 @@ def test_decline_and_cancel_leave_no_partial_files(
     # Cancelled by the receiver, then by the sender, while bytes flow.
     for canceller in ("bob", "alice"):
         tid = send_and_accept(alice, bob, src)
-        wait_for(lambda t=tid: transfer(bob, t)["bytes"] > 0, what="bytes to flow")
+        wait_bytes(bob, tid, 1)
         assert len(incoming_files(bob)) == 1  # the partial file
         (bob if canceller == "bob" else alice).call("files.cancel", id=tid)
         wait_state(alice, tid, "cancelled")
@@ -151,14 +162,12 @@ def test_kill9_during_transfer_resumes_and_completes_verified(
     """Kill -9 one side at a random point of the transfer, restart it: the transfer continues
     from the last verified checkpoint (not from zero) and the file arrives intact."""
     rate = 12 << 20
-    alice = make_daemon("alice", start=False).configure(max_send_rate=rate).start()
-    bob = make_daemon("bob")
-    befriend(alice, bob)
+    alice, bob = capped_pair(make_daemon, rate)
     size = 48 << 20
     src = make_file(short_tmp / "video.mp4", size, seed=7)
     tid = send_and_accept(alice, bob, src)
     point = random.uniform(0.4, 0.8)
-    wait_for(lambda: transfer(bob, tid)["bytes"] >= point * size, timeout=30, what="progress")
+    wait_bytes(bob, tid, int(point * size))
     killed = bob if victim == "receiver" else alice
     killed.kill9()
     time.sleep(0.3)
@@ -230,12 +239,10 @@ def test_libp2p_stream_path_and_resume_when_direct_is_off(
 ) -> None:
     """With direct connections off (or impossible), bytes travel inside the libp2p connection;
     the transfer says so, and still resumes after the receiver is killed."""
-    alice = make_daemon("alice", start=False).configure(max_send_rate=4 << 20).start()
-    bob = make_daemon("bob", start=False).configure(direct_transfers=False).start()
-    befriend(alice, bob)
+    alice, bob = capped_pair(make_daemon, 4 << 20, direct_transfers=False)
     src = make_file(short_tmp / "stream.bin", 12 << 20, seed=3)
     tid = send_and_accept(alice, bob, src)
-    wait_for(lambda: transfer(bob, tid)["bytes"] >= 6 << 20, timeout=30, what="progress")
+    wait_bytes(bob, tid, 6 << 20)
     assert transfer(bob, tid)["data_path"] == "stream"
     bob.kill9()
     bob.start()
@@ -279,10 +286,8 @@ def small_disk(short_tmp: Path) -> Any:
 def test_disk_full_up_front_and_during_the_transfer(
     make_daemon: MakeDaemon, short_tmp: Path, small_disk: Path
 ) -> None:
-    alice = make_daemon("alice", start=False).configure(max_send_rate=8 << 20).start()
     incoming = small_disk / "incoming"
-    bob = make_daemon("bob", start=False).configure(incoming_dir=str(incoming)).start()
-    befriend(alice, bob)
+    alice, bob = capped_pair(make_daemon, 8 << 20, incoming_dir=str(incoming))
 
     # Up front: the file cannot fit, so accepting says so and changes nothing.
     too_big = make_file(short_tmp / "too big.bin", 60 << 20)
@@ -297,7 +302,7 @@ def test_disk_full_up_front_and_during_the_transfer(
     # During: it fits when accepted, then something else fills the disk.
     fits = make_file(short_tmp / "fits.bin", 40 << 20)
     tid = send_and_accept(alice, bob, fits)
-    wait_for(lambda: transfer(bob, tid)["bytes"] > 0, what="bytes to flow")
+    wait_bytes(bob, tid, 1)
     filler = small_disk / "filler"
     with open(filler, "wb") as f, contextlib.suppress(OSError):
         f.write(b"\0" * (40 << 20))  # runs out of space part-way: the disk is now full
@@ -313,12 +318,10 @@ def test_dropped_connection_resumes_by_itself(make_daemon: MakeDaemon, short_tmp
     """Closing the connection mid-transfer (as a network drop would) loses nothing: the
     daemons reconnect and the receiver asks for the rest. (Over the libp2p stream path: a
     direct data connection does not even notice the libp2p connection closing.)"""
-    alice = make_daemon("alice", start=False).configure(max_send_rate=8 << 20).start()
-    bob = make_daemon("bob", start=False).configure(direct_transfers=False).start()
-    befriend(alice, bob)
+    alice, bob = capped_pair(make_daemon, 8 << 20, direct_transfers=False)
     src = make_file(short_tmp / "drop.bin", 24 << 20, seed=11)
     tid = send_and_accept(alice, bob, src)
-    wait_for(lambda: transfer(bob, tid)["bytes"] >= 8 << 20, timeout=30, what="progress")
+    wait_bytes(bob, tid, 8 << 20)
     bob.call("peers.disconnect", peer_id=alice.peer_id)
     done = wait_state(bob, tid, "completed", timeout=60)
     assert digest(Path(done["path"])) == digest(src)
@@ -331,12 +334,10 @@ def test_ending_the_friendship_ends_open_transfers(
 ) -> None:
     """Once two daemons are no longer friends nothing can move between them, so their open
     transfers end (cancelled, saying why) on both sides, and no partial file is left."""
-    alice = make_daemon("alice", start=False).configure(max_send_rate=4 << 20).start()
-    bob = make_daemon("bob")
-    befriend(alice, bob)
+    alice, bob = capped_pair(make_daemon, 4 << 20)
     src = make_file(short_tmp / "big.bin", 32 << 20)
     active = send_and_accept(alice, bob, src)
-    wait_for(lambda: transfer(bob, active)["bytes"] > 0, what="bytes to flow")
+    wait_bytes(bob, active, 1)
     offered = str(alice.call("files.send", friend="bob", path=str(src))["transfer"]["id"])
     wait_state(bob, offered, "offered")
     bob.call("friends.remove", friend="alice")
