@@ -26,6 +26,7 @@ from p2pchat.api import (
 )
 from p2pchat.chat import Chat, message_json
 from p2pchat.friendship import UserAction
+from p2pchat.identity import IdentityError, check_peer_id
 from p2pchat.node import Node
 from p2pchat.store import ContactState
 from p2pchat.transfers import TransferManager
@@ -337,7 +338,45 @@ async def _subscribe(s: Session, p: Params) -> Any:
 async def _peers_list(s: Session, p: Params) -> Any:
     network = s.server.node.network
     assert network is not None
-    return {"peers": [{"peer_id": peer} for peer in sorted(network.connected_peers())]}
+    by_peer: dict[str, list[dict[str, Any]]] = {}
+    for conn in network.connections():
+        by_peer.setdefault(conn["peer_id"], []).append(
+            {"kind": conn["kind"], "addr": conn["addr"]}
+        )
+    peers = []
+    for peer, conns in sorted(by_peer.items()):
+        kinds = {c["kind"] for c in conns}
+        peers.append(
+            {
+                "peer_id": peer,
+                "kind": "direct" if "direct" in kinds else "relayed",
+                "connections": conns,
+            }
+        )
+    return {"peers": peers}
+
+
+async def _dht_find(s: Session, p: Params) -> Any:
+    """Look a peer up in the DHT now (its signed address record, else peer routing)."""
+    node = s.server.node
+    if node.discovery is None:
+        raise ApiError("internal_error", "the node is not running")
+    try:
+        peer = check_peer_id(_str(p, "peer_id"))
+    except IdentityError as exc:
+        raise ApiError("invalid_params", str(exc)) from None
+    if peer == node.peer_id:
+        raise ApiError("self", "that is this daemon's own ID")
+    found = await node.discovery.find_addrs(peer)
+    if found is None:
+        raise ApiError("not_found", f"{peer} was not found in the DHT")
+    return {
+        "peer_id": peer,
+        "addrs": list(found.addrs),
+        "source": found.source,
+        "seq": found.seq,
+        "lookup_ms": round(found.elapsed_s * 1000, 3),
+    }
 
 
 async def _peers_connect(s: Session, p: Params) -> Any:
@@ -405,6 +444,7 @@ METHODS: Final[dict[str, Handler]] = {
     "peers.list": _peers_list,
     "peers.connect": _peers_connect,
     "peers.disconnect": _peers_disconnect,
+    "dht.find": _dht_find,
     "files.send": _files_send,
     "files.list": _files_list,
     "files.accept": _files_accept,

@@ -23,7 +23,7 @@ import trio
 
 from p2pchat import __version__
 from p2pchat.api import socket_path
-from p2pchat.config import ConfigError, load_config
+from p2pchat.config import ConfigError, bootstrap_problem, load_config
 from p2pchat.identity import Identity, IdentityError, load_identity, save_identity
 from p2pchat.paths import (
     KEY_FILE,
@@ -51,6 +51,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="append",
         metavar="MULTIADDR",
         help="listen address, repeatable (default: the config's, initially /ip4/0.0.0.0/tcp/0)",
+    )
+    parser.add_argument(
+        "--bootstrap",
+        action="append",
+        default=[],
+        metavar="MULTIADDR",
+        help="a daemon to join the network through (/ip4/.../tcp/.../p2p/<ID>), repeatable; "
+        "added to the config's 'bootstrap' list for this run",
     )
     parser.add_argument("--passphrase-file", help="file whose first line unlocks the key")
     parser.add_argument(
@@ -129,12 +137,14 @@ def load_or_create_identity(home: Path, passphrase: bytes | None) -> Identity:
     return identity
 
 
-async def run_daemon(home: Path, identity: Identity, listen: list[str] | None) -> None:
+async def run_daemon(
+    home: Path, identity: Identity, listen: list[str] | None, bootstrap: list[str]
+) -> None:
     from daemon.control import ControlServer
     from p2pchat.node import Node
 
     config = load_config(home)
-    node = Node(identity, home, config, listen_override=listen)
+    node = Node(identity, home, config, listen_override=listen, extra_bootstrap=bootstrap)
     async with trio.open_nursery() as nursery:
 
         def shutdown() -> None:
@@ -198,10 +208,15 @@ def _run(args: argparse.Namespace, home: Path) -> int:
         except ConfigError as exc:
             log.error("%s", exc)
             return EXIT_USAGE
+        for addr in args.bootstrap:
+            problem = bootstrap_problem(addr)
+            if problem is not None:
+                log.error("--bootstrap: %s", problem)
+                return EXIT_USAGE
         pid_path.write_text(f"{os.getpid()}\n")
         log.info("p2pchatd %s starting (pid %d, home %s)", __version__, os.getpid(), home)
         try:
-            trio.run(run_daemon, home, identity, args.listen)
+            trio.run(run_daemon, home, identity, args.listen, args.bootstrap)
         except KeyboardInterrupt:
             pass
         except Exception as exc:

@@ -20,9 +20,9 @@ import logging
 import os
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import trio
 from libp2p.abc import INetStream
@@ -54,6 +54,20 @@ SEND_WINDOW: Final = 512
 
 OUTBOX_BATCH: Final = 128
 FRIEND_STREAM_TIMEOUT: Final = 10.0
+
+
+class Located(Protocol):
+    """Where a resolver found a peer."""
+
+    @property
+    def addrs(self) -> tuple[str, ...]: ...
+
+    @property
+    def source(self) -> str: ...
+
+
+Resolver = Callable[[str], Awaitable[Located | None]]
+
 BACKOFF_MIN: Final = 0.5
 BACKOFF_MAX: Final = 60.0
 MAX_PENDING_REQUESTS: Final = 200
@@ -182,6 +196,10 @@ class Chat:
         self._nursery: trio.Nursery | None = None
         self._connection_listeners: list[Callable[[str, bool], None]] = []
         self._unfriend_listeners: list[Callable[[str], None]] = []
+        self.resolver: Resolver | None = None
+        """Finds a contact's addresses when the known ones fail (the DHT, when running)."""
+        self.addr_source: Callable[[], Sequence[str]] = network.listen_addrs
+        """The addresses we tell friends about (listen addresses, relay circuits)."""
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -605,7 +623,7 @@ class Chat:
     # --- used by PeerLink --------------------------------------------------------------------
 
     def my_addrs(self) -> tuple[str, ...]:
-        return tuple(self.net.listen_addrs()[: wire.MAX_ADDRS])
+        return tuple(self.addr_source()[: wire.MAX_ADDRS])
 
     def notice_frame(self, contact: Contact) -> wire.Frame:
         match contact.notice:
@@ -826,13 +844,8 @@ class PeerLink:
 
     async def _step(self, contact: Contact) -> bool:
         """One round; True if it made progress (so the next round starts at once)."""
-        if not self.chat.net.is_connected(self.peer):
-            if not contact.addrs:
-                log.debug("no address known for %s; waiting for it to connect", short(self.peer))
-                return False
-            if not await self.chat.net.dial(self.peer, contact.addrs):
-                log.debug("could not reach %s", short(self.peer))
-                return False
+        if not self.chat.net.is_connected(self.peer) and not await self._connect(contact):
+            return False
         if contact.notice is not None:
             await self._deliver_notice(contact)
             return True
@@ -840,6 +853,27 @@ class PeerLink:
             await self._drain_outbox()
             return False
         return False
+
+    async def _connect(self, contact: Contact) -> bool:
+        """Dial the last known addresses, then wherever the resolver (the DHT) says."""
+        net = self.chat.net
+        if contact.addrs and await net.dial(self.peer, contact.addrs):
+            return True
+        resolver = self.chat.resolver
+        if resolver is None:
+            log.debug("could not reach %s at its known addresses", short(self.peer))
+            return False
+        found = await resolver(self.peer)
+        if found is None:
+            log.debug("%s: not found in the DHT", short(self.peer))
+            return False
+        fresh = [a for a in found.addrs if a not in contact.addrs] or list(found.addrs)
+        if not await net.dial(self.peer, fresh):
+            log.debug("could not reach %s at %s", short(self.peer), ", ".join(found.addrs))
+            return False
+        log.info("found %s through the DHT (%s)", short(self.peer), found.source)
+        await self.chat._learn_addrs(self.peer, found.addrs)
+        return True
 
     async def _deliver_notice(self, contact: Contact) -> None:
         assert contact.notice is not None

@@ -15,6 +15,9 @@ from p2pchat.paths import CONFIG_FILE
 from p2pchat.wire import MAX_NAME_BYTES, text_problem
 
 DEFAULT_LISTEN: Final = ("/ip4/0.0.0.0/tcp/0",)
+DEFAULT_DHT_PROTOCOL: Final = "/p2pchat/kad/1.0.0"
+DHT_MODES: Final = ("auto", "server", "client")
+RELAY_SERVICE_MODES: Final = ("auto", "on", "off")
 MIN_SEND_RATE: Final = 64 * 1024
 """Slowest send-rate cap (bytes/s): slower would let a record take longer than a receiver
 waits for data."""
@@ -40,6 +43,22 @@ class Config:
     direct_transfers: bool = True
     """Move file data over a direct TCP connection when one can be made (else, and when
     False, over the libp2p connection, which is slower)."""
+    bootstrap: list[str] = field(default_factory=list)
+    """Full multiaddrs (``.../p2p/<ID>``) of daemons to join the DHT through. Empty by default:
+    p2pchat never contacts a public server unless the user configures one."""
+    dht_protocol: str = DEFAULT_DHT_PROTOCOL
+    """The Kademlia protocol ID: daemons configured alike form one overlay."""
+    dht_mode: str = "auto"
+    """``server`` answers DHT queries, ``client`` only asks; ``auto`` serves unless the
+    daemon learns it is behind a NAT."""
+    mdns: bool = True
+    """Find other daemons on the local network segment (multicast DNS)."""
+    relay_service: str = "auto"
+    """Offer circuit relay v2 to others: ``auto`` while publicly reachable, or on/off."""
+    relay_max_reservations: int = 128
+    relay_max_circuit_bytes: int = 1 << 27
+    """Bytes a relayed connection may carry (both directions) before the relay closes it."""
+    relay_max_circuit_seconds: int = 600
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -50,6 +69,14 @@ class Config:
             "max_send_rate": self.max_send_rate,
             "direct_transfers": self.direct_transfers,
             "transfer_stall_timeout": self.transfer_stall_timeout,
+            "bootstrap": self.bootstrap,
+            "dht_protocol": self.dht_protocol,
+            "dht_mode": self.dht_mode,
+            "mdns": self.mdns,
+            "relay_service": self.relay_service,
+            "relay_max_reservations": self.relay_max_reservations,
+            "relay_max_circuit_bytes": self.relay_max_circuit_bytes,
+            "relay_max_circuit_seconds": self.relay_max_circuit_seconds,
         }
 
     def incoming_path(self, home: Path) -> Path:
@@ -93,6 +120,35 @@ def load_config(home: Path) -> Config:
     direct = raw.get("direct_transfers", True)
     if not isinstance(direct, bool):
         raise ConfigError(f"{path}: 'direct_transfers' must be true or false")
+    bootstrap = raw.get("bootstrap", [])
+    if not isinstance(bootstrap, list) or not all(
+        isinstance(a, str) and bootstrap_problem(a) is None for a in bootstrap
+    ):
+        raise ConfigError(
+            f"{path}: 'bootstrap' must be a list of full multiaddrs ending in /p2p/<ID>"
+        )
+    protocol = raw.get("dht_protocol", DEFAULT_DHT_PROTOCOL)
+    if not isinstance(protocol, str) or not protocol.startswith("/") or len(protocol) > 100:
+        raise ConfigError(f"{path}: 'dht_protocol' must be a protocol ID like /p2pchat/kad/1.0.0")
+    mode = raw.get("dht_mode", "auto")
+    if mode not in DHT_MODES:
+        raise ConfigError(f"{path}: 'dht_mode' must be one of {', '.join(DHT_MODES)}")
+    relay = raw.get("relay_service", "auto")
+    if relay not in RELAY_SERVICE_MODES:
+        raise ConfigError(
+            f"{path}: 'relay_service' must be one of {', '.join(RELAY_SERVICE_MODES)}"
+        )
+    mdns = raw.get("mdns", True)
+    if not isinstance(mdns, bool):
+        raise ConfigError(f"{path}: 'mdns' must be true or false")
+    cfg.bootstrap = list(bootstrap)
+    cfg.dht_protocol = protocol
+    cfg.dht_mode = mode
+    cfg.relay_service = relay
+    cfg.mdns = mdns
+    for key in ("relay_max_reservations", "relay_max_circuit_bytes", "relay_max_circuit_seconds"):
+        if key in raw:
+            setattr(cfg, key, _count(raw, key, path))
     cfg.listen = list(listen) or list(DEFAULT_LISTEN)
     cfg.name = name
     cfg.incoming_dir = incoming
@@ -101,6 +157,20 @@ def load_config(home: Path) -> Config:
     cfg.direct_transfers = direct
     cfg.transfer_stall_timeout = float(stall)
     return cfg
+
+
+def bootstrap_problem(addr: str) -> str | None:
+    """Why ``addr`` cannot be a bootstrap address, or None if it can."""
+    parts = addr.strip("/").split("/")
+    if not addr.startswith("/") or len(parts) < 4 or parts[-2] != "p2p":
+        return f"{addr!r} is not a multiaddr ending in /p2p/<ID>"
+    import base58
+
+    try:
+        ok = len(base58.b58decode(parts[-1])) >= 34  # a multihash of a key or of its digest
+    except ValueError:
+        ok = False
+    return None if ok else f"{addr!r} does not end in a valid peer ID"
 
 
 def _count(raw: dict[str, Any], key: str, path: Path) -> int:

@@ -4,10 +4,13 @@ Security baseline (docs/ARCHITECTURE.md): py-libp2p's ``new_host()`` offers plai
 and TLS unless told otherwise, so the host is always built with an explicit ``sec_opt`` that
 holds Noise alone; a peer that offers only plaintext fails negotiation.
 
-Dialing: ``host.connect()`` in py-libp2p 0.8.1 waits its whole 250 ms happy-eyeballs delay after
-the last dial even when it succeeded (``Swarm.dial_peer``). :meth:`Network.dial` calls the
-swarm's public ``dial_addr`` for one address at a time instead, in our own order, so a
-successful connect costs what the handshake costs (a few ms on loopback).
+Dialing: py-libp2p 0.8.1's ``Swarm.dial_peer`` (used by ``host.connect()`` and by
+``new_stream`` to a peer with no connection, so by the DHT) waits its whole 250 ms
+happy-eyeballs delay after the last dial even when it succeeded, tries at most one TCP
+address, and drops relay circuit addresses. :class:`Network` replaces it on its own swarm with
+:meth:`Network.dial_known`: every known address, staggered (a new attempt every
+``DIAL_STAGGER`` s until one connects), direct ones before relayed ones, circuits through
+the relay transport. A successful connect then costs what the handshake costs.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import multiaddr
 import trio
 from libp2p import new_host
 from libp2p.abc import IHost, INetConn, INetStream, INetwork, INotifee
+from libp2p.connection_types import ConnectionType
 from libp2p.crypto.ed25519 import Ed25519PrivateKey
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
@@ -40,9 +44,24 @@ from p2pchat.muxer import install as install_bounded_yamux
 log = logging.getLogger(__name__)
 
 DIAL_TIMEOUT: Final = 5.0
+DIAL_STAGGER: Final = 0.3
+"""Seconds to give one address before also trying the next (they then race)."""
 NEW_STREAM_TIMEOUT: Final = 10.0
+IDENTIFY_WAIT: Final = 3.0
 
 StreamHandler = Callable[[INetStream], Awaitable[None]]
+CircuitDialer = Callable[[multiaddr.Multiaddr], Awaitable[INetConn]]
+
+
+def is_circuit(addr: str) -> bool:
+    return "/p2p-circuit" in addr
+
+
+def dial_order(addrs: Sequence[str]) -> list[str]:
+    """Addresses in the order to try them: direct before relayed, first-listed first; no
+    duplicates and no wildcard addresses (``0.0.0.0`` or ``::``, which mean "this machine")."""
+    unique = [a for a in dict.fromkeys(addrs) if "/ip4/0.0.0.0/" not in a and "/ip6/::/" not in a]
+    return sorted(unique, key=is_circuit)
 
 
 def key_pair_of(identity: Identity) -> KeyPair:
@@ -105,6 +124,10 @@ class Network:
         swarm.retry_config = RetryConfig(max_retries=0)
         self._on_connection_change: Callable[[str, bool], None] = lambda peer, up: None
         swarm.register_notifee(ConnectionEvents(self._connection_changed))
+        self.circuit_dialer: CircuitDialer | None = None
+        """Set by :class:`p2pchat.relay.Relays`: how to dial a ``/p2p-circuit`` address."""
+        # Workaround (module docstring): every dial by peer ID goes through our dialer.
+        swarm.dial_peer = self.dial_known  # type: ignore[method-assign]
 
     def on_connection_change(self, callback: Callable[[str, bool], None]) -> None:
         self._on_connection_change = callback
@@ -156,28 +179,100 @@ class Network:
     def connected_peers(self) -> list[str]:
         return [str(p) for p in self.host.get_network().get_connections_map()]
 
+    def connection_kinds(self, peer: str) -> list[str]:
+        """``direct`` or ``relayed`` for each open connection to ``peer``."""
+        try:
+            conns = self.host.get_network().get_connections(ID.from_base58(peer))
+        except Exception:
+            return []
+        return [_kind(conn) for conn in conns]
+
+    def connections(self) -> list[dict[str, Any]]:
+        """Every open connection: peer, ``direct``/``relayed`` and the remote address."""
+        out: list[dict[str, Any]] = []
+        for peer_id, conns in self.host.get_network().get_connections_map().items():
+            for conn in conns:
+                out.append({"peer_id": str(peer_id), "kind": _kind(conn), "addr": _remote(conn)})
+        out.sort(key=lambda c: (c["peer_id"], c["kind"]))
+        return out
+
     async def dial(self, peer: str, addrs: Sequence[str]) -> bool:
-        """Connect to ``peer`` trying ``addrs`` in order; True once a connection is up."""
+        """Connect to ``peer`` through any of ``addrs``; True once a connection is up."""
         if self.is_connected(peer):
             return True
-        peer_id = ID.from_base58(peer)
-        swarm = self.host.get_network()
-        for text in addrs:
-            try:
-                addr = multiaddr.Multiaddr(text)
-                if "p2p" in [p.name for p in addr.protocols()]:
-                    addr = addr.decapsulate(multiaddr.Multiaddr(f"/p2p/{peer}"))
-            except Exception:
-                log.debug("skipping unparsable address hint %r for %s", text, peer)
-                continue
-            with trio.move_on_after(DIAL_TIMEOUT):
-                try:
-                    await swarm.dial_addr(addr, peer_id)
-                    log.debug("connected to %s via %s", peer, addr)
-                    return True
-                except Exception as exc:
-                    log.debug("dial %s via %s failed: %s", peer, addr, exc)
+        try:
+            await self._dial_any(ID.from_base58(peer), addrs)
+        except DialFailed as exc:
+            log.debug("%s", exc)
         return self.is_connected(peer)
+
+    async def dial_known(self, peer_id: ID) -> list[INetConn]:
+        """Swarm.dial_peer replacement: the existing connections to ``peer_id``, else a new
+        one through the addresses in the peerstore. Raises :class:`DialFailed`."""
+        network = self.host.get_network()
+        existing = list(network.get_connections(peer_id))
+        if existing:
+            return existing
+        try:
+            addrs = [str(a) for a in self.host.get_peerstore().addrs(peer_id)]
+        except Exception:
+            addrs = []
+        return [await self._dial_any(peer_id, addrs)]
+
+    async def _dial_any(self, peer_id: ID, addrs: Sequence[str]) -> INetConn:
+        """Race ``addrs`` (in :func:`dial_order`, staggered); the first connection wins and
+        the other attempts are cancelled."""
+        order = dial_order(addrs)
+        if not order:
+            raise DialFailed(f"no usable address known for {peer_id}")
+        winner: list[INetConn] = []
+        errors: list[str] = []
+        with trio.move_on_after(DIAL_TIMEOUT + DIAL_STAGGER * len(order)):
+            async with trio.open_nursery() as nursery:
+                for text in order:
+                    failed = trio.Event()
+                    nursery.start_soon(
+                        self._dial_one, peer_id, text, winner, errors, failed, nursery.cancel_scope
+                    )
+                    with trio.move_on_after(DIAL_STAGGER):
+                        await failed.wait()
+                    if winner:
+                        break
+        if winner:
+            return winner[0]
+        raise DialFailed(f"could not connect to {peer_id}: {'; '.join(errors) or 'timed out'}")
+
+    async def _dial_one(
+        self,
+        peer_id: ID,
+        text: str,
+        winner: list[INetConn],
+        errors: list[str],
+        failed: trio.Event,
+        race: trio.CancelScope,
+    ) -> None:
+        try:
+            addr = multiaddr.Multiaddr(text)
+            with trio.fail_after(DIAL_TIMEOUT):
+                if is_circuit(text):
+                    if self.circuit_dialer is None:
+                        raise DialFailed("relayed addresses are not supported here")
+                    if not text.endswith(f"/p2p/{peer_id}"):
+                        addr = multiaddr.Multiaddr(f"{text}/p2p/{peer_id}")
+                    conn = await self.circuit_dialer(addr)
+                else:
+                    if "p2p" in [p.name for p in addr.protocols()]:
+                        addr = addr.decapsulate(multiaddr.Multiaddr(f"/p2p/{peer_id}"))
+                    conn = await self.host.get_network().dial_addr(addr, peer_id)
+        except BaseException as exc:
+            if not isinstance(exc, Exception):
+                raise  # cancelled: another address won
+            errors.append(f"{text}: {exc}")
+            failed.set()
+            return
+        log.debug("connected to %s via %s", peer_id, text)
+        winner.append(conn)
+        race.cancel()  # the other attempts are no longer needed
 
     async def connect_addr(self, addr_text: str) -> tuple[str, float]:
         """Dial a full address (``.../p2p/<ID>``); returns the peer and the seconds it took.
@@ -214,6 +309,26 @@ class Network:
     async def open_stream(self, peer: str, protocol: str) -> INetStream:
         with trio.fail_after(NEW_STREAM_TIMEOUT):
             return await self.host.new_stream(ID.from_base58(peer), [TProtocol(protocol)])
+
+
+class DialFailed(Exception):
+    """No address of a peer led to a connection; the message lists what each attempt hit."""
+
+
+def _kind(conn: INetConn) -> str:
+    try:
+        relayed = conn.get_connection_type() is ConnectionType.RELAYED
+    except Exception:
+        relayed = "/p2p-circuit" in _remote(conn)
+    return "relayed" if relayed else "direct"
+
+
+def _remote(conn: INetConn) -> str:
+    try:
+        addrs = conn.get_transport_addresses()
+        return str(addrs[0]) if addrs else ""
+    except Exception:
+        return ""
 
 
 async def read_some(stream: INetStream, max_bytes: int = 65536) -> bytes:

@@ -19,10 +19,12 @@ import trio
 import p2pchat
 from p2pchat.chat import Chat
 from p2pchat.config import Config, pin_ports, save_config
+from p2pchat.discovery import Discovery, DiscoveryConfig
 from p2pchat.events import EventBus
 from p2pchat.identity import FriendCode, Identity
 from p2pchat.net import Network
 from p2pchat.paths import DB_FILE
+from p2pchat.relay import RelayLimitsConfig
 from p2pchat.store import ContactState, Store
 from p2pchat.transfer_store import TransferStore
 from p2pchat.transfers import FilesConfig, TransferManager
@@ -69,17 +71,20 @@ class Node:
         config: Config,
         *,
         listen_override: Sequence[str] | None = None,
+        extra_bootstrap: Sequence[str] = (),
     ) -> None:
         self.identity = identity
         self.home = home
         self.config = config
         self.listen_override = list(listen_override) if listen_override else None
+        self.bootstrap = tuple(dict.fromkeys([*config.bootstrap, *extra_bootstrap]))
         self.events = EventBus()
         self.started_at = time.monotonic()
         self.network: Network | None = None
         self.chat: Chat | None = None
         self.store: Store | None = None
         self.files: TransferManager | None = None
+        self.discovery: Discovery | None = None
 
     @property
     def peer_id(self) -> str:
@@ -118,9 +123,11 @@ class Node:
                         f"cannot listen on {', '.join(listen)} (address in use or unavailable)"
                     )
                 await self._pin_ports(network, listen)
+                discovery = self._discovery(network, self.store, self.chat)
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.chat.run)
                     await nursery.start(self.files.run)
+                    await nursery.start(discovery.run)
                     log.info(
                         "p2pchat %s ready as %s, listening on %s",
                         p2pchat.__version__,
@@ -129,6 +136,36 @@ class Node:
                     )
                     task_status.started()
                     await trio.sleep_forever()
+
+    def _discovery(self, network: Network, store: Store, chat: Chat) -> Discovery:
+        """The DHT, relays and mDNS, wired to chat: links resolve friends through the DHT,
+        friends are told our advertised addresses, and every connection is a DHT
+        candidate."""
+        cfg = self.config
+        discovery = Discovery(
+            network,
+            store,
+            self.identity,
+            DiscoveryConfig(
+                protocol=cfg.dht_protocol,
+                mode=cfg.dht_mode,
+                bootstrap=self.bootstrap,
+                mdns=cfg.mdns,
+                relay_service=cfg.relay_service,
+                relay_limits=RelayLimitsConfig(
+                    max_reservations=cfg.relay_max_reservations,
+                    max_circuit_bytes=cfg.relay_max_circuit_bytes,
+                    max_circuit_seconds=cfg.relay_max_circuit_seconds,
+                ),
+            ),
+        )
+        self.discovery = discovery
+        chat.resolver = discovery.find_addrs
+        chat.addr_source = discovery.advertised
+        chat.add_connection_listener(
+            lambda peer, up: discovery.peer_connected(peer) if up else None
+        )
+        return discovery
 
     def _listen_addrs(self) -> list[str]:
         """The addresses to listen on. A configured (pinned) TCP port that is taken now falls
@@ -164,7 +201,8 @@ class Node:
         return self.network.listen_addrs() if self.network else []
 
     def friend_code(self) -> str:
-        return FriendCode(self.peer_id, tuple(self.addrs()[:8])).encode()
+        advertised = self.discovery.advertised() if self.discovery else tuple(self.addrs())
+        return FriendCode(self.peer_id, tuple(advertised[:8])).encode()
 
     async def status(self) -> dict[str, Any]:
         chat = self._require_chat()
@@ -185,4 +223,5 @@ class Node:
             "outbox": sum(outbox.values()),
             "connections": len(self.network.connected_peers()) if self.network else 0,
             "transfers_active": self.files.active_count() if self.files else 0,
+            **(self.discovery.status() if self.discovery else {}),
         }

@@ -44,8 +44,16 @@ def wait_for(
 class Daemon:
     """One p2pchatd process with its own data directory, listening on 127.0.0.1."""
 
-    def __init__(self, home: Path, name: str = "", env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        home: Path,
+        name: str = "",
+        env: dict[str, str] | None = None,
+        prefix: list[str] | None = None,
+    ) -> None:
         self.home = home
+        self.prefix = list(prefix or [])
+        """Command prefix, e.g. ``ip netns exec NS`` to run the daemon in a namespace."""
         self.name = name or home.name
         self.proc: subprocess.Popen[bytes] | None = None
         self.env = {**os.environ, **(env or {})}
@@ -55,16 +63,22 @@ class Daemon:
         if not config.exists():
             # Loopback only; the daemon pins the OS-chosen port here on first start, so
             # restarts come back on the same address.
-            config.write_text(json.dumps({"listen": ["/ip4/127.0.0.1/tcp/0"], "name": self.name}))
+            config.write_text(
+                json.dumps({"listen": ["/ip4/127.0.0.1/tcp/0"], "name": self.name, "mdns": False})
+            )
         self.peer_id = ""
 
     # --- lifecycle ----------------------------------------------------------------------
 
     def start(self, *args: str) -> Daemon:
+        return self.launch(*args).wait_started()
+
+    def launch(self, *args: str) -> Daemon:
+        """Start the process without waiting for it (see :meth:`wait_started`)."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         log = open(self.home / "stdout.log", "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon.main", "--home", str(self.home), *args],
+            [*self.prefix, sys.executable, "-m", "daemon.main", "--home", str(self.home), *args],
             cwd=REPO,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -72,6 +86,10 @@ class Daemon:
             env=self.env,
         )
         log.close()
+        return self
+
+    def wait_started(self) -> Daemon:
+        assert self.proc is not None
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
@@ -122,6 +140,10 @@ class Daemon:
 
     # --- API --------------------------------------------------------------------------
 
+    def bootstrap_addr(self) -> str:
+        """This daemon's first address as a ``--bootstrap`` argument."""
+        return f"{self.call('identity.get')['addrs'][0]}/p2p/{self.peer_id}"
+
     def client(self, timeout: float | None = 30.0) -> Client:
         return Client(self.home, timeout=timeout)
 
@@ -149,6 +171,15 @@ class Daemon:
             if c["peer_id"] == peer_id:
                 return dict(c)
         return None
+
+
+def start_all(daemons: list[Daemon], *args: str) -> list[Daemon]:
+    """Start several daemons at once (in parallel), returning when all answer."""
+    for d in daemons:
+        d.launch(*args)
+    for d in daemons:
+        d.wait_started()
+    return daemons
 
 
 def befriend(a: Daemon, b: Daemon) -> None:
