@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +37,15 @@ def _project_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-def daemon_command(home: Path, listen: list[str], passphrase_file: str | None) -> list[str]:
+def daemon_command(
+    home: Path, listen: list[str], passphrase_file: str | None, bootstrap: Sequence[str] = ()
+) -> list[str]:
     """The argv that runs p2pchatd for ``home`` with this interpreter."""
     cmd = [sys.executable, "-m", DAEMON_MODULE, "--home", os.fspath(home)]
     for addr in listen:
         cmd += ["--listen", addr]
+    for addr in bootstrap:
+        cmd += ["--bootstrap", addr]
     if passphrase_file:
         cmd += ["--passphrase-file", os.path.abspath(passphrase_file)]
     return cmd
@@ -128,7 +133,13 @@ def _key_is_encrypted(home: Path) -> bool:
     return isinstance(doc, dict) and "sealed_seed" in doc
 
 
-def cmd_start(home: Path, listen: list[str], passphrase_file: str | None, foreground: bool) -> int:
+def cmd_start(
+    home: Path,
+    listen: list[str],
+    passphrase_file: str | None,
+    foreground: bool,
+    bootstrap: Sequence[str] = (),
+) -> int:
     status = query_status(home)
     if status is not None:
         pid = read_pid(home)
@@ -149,7 +160,7 @@ def cmd_start(home: Path, listen: list[str], passphrase_file: str | None, foregr
             )
             return 1
         extra_env[paths.PASSPHRASE_ENV] = getpass.getpass("passphrase for the identity key: ")
-    cmd = daemon_command(home, listen, passphrase_file)
+    cmd = daemon_command(home, listen, passphrase_file, bootstrap)
     env = _child_env(extra_env)
     if foreground:
         sys.stdout.flush()

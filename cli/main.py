@@ -146,9 +146,54 @@ def cmd_status(home: Path, args: argparse.Namespace) -> int:
     out(f"outbox:           {st.get('outbox', 0)} message(s) waiting for delivery")
     out(f"transfers:        {st.get('transfers_active', 0)} open (see: p2pchat transfers)")
     out(f"home:             {st.get('home') or home}")
+    out(f"connections:      {st.get('connections', 0)} peer(s) (see: p2pchat peers)")
+    reach = st.get("reachability", "?")
+    how = "reachable from outside" if reach == "public" else "behind a NAT"
+    out(f"reachability:     {reach} ({how})")
+    ready = st.get("dht_ready_s")
+    out(
+        f"DHT:              {st.get('dht_mode', '?')} on {st.get('dht_protocol', '?')}, "
+        f"{st.get('dht_peers', 0)} peer(s) in the routing table"
+        + ("" if ready is not None else " (not joined yet)")
+    )
+    out(
+        "address record:   "
+        + (f"published (#{st['record_seq']})" if st.get("record_seq") else "not published yet")
+    )
+    relays = st.get("relays") or []
+    serving = "relaying for others; " if st.get("relay_service") else ""
+    out(f"relays:           {serving}" + (", ".join(relays) if relays else "no reservations"))
+    out(f"LAN discovery:    {'on (mDNS)' if st.get('mdns') else 'off'}")
+    out(f"home:             {st.get('home') or home}")
     addrs = st.get("listen_addrs") or []
     out("listening on:" + ("     (nothing)" if not addrs else ""))
     for addr in addrs:
+        out(f"  {addr}")
+    return EXIT_OK
+
+
+def cmd_peers(home: Path, args: argparse.Namespace) -> int:
+    result = _call(home, "peers.list")
+    if args.json:
+        print_json(result)
+        return EXIT_OK
+    peers = result.get("peers") or []
+    if not peers:
+        out("no connections")
+    for peer in peers:
+        for conn in peer.get("connections") or []:
+            out(f"{peer.get('peer_id', '?')}  {conn.get('kind', '?'):8}  {conn.get('addr', '')}")
+    return EXIT_OK
+
+
+def cmd_lookup(home: Path, args: argparse.Namespace) -> int:
+    result = _call(home, "dht.find", peer_id=args.id)
+    if args.json:
+        print_json(result)
+        return EXIT_OK
+    how = "signed address record" if result.get("source") == "record" else "DHT peer routing"
+    out(f"{result.get('peer_id')}: found by {how} in {result.get('lookup_ms', 0):.0f} ms")
+    for addr in result.get("addrs") or []:
         out(f"  {addr}")
     return EXIT_OK
 
@@ -331,7 +376,9 @@ def cmd_events(home: Path, args: argparse.Namespace) -> int:
 
 
 def cmd_daemon_start(home: Path, args: argparse.Namespace) -> int:
-    return daemonctl.cmd_start(home, args.listen or [], args.passphrase_file, args.foreground)
+    return daemonctl.cmd_start(
+        home, args.listen or [], args.passphrase_file, args.foreground, args.bootstrap or []
+    )
 
 
 def cmd_daemon_stop(home: Path, args: argparse.Namespace) -> int:
@@ -403,12 +450,21 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         help="listen address (repeatable), e.g. /ip4/0.0.0.0/tcp/4001",
     )
+    p.add_argument(
+        "--bootstrap",
+        metavar="MULTIADDR",
+        action="append",
+        help="a daemon to join the network through, /ip4/.../tcp/.../p2p/ID (repeatable)",
+    )
     p.add_argument("--passphrase-file", metavar="FILE", help="file holding the key passphrase")
     p.add_argument("--foreground", action="store_true", help="run in the foreground instead")
     add(dsub, "stop", cmd_daemon_stop, "stop p2pchatd cleanly", json_flag=False)
     add(dsub, "status", cmd_daemon_status, "is p2pchatd running? (exit 3 if not)")
 
     add(sub, "status", cmd_status, "summary of the daemon's state")
+    add(sub, "peers", cmd_peers, "open connections, direct or relayed")
+    p = add(sub, "lookup", cmd_lookup, "find an ID's current addresses in the DHT")
+    p.add_argument("id", metavar="ID", help="the ID to look up")
 
     p = sub.add_parser("friends", parents=[common], help="manage friends")
     fsub = p.add_subparsers(dest="friends_command", metavar="ACTION")

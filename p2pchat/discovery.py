@@ -129,8 +129,11 @@ def advertised_addrs(
     listen_addrs: Sequence[str], circuit_addrs: Sequence[str], *, public: bool
 ) -> tuple[str, ...]:
     """What our record lists: behind a NAT, relay circuits first (direct ones only help on
-    our own LAN); otherwise our listen addresses."""
+    our own LAN); otherwise our listen addresses. Loopback addresses only when there is
+    nothing else (a test network on one machine): elsewhere they would lead a peer to itself."""
     direct = [a for a in listen_addrs if ip_of(a) is not None and "/ip4/0.0.0.0/" not in a]
+    if any(not is_loopback_ip(ip_of(a) or "") for a in direct):
+        direct = [a for a in direct if not is_loopback_ip(ip_of(a) or "")]
     ordered = list(direct) + list(circuit_addrs) if public else [*circuit_addrs, *direct]
     return tuple(dict.fromkeys(ordered))[: records.MAX_ADDRS_PER_DEVICE]
 

@@ -62,8 +62,10 @@ def test_dial_order_puts_direct_before_relayed_and_drops_wildcards() -> None:
 
 def test_advertised_addresses_depend_on_reachability() -> None:
     listen = ["/ip4/10.0.1.2/tcp/4001", "/ip4/127.0.0.1/tcp/4001"]
-    assert advertised_addrs(listen, [CIRCUIT], public=False) == (CIRCUIT, *listen)
-    assert advertised_addrs(listen, [], public=True) == tuple(listen)
+    assert advertised_addrs(listen, [CIRCUIT], public=False) == (CIRCUIT, listen[0])
+    assert advertised_addrs(listen, [], public=True) == (listen[0],)
+    # On a machine that listens on loopback only (a test network), loopback is all there is.
+    assert advertised_addrs(listen[1:], [], public=True) == (listen[1],)
     many = [f"/ip4/10.0.0.{i}/tcp/1" for i in range(40)]
     assert len(advertised_addrs(many, [CIRCUIT], public=False)) == records.MAX_ADDRS_PER_DEVICE
     assert advertised_addrs(many, [CIRCUIT], public=False)[0] == CIRCUIT

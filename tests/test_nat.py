@@ -1,0 +1,158 @@
+"""Daemons behind real NAT routers (network namespaces), and on a LAN with no bootstrap.
+
+(a) Endpoint-independent NATs: two friends meet by bare ID through the public daemon's DHT,
+    chat through its relay, and DCUtR punches a direct connection between them.
+(b) Symmetric NATs: no hole can be punched; they still chat, through the relay.
+(c) One LAN segment, no bootstrap: mDNS alone lets them find each other.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.harness import Daemon, wait_for
+from tests.netlab import Lab, NatLab, lan_lab, nat_lab, skip_reason
+
+_why_not = skip_reason()
+pytestmark = [
+    pytest.mark.daemons,
+    pytest.mark.skipif(_why_not is not None, reason=_why_not or ""),
+]
+
+
+@pytest.fixture
+def spawn() -> Iterator[list[Daemon]]:
+    daemons: list[Daemon] = []
+    yield daemons
+    for d in daemons:
+        d.close()
+
+
+def in_ns(
+    spawn: list[Daemon], lab: Lab, ns: str, home: Path, listen: str, **config: object
+) -> Daemon:
+    d = Daemon(home, prefix=lab.prefix(ns))
+    d.configure(listen=[listen], **config)
+    spawn.append(d)
+    return d
+
+
+def kinds_between(a: Daemon, b: Daemon) -> list[str]:
+    for peer in a.call("peers.list")["peers"]:
+        if peer["peer_id"] == b.peer_id:
+            return [c["kind"] for c in peer["connections"]]
+    return []
+
+
+def befriend_and_chat(a: Daemon, b: Daemon, text: str) -> None:
+    a.call("friends.add", id=b.peer_id, name="b", message="hello")
+    wait_for(
+        lambda: any(r["peer_id"] == a.peer_id for r in b.call("requests.list")["requests"]),
+        timeout=60,
+        what="the friend request to arrive",
+    )
+    b.call("requests.accept", friend=a.peer_id)
+    wait_for(
+        lambda: (a.contact(b.peer_id) or {}).get("state") == "friend",
+        timeout=60,
+        what="the accept to arrive",
+    )
+    a.call("messages.send", friend=b.peer_id, text=text)
+    wait_for(
+        lambda: any(m["text"] == text for m in b.history(a.peer_id)),
+        timeout=60,
+        what=f"{text!r} to arrive",
+    )
+
+
+def nat_daemons(spawn: list[Daemon], lab: NatLab, tmp: Path) -> tuple[Daemon, Daemon, Daemon]:
+    pub = in_ns(spawn, lab.lab, lab.pub, tmp / "pub", f"/ip4/{NatLab.PUB_IP}/tcp/4001").start()
+    boot = pub.bootstrap_addr()
+    h1 = in_ns(spawn, lab.lab, lab.h1, tmp / "h1", "/ip4/0.0.0.0/tcp/4001")
+    h2 = in_ns(spawn, lab.lab, lab.h2, tmp / "h2", "/ip4/0.0.0.0/tcp/4001")
+    for d in (h1, h2):
+        d.launch("--bootstrap", boot)
+    for d in (h1, h2):
+        d.wait_started()
+    assert pub.call("status")["reachability"] == "public"
+    assert pub.call("status")["relay_service"] is True
+    for d in (h1, h2):
+        status = wait_for(
+            lambda d=d: (s := d.call("status"))["relays"] and s["record_seq"] and s,
+            timeout=30,
+            what="a relay reservation and a published record",
+        )
+        assert status["reachability"] == "private"
+        assert status["relays"] == [pub.peer_id]
+    return pub, h1, h2
+
+
+@pytest.mark.timeout(180)
+def test_endpoint_independent_nats_meet_chat_via_relay_and_punch_through(
+    spawn: list[Daemon], tmp_path: Path
+) -> None:
+    with nat_lab(symmetric=False) as lab:
+        pub, h1, h2 = nat_daemons(spawn, lab, tmp_path)
+        # h2's record lists its relay circuit first: the only way in from outside.
+        found = h1.call("dht.find", peer_id=h2.peer_id)
+        assert found["addrs"][0] == f"/ip4/{NatLab.PUB_IP}/tcp/4001/p2p/{pub.peer_id}/p2p-circuit"
+        befriend_and_chat(h1, h2, "through two NATs")
+        # The routers drop unsolicited inbound connections, so a direct connection between
+        # h1 and h2 can only come from DCUtR's hole punch.
+        wait_for(
+            lambda: "direct" in kinds_between(h1, h2),
+            timeout=60,
+            what="DCUtR to upgrade the relayed connection to a direct one",
+        )
+        assert "direct" in kinds_between(h2, h1)
+        conn_addrs = [
+            c["addr"]
+            for p in h1.call("peers.list")["peers"]
+            if p["peer_id"] == h2.peer_id
+            for c in p["connections"]
+            if c["kind"] == "direct"
+        ]
+        # Seen from h1, the direct connection goes to h2's router's public address.
+        assert any(NatLab.R2_WAN in a for a in conn_addrs), conn_addrs
+        h2.call("messages.send", friend=h1.peer_id, text="and back, directly")
+        wait_for(
+            lambda: any(m["text"] == "and back, directly" for m in h1.history(h2.peer_id)),
+            timeout=30,
+            what="the reply",
+        )
+
+
+@pytest.mark.timeout(180)
+def test_symmetric_nats_still_chat_through_the_relay(spawn: list[Daemon], tmp_path: Path) -> None:
+    with nat_lab(symmetric=True) as lab:
+        _pub, h1, h2 = nat_daemons(spawn, lab, tmp_path)
+        befriend_and_chat(h1, h2, "through two symmetric NATs")
+        assert kinds_between(h1, h2) and set(kinds_between(h1, h2)) == {"relayed"}
+        time.sleep(5)  # give DCUtR its attempts; they must fail, and chat must go on
+        h2.call("messages.send", friend=h1.peer_id, text="still relayed")
+        wait_for(
+            lambda: any(m["text"] == "still relayed" for m in h1.history(h2.peer_id)),
+            timeout=30,
+            what="the reply through the relay",
+        )
+        assert set(kinds_between(h1, h2)) == {"relayed"}
+
+
+@pytest.mark.timeout(120)
+def test_two_daemons_on_a_lan_find_each_other_with_mdns(
+    spawn: list[Daemon], tmp_path: Path
+) -> None:
+    with lan_lab() as (lab, ns_a, ns_b):
+        a = in_ns(spawn, lab, ns_a, tmp_path / "a", "/ip4/0.0.0.0/tcp/0", mdns=True)
+        b = in_ns(spawn, lab, ns_b, tmp_path / "b", "/ip4/0.0.0.0/tcp/0", mdns=True)
+        a.launch()
+        b.launch()
+        a.wait_started()
+        b.wait_started()
+        wait_for(lambda: kinds_between(a, b), timeout=30, what="mDNS to connect them")
+        befriend_and_chat(a, b, "found you on the LAN")
+        assert "mDNS: found" in a.log_text() or "mDNS: found" in b.log_text()
