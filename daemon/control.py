@@ -340,9 +340,7 @@ async def _peers_list(s: Session, p: Params) -> Any:
     assert network is not None
     by_peer: dict[str, list[dict[str, Any]]] = {}
     for conn in network.connections():
-        by_peer.setdefault(conn["peer_id"], []).append(
-            {"kind": conn["kind"], "addr": conn["addr"]}
-        )
+        by_peer.setdefault(conn["peer_id"], []).append({"kind": conn["kind"], "addr": conn["addr"]})
     peers = []
     for peer, conns in sorted(by_peer.items()):
         kinds = {c["kind"] for c in conns}
