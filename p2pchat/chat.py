@@ -68,6 +68,10 @@ class Located(Protocol):
 
 Resolver = Callable[[str], Awaitable[Located | None]]
 
+LOOKUP_BACKOFF_MIN: Final = 30.0
+LOOKUP_BACKOFF_MAX: Final = 900.0
+"""DHT lookups for an unreachable contact: at most one per backoff period (doubling from 30 s
+to 15 min), so offline friends do not turn into a steady stream of DHT queries."""
 BACKOFF_MIN: Final = 0.5
 BACKOFF_MAX: Final = 60.0
 MAX_PENDING_REQUESTS: Final = 200
@@ -784,6 +788,8 @@ class PeerLink:
         # not query the database for each one. Only a hint: the database stays the truth.
         self._fresh: deque[MessageRecord] = deque()
         self._fresh_dropped = False
+        self._next_lookup = 0.0
+        self._lookup_backoff = LOOKUP_BACKOFF_MIN
 
     def queue(self, record: MessageRecord) -> None:
         """A message was just committed to the outbox: hand it over and wake up."""
@@ -820,6 +826,7 @@ class PeerLink:
     def network_changed(self) -> None:
         """Something that may let a dial succeed changed: retry now, from a short backoff."""
         self._backoff = BACKOFF_MIN
+        self._next_lookup = 0.0
         self._net.set()
         self._work.set()
 
@@ -860,9 +867,12 @@ class PeerLink:
         if contact.addrs and await net.dial(self.peer, contact.addrs):
             return True
         resolver = self.chat.resolver
-        if resolver is None:
+        now = trio.current_time()
+        if resolver is None or now < self._next_lookup:
             log.debug("could not reach %s at its known addresses", short(self.peer))
             return False
+        self._next_lookup = now + self._lookup_backoff
+        self._lookup_backoff = min(self._lookup_backoff * 2, LOOKUP_BACKOFF_MAX)
         found = await resolver(self.peer)
         if found is None:
             log.debug("%s: not found in the DHT", short(self.peer))
@@ -872,7 +882,11 @@ class PeerLink:
             log.debug("could not reach %s at %s", short(self.peer), ", ".join(found.addrs))
             return False
         log.info("found %s through the DHT (%s)", short(self.peer), found.source)
-        await self.chat._learn_addrs(self.peer, found.addrs)
+        self._next_lookup, self._lookup_backoff = 0.0, LOOKUP_BACKOFF_MIN
+        if found.source == "record":
+            # Signed by the friend. (Peer-routing answers are whatever strangers told the
+            # DHT; the friend's own hello frame will tell us its addresses.)
+            await self.chat._learn_addrs(self.peer, found.addrs)
         return True
 
     async def _deliver_notice(self, contact: Contact) -> None:

@@ -43,6 +43,7 @@ from p2pchat.identity import Identity
 from p2pchat.net import IDENTIFY_WAIT, Network, dial_order, is_circuit
 from p2pchat.relay import RelayLimitsConfig, Relays
 from p2pchat.store import Store
+from p2pchat.wire import MAX_ADDR_BYTES, text_problem
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,12 @@ LOOKUP_TIMEOUT: Final = 15.0
 SAVE_PEERS_EVERY: Final = 300.0
 SAVED_PEERS_MAX: Final = 50
 NAT_CHECK_EVERY: Final = 5.0
+NAT_MIN_OBSERVERS: Final = 2
+"""Distinct peers that must see us under a foreign IP before we believe we are behind a NAT:
+one peer's say-so must not turn a public daemon into a client."""
+JOIN_BACKOFF_SMALL_NET: Final = 600.0
+"""Backoff cap once some DHT peers are known but no more are to be found (a small overlay,
+e.g. a group of friends): re-joining every two minutes would be pure traffic."""
 SETTING_SEQ: Final = "record_seq"
 SETTING_PEERS: Final = "dht_peers"
 
@@ -135,7 +142,8 @@ def advertised_addrs(
     if any(not is_loopback_ip(ip_of(a) or "") for a in direct):
         direct = [a for a in direct if not is_loopback_ip(ip_of(a) or "")]
     ordered = list(direct) + list(circuit_addrs) if public else [*circuit_addrs, *direct]
-    return tuple(dict.fromkeys(ordered))[: records.MAX_ADDRS_PER_DEVICE]
+    usable = [a for a in ordered if text_problem(a, MAX_ADDR_BYTES) is None]
+    return tuple(dict.fromkeys(usable))[: records.MAX_ADDRS_PER_DEVICE]
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +180,7 @@ class Discovery:
         self.config = config
         self._on_peer_found = on_peer_found
         self.relays = Relays(network, config.relay_limits)
+        self.relays.preferred = tuple(a.rsplit("/p2p/", 1)[-1] for a in config.bootstrap)
         self.relays.on_change(self.addresses_changed)
         self.dht: kad.OverlayDHT | None = None
         self.public = True
@@ -284,13 +293,16 @@ class Discovery:
             candidates = await self._candidates()
             if size < MIN_ROUTING_TABLE and (candidates or size > 0):
                 await self._join(candidates)
-                if self.routing_table_size() >= MIN_ROUTING_TABLE:
+                after = self.routing_table_size()
+                if after >= MIN_ROUTING_TABLE:
                     backoff = JOIN_BACKOFF_MIN
                 else:
                     # Many daemons joining through one bootstrap at once overflow its
-                    # inbound DHT limit; jittered retries spread them out.
+                    # inbound DHT limit; jittered retries spread them out. A small overlay
+                    # that stopped growing is simply small: back off further.
+                    cap = JOIN_BACKOFF_SMALL_NET if 0 < after <= size else JOIN_BACKOFF_MAX
                     await trio.sleep(backoff * (0.5 + random.random()))
-                    backoff = min(backoff * 2, JOIN_BACKOFF_MAX)
+                    backoff = min(backoff * 2, cap)
                     continue
             await trio.sleep(CHECK_TABLE_EVERY)
 
@@ -337,16 +349,26 @@ class Discovery:
         return await self.dht.add_peer(peer_id)
 
     async def _connected_loop(self) -> None:
-        limit = trio.CapacityLimiter(8)
+        """Admit new connections to the routing table, at most 8 at a time (each may wait
+        for identify); a peer already waiting is not queued twice."""
+        slots = trio.Semaphore(8)
+        waiting: set[str] = set()
 
         async def admit(peer: str) -> None:
-            async with limit:
+            try:
                 if self.network.is_connected(peer):
                     await self._admit(peer)
                     self._note_ready()
+            finally:
+                waiting.discard(peer)
+                slots.release()
 
         async with trio.open_nursery() as nursery:
             async for peer in self._connected_recv:
+                if peer in waiting:
+                    continue
+                await slots.acquire()
+                waiting.add(peer)
                 nursery.start_soon(admit, peer)
 
     # --- our record -----------------------------------------------------------------------
@@ -375,7 +397,11 @@ class Discovery:
         seq = next_seq(last, int(time.time() * 1000))
         expires = int(time.time()) + records.RECORD_LIFETIME
         device = records.Device(self.identity.peer_id, addrs)
-        value = records.sign_record(self.identity, seq, expires, (device,))
+        try:
+            value = records.sign_record(self.identity, seq, expires, (device,))
+        except records.RecordError as exc:  # advertised_addrs keeps this from happening
+            log.warning("cannot sign our address record: %s", exc)
+            return False
         await self.store.set_setting(SETTING_SEQ, str(seq))
         try:
             with trio.fail_after(PUT_TIMEOUT):
@@ -391,7 +417,8 @@ class Discovery:
 
     async def find_addrs(self, peer: str) -> Lookup | None:
         """Where ``peer`` can be reached: its signed record, else DHT peer routing."""
-        assert self.dht is not None
+        if self.dht is None:
+            return None  # not started yet
         started = time.monotonic()
         key = records.record_key(peer)
         with trio.move_on_after(LOOKUP_TIMEOUT):
@@ -436,6 +463,8 @@ class Discovery:
                 assert self.dht is not None
                 await self.dht.switch_mode(DHTMode.CLIENT)
                 self.public = False
+                if self.config.relay_service == "auto":
+                    self.relays.stop_serving()
                 self.relays.want_reservations = True
                 self.relays.poke()
                 self.addresses_changed()
@@ -445,7 +474,7 @@ class Discovery:
         if manager is None:
             return []
         try:
-            return [str(a) for a in manager.addrs(min_observers=1)]
+            return [str(a) for a in manager.addrs(min_observers=NAT_MIN_OBSERVERS)]
         except Exception:
             return []
 
@@ -461,7 +490,11 @@ class Discovery:
             return
         peerstore = self.network.host.get_peerstore()
         saved: list[dict[str, Any]] = []
-        for peer_id in self.dht.routing_table.get_peer_ids()[:SAVED_PEERS_MAX]:
+        for peer_id in self.dht.routing_table.get_peer_ids():
+            if len(saved) >= SAVED_PEERS_MAX:
+                break
+            if not self.dht.serves_dht(peer_id):
+                continue  # only peers identify vouched for, not names from DHT replies
             try:
                 addrs = [str(a) for a in peerstore.addrs(peer_id) if not is_circuit(str(a))]
             except Exception:

@@ -1,7 +1,7 @@
 """py-libp2p's Kademlia DHT, made into the p2pchat overlay, with its known bugs worked around.
 
-Each workaround is small, named after the bug it covers, and tested in tests/test_kad.py
-(docs/ARCHITECTURE.md, "Library workarounds"):
+Each workaround is small, named after the bug it covers, and tested in
+tests/test_discovery_unit.py and tests/test_discovery.py (docs/ARCHITECTURE.md §8):
 
 - **Protocol ID** — py-libp2p 0.8.1 hard-codes ``/ipfs/kad/1.0.0`` as a module constant read
   by five modules. :func:`use_protocol` sets it in all of them before the DHT is built, so
@@ -36,12 +36,15 @@ from libp2p.kad_dht.common import BUCKET_SIZE
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.id import ID
 from libp2p.records.utils import InvalidRecordType
-from libp2p.records.validator import Validator
+from libp2p.records.validator import NamespacedValidator, Validator
 
 from p2pchat import records
 
 log = logging.getLogger(__name__)
 
+MAX_STORED_RECORDS: Final = 10_000
+"""Records a server holds for others (each at most 8 KiB, typically ~300 bytes); the library
+default, 50,000, lets strangers fill memory with records of made-up identities."""
 GET_ANSWERS: Final = 3
 """Values to collect before choosing: a few, since a stale holder may answer first."""
 GET_QUERY_TIMEOUT: Final = 5.0
@@ -80,8 +83,15 @@ class OverlayDHT(KadDHT):
     """KadDHT with the workarounds above; use :func:`use_protocol` before constructing."""
 
     def __init__(self, host: IHost, mode: DHTMode) -> None:
-        super().__init__(host, mode)
-        self.register_validator(records.NAMESPACE, AddressRecordValidator())
+        # Strict: a server stores nothing but valid p2pchat address records (the library's
+        # default stores any non-namespaced key unchecked, up to 1 MB each).
+        validator = NamespacedValidator(
+            {records.NAMESPACE: AddressRecordValidator()}, strict_validation=True
+        )
+        super().__init__(
+            host, mode, validator=validator, validator_changed=True, strict_validation=True
+        )
+        _kad_values.MAX_VALUE_STORE_SIZE = MAX_STORED_RECORDS  # type: ignore[attr-defined]
 
     def serves_dht(self, peer_id: ID) -> bool:
         """Whether identify says ``peer_id`` answers our DHT protocol."""
@@ -108,7 +118,9 @@ class OverlayDHT(KadDHT):
         local = self.value_store.get(key_bytes)
         if local is not None:
             found.append(local.value)
-        closest = await self.peer_routing.find_closest_peers_network(key_bytes)
+        closest: list[ID] = []
+        with trio.move_on_after(GET_QUERY_TIMEOUT):
+            closest = await self.peer_routing.find_closest_peers_network(key_bytes)
         peers = [p for p in closest if p != self.local_peer_id][:BUCKET_SIZE]
         done = trio.Event()  # enough answers, or every peer has answered
         outstanding = len(peers)

@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 DIAL_TIMEOUT: Final = 5.0
 DIAL_STAGGER: Final = 0.3
 """Seconds to give one address before also trying the next (they then race)."""
+MAX_DIAL_ADDRS: Final = 8
+"""Addresses tried per dial: peerstore addresses come from strangers (DHT replies, mDNS), and
+a peer listing a thousand must not make us knock on a thousand doors."""
 NEW_STREAM_TIMEOUT: Final = 10.0
 IDENTIFY_WAIT: Final = 3.0
 
@@ -59,9 +62,12 @@ def is_circuit(addr: str) -> bool:
 
 def dial_order(addrs: Sequence[str]) -> list[str]:
     """Addresses in the order to try them: direct before relayed, first-listed first; no
-    duplicates and no wildcard addresses (``0.0.0.0`` or ``::``, which mean "this machine")."""
+    duplicates, no wildcard addresses (``0.0.0.0`` or ``::``, which mean "this machine"), at
+    most ``MAX_DIAL_ADDRS`` of which up to 2 relayed."""
     unique = [a for a in dict.fromkeys(addrs) if "/ip4/0.0.0.0/" not in a and "/ip6/::/" not in a]
-    return sorted(unique, key=is_circuit)
+    relayed = [a for a in unique if is_circuit(a)][:2]
+    direct = [a for a in unique if not is_circuit(a)][: MAX_DIAL_ADDRS - len(relayed)]
+    return direct + relayed
 
 
 def key_pair_of(identity: Identity) -> KeyPair:
@@ -128,6 +134,11 @@ class Network:
         """Set by :class:`p2pchat.relay.Relays`: how to dial a ``/p2p-circuit`` address."""
         # Workaround (module docstring): every dial by peer ID goes through our dialer.
         swarm.dial_peer = self.dial_known  # type: ignore[method-assign]
+        # py-libp2p's AutoConnector dials peers from the peerstore every 30 s until it holds
+        # ~150 connections: strangers contacted for no purpose, and traffic. We connect only
+        # with a purpose (friends, DHT lookups, relays).
+        swarm.auto_connector.maybe_connect = _no_auto_connect  # type: ignore[method-assign]
+        self._dialing: dict[str, trio.Event] = {}
 
     def on_connection_change(self, callback: Callable[[str, bool], None]) -> None:
         self._on_connection_change = callback
@@ -207,10 +218,9 @@ class Network:
         return self.is_connected(peer)
 
     async def dial_known(self, peer_id: ID) -> list[INetConn]:
-        """Swarm.dial_peer replacement: the existing connections to ``peer_id``, else a new
-        one through the addresses in the peerstore. Raises :class:`DialFailed`."""
-        network = self.host.get_network()
-        existing = list(network.get_connections(peer_id))
+        """Swarm.dial_peer replacement: the open connections to ``peer_id``, else a new one
+        through the addresses in the peerstore. Raises :class:`DialFailed`."""
+        existing = self._open_connections(peer_id)
         if existing:
             return existing
         try:
@@ -219,9 +229,29 @@ class Network:
             addrs = []
         return [await self._dial_any(peer_id, addrs)]
 
+    def _open_connections(self, peer_id: ID) -> list[INetConn]:
+        conns = self.host.get_network().get_connections(peer_id)
+        return [c for c in conns if not getattr(c, "is_closed", False)]
+
     async def _dial_any(self, peer_id: ID, addrs: Sequence[str]) -> INetConn:
-        """Race ``addrs`` (in :func:`dial_order`, staggered); the first connection wins and
-        the other attempts are cancelled."""
+        """One dial per peer at a time: a caller that finds a dial to the same peer under way
+        waits for it and shares its connection instead of opening a second one."""
+        key = str(peer_id)
+        while (ongoing := self._dialing.get(key)) is not None:
+            await ongoing.wait()
+            existing = self._open_connections(peer_id)
+            if existing:
+                return existing[0]
+        done = self._dialing[key] = trio.Event()
+        try:
+            return await self._race(peer_id, addrs)
+        finally:
+            del self._dialing[key]
+            done.set()
+
+    async def _race(self, peer_id: ID, addrs: Sequence[str]) -> INetConn:
+        """Race ``addrs`` (in :func:`dial_order`, staggered); the first connection wins, the
+        other attempts are cancelled and any that connected anyway are closed."""
         order = dial_order(addrs)
         if not order:
             raise DialFailed(f"no usable address known for {peer_id}")
@@ -238,6 +268,9 @@ class Network:
                         await failed.wait()
                     if winner:
                         break
+        for extra in winner[1:]:
+            with trio.move_on_after(2):
+                await extra.close()
         if winner:
             return winner[0]
         raise DialFailed(f"could not connect to {peer_id}: {'; '.join(errors) or 'timed out'}")
@@ -309,6 +342,10 @@ class Network:
     async def open_stream(self, peer: str, protocol: str) -> INetStream:
         with trio.fail_after(NEW_STREAM_TIMEOUT):
             return await self.host.new_stream(ID.from_base58(peer), [TProtocol(protocol)])
+
+
+async def _no_auto_connect() -> None:
+    return None
 
 
 class DialFailed(Exception):

@@ -21,7 +21,9 @@ Library workarounds (py-libp2p 0.8.1), each covered by tests/test_relay.py:
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Final
@@ -49,6 +51,10 @@ RESERVE_EVERY: Final = 600.0
 """Seconds between renewals (relays grant an hour)."""
 CHECK_EVERY: Final = 5.0
 RESERVE_TIMEOUT: Final = 10.0
+RETRY_MIN: Final = 30.0
+RETRY_MAX: Final = 1800.0
+"""Backoff for a relay that refused or failed a reservation."""
+_RELAY_BASE = re.compile(r"^/ip[46]/[0-9a-fA-F.:]{2,45}/tcp/\d{1,5}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +97,11 @@ class Relays:
         self._reserved: dict[str, str] = {}  # relay peer -> our circuit address through it
         self._renewed_at: dict[str, float] = {}
         self._changed: list[Any] = []
+        self._failed_until: dict[str, float] = {}
+        self._retry_after: dict[str, float] = {}
+        self.preferred: tuple[str, ...] = ()
+        """Peers to try as relays first (the bootstrap daemons): chosen by the user, unlike
+        any peer that happens to be connected."""
         self._wakeup = trio.Event()
         self._protocol: IsolatedCircuitRelay | None = None
         self._transport: CircuitV2Transport | None = None
@@ -108,13 +119,23 @@ class Relays:
         """Call ``callback()`` whenever :meth:`circuit_addrs` changes."""
         self._changed.append(callback)
 
+    def stop_serving(self) -> None:
+        """Stop relaying for others (this daemon turned out to be behind a NAT)."""
+        if self._protocol is not None and self._protocol.allow_hop:
+            self.network.host.remove_stream_handler(TProtocol(HOP_PROTOCOL))
+            self._protocol.allow_hop = False
+        self.hop_enabled = False
+
     def poke(self) -> None:
         """Connections changed: look for relays now rather than at the next check."""
         self._wakeup.set()
 
     # --- running --------------------------------------------------------------------------
 
-    async def run(self, hop: bool, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+    async def run(
+        self, hop: bool, punch: bool = True, *, task_status: Any = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve as a relay if ``hop``; run DCUtR hole punching if ``punch``."""
         host = self.network.host
         limits = RelayLimits(
             duration=self.limits.max_circuit_seconds,
@@ -128,13 +149,14 @@ class Relays:
         # STOP only: dialing a circuit must not take a reservation slot at the relay.
         self._transport = CircuitV2Transport(host, protocol, RelayConfig(roles=RelayRole.STOP))
         self.network.circuit_dialer = self._dial_circuit
-        dcutr = DCUtRProtocol(host)
         try:
             async with (
                 background_trio_service(protocol),
-                background_trio_service(dcutr),
+                contextlib.AsyncExitStack() as stack,
                 trio.open_nursery() as nursery,
             ):
+                if punch:
+                    await stack.enter_async_context(background_trio_service(DCUtRProtocol(host)))
                 nursery.start_soon(self._reservation_loop)
                 task_status.started()
                 await trio.sleep_forever()
@@ -158,6 +180,7 @@ class Relays:
                 await self._maintain_reservations()
             elif self._reserved:
                 self._reserved.clear()
+                self._renewed_at.clear()
                 self._notify()
             self._wakeup = trio.Event()
             with trio.move_on_after(CHECK_EVERY):
@@ -178,12 +201,16 @@ class Relays:
                 await self._reserve(relay)
         if len(self._reserved) >= MAX_RESERVATIONS:
             return
-        for peer in network.connected_peers():
+        connected = network.connected_peers()
+        candidates = [p for p in self.preferred if p in connected]
+        candidates += [p for p in connected if p not in candidates]
+        for peer in candidates:
             if len(self._reserved) >= MAX_RESERVATIONS:
                 break
-            if peer in self._reserved or not self._offers_relay(peer):
+            if peer in self._reserved or now < self._failed_until.get(peer, 0):
                 continue
-            await self._reserve(peer)
+            if self._offers_relay(peer):
+                await self._reserve(peer)
 
     def _offers_relay(self, peer: str) -> bool:
         if "direct" not in self.network.connection_kinds(peer):
@@ -212,9 +239,13 @@ class Relays:
             log.info("reservation at relay %s failed: %s", relay, exc)
             ok = False
         if not ok:
+            delay = min(self._retry_after.get(relay, RETRY_MIN / 2) * 2, RETRY_MAX)
+            self._retry_after[relay] = delay
+            self._failed_until[relay] = time.monotonic() + delay
             if self._reserved.pop(relay, None) is not None:
                 self._notify()
             return
+        self._retry_after.pop(relay, None)
         self._renewed_at[relay] = time.monotonic()
         circuit = f"{base}/p2p/{relay}/p2p-circuit"
         if self._reserved.get(relay) != circuit:
@@ -235,10 +266,12 @@ class Relays:
             listed = self.network.host.get_peerstore().addrs(ID.from_base58(relay))
         except Exception:
             listed = []
-        for addr in (str(a) for a in listed):
-            if addr.startswith(ip_part + "/tcp/") and not is_circuit(addr):
-                return addr.split("/p2p/")[0]
-        return remote
+        # Only a plain /ipX/IP/tcp/PORT: the relay chooses what it advertises, and a long or
+        # odd address would end up in our record and in every frame that carries our addrs.
+        for addr in (str(a).split("/p2p/")[0] for a in listed):
+            if addr.startswith(ip_part + "/tcp/") and _RELAY_BASE.match(addr):
+                return addr
+        return remote if _RELAY_BASE.match(remote) else None
 
     def _notify(self) -> None:
         for callback in self._changed:

@@ -185,6 +185,9 @@ def test_dht_servers_refuse_forged_stale_and_misfiled_records(
     assert not trio.run(_store_at, boot, key, forged)
     assert not trio.run(_store_at, boot, key, own)
     assert not trio.run(_store_at, boot, key, b"\xa0garbage")
+    # Nothing but p2pchat records is stored: no other namespace, no bare keys.
+    assert not trio.run(_store_at, boot, "/other/thing", b"x" * 1000)
+    assert not trio.run(_store_at, boot, "bare-key", b"x" * 1000)
     # Genuine but older than what boot holds: refused too. (The test holds b's key only
     # through its data directory, exactly as a thief of that file would.)
     b_identity = load_identity(b.home / "identity.key")
@@ -196,6 +199,9 @@ def test_dht_servers_refuse_forged_stale_and_misfiled_records(
     # Something newer and genuinely signed does replace it.
     newer = records.sign_record(b_identity, found["seq"] + 1, now + 600, lie)
     assert trio.run(_store_at, boot, key, newer)
+    # c holds an older copy itself (in a 3-daemon network every daemon is among the closest);
+    # a lookup still returns the newest the network has, not c's own copy.
+    assert c.call("dht.find", peer_id=b.peer_id)["seq"] == found["seq"] + 1
 
 
 @pytest.mark.timeout(300)

@@ -15,7 +15,8 @@ from p2pchat import kad, records
 from p2pchat.config import ConfigError, bootstrap_problem, load_config
 from p2pchat.discovery import advertised_addrs, behind_nat, initial_mode, next_seq
 from p2pchat.identity import Identity
-from p2pchat.net import dial_order
+from p2pchat.net import MAX_DIAL_ADDRS, dial_order
+from p2pchat.relay import _RELAY_BASE
 
 BOOT = "/ip4/198.51.100.10/tcp/4001/p2p/12D3KooWDnsGYEnJ9jsWBLyqg993bdEQpP2Sotn5iSykjadJtBkE"
 CIRCUIT = f"{BOOT}/p2p-circuit"
@@ -58,6 +59,8 @@ def test_sequence_numbers_always_increase_even_if_the_clock_goes_back() -> None:
 def test_dial_order_puts_direct_before_relayed_and_drops_wildcards() -> None:
     addrs = [CIRCUIT, "/ip4/0.0.0.0/tcp/5", "/ip4/10.0.0.1/tcp/5", "/ip6/::/tcp/5", CIRCUIT]
     assert dial_order(addrs) == ["/ip4/10.0.0.1/tcp/5", CIRCUIT]
+    many = [f"/ip4/203.0.113.{i}/tcp/1" for i in range(100)]
+    assert dial_order(many) == many[:MAX_DIAL_ADDRS]
 
 
 def test_advertised_addresses_depend_on_reachability() -> None:
@@ -69,6 +72,28 @@ def test_advertised_addresses_depend_on_reachability() -> None:
     many = [f"/ip4/10.0.0.{i}/tcp/1" for i in range(40)]
     assert len(advertised_addrs(many, [CIRCUIT], public=False)) == records.MAX_ADDRS_PER_DEVICE
     assert advertised_addrs(many, [CIRCUIT], public=False)[0] == CIRCUIT
+
+
+def test_addresses_a_record_would_refuse_are_never_advertised() -> None:
+    huge = "/ip4/198.51.100.10/tcp/4001/p2p/" + "x" * 300 + "/p2p-circuit"
+    odd = "/ip4/10.0.0.1/tcp/1\n"
+    assert advertised_addrs(["/ip4/10.0.0.1/tcp/1", odd], [huge], public=False) == (
+        "/ip4/10.0.0.1/tcp/1",
+    )
+
+
+@pytest.mark.parametrize(
+    ("addr", "ok"),
+    [
+        ("/ip4/198.51.100.10/tcp/4001", True),
+        ("/ip6/2001:db8::1/tcp/4001", True),
+        ("/ip4/198.51.100.10/tcp/4001/p2p/x", False),
+        ("/dns4/relay.example/tcp/4001", False),
+        ("/ip4/198.51.100.10/tcp/4001/" + "a" * 300, False),
+    ],
+)
+def test_only_plain_relay_addresses_become_circuits(addr: str, ok: bool) -> None:
+    assert bool(_RELAY_BASE.match(addr)) is ok
 
 
 def test_bootstrap_addresses_are_checked() -> None:
