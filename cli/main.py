@@ -21,7 +21,7 @@ from typing import Any
 from p2pchat import paths
 from p2pchat.api import ApiError, Client, DaemonNotRunning
 
-from . import daemonctl, files, live
+from . import calls, daemonctl, files, live
 from .output import (
     contact_label,
     contact_name,
@@ -147,6 +147,11 @@ def cmd_status(home: Path, args: argparse.Namespace) -> int:
     out(f"transfers:        {st.get('transfers_active', 0)} open (see: p2pchat transfers)")
     out(f"home:             {st.get('home') or home}")
     out(f"connections:      {st.get('connections', 0)} peer(s) (see: p2pchat peers)")
+    call = st.get("call")
+    if call:
+        from .calls import describe
+
+        out(f"call:             {describe(call)}")
     reach = st.get("reachability", "?")
     how = "reachable from outside" if reach == "public" else "behind a NAT"
     out(f"reachability:     {reach} ({how})")
@@ -518,6 +523,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--receipts", action="store_true", help="show delivery confirmations")
 
     add(sub, "events", cmd_events, "print events as they happen (until Ctrl-C)")
+
+    p = add(sub, "call", calls.cmd_call, "call a friend (video, or --audio-only)")
+    p.add_argument("friend", metavar="FRIEND", help="name, ID or ID prefix")
+    p.add_argument("--audio-only", action="store_true", help="no video")
+    media_help = "test (a test pattern and tone, the default), camera, or a media file"
+    p.add_argument("--source", metavar="SPEC", help=media_help)
+    p.add_argument("--record", metavar="FILE", help="record what the friend sends (.mp4, .mkv)")
+    p = add(sub, "answer", calls.cmd_answer, "answer the ringing call")
+    p.add_argument("friend", metavar="FRIEND", nargs="?", help="whose call (default: the one)")
+    p.add_argument("--source", metavar="SPEC", help=media_help)
+    p.add_argument("--record", metavar="FILE", help="record what the friend sends (.mp4, .mkv)")
+    p = add(sub, "hangup", calls.cmd_hangup, "end the call (or decline a ringing one)")
+    p.add_argument("friend", metavar="FRIEND", nargs="?", help="whose call (default: the one)")
+    p = add(sub, "calls", calls.cmd_calls, "the current call with live stats, and the last one")
+    p.add_argument("--watch", action="store_true", help="refresh every second (until Ctrl-C)")
 
     p = add(sub, "send-file", files.cmd_send_file, "offer a file to a friend")
     p.add_argument("friend", metavar="FRIEND", help="name, ID or ID prefix")

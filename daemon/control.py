@@ -24,6 +24,7 @@ from p2pchat.api import (
     PARSE_ERROR,
     ApiError,
 )
+from p2pchat.calls import CallManager
 from p2pchat.chat import Chat, message_json
 from p2pchat.friendship import UserAction
 from p2pchat.identity import IdentityError, check_peer_id
@@ -398,6 +399,47 @@ def _files(s: Session) -> TransferManager:
     return files
 
 
+def _calls(s: Session) -> CallManager:
+    calls = s.server.node.calls
+    if calls is None:
+        raise ApiError("internal_error", "the node is not running")
+    return calls
+
+
+def _flag(params: Params, key: str, default: bool) -> bool:
+    value = params.get(key, default)
+    if not isinstance(value, bool):
+        raise ApiError("invalid_params", f"parameter {key!r} must be true or false")
+    return value
+
+
+async def _calls_start(s: Session, p: Params) -> Any:
+    call = await _calls(s).start_call(
+        _str(p, "friend"),
+        video=not _flag(p, "audio_only", False),
+        source=_str(p, "source", required=False, default="test"),
+        record=_str(p, "record", required=False),
+    )
+    return {"call": call}
+
+
+async def _calls_answer(s: Session, p: Params) -> Any:
+    call = await _calls(s).answer(
+        _str(p, "friend", required=False) or None,
+        source=_str(p, "source", required=False, default="test"),
+        record=_str(p, "record", required=False),
+    )
+    return {"call": call}
+
+
+async def _calls_hangup(s: Session, p: Params) -> Any:
+    return {"call": await _calls(s).hangup(_str(p, "friend", required=False) or None)}
+
+
+async def _calls_list(s: Session, p: Params) -> Any:
+    return {"calls": await _calls(s).list_calls()}
+
+
 async def _files_send(s: Session, p: Params) -> Any:
     return {"transfer": await _files(s).send_file(_str(p, "friend"), _str(p, "path"))}
 
@@ -443,6 +485,10 @@ METHODS: Final[dict[str, Handler]] = {
     "peers.connect": _peers_connect,
     "peers.disconnect": _peers_disconnect,
     "dht.find": _dht_find,
+    "calls.start": _calls_start,
+    "calls.answer": _calls_answer,
+    "calls.hangup": _calls_hangup,
+    "calls.list": _calls_list,
     "files.send": _files_send,
     "files.list": _files_list,
     "files.accept": _files_accept,

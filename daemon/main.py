@@ -94,6 +94,9 @@ def setup_logging(home: Path, level: str) -> logging.handlers.QueueListener:
     # unless debugging.
     logging.getLogger("libp2p").setLevel(logging.DEBUG if level == "DEBUG" else logging.CRITICAL)
     logging.getLogger("multiaddr").setLevel(logging.WARNING)
+    # aiortc and aioice log every ICE check and DTLS step at INFO.
+    for noisy in ("aioice", "aiortc"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)
     listener.start()
     return listener
 

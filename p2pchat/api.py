@@ -43,6 +43,8 @@ ERROR_CODES: Final[dict[str, int]] = {
     "file_error": 1012,
     "invalid_state": 1013,
     "too_large": 1014,
+    "busy": 1015,
+    "media_error": 1016,
 }
 
 

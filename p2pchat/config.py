@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -59,6 +60,16 @@ class Config:
     relay_max_circuit_bytes: int = 1 << 27
     """Bytes a relayed connection may carry (both directions) before the relay closes it."""
     relay_max_circuit_seconds: int = 600
+    call_auto_answer: bool = False
+    """Answer friends' calls without asking (for unattended use)."""
+    call_ring_timeout: float = 45.0
+    """Seconds a call rings before it ends as unanswered."""
+    call_record_dir: str = ""
+    """Where auto-answered calls are recorded; empty discards their media."""
+    ice_servers: list[Any] = field(default_factory=list)
+    """STUN/TURN servers for calls: ``"stun:host:port"`` strings, or ``{"urls": "turn:...",
+    "username": ..., "credential": ...}`` objects. Empty by default: no third party learns
+    of a call."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,6 +88,10 @@ class Config:
             "relay_max_reservations": self.relay_max_reservations,
             "relay_max_circuit_bytes": self.relay_max_circuit_bytes,
             "relay_max_circuit_seconds": self.relay_max_circuit_seconds,
+            "call_auto_answer": self.call_auto_answer,
+            "call_ring_timeout": self.call_ring_timeout,
+            "call_record_dir": self.call_record_dir,
+            "ice_servers": self.ice_servers,
         }
 
     def incoming_path(self, home: Path) -> Path:
@@ -149,6 +164,26 @@ def load_config(home: Path) -> Config:
     for key in ("relay_max_reservations", "relay_max_circuit_bytes", "relay_max_circuit_seconds"):
         if key in raw:
             setattr(cfg, key, _count(raw, key, path))
+    auto_answer = raw.get("call_auto_answer", False)
+    if not isinstance(auto_answer, bool):
+        raise ConfigError(f"{path}: 'call_auto_answer' must be true or false")
+    ring = raw.get("call_ring_timeout", 45.0)
+    if isinstance(ring, bool) or not isinstance(ring, int | float) or not 2 <= ring <= 600:
+        raise ConfigError(f"{path}: 'call_ring_timeout' must be 2 to 600 seconds")
+    record_dir = raw.get("call_record_dir", "")
+    if not isinstance(record_dir, str) or (record_dir and not Path(record_dir).is_absolute()):
+        raise ConfigError(f"{path}: 'call_record_dir' must be an absolute directory path")
+    ice = raw.get("ice_servers", [])
+    if not isinstance(ice, list) or not all(ice_server_problem(e) is None for e in ice):
+        bad = next((ice_server_problem(e) for e in ice), None) if isinstance(ice, list) else None
+        raise ConfigError(
+            f"{path}: 'ice_servers' must list stun:/turn: URLs or "
+            f'{{"urls", "username", "credential"}} objects ({bad or "not a list"})'
+        )
+    cfg.call_auto_answer = auto_answer
+    cfg.call_ring_timeout = float(ring)
+    cfg.call_record_dir = record_dir
+    cfg.ice_servers = list(ice)
     cfg.listen = list(listen) or list(DEFAULT_LISTEN)
     cfg.name = name
     cfg.incoming_dir = incoming
@@ -157,6 +192,35 @@ def load_config(home: Path) -> Config:
     cfg.direct_transfers = direct
     cfg.transfer_stall_timeout = float(stall)
     return cfg
+
+
+_ICE_URL = re.compile(r"^(stun|turn):[A-Za-z0-9.\-\[\]:]+(\?transport=(udp|tcp))?$")
+
+
+def ice_server_problem(entry: Any) -> str | None:
+    """Why ``entry`` is not a usable ``ice_servers`` entry, or None. (aiortc supports
+    ``stun:`` and ``turn:``, not ``stuns:``/``turns:``; TURN needs credentials.)"""
+    if isinstance(entry, str):
+        entry = {"urls": entry}
+    if not isinstance(entry, dict) or not set(entry) <= {"urls", "username", "credential"}:
+        return f"{entry!r} is neither a URL nor a urls/username/credential object"
+    url = entry.get("urls")
+    if not isinstance(url, str) or not _ICE_URL.match(url):
+        return f"{url!r} is not a stun: or turn: URL"
+    user, secret = entry.get("username", ""), entry.get("credential", "")
+    if not isinstance(user, str) or not isinstance(secret, str):
+        return "username and credential must be text"
+    if url.startswith("turn:") and not (user and secret):
+        return f"{url} needs a username and a credential"
+    return None
+
+
+def ice_server_tuples(entries: list[Any]) -> tuple[tuple[str, str, str], ...]:
+    out: list[tuple[str, str, str]] = []
+    for entry in entries:
+        e = {"urls": entry} if isinstance(entry, str) else entry
+        out.append((e["urls"], e.get("username", ""), e.get("credential", "")))
+    return tuple(out)
 
 
 def bootstrap_problem(addr: str) -> str | None:

@@ -208,6 +208,7 @@ class Discovery:
             "relay_service": self.relays.hop_enabled,
             "relays": self.relays.relays(),
             "mdns": self.config.mdns,
+            "public_ips": self.public_ips(),
         }
 
     def advertised(self) -> tuple[str, ...]:
@@ -468,6 +469,22 @@ class Discovery:
                 self.relays.want_reservations = True
                 self.relays.poke()
                 self.addresses_changed()
+
+    def public_ips(self) -> list[str]:
+        """IPs that peers observe us at (identify), loopback and our own listen IPs aside:
+        our NAT's public side, offered as call candidates instead of asking a STUN server."""
+        ours = {ip_of(a) for a in self.network.listen_addrs()}
+        manager = getattr(self.network.host, "_observed_addr_manager", None)
+        try:
+            observed = [str(a) for a in manager.addrs(min_observers=1)] if manager else []
+        except Exception:
+            observed = []
+        ips = [ip_of(a) for a in observed]
+        return list(
+            dict.fromkeys(
+                ip for ip in ips if ip is not None and ip not in ours and not is_loopback_ip(ip)
+            )
+        )
 
     def _observed_addrs(self) -> list[str]:
         manager = getattr(self.network.host, "_observed_addr_manager", None)

@@ -17,8 +17,9 @@ from typing import Any
 import trio
 
 import p2pchat
+from p2pchat.calls import CallManager, CallsConfig
 from p2pchat.chat import Chat
-from p2pchat.config import Config, pin_ports, save_config
+from p2pchat.config import Config, ice_server_tuples, pin_ports, save_config
 from p2pchat.discovery import Discovery, DiscoveryConfig
 from p2pchat.events import EventBus
 from p2pchat.identity import FriendCode, Identity
@@ -85,6 +86,7 @@ class Node:
         self.store: Store | None = None
         self.files: TransferManager | None = None
         self.discovery: Discovery | None = None
+        self.calls: CallManager | None = None
 
     @property
     def peer_id(self) -> str:
@@ -112,9 +114,21 @@ class Node:
                     stall_timeout=self.config.transfer_stall_timeout,
                 ),
             )
+            self.calls = CallManager(
+                self.chat,
+                self.events,
+                CallsConfig(
+                    auto_answer=self.config.call_auto_answer,
+                    ring_timeout=self.config.call_ring_timeout,
+                    ice_servers=ice_server_tuples(self.config.ice_servers),
+                    record_dir=self.config.call_record_dir,
+                ),
+                public_ips=self._public_ips,
+            )
             # Handlers in place before anyone can connect.
             await self.chat.load()
             await self.files.load()
+            self.calls.load()
             async with network.run(listen):
                 # py-libp2p 0.8.1 logs a failed bind and carries on with no listener, so
                 # success is judged by the ports actually bound.
@@ -128,6 +142,7 @@ class Node:
                     await nursery.start(self.chat.run)
                     await nursery.start(self.files.run)
                     await nursery.start(discovery.run)
+                    await nursery.start(self.calls.run)
                     log.info(
                         "p2pchat %s ready as %s, listening on %s",
                         p2pchat.__version__,
@@ -166,6 +181,9 @@ class Node:
             lambda peer, up: discovery.peer_connected(peer) if up else None
         )
         return discovery
+
+    def _public_ips(self) -> list[str]:
+        return self.discovery.public_ips() if self.discovery else []
 
     def _listen_addrs(self) -> list[str]:
         """The addresses to listen on. A configured (pinned) TCP port that is taken now falls
@@ -224,4 +242,5 @@ class Node:
             "connections": len(self.network.connected_peers()) if self.network else 0,
             "transfers_active": self.files.active_count() if self.files else 0,
             **(self.discovery.status() if self.discovery else {}),
+            "call": self.calls.status() if self.calls else None,
         }

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import io
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, Generic, TypeAlias, TypeVar
 
 import cbor2
 
@@ -50,6 +51,9 @@ DATA_PATHS: Final = ("tcp", "stream")
 
 _MAX_VARINT_BYTES: Final = 5  # enough for MAX_FRAME_BYTES with room to spare
 _CBOR_MAX_DEPTH: Final = 4
+
+
+F = TypeVar("F")
 
 
 class FrameError(Exception):
@@ -483,16 +487,18 @@ def decode_frame(body: bytes) -> Frame:
     raise FrameError(f"unknown frame type {t[:32]!r}")
 
 
-class FrameDecoder:
-    """Incremental decoder: ``feed`` bytes, get back every complete, validated frame.
+class FrameReader(Generic[F]):
+    """Incremental decoder: ``feed`` bytes, get back every complete frame, each decoded and
+    validated by ``decode`` (one protocol's frame set).
 
     After a :class:`FrameError` the decoder is poisoned (the stream is no longer in sync) and
     every further ``feed`` raises again.
     """
 
-    def __init__(self, max_frame: int = MAX_FRAME_BYTES) -> None:
+    def __init__(self, decode: Callable[[bytes], F], max_frame: int = MAX_FRAME_BYTES) -> None:
         self._buf = bytearray()
         self._max = max_frame
+        self._decode = decode
         self._error: FrameError | None = None
 
     @property
@@ -500,11 +506,11 @@ class FrameDecoder:
         """Bytes received but not yet part of a complete frame."""
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[Frame]:
+    def feed(self, data: bytes) -> list[F]:
         if self._error is not None:
             raise self._error
         self._buf += data
-        frames: list[Frame] = []
+        frames: list[F] = []
         try:
             while True:
                 header = self._parse_header()
@@ -515,7 +521,7 @@ class FrameDecoder:
                     break
                 body = bytes(self._buf[offset : offset + length])
                 del self._buf[: offset + length]
-                frames.append(decode_frame(body))
+                frames.append(self._decode(body))
         except FrameError as exc:
             self._error = exc
             raise
@@ -536,3 +542,10 @@ class FrameDecoder:
         if len(self._buf) >= _MAX_VARINT_BYTES:
             raise FrameError("length prefix too long")
         return None
+
+
+class FrameDecoder(FrameReader[Frame]):
+    """:class:`FrameReader` for the friend, message and file protocols."""
+
+    def __init__(self, max_frame: int = MAX_FRAME_BYTES) -> None:
+        super().__init__(decode_frame, max_frame)

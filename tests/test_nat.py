@@ -156,3 +156,42 @@ def test_two_daemons_on_a_lan_find_each_other_with_mdns(
         wait_for(lambda: kinds_between(a, b), timeout=30, what="mDNS to connect them")
         befriend_and_chat(a, b, "found you on the LAN")
         assert "mDNS: found" in a.log_text() or "mDNS: found" in b.log_text()
+
+
+@pytest.mark.timeout(180)
+def test_a_call_between_friends_behind_nats_gets_a_direct_media_path(
+    spawn: list[Daemon], tmp_path: Path
+) -> None:
+    """No STUN or TURN server is configured: each daemon offers the public IP that libp2p
+    peers observed for it as a server-reflexive candidate, and the two NATs (which keep
+    source ports) let the checks through once both sides have sent."""
+    with nat_lab(symmetric=False) as lab:
+        _pub, h1, h2 = nat_daemons(spawn, lab, tmp_path)
+        befriend_and_chat(h1, h2, "call me")
+        assert h1.call("status")["call"] is None
+        h1.call("calls.start", friend=h2.peer_id)
+        wait_for(
+            lambda: (h2.call("status")["call"] or {}).get("state") == "ringing_in",
+            timeout=30,
+            what="h2 to ring",
+        )
+        h2.call("calls.answer")
+        wait_for(
+            lambda: (h1.call("status")["call"] or {}).get("state") == "active",
+            timeout=30,
+            what="media to connect through both NATs",
+        )
+        time.sleep(2)
+        stats = h1.call("calls.list")["calls"][0]["stats"]
+        path = stats["path"]
+        # Seen from h1, media comes from h2's router's public address: direct, not relayed.
+        assert path["relayed"] is False
+        assert path["remote"].startswith(f"{NatLab.R2_WAN}:"), path
+        assert path["local"].startswith(f"{NatLab.H1_IP}:"), path
+        assert stats["dtls"] == "connected" and stats["srtp"] is True
+        h1.call("calls.hangup")
+        wait_for(
+            lambda: h2.call("calls.list")["calls"][0]["released"],
+            timeout=30,
+            what="the call to end on h2",
+        )
