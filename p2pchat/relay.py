@@ -14,6 +14,9 @@ Library workarounds (py-libp2p 0.8.1), each covered by tests/test_relay.py:
 - **One circuit's end closed another's** — the relay keys active circuits by peer, so when
   one circuit to a peer ended it closed the streams of any other live circuit to that peer.
   :class:`IsolatedCircuitRelay` gives each circuit its own key.
+- **Hole punching from both sides at once** — DCUtR initiates from both peers at the same
+  moment (their simultaneous dials collide) and gives up after three attempts;
+  :meth:`Relays._punch_loop` lets one side initiate and retries with backoff.
 - **Reservations** — ``RelayDiscovery`` looks for relays once at start-up (before any
   connection exists) and does not renew; :meth:`Relays._reserve` makes and renews
   reservations itself through the transport's reservation call.
@@ -51,6 +54,12 @@ RESERVE_EVERY: Final = 600.0
 """Seconds between renewals (relays grant an hour)."""
 CHECK_EVERY: Final = 5.0
 RESERVE_TIMEOUT: Final = 10.0
+PUNCH_CHECK_EVERY: Final = 0.5
+PUNCH_FIRST_DELAY: Final = 1.0
+"""Seconds after a relayed connection appears before the first hole punch (identify must
+have told each side the other's observed address)."""
+PUNCH_RETRY_MIN: Final = 8.0
+PUNCH_RETRY_MAX: Final = 300.0
 RETRY_MIN: Final = 30.0
 RETRY_MAX: Final = 1800.0
 """Backoff for a relay that refused or failed a reservation."""
@@ -62,6 +71,10 @@ class RelayLimitsConfig:
     max_reservations: int
     max_circuit_bytes: int
     max_circuit_seconds: int
+
+
+async def _no_auto_drive() -> None:
+    await trio.sleep_forever()
 
 
 class IsolatedCircuitRelay(CircuitV2Protocol):
@@ -156,12 +169,55 @@ class Relays:
                 trio.open_nursery() as nursery,
             ):
                 if punch:
-                    await stack.enter_async_context(background_trio_service(DCUtRProtocol(host)))
+                    dcutr = DCUtRProtocol(host)
+                    # Our _punch_loop decides who initiates (see there).
+                    dcutr._auto_drive_loop = _no_auto_drive  # type: ignore[method-assign]
+                    await stack.enter_async_context(background_trio_service(dcutr))
+                    nursery.start_soon(self._punch_loop, dcutr)
                 nursery.start_soon(self._reservation_loop)
                 task_status.started()
                 await trio.sleep_forever()
         finally:
             self.network.circuit_dialer = None
+
+    async def _punch_loop(self, dcutr: DCUtRProtocol) -> None:
+        """Replace relayed connections with direct ones (DCUtR), with one initiator per pair.
+
+        The library drives hole punches from *both* sides every 2 s: two daemons that came up
+        together start their sessions in the same instant, and the two simultaneous dials
+        from one listen port to one address collide, so both fail (measured: about one run
+        in five in the NAT lab); after three attempts it never tries again while the relayed
+        connection lasts. Here only the side with the smaller peer ID initiates (the other
+        answers), soon after the relayed connection appears and then with backoff."""
+        next_try: dict[str, float] = {}
+        delay: dict[str, float] = {}
+        while True:
+            await trio.sleep(PUNCH_CHECK_EVERY)
+            now = trio.current_time()
+            relayed_only = [
+                p
+                for p in self.network.connected_peers()
+                if set(self.network.connection_kinds(p)) == {"relayed"}
+            ]
+            for peer in list(next_try):
+                if peer not in relayed_only:
+                    next_try.pop(peer, None)
+                    delay.pop(peer, None)
+            for peer in relayed_only:
+                if peer < self.network.identity.peer_id:
+                    continue  # the friend initiates
+                if now < next_try.setdefault(peer, now + PUNCH_FIRST_DELAY):
+                    continue
+                delay[peer] = min(delay.get(peer, PUNCH_RETRY_MIN / 2) * 2, PUNCH_RETRY_MAX)
+                next_try[peer] = now + delay[peer]
+                peer_id = ID.from_base58(peer)
+                dcutr._hole_punch_attempts.pop(peer_id, None)  # a fresh budget
+                try:
+                    with trio.move_on_after(30):
+                        if await dcutr.initiate_hole_punch(peer_id):
+                            log.info("hole punched: direct connection to %s", peer)
+                except Exception as exc:
+                    log.debug("hole punch to %s failed: %s", peer, exc)
 
     async def _dial_circuit(self, addr: multiaddr.Multiaddr) -> INetConn:
         assert self._transport is not None

@@ -287,6 +287,30 @@ def test_auto_answer_records_unattended(trio_daemons: list[Daemon], tmp_path: Pa
     ended(bob, "hangup", "friend")
     (recording,) = list(inbox.iterdir())
     assert media_facts(recording)["video"]["frames"] > 0
+    # That recording, a file PyAV reads, is now the source of the next call.
+    alice.call("calls.start", friend=bob.peer_id, source=str(recording))
+    wait_for(lambda: call_state(alice) == "active", what="a call from a media file")
+    wait_for(
+        lambda: last_call(bob).get("stats", {}).get("video_frames_in", 0) > 10,
+        what="bob to receive the file's video",
+    )
+    alice.call("calls.hangup")
+    ended(bob, "hangup", "friend")
+    with pytest.raises(ApiError) as err:
+        alice.call("calls.start", friend=bob.peer_id, source=str(inbox / "missing.mp4"))
+    assert err.value.name == "invalid_params"
+
+
+@pytest.mark.timeout(120)
+def test_stopping_a_daemon_mid_call_hangs_up_first(trio_daemons: list[Daemon]) -> None:
+    alice, bob = pair(trio_daemons)
+    ring(alice, bob, audio_only=True)
+    bob.call("calls.answer")
+    wait_for(lambda: call_state(alice) == "active", what="the call to connect")
+    started = time.monotonic()
+    assert bob.stop() == 0
+    assert time.monotonic() - started < 12
+    ended(alice, "hangup", "friend")
 
 
 @pytest.mark.timeout(90)
@@ -320,11 +344,11 @@ async def _stranger_calls(target: Daemon) -> bytes:
         assert await network.dial(target.peer_id, target.call("identity.get")["addrs"])
         with trio.fail_after(10):
             stream = await network.open_stream(target.peer_id, CALL_PROTOCOL)
-            await stream.write(encode_call(CallOffer(bytes(16), True, "v=0\r\n")))
             try:
+                await stream.write(encode_call(CallOffer(bytes(16), True, "v=0\r\n")))
                 return await read_some(stream)
             except Exception:
-                return b""  # reset: refused
+                return b""  # reset (possibly before our offer was even written): refused
 
 
 @pytest.mark.timeout(120)
