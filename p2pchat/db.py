@@ -80,6 +80,9 @@ class Database:
         self._thread.start()
         await ready.wait()
         if failure:
+            # The worker is on its way out but may still be alive: mark the database closed
+            # now, or a run() in that window would queue a job nobody will ever take.
+            self._closed = True
             raise DatabaseError(f"cannot open database {self._path}: {failure[0]}")
         return self
 

@@ -195,3 +195,25 @@ def befriend(a: Daemon, b: Daemon) -> None:
         lambda: (b.contact(a.peer_id) or {}).get("state") == "friend",
         what=f"{b.name} to be friends",
     )
+
+
+def befriend_by_id(a: Daemon, b: Daemon, text: str, timeout: float = 30) -> None:
+    """A adds B knowing only its bare ID (no address hint); B accepts; A's message arrives."""
+    a.call("friends.add", id=b.peer_id, name=b.name, message="hi")
+    wait_for(
+        lambda: any(r["peer_id"] == a.peer_id for r in b.call("requests.list")["requests"]),
+        timeout=timeout,
+        what=f"{b.name} to get {a.name}'s request",
+    )
+    b.call("requests.accept", friend=a.peer_id)
+    wait_for(
+        lambda: (a.contact(b.peer_id) or {}).get("state") == "friend",
+        timeout=timeout,
+        what=f"{a.name} to see the accept",
+    )
+    a.call("messages.send", friend=b.peer_id, text=text)
+    wait_for(
+        lambda: any(m["text"] == text for m in b.history(a.peer_id)),
+        timeout=timeout,
+        what=f"{b.name} to receive {text!r}",
+    )

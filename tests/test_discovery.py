@@ -17,7 +17,7 @@ from p2pchat import kad, records
 from p2pchat.api import ApiError
 from p2pchat.identity import Identity, load_identity
 from p2pchat.net import Network
-from tests.harness import Daemon, start_all, wait_for
+from tests.harness import Daemon, befriend_by_id, start_all, wait_for
 
 pytestmark = pytest.mark.daemons
 
@@ -43,28 +43,6 @@ def status(d: Daemon) -> dict[str, object]:
     return result
 
 
-def chat_by_bare_id(a: Daemon, b: Daemon, text: str, timeout: float = 30) -> None:
-    """A adds B knowing only its ID; B accepts; A's message arrives."""
-    a.call("friends.add", id=b.peer_id, name=b.name, message="hi")
-    wait_for(
-        lambda: any(r["peer_id"] == a.peer_id for r in b.call("requests.list")["requests"]),
-        timeout=timeout,
-        what=f"{b.name} to get {a.name}'s request",
-    )
-    b.call("requests.accept", friend=a.peer_id)
-    wait_for(
-        lambda: (a.contact(b.peer_id) or {}).get("state") == "friend",
-        timeout=timeout,
-        what=f"{a.name} to see the accept",
-    )
-    a.call("messages.send", friend=b.peer_id, text=text)
-    wait_for(
-        lambda: any(m["text"] == text for m in b.history(a.peer_id)),
-        timeout=timeout,
-        what=f"{b.name} to receive {text!r}",
-    )
-
-
 @pytest.mark.timeout(120)
 def test_friends_meet_by_bare_id_and_are_refound_after_moving(
     spawn: list[Daemon], tmp_path: Path
@@ -77,7 +55,7 @@ def test_friends_meet_by_bare_id_and_are_refound_after_moving(
     found = b.call("dht.find", peer_id=c.peer_id)
     assert found["source"] == "record"
     assert found["addrs"] == c.call("identity.get")["addrs"]
-    chat_by_bare_id(b, c, "found you by your ID alone")
+    befriend_by_id(b, c, "found you by your ID alone")
     assert status(b)["dht_peers"] >= 1
     assert status(b)["reachability"] == "public"
 
@@ -236,4 +214,4 @@ def test_thirty_daemons_find_each_other_by_id(spawn: list[Daemon], tmp_path: Pat
     shuffled = others[:]
     rng.shuffle(shuffled)
     for a, b in zip(shuffled[0:10:2], shuffled[1:10:2], strict=True):
-        chat_by_bare_id(a, b, f"{a.name} to {b.name}")
+        befriend_by_id(a, b, f"{a.name} to {b.name}")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Daemon, wait_for
+from tests.harness import Daemon, befriend_by_id, wait_for
 from tests.netlab import Lab, NatLab, lan_lab, nat_lab, skip_reason
 
 _why_not = skip_reason()
@@ -48,27 +48,6 @@ def kinds_between(a: Daemon, b: Daemon) -> list[str]:
     return []
 
 
-def befriend_and_chat(a: Daemon, b: Daemon, text: str) -> None:
-    a.call("friends.add", id=b.peer_id, name="b", message="hello")
-    wait_for(
-        lambda: any(r["peer_id"] == a.peer_id for r in b.call("requests.list")["requests"]),
-        timeout=60,
-        what="the friend request to arrive",
-    )
-    b.call("requests.accept", friend=a.peer_id)
-    wait_for(
-        lambda: (a.contact(b.peer_id) or {}).get("state") == "friend",
-        timeout=60,
-        what="the accept to arrive",
-    )
-    a.call("messages.send", friend=b.peer_id, text=text)
-    wait_for(
-        lambda: any(m["text"] == text for m in b.history(a.peer_id)),
-        timeout=60,
-        what=f"{text!r} to arrive",
-    )
-
-
 def nat_daemons(spawn: list[Daemon], lab: NatLab, tmp: Path) -> tuple[Daemon, Daemon, Daemon]:
     pub = in_ns(spawn, lab.lab, lab.pub, tmp / "pub", f"/ip4/{NatLab.PUB_IP}/tcp/4001").start()
     boot = pub.bootstrap_addr()
@@ -100,7 +79,7 @@ def test_endpoint_independent_nats_meet_chat_via_relay_and_punch_through(
         # h2's record lists its relay circuit first: the only way in from outside.
         found = h1.call("dht.find", peer_id=h2.peer_id)
         assert found["addrs"][0] == f"/ip4/{NatLab.PUB_IP}/tcp/4001/p2p/{pub.peer_id}/p2p-circuit"
-        befriend_and_chat(h1, h2, "through two NATs")
+        befriend_by_id(h1, h2, "through two NATs", timeout=60)
         # The routers drop unsolicited inbound connections, so a direct connection between
         # h1 and h2 can only come from DCUtR's hole punch.
         wait_for(
@@ -130,7 +109,7 @@ def test_endpoint_independent_nats_meet_chat_via_relay_and_punch_through(
 def test_symmetric_nats_still_chat_through_the_relay(spawn: list[Daemon], tmp_path: Path) -> None:
     with nat_lab(symmetric=True) as lab:
         _pub, h1, h2 = nat_daemons(spawn, lab, tmp_path)
-        befriend_and_chat(h1, h2, "through two symmetric NATs")
+        befriend_by_id(h1, h2, "through two symmetric NATs", timeout=60)
         assert kinds_between(h1, h2) and set(kinds_between(h1, h2)) == {"relayed"}
         time.sleep(5)  # give DCUtR its attempts; they must fail, and chat must go on
         h2.call("messages.send", friend=h1.peer_id, text="still relayed")
@@ -154,7 +133,7 @@ def test_two_daemons_on_a_lan_find_each_other_with_mdns(
         a.wait_started()
         b.wait_started()
         wait_for(lambda: kinds_between(a, b), timeout=30, what="mDNS to connect them")
-        befriend_and_chat(a, b, "found you on the LAN")
+        befriend_by_id(a, b, "found you on the LAN", timeout=60)
         assert "mDNS: found" in a.log_text() or "mDNS: found" in b.log_text()
 
 
@@ -167,7 +146,7 @@ def test_a_call_between_friends_behind_nats_gets_a_direct_media_path(
     source ports) let the checks through once both sides have sent."""
     with nat_lab(symmetric=False) as lab:
         _pub, h1, h2 = nat_daemons(spawn, lab, tmp_path)
-        befriend_and_chat(h1, h2, "call me")
+        befriend_by_id(h1, h2, "call me", timeout=60)
         assert h1.call("status")["call"] is None
         h1.call("calls.start", friend=h2.peer_id)
         wait_for(
