@@ -327,11 +327,7 @@ class CallManager:
             log.info("call from %s: %s", short(peer), reason)
             with trio.move_on_after(5):
                 await stream.write(encode_call(CallEnd(offer.call_id, reason)))
-            if decision is Incoming.BUSY:
-                await _close(stream)
-            # In a glare the stream is left for the connection to clean up: with py-libp2p
-            # 0.8.1, closing either of the two crossing call streams was seen to end the
-            # other one too (about one glare in ten), killing the call that won.
+            await _close(stream)
             return
         answer_with: MediaOptions | None = None
         if decision is Incoming.GLARE_TAKE_THEIRS:
@@ -589,8 +585,7 @@ class CallManager:
             with trio.move_on_after(CLEANUP_TIMEOUT):
                 async with live.lock:
                     released = await _release(live.rtc, live.session)
-            if live.call.end_reason != "glare":  # see _take_offer
-                await _close(live.stream)
+            await _close(live.stream)
             await trio.to_thread.run_sync(_reclaim_memory)
         live.session = None
         live.rtc = None
