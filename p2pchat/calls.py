@@ -238,7 +238,18 @@ class CallManager:
                 raise _Superseded()
             self.current = live
             async with live.lock:
-                await self._apply(live, outputs)
+                for out in outputs:  # the offer: if it cannot be sent, the friend is gone
+                    assert isinstance(out, Send)
+                    try:
+                        with trio.fail_after(5):
+                            await stream.write(encode_call(out.frame))
+                    except Exception as exc:
+                        live.call.stream_closed()
+                        raise ApiError(
+                            "unreachable",
+                            f"{contact.display_name or short(peer)} is offline or cannot be "
+                            f"reached now ({exc})",
+                        ) from None
             assert self._nursery is not None
             self._nursery.start_soon(self._drive, live)
         except BaseException as exc:
