@@ -53,7 +53,7 @@ from p2pchat.call_wire import (
     CallOffer,
     encode_call,
 )
-from p2pchat.chat import Chat, short
+from p2pchat.chat import Chat, _reset, short
 from p2pchat.events import EventBus
 from p2pchat.net import read_some
 from p2pchat.rtc import (
@@ -720,11 +720,3 @@ async def _close(stream: INetStream) -> None:
             await stream.close()
     except Exception:
         await _reset(stream)
-
-
-async def _reset(stream: INetStream) -> None:
-    try:
-        with trio.move_on_after(2):
-            await stream.reset()
-    except Exception:
-        pass
