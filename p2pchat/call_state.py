@@ -15,7 +15,7 @@ resolved the same way on both sides: the call with the larger ID goes ahead.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Final, TypeAlias
 
 from p2pchat.call_wire import (
@@ -118,7 +118,6 @@ class Call:
     end_reason: str = ""
     ended_by_remote: bool = False
     remote_sdp: str = ""
-    history: list[CallState] = field(default_factory=list)
 
     # --- starting ---------------------------------------------------------------------------
 
@@ -226,7 +225,6 @@ class Call:
             raise CallProtocolError(f"cannot {action} a call that is {self.state.value}")
 
     def _move(self, state: CallState, deadline: float) -> None:
-        self.history.append(self.state)
         self.state = state
         self.deadline = deadline
 

@@ -208,7 +208,7 @@ class CallManager:
             return await self._answer_instead(peer, options)
         if self.current is not None and self.current.call.live:
             raise ApiError("busy", "already in a call: hang up first")
-        if not await self._reach(peer):
+        if not await self.chat.reach(peer):
             raise ApiError(
                 "unreachable",
                 f"{contact.display_name or short(peer)} is offline or cannot be reached now",
@@ -613,19 +613,6 @@ class CallManager:
 
     def _publish(self, live: LiveCall) -> None:
         self.events.publish("call.updated", call=live.json())
-
-    async def _reach(self, peer: str) -> bool:
-        net = self.chat.net
-        if net.is_connected(peer):
-            return True
-        contact = self.chat._contacts.get(peer)
-        if contact is not None and contact.addrs and await net.dial(peer, contact.addrs):
-            return True
-        resolver = self.chat.resolver
-        if resolver is None:
-            return False
-        found = await resolver(peer)
-        return found is not None and await net.dial(peer, found.addrs)
 
 
 def _reclaim_memory() -> None:

@@ -626,6 +626,40 @@ class Chat:
 
     # --- used by PeerLink --------------------------------------------------------------------
 
+    async def reach(self, peer: str) -> bool:
+        """Whether a connection to contact ``peer`` is up, dialing it if need be (its known
+        addresses, then the resolver)."""
+        if self.net.is_connected(peer):
+            return True
+        contact = self._contacts.get(peer)
+        if contact is None:
+            return False
+        return await self.dial_last_known(contact) or await self.dial_found(contact)
+
+    async def dial_last_known(self, contact: Contact) -> bool:
+        return bool(contact.addrs) and await self.net.dial(contact.peer_id, contact.addrs)
+
+    async def dial_found(self, contact: Contact) -> bool:
+        """Ask the resolver (the DHT) where ``contact`` is and dial it there; addresses from
+        its signed record become its known addresses."""
+        peer = contact.peer_id
+        if self.resolver is None:
+            return False
+        found = await self.resolver(peer)
+        if found is None:
+            log.debug("%s: not found in the DHT", short(peer))
+            return False
+        fresh = [a for a in found.addrs if a not in contact.addrs] or list(found.addrs)
+        if not await self.net.dial(peer, fresh):
+            log.debug("could not reach %s at %s", short(peer), ", ".join(found.addrs))
+            return False
+        log.info("found %s through the DHT (%s)", short(peer), found.source)
+        if found.source == "record":
+            # Signed by the friend. (Peer-routing answers are whatever strangers told the
+            # DHT; the friend's own hello frame will tell us its addresses.)
+            await self._learn_addrs(peer, found.addrs)
+        return True
+
     def my_addrs(self) -> tuple[str, ...]:
         return tuple(self.addr_source()[: wire.MAX_ADDRS])
 
@@ -862,31 +896,19 @@ class PeerLink:
         return False
 
     async def _connect(self, contact: Contact) -> bool:
-        """Dial the last known addresses, then wherever the resolver (the DHT) says."""
-        net = self.chat.net
-        if contact.addrs and await net.dial(self.peer, contact.addrs):
+        """Dial the last known addresses, then (at most once per lookup backoff) wherever
+        the resolver says."""
+        if await self.chat.dial_last_known(contact):
             return True
-        resolver = self.chat.resolver
         now = trio.current_time()
-        if resolver is None or now < self._next_lookup:
+        if self.chat.resolver is None or now < self._next_lookup:
             log.debug("could not reach %s at its known addresses", short(self.peer))
             return False
         self._next_lookup = now + self._lookup_backoff
         self._lookup_backoff = min(self._lookup_backoff * 2, LOOKUP_BACKOFF_MAX)
-        found = await resolver(self.peer)
-        if found is None:
-            log.debug("%s: not found in the DHT", short(self.peer))
+        if not await self.chat.dial_found(contact):
             return False
-        fresh = [a for a in found.addrs if a not in contact.addrs] or list(found.addrs)
-        if not await net.dial(self.peer, fresh):
-            log.debug("could not reach %s at %s", short(self.peer), ", ".join(found.addrs))
-            return False
-        log.info("found %s through the DHT (%s)", short(self.peer), found.source)
         self._next_lookup, self._lookup_backoff = 0.0, LOOKUP_BACKOFF_MIN
-        if found.source == "record":
-            # Signed by the friend. (Peer-routing answers are whatever strangers told the
-            # DHT; the friend's own hello frame will tell us its addresses.)
-            await self.chat._learn_addrs(self.peer, found.addrs)
         return True
 
     async def _deliver_notice(self, contact: Contact) -> None:

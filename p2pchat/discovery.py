@@ -474,24 +474,20 @@ class Discovery:
         """IPs that peers observe us at (identify), loopback and our own listen IPs aside:
         our NAT's public side, offered as call candidates instead of asking a STUN server."""
         ours = {ip_of(a) for a in self.network.listen_addrs()}
-        manager = getattr(self.network.host, "_observed_addr_manager", None)
-        try:
-            observed = [str(a) for a in manager.addrs(min_observers=1)] if manager else []
-        except Exception:
-            observed = []
-        ips = [ip_of(a) for a in observed]
+        ips = [ip_of(a) for a in self._observed_addrs(min_observers=1)]
         return list(
             dict.fromkeys(
                 ip for ip in ips if ip is not None and ip not in ours and not is_loopback_ip(ip)
             )
         )
 
-    def _observed_addrs(self) -> list[str]:
+    def _observed_addrs(self, min_observers: int = NAT_MIN_OBSERVERS) -> list[str]:
+        """Our addresses as at least ``min_observers`` peers reported them (identify)."""
         manager = getattr(self.network.host, "_observed_addr_manager", None)
         if manager is None:
             return []
         try:
-            return [str(a) for a in manager.addrs(min_observers=NAT_MIN_OBSERVERS)]
+            return [str(a) for a in manager.addrs(min_observers=min_observers)]
         except Exception:
             return []
 

@@ -211,6 +211,11 @@ def befriend_by_id(a: Daemon, b: Daemon, text: str, timeout: float = 30) -> None
         timeout=timeout,
         what=f"{a.name} to see the accept",
     )
+    send_and_wait(a, b, text, timeout)
+
+
+def send_and_wait(a: Daemon, b: Daemon, text: str, timeout: float = 15) -> None:
+    """A sends B ``text``; returns once B has stored it."""
     a.call("messages.send", friend=b.peer_id, text=text)
     wait_for(
         lambda: any(m["text"] == text for m in b.history(a.peer_id)),

@@ -11,7 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from p2pchat.api import ApiError
 from p2pchat.call_wire import CALL_PROTOCOL, CallOffer, encode_call
 from p2pchat.identity import Identity
 from p2pchat.net import Network, read_some
-from tests.harness import Daemon, befriend, start_all, wait_for
+from tests.harness import Daemon, befriend, send_and_wait, start_all, wait_for
 
 
 def _lan_ip() -> str | None:
@@ -49,11 +49,9 @@ pytestmark = [
 
 
 @pytest.fixture
-def trio_daemons(tmp_path: Path) -> Iterator[list[Daemon]]:
-    daemons = [Daemon(tmp_path / name) for name in ("alice", "bob", "carol")]
-    yield daemons
-    for d in daemons:
-        d.close()
+def trio_daemons(make_daemon: Callable[..., Daemon]) -> list[Daemon]:
+    """Alice, Bob and Carol, not started yet (stopped or killed at teardown)."""
+    return [make_daemon(name, start=False) for name in ("alice", "bob", "carol")]
 
 
 def pair(daemons: list[Daemon], **config: Any) -> tuple[Daemon, Daemon]:
@@ -409,8 +407,7 @@ def test_a_friend_offering_garbage_sdp_fails_only_that_call(trio_daemons: list[D
     alice.call("calls.start", friend=bob.peer_id, audio_only=True)
     wait_for(lambda: call_state(alice) == "active", what="a real call after the garbage")
     alice.call("calls.hangup")
-    alice.call("messages.send", friend=bob.peer_id, text="still fine?")
-    wait_for(lambda: any(m["text"] == "still fine?" for m in bob.history(alice.peer_id)))
+    send_and_wait(alice, bob, "still fine?")
 
 
 async def _hostile_friend_calls(target: Daemon, sdp: str) -> list[Any]:

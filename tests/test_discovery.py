@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 import trio
@@ -17,24 +16,19 @@ from p2pchat import kad, records
 from p2pchat.api import ApiError
 from p2pchat.identity import Identity, load_identity
 from p2pchat.net import Network
-from tests.harness import Daemon, befriend_by_id, start_all, wait_for
+from tests.harness import Daemon, befriend_by_id, send_and_wait, start_all, wait_for
 
 pytestmark = pytest.mark.daemons
 
 
-@pytest.fixture
-def spawn(tmp_path: Path) -> Iterator[list[Daemon]]:
-    daemons: list[Daemon] = []
-    yield daemons
-    for d in daemons:
-        d.close()
+MakeDaemon = Callable[..., Daemon]
 
 
-def make(spawn: list[Daemon], tmp_path: Path, name: str, **config: object) -> Daemon:
-    d = Daemon(tmp_path / name)
+def make(make_daemon: MakeDaemon, name: str, **config: object) -> Daemon:
+    """A daemon not yet started, with ``config`` merged into its config file."""
+    d = make_daemon(name, start=False)
     if config:
         d.configure(**config)
-    spawn.append(d)
     return d
 
 
@@ -44,12 +38,10 @@ def status(d: Daemon) -> dict[str, object]:
 
 
 @pytest.mark.timeout(120)
-def test_friends_meet_by_bare_id_and_are_refound_after_moving(
-    spawn: list[Daemon], tmp_path: Path
-) -> None:
-    boot = make(spawn, tmp_path, "boot").start()
-    b = make(spawn, tmp_path, "b")
-    c = make(spawn, tmp_path, "c")
+def test_friends_meet_by_bare_id_and_are_refound_after_moving(make_daemon: MakeDaemon) -> None:
+    boot = make(make_daemon, "boot").start()
+    b = make(make_daemon, "b")
+    c = make(make_daemon, "c")
     start_all([b, c], "--bootstrap", boot.bootstrap_addr())
     wait_for(lambda: status(c)["record_seq"], what="c to publish its record")
     found = b.call("dht.find", peer_id=c.peer_id)
@@ -68,18 +60,13 @@ def test_friends_meet_by_bare_id_and_are_refound_after_moving(
         d.configure(listen=["/ip4/127.0.0.1/tcp/0"])
     start_all([b, c], "--bootstrap", boot.bootstrap_addr())
     assert all(d.call("identity.get")["addrs"] != old[d.name] for d in (b, c))
-    b.call("messages.send", friend=c.peer_id, text="still there?")
-    wait_for(
-        lambda: any(m["text"] == "still there?" for m in c.history(b.peer_id)),
-        timeout=60,
-        what="the message to reach c at its new address",
-    )
+    send_and_wait(b, c, "still there?", timeout=60)
 
 
 @pytest.mark.timeout(90)
-def test_unknown_ids_and_own_id_get_clear_errors(spawn: list[Daemon], tmp_path: Path) -> None:
-    boot = make(spawn, tmp_path, "boot").start()
-    b = make(spawn, tmp_path, "b").start("--bootstrap", boot.bootstrap_addr())
+def test_unknown_ids_and_own_id_get_clear_errors(make_daemon: MakeDaemon) -> None:
+    boot = make(make_daemon, "boot").start()
+    b = make(make_daemon, "b").start("--bootstrap", boot.bootstrap_addr())
     nobody = Identity.generate().peer_id
     with pytest.raises(ApiError) as err:
         b.call("dht.find", peer_id=nobody)
@@ -94,12 +81,12 @@ def test_unknown_ids_and_own_id_get_clear_errors(spawn: list[Daemon], tmp_path: 
 
 @pytest.mark.timeout(120)
 def test_clients_stay_out_of_routing_tables_and_overlays_stay_apart(
-    spawn: list[Daemon], tmp_path: Path
+    make_daemon: MakeDaemon,
 ) -> None:
-    boot = make(spawn, tmp_path, "boot").start()
-    server = make(spawn, tmp_path, "server")
-    client = make(spawn, tmp_path, "client", dht_mode="client")
-    other = make(spawn, tmp_path, "other", dht_protocol="/elsewhere/kad/1.0.0")
+    boot = make(make_daemon, "boot").start()
+    server = make(make_daemon, "server")
+    client = make(make_daemon, "client", dht_mode="client")
+    other = make(make_daemon, "other", dht_protocol="/elsewhere/kad/1.0.0")
     start_all([server, client, other], "--bootstrap", boot.bootstrap_addr())
     wait_for(lambda: status(client)["record_seq"], what="the client to publish its record")
     wait_for(lambda: status(boot)["dht_peers"] >= 1, what="boot to see the server")
@@ -119,9 +106,9 @@ def test_clients_stay_out_of_routing_tables_and_overlays_stay_apart(
 
 
 @pytest.mark.timeout(90)
-def test_dht_peers_are_kept_across_restarts(spawn: list[Daemon], tmp_path: Path) -> None:
-    boot = make(spawn, tmp_path, "boot").start()
-    b = make(spawn, tmp_path, "b").start("--bootstrap", boot.bootstrap_addr())
+def test_dht_peers_are_kept_across_restarts(make_daemon: MakeDaemon) -> None:
+    boot = make(make_daemon, "boot").start()
+    b = make(make_daemon, "b").start("--bootstrap", boot.bootstrap_addr())
     wait_for(lambda: status(b)["dht_peers"] >= 1, what="b to join")
     b.stop()
     b.start()  # no --bootstrap this time
@@ -144,12 +131,10 @@ async def _store_at(peer: Daemon, key: str, value: bytes) -> bool:
 
 
 @pytest.mark.timeout(90)
-def test_dht_servers_refuse_forged_stale_and_misfiled_records(
-    spawn: list[Daemon], tmp_path: Path
-) -> None:
-    boot = make(spawn, tmp_path, "boot").start()
-    b = make(spawn, tmp_path, "b").start("--bootstrap", boot.bootstrap_addr())
-    c = make(spawn, tmp_path, "c").start("--bootstrap", boot.bootstrap_addr())
+def test_dht_servers_refuse_forged_stale_and_misfiled_records(make_daemon: MakeDaemon) -> None:
+    boot = make(make_daemon, "boot").start()
+    b = make(make_daemon, "b").start("--bootstrap", boot.bootstrap_addr())
+    c = make(make_daemon, "c").start("--bootstrap", boot.bootstrap_addr())
     seq = wait_for(lambda: status(b)["record_seq"], what="b to publish")
     wait_for(lambda: b.call("dht.find", peer_id=c.peer_id), what="c's record", timeout=20)
     key = records.record_key(b.peer_id)
@@ -183,16 +168,16 @@ def test_dht_servers_refuse_forged_stale_and_misfiled_records(
 
 
 @pytest.mark.timeout(300)
-def test_thirty_daemons_find_each_other_by_id(spawn: list[Daemon], tmp_path: Path) -> None:
+def test_thirty_daemons_find_each_other_by_id(make_daemon: MakeDaemon) -> None:
     """The issue's network test: 30 daemons (separate processes) bootstrapped off two of them;
     pairs befriend and chat knowing only each other's ID; >= 99% of lookups succeed."""
     rng = random.Random(3)
-    boots = [make(spawn, tmp_path, f"boot{i}") for i in range(2)]
+    boots = [make(make_daemon, f"boot{i}") for i in range(2)]
     start_all(boots)
     args: list[str] = []
     for boot in boots:
         args += ["--bootstrap", boot.bootstrap_addr()]
-    others = [make(spawn, tmp_path, f"d{i:02}") for i in range(28)]
+    others = [make(make_daemon, f"d{i:02}") for i in range(28)]
     start_all(others, *args)
     everyone = boots + others
     wait_for(

@@ -9,12 +9,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
-from tests.harness import Daemon, befriend_by_id, wait_for
+from tests.harness import Daemon, befriend_by_id, send_and_wait, wait_for
 from tests.netlab import Lab, NatLab, lan_lab, nat_lab, skip_reason
 
 _why_not = skip_reason()
@@ -24,20 +23,14 @@ pytestmark = [
 ]
 
 
-@pytest.fixture
-def spawn() -> Iterator[list[Daemon]]:
-    daemons: list[Daemon] = []
-    yield daemons
-    for d in daemons:
-        d.close()
+MakeDaemon = Callable[..., Daemon]
 
 
 def in_ns(
-    spawn: list[Daemon], lab: Lab, ns: str, home: Path, listen: str, **config: object
+    make_daemon: MakeDaemon, lab: Lab, ns: str, name: str, listen: str, **config: object
 ) -> Daemon:
-    d = Daemon(home, prefix=lab.prefix(ns))
+    d = make_daemon(name, start=False, prefix=lab.prefix(ns))
     d.configure(listen=[listen], **config)
-    spawn.append(d)
     return d
 
 
@@ -48,11 +41,11 @@ def kinds_between(a: Daemon, b: Daemon) -> list[str]:
     return []
 
 
-def nat_daemons(spawn: list[Daemon], lab: NatLab, tmp: Path) -> tuple[Daemon, Daemon, Daemon]:
-    pub = in_ns(spawn, lab.lab, lab.pub, tmp / "pub", f"/ip4/{NatLab.PUB_IP}/tcp/4001").start()
+def nat_daemons(make_daemon: MakeDaemon, lab: NatLab) -> tuple[Daemon, Daemon, Daemon]:
+    pub = in_ns(make_daemon, lab.lab, lab.pub, "pub", f"/ip4/{NatLab.PUB_IP}/tcp/4001").start()
     boot = pub.bootstrap_addr()
-    h1 = in_ns(spawn, lab.lab, lab.h1, tmp / "h1", "/ip4/0.0.0.0/tcp/4001")
-    h2 = in_ns(spawn, lab.lab, lab.h2, tmp / "h2", "/ip4/0.0.0.0/tcp/4001")
+    h1 = in_ns(make_daemon, lab.lab, lab.h1, "h1", "/ip4/0.0.0.0/tcp/4001")
+    h2 = in_ns(make_daemon, lab.lab, lab.h2, "h2", "/ip4/0.0.0.0/tcp/4001")
     for d in (h1, h2):
         d.launch("--bootstrap", boot)
     for d in (h1, h2):
@@ -72,10 +65,10 @@ def nat_daemons(spawn: list[Daemon], lab: NatLab, tmp: Path) -> tuple[Daemon, Da
 
 @pytest.mark.timeout(180)
 def test_endpoint_independent_nats_meet_chat_via_relay_and_punch_through(
-    spawn: list[Daemon], tmp_path: Path
+    make_daemon: MakeDaemon,
 ) -> None:
     with nat_lab(symmetric=False) as lab:
-        pub, h1, h2 = nat_daemons(spawn, lab, tmp_path)
+        pub, h1, h2 = nat_daemons(make_daemon, lab)
         # h2's record lists its relay circuit first: the only way in from outside.
         found = h1.call("dht.find", peer_id=h2.peer_id)
         assert found["addrs"][0] == f"/ip4/{NatLab.PUB_IP}/tcp/4001/p2p/{pub.peer_id}/p2p-circuit"
@@ -97,37 +90,25 @@ def test_endpoint_independent_nats_meet_chat_via_relay_and_punch_through(
         ]
         # Seen from h1, the direct connection goes to h2's router's public address.
         assert any(NatLab.R2_WAN in a for a in conn_addrs), conn_addrs
-        h2.call("messages.send", friend=h1.peer_id, text="and back, directly")
-        wait_for(
-            lambda: any(m["text"] == "and back, directly" for m in h1.history(h2.peer_id)),
-            timeout=30,
-            what="the reply",
-        )
+        send_and_wait(h2, h1, "and back, directly", timeout=30)
 
 
 @pytest.mark.timeout(180)
-def test_symmetric_nats_still_chat_through_the_relay(spawn: list[Daemon], tmp_path: Path) -> None:
+def test_symmetric_nats_still_chat_through_the_relay(make_daemon: MakeDaemon) -> None:
     with nat_lab(symmetric=True) as lab:
-        _pub, h1, h2 = nat_daemons(spawn, lab, tmp_path)
+        _pub, h1, h2 = nat_daemons(make_daemon, lab)
         befriend_by_id(h1, h2, "through two symmetric NATs", timeout=60)
         assert kinds_between(h1, h2) and set(kinds_between(h1, h2)) == {"relayed"}
         time.sleep(5)  # give DCUtR its attempts; they must fail, and chat must go on
-        h2.call("messages.send", friend=h1.peer_id, text="still relayed")
-        wait_for(
-            lambda: any(m["text"] == "still relayed" for m in h1.history(h2.peer_id)),
-            timeout=30,
-            what="the reply through the relay",
-        )
+        send_and_wait(h2, h1, "still relayed", timeout=30)
         assert set(kinds_between(h1, h2)) == {"relayed"}
 
 
 @pytest.mark.timeout(120)
-def test_two_daemons_on_a_lan_find_each_other_with_mdns(
-    spawn: list[Daemon], tmp_path: Path
-) -> None:
+def test_two_daemons_on_a_lan_find_each_other_with_mdns(make_daemon: MakeDaemon) -> None:
     with lan_lab() as (lab, ns_a, ns_b):
-        a = in_ns(spawn, lab, ns_a, tmp_path / "a", "/ip4/0.0.0.0/tcp/0", mdns=True)
-        b = in_ns(spawn, lab, ns_b, tmp_path / "b", "/ip4/0.0.0.0/tcp/0", mdns=True)
+        a = in_ns(make_daemon, lab, ns_a, "a", "/ip4/0.0.0.0/tcp/0", mdns=True)
+        b = in_ns(make_daemon, lab, ns_b, "b", "/ip4/0.0.0.0/tcp/0", mdns=True)
         a.launch()
         b.launch()
         a.wait_started()
@@ -139,13 +120,13 @@ def test_two_daemons_on_a_lan_find_each_other_with_mdns(
 
 @pytest.mark.timeout(180)
 def test_a_call_between_friends_behind_nats_gets_a_direct_media_path(
-    spawn: list[Daemon], tmp_path: Path
+    make_daemon: MakeDaemon,
 ) -> None:
     """No STUN or TURN server is configured: each daemon offers the public IP that libp2p
     peers observed for it as a server-reflexive candidate, and the two NATs (which keep
     source ports) let the checks through once both sides have sent."""
     with nat_lab(symmetric=False) as lab:
-        _pub, h1, h2 = nat_daemons(spawn, lab, tmp_path)
+        _pub, h1, h2 = nat_daemons(make_daemon, lab)
         befriend_by_id(h1, h2, "call me", timeout=60)
         assert h1.call("status")["call"] is None
         h1.call("calls.start", friend=h2.peer_id)
