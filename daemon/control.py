@@ -368,6 +368,12 @@ async def _dht_find(s: Session, p: Params) -> Any:
         raise ApiError("self", "that is this daemon's own ID")
     found = await node.discovery.find_addrs(peer)
     if found is None:
+        if node.discovery.routing_table_size() == 0:
+            raise ApiError(
+                "not_found",
+                f"{peer} was not found: this daemon has no DHT peers yet "
+                "(is a bootstrap peer configured and reachable?)",
+            )
         raise ApiError("not_found", f"{peer} was not found in the DHT")
     return {
         "peer_id": peer,

@@ -61,6 +61,9 @@ network around us is still forming, the closest peers to our key change."""
 REPUBLISH_EVERY: Final = 3600.0
 PUT_TIMEOUT: Final = 30.0
 LOOKUP_TIMEOUT: Final = 15.0
+JOIN_WAIT: Final = 10.0
+"""How long a lookup asked for before the daemon has any DHT peer waits for the first one
+(a friend link or a user's lookup right after start-up would otherwise fail at once)."""
 SAVE_PEERS_EVERY: Final = 300.0
 SAVED_PEERS_MAX: Final = 50
 NAT_CHECK_EVERY: Final = 5.0
@@ -187,6 +190,7 @@ class Discovery:
         self.started_at = time.monotonic()
         self.ready_after: float | None = None
         """Seconds from start to the first routing table of at least one peer."""
+        self._joined = trio.Event()
         self.published_seq: int | None = None
         self._addrs_changed = trio.Event()
         self._connected_send, self._connected_recv = trio.open_memory_channel[str](256)
@@ -331,6 +335,7 @@ class Discovery:
         size = self.routing_table_size()
         if size > 0 and self.ready_after is None:
             self.ready_after = time.monotonic() - self.started_at
+            self._joined.set()
             log.info("joined the DHT: %d peers after %.2f s", size, self.ready_after)
             self.addresses_changed()  # publish now that someone can store it
 
@@ -422,6 +427,9 @@ class Discovery:
             return None  # not started yet
         started = time.monotonic()
         key = records.record_key(peer)
+        if self.routing_table_size() == 0:
+            with trio.move_on_after(JOIN_WAIT):
+                await self._joined.wait()
         with trio.move_on_after(LOOKUP_TIMEOUT):
             value = await self.dht.get_newest(key)
             if value is not None:

@@ -14,7 +14,7 @@ from libp2p.peer.id import ID
 
 from p2pchat import kad, records
 from p2pchat.api import ApiError
-from p2pchat.identity import Identity, load_identity
+from p2pchat.identity import Identity, IdentityError, check_peer_id, load_identity
 from p2pchat.net import Network
 from tests.harness import Daemon, befriend_by_id, send_and_wait, start_all, wait_for
 
@@ -74,9 +74,27 @@ def test_unknown_ids_and_own_id_get_clear_errors(make_daemon: MakeDaemon) -> Non
     with pytest.raises(ApiError) as err:
         b.call("dht.find", peer_id=b.peer_id)
     assert err.value.name == "self"
-    with pytest.raises(ApiError) as err:
-        b.call("dht.find", peer_id=nobody[:-1] + "x")
-    assert err.value.name == "invalid_params"
+    for typo in (_with_typo(nobody), nobody[:20] + "0" + nobody[21:], nobody + "a"):
+        with pytest.raises(ApiError) as err:
+            b.call("dht.find", peer_id=typo)
+        assert err.value.name == "invalid_params"
+        assert "ID" in err.value.message
+
+
+def _with_typo(peer_id: str) -> str:
+    """``peer_id`` with its last character changed so that it no longer encodes a valid key.
+
+    (A PeerId has no checksum: about half of all one-character changes still decode to some
+    valid key, i.e. another person's ID. Friend codes carry a checksum for that reason.)"""
+    for c in "xyzabcdefghijk":
+        typo = peer_id[:-1] + c
+        if typo == peer_id:
+            continue
+        try:
+            check_peer_id(typo)
+        except IdentityError:
+            return typo
+    raise AssertionError("no invalid one-character change found")
 
 
 @pytest.mark.timeout(120)
