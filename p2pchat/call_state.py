@@ -31,6 +31,11 @@ RING_TIMEOUT: Final = 45.0
 """Seconds a call may ring before it ends as ``timeout``."""
 CONNECT_TIMEOUT: Final = 20.0
 """Seconds from answer to connected media before the call ends as ``timeout``."""
+MEDIA_LOSS_GRACE: Final = 2.0
+"""Seconds an active call waits, after its media path closed or failed, for the friend's
+``call-end`` before ending as ``failed``: a friend who hangs up closes the DTLS session
+(over UDP) right after sending ``call-end`` (over the libp2p stream), and either may arrive
+first."""
 
 
 class CallState(enum.Enum):
@@ -118,6 +123,9 @@ class Call:
     end_reason: str = ""
     ended_by_remote: bool = False
     remote_sdp: str = ""
+    media_gone: bool = False
+    """The active call's media path closed or failed; it ends at ``deadline`` unless the
+    friend's ``call-end`` comes first."""
 
     # --- starting ---------------------------------------------------------------------------
 
@@ -171,9 +179,23 @@ class Call:
         return [Connected()]
 
     def media_failed(self) -> list[Output]:
+        """Media could not be set up (or the friend's input was unusable): end now."""
         if not self.live:
             return []
         return self._end("failed", by_remote=False, tell=True)
+
+    def media_lost(self, now: float) -> list[Output]:
+        """The peer connection closed or failed. Before the call is active that is a
+        failure; once active, it may be the friend hanging up, whose ``call-end`` is on its
+        way: wait ``MEDIA_LOSS_GRACE`` for it."""
+        if not self.live:
+            return []
+        if self.state is not CallState.ACTIVE:
+            return self.media_failed()
+        if not self.media_gone:
+            self.media_gone = True
+            self.deadline = now + MEDIA_LOSS_GRACE
+        return []
 
     def stream_closed(self) -> list[Output]:
         """The signalling stream (or the connection under it) is gone."""
@@ -182,9 +204,11 @@ class Call:
         return self._end("failed", by_remote=True, tell=False)
 
     def tick(self, now: float) -> list[Output]:
-        """Timeouts: ringing too long, or media not connected in time."""
+        """Timeouts: ringing too long, media not connected in time, or media lost and no
+        ``call-end`` came."""
         if self.live and now >= self.deadline:
-            return self._end("timeout", by_remote=False, tell=True)
+            reason = "failed" if self.media_gone else "timeout"
+            return self._end(reason, by_remote=False, tell=True)
         return []
 
     # --- frames from the friend -------------------------------------------------------------

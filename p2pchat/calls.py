@@ -328,6 +328,13 @@ class CallManager:
         self, stream: INetStream, peer: str, inbox: FrameInbox, offer: CallOffer
     ) -> None:
         current = self.current
+        if current is not None and not current.call.live and not current.finished.is_set():
+            # A call that just ended is still being released (e.g. ours, lost to this very
+            # offer in a glare): decide once it is gone, so that the decision sees it as the
+            # last call rather than as a current one, and two media sessions never overlap.
+            with trio.move_on_after(CLEANUP_TIMEOUT):
+                await current.finished.wait()
+            current = self.current
         decision = decide_incoming(
             current.call if current else None, current.peer if current else "", peer, offer.call_id
         )
@@ -381,7 +388,7 @@ class CallManager:
     def _lost_glare_to(self, peer: str, offer_id: bytes) -> bool:
         """Our call to ``peer`` just ended because of glare (their ``call-end glare`` can
         overtake their offer): their offer is the call that goes ahead."""
-        last = self.last
+        last = self._ended_call()
         return (
             last is not None
             and last.peer == peer
@@ -392,8 +399,14 @@ class CallManager:
             and time.time() - last.ended_at < GLARE_MEMORY
         )
 
+    def _ended_call(self) -> LiveCall | None:
+        """The call that ended last, whether or not its release has finished."""
+        if self.current is not None and not self.current.call.live:
+            return self.current
+        return self.last
+
     def _glare_options(self, peer: str) -> MediaOptions | None:
-        last = self.last
+        last = self._ended_call()
         if last is not None and last.peer == peer and last.call.end_reason == "glare":
             return last.options
         return None
@@ -494,7 +507,7 @@ class CallManager:
                 if state == "connected":
                     await self._apply(live, live.call.media_connected())
                 elif state in ("failed", "closed") and live.call.live:
-                    await self._apply(live, live.call.media_failed())
+                    await self._apply(live, live.call.media_lost(trio.current_time()))
 
     async def _timeouts(self, live: LiveCall) -> None:
         while live.call.live:

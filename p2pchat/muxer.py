@@ -1,4 +1,4 @@
-"""Yamux with the receive-side limits py-libp2p 0.8.1 does not enforce.
+"""Yamux with the receive-side limits py-libp2p 0.8.1 does not enforce, and cancel-safe writes.
 
 py-libp2p's Yamux logs "peer exceeded receive window" and keeps buffering, and accepts any
 number of streams per connection. A hostile peer can therefore make us buffer data without
@@ -11,22 +11,40 @@ says, so :func:`install` points that name at :class:`BoundedYamux`.
 A violation raises :class:`YamuxLimitError`, an ``OSError``. Where py-libp2p's receive loop
 meets it on a new stream's first frame, it closes the offending connection, as go-yamux
 does; on a later DATA frame the loop only marks that stream finished, so its reader sees the
-end. Either way nothing more is buffered. The wire format is untouched. Remove this module
-when py-libp2p enforces its windows.
+end. Either way nothing more is buffered. The wire format is untouched.
+
+Cancel-safe writes: py-libp2p writes a frame by Noise-encrypting it (which uses up a nonce)
+and then sending it on the socket. A write cancelled in between (a timeout, a nursery
+ending; reads send window updates too) leaves the frame unsent or half sent, the peer fails
+to decrypt the next one ("Failed authentication of message") and closes the connection,
+killing every stream on it. :meth:`BoundedYamux._write_frame` therefore shields each frame's
+write from cancellation; the caller's cancellation takes effect right after. A frame that
+cannot be written within ``FRAME_WRITE_TIMEOUT`` means a dead peer: the connection is closed
+rather than left half-written.
+
+Remove this module when py-libp2p enforces its windows and makes frame writes atomic.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Final
 
 import libp2p.stream_muxer.muxer_multistream as muxer_multistream
+import trio
+from libp2p.stream_muxer.exceptions import MuxedConnUnavailable
 from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, Yamux
+
+log = logging.getLogger(__name__)
 
 MAX_STREAMS_PER_CONNECTION: Final = 256
 """Concurrent streams (both directions) on one connection; p2pchat peers use a handful."""
 
 WINDOW_SLACK_BYTES: Final = 64 * 1024
 """Tolerance over the advertised window, for frames already in flight when it shrank."""
+
+FRAME_WRITE_TIMEOUT: Final = 30.0
+"""Seconds one frame (at most 64 KiB) may take to write before the peer counts as dead."""
 
 
 class YamuxLimitError(OSError):
@@ -79,6 +97,25 @@ class BoundedYamux(Yamux):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.stream_buffers = _BoundedBuffers(self)
+
+    async def _write_frame(self, data: bytes) -> None:
+        """Write one frame whole or not at all, whatever cancellation arrives meanwhile."""
+        written = False
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(FRAME_WRITE_TIMEOUT):
+                await super()._write_frame(data)
+                written = True
+            if not written:
+                log.info(
+                    "peer %s accepted no data for %.0f s: closing",
+                    self.peer_id,
+                    FRAME_WRITE_TIMEOUT,
+                )
+                with trio.move_on_after(1):
+                    await self.secured_conn.close()
+        if not written:
+            raise MuxedConnUnavailable(f"writing to {self.peer_id} timed out")
+        await trio.lowlevel.checkpoint()  # the caller's cancellation, if any, lands here
 
 
 def install() -> None:

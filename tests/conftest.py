@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -14,12 +15,17 @@ from tests.harness import Daemon
 
 @pytest.fixture
 def short_tmp() -> Iterator[Path]:
-    """A temporary directory with a short path (Unix socket paths are limited to ~104 bytes)."""
+    """A temporary directory with a short path (Unix socket paths are limited to ~104 bytes).
+
+    Set ``P2PCHAT_KEEP_TMP=1`` to keep it (and the daemons' logs in it) for debugging."""
     path = Path(tempfile.mkdtemp(prefix="p2pc-", dir="/tmp"))
     try:
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        if os.environ.get("P2PCHAT_KEEP_TMP") == "1":
+            print(f"kept {path}")
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from p2pchat.call_state import (
     CONNECT_TIMEOUT,
+    MEDIA_LOSS_GRACE,
     RING_TIMEOUT,
     AddCandidate,
     ApplyAnswer,
@@ -199,6 +200,49 @@ def test_media_that_never_connects_times_out() -> None:
     callee.answer("a", 5)
     assert callee.tick(5 + CONNECT_TIMEOUT - 0.01) == []
     assert callee.tick(5 + CONNECT_TIMEOUT)[-1] == Ended("timeout", False)
+
+
+def active(now: float = 0) -> Call:
+    call = outgoing()
+    call.receive(CallAnswer(CID, "a"), now)
+    call.media_connected()
+    assert call.state is CallState.ACTIVE
+    return call
+
+
+def test_lost_media_in_an_active_call_waits_for_the_friends_call_end() -> None:
+    # The friend hung up: its DTLS close (UDP) overtook its call-end (libp2p stream).
+    call = active()
+    assert call.media_lost(10) == []
+    assert call.state is CallState.ACTIVE and call.live
+    assert call.tick(10 + MEDIA_LOSS_GRACE - 0.01) == []
+    assert call.receive(CallEnd(CID, "hangup"), 11) == [Ended("hangup", True)]
+    assert (call.end_reason, call.ended_by_remote) == ("hangup", True)
+
+
+def test_lost_media_with_no_call_end_ends_as_failed_after_the_grace() -> None:
+    call = active()
+    assert call.media_lost(10) == []
+    assert call.media_lost(11) == []  # a second report does not push the deadline back
+    assert call.tick(10 + MEDIA_LOSS_GRACE) == [
+        Send(CallEnd(CID, "failed")),
+        Ended("failed", False),
+    ]
+    assert call.media_lost(20) == [] and call.tick(100) == []
+
+
+def test_lost_media_before_the_call_is_active_fails_at_once() -> None:
+    call = outgoing()
+    call.receive(CallAnswer(CID, "a"), 0)  # connecting
+    assert call.media_lost(1) == [Send(CallEnd(CID, "failed")), Ended("failed", False)]
+    ringing = incoming()
+    assert ringing.media_lost(1) == [Send(CallEnd(CID, "failed")), Ended("failed", False)]
+
+
+def test_lost_media_then_our_hangup_ends_as_hangup() -> None:
+    call = active()
+    call.media_lost(10)
+    assert call.hangup() == [Send(CallEnd(CID, "hangup")), Ended("hangup", False)]
 
 
 def test_media_failure_and_a_vanished_stream_end_the_call() -> None:

@@ -242,12 +242,6 @@ def test_a_caller_killed_mid_call_ends_the_call_cleanly(trio_daemons: list[Daemo
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=False,
-    reason="known bug (docs/ARCHITECTURE.md §10): in about 1 glare in 10 on a busy machine "
-    "the winning call's stream sees end-of-stream as the losing one is wound down, and both "
-    "calls fail; not yet traced inside py-libp2p",
-)
 def test_calling_each_other_at_once_leaves_one_call(trio_daemons: list[Daemon]) -> None:
     alice, bob = pair(trio_daemons)
     barrier = threading.Barrier(2)

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import random
 from types import SimpleNamespace
 from typing import Any, cast
 
 import libp2p.stream_muxer.muxer_multistream as muxer_multistream
 import pytest
+import trio
 
 from p2pchat import muxer
+from p2pchat.identity import Identity
 from p2pchat.muxer import BoundedYamux, YamuxLimitError, _BoundedBuffers
+from p2pchat.net import Network
 
 
 def fake_muxer(window: int) -> Any:
@@ -55,3 +60,56 @@ def test_stream_cap_counts_only_streams_the_peer_opened() -> None:
 def test_install_makes_libp2p_build_bounded_yamux() -> None:
     muxer.install()
     assert muxer_multistream.Yamux is BoundedYamux
+
+
+ECHO = "/p2pchat-test/echo/1.0.0"
+
+
+async def _echo(stream: Any) -> None:
+    try:
+        while True:
+            data = await stream.read(65536)
+            if not data:
+                break
+            await stream.write(data)
+    except Exception:
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            await stream.close()
+
+
+async def test_cancelled_writes_do_not_break_the_connection() -> None:
+    """Writes cancelled at random moments (timeouts, a nursery ending) leave the connection
+    usable. In py-libp2p a frame cancelled after Noise encrypted it (or midway through the
+    socket write) desynchronises the connection: the peer fails to decrypt the next frame
+    ("Failed authentication of message") and every stream on the connection dies."""
+    a, b = Network(Identity.generate()), Network(Identity.generate())
+    b.set_handler(ECHO, _echo)
+    rng = random.Random(7)
+    with trio.fail_after(60):
+        async with a.run(["/ip4/127.0.0.1/tcp/0"]), b.run(["/ip4/127.0.0.1/tcp/0"]):
+            assert await a.dial(b.identity.peer_id, b.listen_addrs())
+
+            async def writer() -> None:
+                stream = await a.open_stream(b.identity.peer_id, ECHO)
+                for _ in range(40):
+                    with trio.move_on_after(rng.uniform(0, 0.002)):
+                        await stream.write(b"x" * rng.randint(1, 20_000))
+                        await stream.read(65536)
+                with contextlib.suppress(Exception):
+                    await stream.reset()
+
+            async with trio.open_nursery() as nursery:
+                for _ in range(8):
+                    nursery.start_soon(writer)
+
+            # The same connection still carries a fresh stream both ways.
+            assert a.is_connected(b.identity.peer_id)
+            stream = await a.open_stream(b.identity.peer_id, ECHO)
+            await stream.write(b"still there?")
+            got = b""
+            with trio.fail_after(5):
+                while len(got) < len(b"still there?"):
+                    got += await stream.read(64)
+            assert got == b"still there?"
