@@ -100,22 +100,15 @@ class BoundedYamux(Yamux):
 
     async def _write_frame(self, data: bytes) -> None:
         """Write one frame whole or not at all, whatever cancellation arrives meanwhile."""
-        written = False
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(FRAME_WRITE_TIMEOUT):
-                await super()._write_frame(data)
-                written = True
-            if not written:
-                log.info(
-                    "peer %s accepted no data for %.0f s: closing",
-                    self.peer_id,
-                    FRAME_WRITE_TIMEOUT,
-                )
-                with trio.move_on_after(1):
-                    await self.secured_conn.close()
-        if not written:
+        deadline = trio.current_time() + FRAME_WRITE_TIMEOUT
+        with trio.CancelScope(shield=True, deadline=deadline) as scope:
+            await super()._write_frame(data)
+        if scope.cancelled_caught:  # half a frame may be out: the connection is unusable
+            log.info("peer %s took no data for %.0f s: closing", self.peer_id, FRAME_WRITE_TIMEOUT)
+            with trio.CancelScope(shield=True, deadline=trio.current_time() + 1):
+                await self.secured_conn.close()
             raise MuxedConnUnavailable(f"writing to {self.peer_id} timed out")
-        await trio.lowlevel.checkpoint()  # the caller's cancellation, if any, lands here
+        await trio.lowlevel.checkpoint_if_cancelled()  # the caller's cancellation lands here
 
 
 def install() -> None:

@@ -10,6 +10,7 @@ from typing import Any, cast
 import libp2p.stream_muxer.muxer_multistream as muxer_multistream
 import pytest
 import trio
+from libp2p.stream_muxer.exceptions import MuxedConnUnavailable
 
 from p2pchat import muxer
 from p2pchat.identity import Identity
@@ -113,3 +114,47 @@ async def test_cancelled_writes_do_not_break_the_connection() -> None:
                 while len(got) < len(b"still there?"):
                     got += await stream.read(64)
             assert got == b"still there?"
+
+
+class _StuckConnection:
+    """A secured connection whose peer takes no data (a frozen process, a dead link)."""
+
+    is_initiator = True
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    async def write(self, data: bytes) -> None:
+        await trio.sleep_forever()
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_frame_that_cannot_be_written_closes_the_connection(autojump_clock: Any) -> None:
+    conn = _StuckConnection()
+    yamux = BoundedYamux(cast(Any, conn), cast(Any, "peer"))
+    started = trio.current_time()
+    # The caller's own timeout does not cut the frame in half...
+    with trio.move_on_after(1) as caller:
+        with pytest.raises(MuxedConnUnavailable, match="timed out"):
+            await yamux._write_frame(b"\x00" * 12)
+    assert not caller.cancelled_caught
+    # ...the frame deadline ends it, and the half-written connection is closed.
+    assert trio.current_time() - started == pytest.approx(muxer.FRAME_WRITE_TIMEOUT)
+    assert conn.closed
+
+
+async def test_a_cancelled_caller_still_writes_the_whole_frame() -> None:
+    written: list[bytes] = []
+
+    class Slow(_StuckConnection):
+        async def write(self, data: bytes) -> None:
+            await trio.sleep(0.05)
+            written.append(data)
+
+    yamux = BoundedYamux(cast(Any, Slow()), cast(Any, "peer"))
+    with trio.move_on_after(0.01) as caller:
+        await yamux._write_frame(b"frame")
+    assert caller.cancelled_caught  # the caller was cancelled, after the frame went out
+    assert written == [b"frame"]
