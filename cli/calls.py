@@ -42,10 +42,8 @@ def describe(call: dict[str, Any]) -> str:
 def cmd_call(home: Path, args: argparse.Namespace) -> int:
     params = {"friend": args.friend, "audio_only": bool(args.audio_only), **_media_params(args)}
     result = _call(home, "calls.start", **params)
-    if args.json:
-        print_json(result)
-    else:
-        out(describe(result["call"]))
+    _print_call(args, result)
+    if not args.json:
         out("see it with: p2pchat calls --watch; end it with: p2pchat hangup")
     return 0
 
@@ -54,22 +52,22 @@ def cmd_answer(home: Path, args: argparse.Namespace) -> int:
     params: dict[str, Any] = _media_params(args)
     if args.friend:
         params["friend"] = args.friend
-    result = _call(home, "calls.answer", **params)
-    if args.json:
-        print_json(result)
-    else:
-        out(describe(result["call"]))
+    _print_call(args, _call(home, "calls.answer", **params))
     return 0
 
 
 def cmd_hangup(home: Path, args: argparse.Namespace) -> int:
     params: dict[str, Any] = {"friend": args.friend} if args.friend else {}
-    result = _call(home, "calls.hangup", **params)
+    _print_call(args, _call(home, "calls.hangup", **params))
+    return 0
+
+
+def _print_call(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """A call action's result: JSON with ``--json``, else one line describing the call."""
     if args.json:
         print_json(result)
     else:
         out(describe(result["call"]))
-    return 0
 
 
 def _show(calls: list[dict[str, Any]]) -> None:

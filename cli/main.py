@@ -169,7 +169,6 @@ def cmd_status(home: Path, args: argparse.Namespace) -> int:
     serving = "relaying for others; " if st.get("relay_service") else ""
     out(f"relays:           {serving}" + (", ".join(relays) if relays else "no reservations"))
     out(f"LAN discovery:    {'on (mDNS)' if st.get('mdns') else 'off'}")
-    out(f"home:             {st.get('home') or home}")
     addrs = st.get("listen_addrs") or []
     out("listening on:" + ("     (nothing)" if not addrs else ""))
     for addr in addrs:

@@ -131,15 +131,17 @@ class Call:
 
     @classmethod
     def outgoing(
-        cls, call_id: bytes, video: bool, sdp: str, now: float
+        cls, call_id: bytes, video: bool, sdp: str, now: float, ring_timeout: float = RING_TIMEOUT
     ) -> tuple[Call, list[Output]]:
-        call = cls(call_id, Direction.OUT, video, CallState.OFFERING, now + RING_TIMEOUT)
+        call = cls(call_id, Direction.OUT, video, CallState.OFFERING, now + ring_timeout)
         return call, [Send(CallOffer(call_id, video, sdp))]
 
     @classmethod
-    def incoming(cls, offer: CallOffer, now: float) -> tuple[Call, list[Output]]:
+    def incoming(
+        cls, offer: CallOffer, now: float, ring_timeout: float = RING_TIMEOUT
+    ) -> tuple[Call, list[Output]]:
         call = cls(
-            offer.call_id, Direction.IN, offer.video, CallState.RINGING_IN, now + RING_TIMEOUT
+            offer.call_id, Direction.IN, offer.video, CallState.RINGING_IN, now + ring_timeout
         )
         call.remote_sdp = offer.sdp
         return call, [Send(CallRinging(offer.call_id)), Ring()]

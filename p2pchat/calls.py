@@ -47,6 +47,7 @@ from p2pchat.call_state import (
 from p2pchat.call_wire import (
     CALL_ID_BYTES,
     CALL_PROTOCOL,
+    MAX_SDP_BYTES,
     CallEnd,
     CallFrame,
     CallFrameDecoder,
@@ -77,7 +78,6 @@ STATS_TIMEOUT: Final = 3.0
 MAX_REMOTE_CANDIDATES: Final = 32
 GLARE_MEMORY: Final = 10.0
 """Seconds after losing a glare during which the friend's offer is answered at once."""
-MAX_SDP: Final = 32 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,8 +231,9 @@ class CallManager:
             with trio.fail_after(MEDIA_SETUP_TIMEOUT):
                 offer = await rtc.call(session.create_offer())
             sdp = _sendable(with_reflexive(offer, self._public_ips()))
-            call, outputs = Call.outgoing(call_id, options.video, sdp, trio.current_time())
-            call.deadline = trio.current_time() + self.config.ring_timeout
+            call, outputs = Call.outgoing(
+                call_id, options.video, sdp, trio.current_time(), self.config.ring_timeout
+            )
             live = LiveCall(peer, call, stream, options, session=session, rtc=rtc, media=media)
             if self.current is not None and self.current.call.live:
                 raise _Superseded()
@@ -358,8 +359,7 @@ class CallManager:
             if current is not None:
                 with trio.move_on_after(CLEANUP_TIMEOUT):
                     await current.finished.wait()
-        call, outputs = Call.incoming(offer, trio.current_time())
-        call.deadline = trio.current_time() + self.config.ring_timeout
+        call, outputs = Call.incoming(offer, trio.current_time(), self.config.ring_timeout)
         options = answer_with or _options(call.video, "test", "", self.config.ice_servers)
         live = LiveCall(peer, call, stream, options)
         self.current = live
@@ -388,7 +388,7 @@ class CallManager:
     def _lost_glare_to(self, peer: str, offer_id: bytes) -> bool:
         """Our call to ``peer`` just ended because of glare (their ``call-end glare`` can
         overtake their offer): their offer is the call that goes ahead."""
-        last = self._ended_call()
+        last = self.last
         return (
             last is not None
             and last.peer == peer
@@ -399,14 +399,8 @@ class CallManager:
             and time.time() - last.ended_at < GLARE_MEMORY
         )
 
-    def _ended_call(self) -> LiveCall | None:
-        """The call that ended last, whether or not its release has finished."""
-        if self.current is not None and not self.current.call.live:
-            return self.current
-        return self.last
-
     def _glare_options(self, peer: str) -> MediaOptions | None:
-        last = self._ended_call()
+        last = self.last
         if last is not None and last.peer == peer and last.call.end_reason == "glare":
             return last.options
         return None
@@ -430,7 +424,6 @@ class CallManager:
                 await self._apply(live, live.call.media_failed())
                 raise ApiError("media_error", f"cannot answer this call: {exc}") from None
             outputs = live.call.answer(sdp, trio.current_time())
-            live.call.deadline = trio.current_time() + MEDIA_SETUP_TIMEOUT
             await self._apply(live, outputs)
             for candidate, mid, index in live.pending_candidates:
                 await self._add_candidate(live, candidate, mid, index)
@@ -568,6 +561,7 @@ class CallManager:
                 self._publish(live)
             elif isinstance(out, Ended):
                 live.ended_at = time.time()
+                self.last = live  # the last call to end, even while it is still being released
                 log.info(
                     "call with %s ended: %s (by %s)",
                     short(live.peer),
@@ -639,8 +633,10 @@ def _reclaim_memory() -> None:
 
 def _sendable(sdp: str) -> str:
     """Our SDP, if it fits a frame; otherwise a clear media error (not a silent stall)."""
-    if len(sdp.encode()) > MAX_SDP:
-        raise MediaError(f"our session description is {len(sdp.encode())} bytes, over {MAX_SDP}")
+    if len(sdp.encode()) > MAX_SDP_BYTES:
+        raise MediaError(
+            f"our session description is {len(sdp.encode())} bytes, over {MAX_SDP_BYTES}"
+        )
     return sdp
 
 

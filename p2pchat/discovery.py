@@ -26,7 +26,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -175,13 +175,11 @@ class Discovery:
         store: Store,
         identity: Identity,
         config: DiscoveryConfig,
-        on_peer_found: Callable[[str], None] = lambda peer: None,
     ) -> None:
         self.network = network
         self.store = store
         self.identity = identity
         self.config = config
-        self._on_peer_found = on_peer_found
         self.relays = Relays(network, config.relay_limits)
         self.relays.preferred = tuple(a.rsplit("/p2p/", 1)[-1] for a in config.bootstrap)
         self.relays.on_change(self.addresses_changed)
@@ -194,7 +192,6 @@ class Discovery:
         self.published_seq: int | None = None
         self._addrs_changed = trio.Event()
         self._connected_send, self._connected_recv = trio.open_memory_channel[str](256)
-        self._mdns_peers = 0
 
     # --- views ----------------------------------------------------------------------------
 
@@ -295,7 +292,7 @@ class Discovery:
         backoff = JOIN_BACKOFF_MIN
         while True:
             size = self.routing_table_size()
-            candidates = await self._candidates()
+            candidates = await self._candidates() if size < MIN_ROUTING_TABLE else []
             if size < MIN_ROUTING_TABLE and (candidates or size > 0):
                 await self._join(candidates)
                 after = self.routing_table_size()
@@ -589,11 +586,9 @@ class Discovery:
         addrs = [str(a) for a in info.addrs if not str(a).startswith("/ip4/0.0.0.0/")]
         if not addrs:
             return
-        self._mdns_peers += 1
         log.info("mDNS: found %s at %s", peer, ", ".join(addrs))
         self.network.host.get_peerstore().add_addrs(
             info.peer_id, [multiaddr.Multiaddr(a) for a in addrs], 3600
         )
         if await self.network.dial(peer, addrs):
             await self._admit(peer)
-            self._on_peer_found(peer)

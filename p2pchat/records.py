@@ -179,19 +179,6 @@ def select_record(key: str, values: list[bytes], now: float) -> int:
     return best_index
 
 
-def may_replace(key: str, old: bytes | None, new: bytes, now: float) -> bool:
-    """Whether a node holding ``old`` should store ``new`` instead: ``new`` must be valid
-    and rank above ``old`` (any valid record replaces an invalid or expired one)."""
-    parse_record(key, new, now)
-    if old is None or old == new:
-        return old is None
-    try:
-        parse_record(key, old, now)
-    except RecordError:
-        return True
-    return select_record(key, [old, new], now) == 1
-
-
 def _device(raw: Any) -> Device:
     if not isinstance(raw, dict) or set(raw) != {"key", "addrs"}:
         raise RecordError("a device entry must hold exactly 'key' and 'addrs'")

@@ -9,7 +9,8 @@
 - DCUtR runs on every daemon: once two peers share a relayed connection, it tries to replace
   it with a direct one (a TCP simultaneous open through both NATs).
 
-Library workarounds (py-libp2p 0.8.1), each covered by tests/test_relay.py:
+Library workarounds (py-libp2p 0.8.1), covered by tests/test_relay.py (circuits and
+reservations) and tests/test_nat.py (hole punching; needs root for network namespaces):
 
 - **One circuit's end closed another's** — the relay keys active circuits by peer, so when
   one circuit to a peer ended it closed the streams of any other live circuit to that peer.

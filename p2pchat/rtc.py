@@ -371,10 +371,6 @@ class MediaSession:
         parsed.sdpMLineIndex = index
         await self.pc.addIceCandidate(parsed)
 
-    def local_sdp(self) -> str:
-        description = self.pc.localDescription
-        return str(description.sdp) if description is not None else ""
-
     async def stats(self) -> dict[str, Any]:
         """What `p2pchat calls` shows: codecs, rates, loss, RTT, the selected path, DTLS."""
         out: dict[str, Any] = {

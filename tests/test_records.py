@@ -18,7 +18,6 @@ from p2pchat.records import (
     SIGNING_CONTEXT,
     Device,
     RecordError,
-    may_replace,
     parse_record,
     record_key,
     select_record,
@@ -143,22 +142,6 @@ def test_equal_sequence_numbers_are_broken_the_same_way_everywhere() -> None:
     c = make(me, seq=3, expires=NOW + 100, addrs=("/ip4/203.0.113.1/tcp/2",))
     winner = [a, c][select_record(key, [a, c], NOW)]
     assert [c, a][select_record(key, [c, a], NOW)] == winner
-
-
-def test_older_records_never_replace_newer_ones() -> None:
-    me = Identity.generate()
-    key = record_key(me.peer_id)
-    old, new = make(me, seq=1), make(me, seq=2)
-    assert may_replace(key, None, old, NOW)
-    assert may_replace(key, old, new, NOW)
-    assert not may_replace(key, new, old, NOW)
-    assert not may_replace(key, new, new, NOW)
-    # A held record that has since expired (or was never valid) gives way to any valid one.
-    stale = make(me, seq=99, expires=NOW - 1)
-    assert may_replace(key, stale, old, NOW)
-    assert may_replace(key, b"garbage", old, NOW)
-    with pytest.raises(RecordError):
-        may_replace(key, old, b"garbage", NOW)
 
 
 def test_several_devices_each_vouched_for_by_the_identity() -> None:

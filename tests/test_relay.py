@@ -124,9 +124,11 @@ async def test_the_relay_cuts_a_circuit_past_its_byte_limit() -> None:
         circuit = await reserve(relay, target)
         assert await dialer.network.dial(target.id, [circuit])
         assert await round_trip(dialer, target) == b"ping"
-        with pytest.raises(Exception):  # noqa: B017 - reset/EOF/timeout, depending on timing
+        try:  # the echo cannot come back whole: reset, EOF or a short read, by timing
             got = await round_trip(dialer, target, b"x" * 400_000)
-            assert len(got) == 400_000
+        except Exception:
+            got = b""
+        assert len(got) < 400_000
         with trio.fail_after(5):
             while dialer.network.connection_kinds(target.id):
                 await trio.sleep(0.05)
