@@ -31,6 +31,8 @@ RING_TIMEOUT: Final = 45.0
 """Seconds a call may ring before it ends as ``timeout``."""
 CONNECT_TIMEOUT: Final = 20.0
 """Seconds from answer to connected media before the call ends as ``timeout``."""
+GLARE_MEMORY: Final = 10.0
+"""Seconds after losing a glare during which the friend's offer is answered at once."""
 MEDIA_LOSS_GRACE: Final = 2.0
 """Seconds an active call waits, after its media path closed or failed, for the friend's
 ``call-end`` before ending as ``failed``: a friend who hangs up closes the DTLS session
@@ -275,11 +277,29 @@ class Incoming(enum.Enum):
 
 
 def decide_incoming(
-    current: Call | None, current_peer: str, offer_peer: str, offer_id: bytes
+    current: Call | None,
+    current_peer: str,
+    offer_peer: str,
+    offer_id: bytes,
+    *,
+    last: Call | None = None,
+    last_peer: str = "",
+    since_last_end: float = float("inf"),
 ) -> Incoming:
-    """What to do with a new offer, given the call we are in (if any). Both sides of a glare
-    reach opposite decisions from the same two IDs, so exactly one call survives."""
+    """What to do with a new offer, given the call we are in (if any) and the last call that
+    ended (``since_last_end`` seconds ago). Both sides of a glare reach opposite decisions
+    from the same two IDs, so exactly one call survives; the friend's ``call-end glare`` may
+    overtake its offer, so an offer that beats the call we just lost to it is taken too."""
     if current is None or not current.live:
+        if (
+            last is not None
+            and last_peer == offer_peer
+            and last.end_reason == "glare"
+            and last.direction is Direction.OUT
+            and offer_id > last.call_id
+            and since_last_end < GLARE_MEMORY
+        ):
+            return Incoming.GLARE_TAKE_THEIRS
         return Incoming.RING
     if (
         current_peer == offer_peer

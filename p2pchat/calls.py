@@ -35,7 +35,6 @@ from p2pchat.call_state import (
     Call,
     CallState,
     Connected,
-    Direction,
     Ended,
     Incoming,
     Output,
@@ -76,8 +75,6 @@ MEDIA_SETUP_TIMEOUT: Final = 15.0
 CLEANUP_TIMEOUT: Final = 10.0
 STATS_TIMEOUT: Final = 3.0
 MAX_REMOTE_CANDIDATES: Final = 32
-GLARE_MEMORY: Final = 10.0
-"""Seconds after losing a glare during which the friend's offer is answered at once."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,11 +333,16 @@ class CallManager:
             with trio.move_on_after(CLEANUP_TIMEOUT):
                 await current.finished.wait()
             current = self.current
+        last = self.last
         decision = decide_incoming(
-            current.call if current else None, current.peer if current else "", peer, offer.call_id
+            current.call if current else None,
+            current.peer if current else "",
+            peer,
+            offer.call_id,
+            last=last.call if last else None,
+            last_peer=last.peer if last else "",
+            since_last_end=time.time() - last.ended_at if last and last.ended_at else float("inf"),
         )
-        if decision is Incoming.RING and self._lost_glare_to(peer, offer.call_id):
-            decision = Incoming.GLARE_TAKE_THEIRS
         if decision in (Incoming.BUSY, Incoming.GLARE_KEEP_OURS):
             reason = "busy" if decision is Incoming.BUSY else "glare"
             log.info("call from %s: %s", short(peer), reason)
@@ -384,20 +386,6 @@ class CallManager:
             return ""
         name = time.strftime("call-%Y%m%d-%H%M%S-") + live.call.call_id.hex()[:12] + ".mp4"
         return str(Path(self.config.record_dir) / name)
-
-    def _lost_glare_to(self, peer: str, offer_id: bytes) -> bool:
-        """Our call to ``peer`` just ended because of glare (their ``call-end glare`` can
-        overtake their offer): their offer is the call that goes ahead."""
-        last = self.last
-        return (
-            last is not None
-            and last.peer == peer
-            and last.call.end_reason == "glare"
-            and last.call.direction is Direction.OUT
-            and offer_id > last.call.call_id
-            and last.ended_at is not None
-            and time.time() - last.ended_at < GLARE_MEMORY
-        )
 
     def _glare_options(self, peer: str) -> MediaOptions | None:
         last = self.last

@@ -123,11 +123,20 @@ def initial_mode(listen_addrs: Sequence[str]) -> DHTMode:
     return DHTMode.SERVER
 
 
+def foreign_ips(listen_addrs: Sequence[str], observed_addrs: Sequence[str]) -> list[str]:
+    """IPs peers see us at that we do not listen on (loopback aside): a NAT's public side."""
+    ours = {ip_of(a) for a in listen_addrs}
+    seen = (ip_of(a) for a in observed_addrs)
+    return list(
+        dict.fromkeys(
+            ip for ip in seen if ip is not None and ip not in ours and not is_loopback_ip(ip)
+        )
+    )
+
+
 def behind_nat(listen_addrs: Sequence[str], observed_addrs: Sequence[str]) -> bool:
     """Whether peers see us under an IP we do not listen on (a NAT rewrote it)."""
-    ours = {ip for ip in map(ip_of, listen_addrs) if ip is not None}
-    seen = {ip for ip in map(ip_of, observed_addrs) if ip is not None}
-    return any(ip not in ours and not is_loopback_ip(ip) for ip in seen)
+    return bool(foreign_ips(listen_addrs, observed_addrs))
 
 
 def next_seq(last: int, now_ms: int) -> int:
@@ -341,12 +350,7 @@ class Discovery:
         assert self.dht is not None
         peer_id = ID.from_base58(peer)
         with trio.move_on_after(IDENTIFY_WAIT):
-            while True:
-                try:
-                    if self.network.host.get_peerstore().get_protocols(peer_id):
-                        break
-                except Exception:
-                    pass
+            while not self.network.protocols(peer):
                 await trio.sleep(0.02)
         self.relays.poke()
         return await self.dht.add_peer(peer_id)
@@ -478,13 +482,7 @@ class Discovery:
     def public_ips(self) -> list[str]:
         """IPs that peers observe us at (identify), loopback and our own listen IPs aside:
         our NAT's public side, offered as call candidates instead of asking a STUN server."""
-        ours = {ip_of(a) for a in self.network.listen_addrs()}
-        ips = [ip_of(a) for a in self._observed_addrs(min_observers=1)]
-        return list(
-            dict.fromkeys(
-                ip for ip in ips if ip is not None and ip not in ours and not is_loopback_ip(ip)
-            )
-        )
+        return foreign_ips(self.network.listen_addrs(), self._observed_addrs(min_observers=1))
 
     def _observed_addrs(self, min_observers: int = NAT_MIN_OBSERVERS) -> list[str]:
         """Our addresses as at least ``min_observers`` peers reported them (identify)."""

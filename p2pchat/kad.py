@@ -39,6 +39,7 @@ from libp2p.records.utils import InvalidRecordType
 from libp2p.records.validator import NamespacedValidator, Validator
 
 from p2pchat import records
+from p2pchat.net import peer_protocols
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +96,7 @@ class OverlayDHT(KadDHT):
 
     def serves_dht(self, peer_id: ID) -> bool:
         """Whether identify says ``peer_id`` answers our DHT protocol."""
-        try:
-            protocols = self.host.get_peerstore().get_protocols(peer_id)
-        except Exception:
-            return False
-        return current_protocol() in (protocols or [])
+        return current_protocol() in peer_protocols(self.host, peer_id)
 
     async def add_peer(self, peer_id: ID, *, skip_server_mode_check: bool = False) -> bool:
         # The library calls this with skip_server_mode_check=True for every peer that opens a

@@ -92,6 +92,14 @@ def remote_peer(stream: INetStream) -> str:
     return str(stream.muxed_conn.peer_id)
 
 
+def peer_protocols(host: IHost, peer_id: ID) -> list[str]:
+    """The protocols identify says ``peer_id`` speaks (none until identify has run)."""
+    try:
+        return [str(p) for p in host.get_peerstore().get_protocols(peer_id) or []]
+    except Exception:  # the peerstore raises for peers it does not know
+        return []
+
+
 class ConnectionEvents(INotifee):
     """Forwards libp2p connection open/close to a callback with the peer's ID string."""
 
@@ -189,6 +197,9 @@ class Network:
 
     def connected_peers(self) -> list[str]:
         return [str(p) for p in self.host.get_network().get_connections_map()]
+
+    def protocols(self, peer: str) -> list[str]:
+        return peer_protocols(self.host, ID.from_base58(peer))
 
     def connection_kinds(self, peer: str) -> list[str]:
         """``direct`` or ``relayed`` for each open connection to ``peer``."""

@@ -272,11 +272,7 @@ class Relays:
     def _offers_relay(self, peer: str) -> bool:
         if "direct" not in self.network.connection_kinds(peer):
             return False  # a relay reached through a relay is no use
-        try:
-            protocols = self.network.host.get_peerstore().get_protocols(ID.from_base58(peer))
-        except Exception:
-            return False
-        return str(HOP_PROTOCOL) in (protocols or [])
+        return str(HOP_PROTOCOL) in self.network.protocols(peer)
 
     async def _reserve(self, relay: str) -> None:
         assert self._transport is not None

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from p2pchat.call_state import (
     CONNECT_TIMEOUT,
+    GLARE_MEMORY,
     MEDIA_LOSS_GRACE,
     RING_TIMEOUT,
     AddCandidate,
@@ -377,6 +378,43 @@ def test_glare_leaves_exactly_one_call_whatever_the_ids(a_id: bytes, b_id: bytes
     assert {at_alice, at_bob} == {Incoming.GLARE_TAKE_THEIRS, Incoming.GLARE_KEEP_OURS}
     winner = a_id if at_bob is Incoming.GLARE_TAKE_THEIRS else b_id
     assert winner == max(a_id, b_id)
+
+
+@given(st.binary(min_size=16, max_size=16), st.binary(min_size=16, max_size=16))
+def test_glare_whose_call_end_overtakes_the_offer_still_leaves_one_call(
+    a_id: bytes, b_id: bytes
+) -> None:
+    """The winner's ``call-end glare`` reaches the loser before the winner's offer: the
+    loser's call has ended, and the offer that then arrives is taken, not rung."""
+    if a_id == b_id:
+        return
+    loser_id, winner_id = sorted((a_id, b_id))
+    lost, _ = Call.outgoing(loser_id, True, SDP, 0)
+    lost.receive(CallEnd(loser_id, "glare"), 1)
+    assert lost.end_reason == "glare"
+    take = decide_incoming(
+        None, "", "bob", winner_id, last=lost, last_peer="bob", since_last_end=0.5
+    )
+    assert take is Incoming.GLARE_TAKE_THEIRS
+
+
+def test_a_lost_glare_is_remembered_only_briefly_and_only_for_that_friend() -> None:
+    lost, _ = Call.outgoing(CID, True, SDP, 0)
+    lost.receive(CallEnd(CID, "glare"), 1)
+    big = b"\xff" * 16
+
+    def decide(peer: str, offer_id: bytes, ago: float, last: Call = lost) -> Incoming:
+        return decide_incoming(
+            None, "", peer, offer_id, last=last, last_peer="bob", since_last_end=ago
+        )
+
+    assert decide("bob", big, 1) is Incoming.GLARE_TAKE_THEIRS
+    assert decide("bob", big, GLARE_MEMORY) is Incoming.RING  # long ago: a new call
+    assert decide("carol", big, 1) is Incoming.RING  # another friend
+    assert decide("bob", b"\x00" * 16, 1) is Incoming.RING  # not the call we lost to
+    hung_up, _ = Call.outgoing(CID, True, SDP, 0)
+    hung_up.hangup()
+    assert decide("bob", big, 1, hung_up) is Incoming.RING  # ended for another reason
 
 
 def test_glare_counts_only_while_our_call_is_unanswered() -> None:
