@@ -73,6 +73,9 @@ one peer's say-so must not turn a public daemon into a client."""
 JOIN_BACKOFF_SMALL_NET: Final = 600.0
 """Backoff cap once some DHT peers are known but no more are to be found (a small overlay,
 e.g. a group of friends): re-joining every two minutes would be pure traffic."""
+GROWN_TABLE: Final = 20
+"""Routing-table size (one Kademlia bucket) past which growth no longer triggers a republish."""
+GROWTH_CHECK_EVERY: Final = 5.0
 SETTING_SEQ: Final = "record_seq"
 SETTING_PEERS: Final = "dht_peers"
 
@@ -137,6 +140,14 @@ def foreign_ips(listen_addrs: Sequence[str], observed_addrs: Sequence[str]) -> l
 def behind_nat(listen_addrs: Sequence[str], observed_addrs: Sequence[str]) -> bool:
     """Whether peers see us under an IP we do not listen on (a NAT rewrote it)."""
     return bool(foreign_ips(listen_addrs, observed_addrs))
+
+
+def table_grown(size_at_put: int, size_now: int) -> bool:
+    """Whether the routing table has grown enough since our record was last stored to store
+    it again: the peers closest to our key change fastest while the network around us forms
+    (a daemon that published with one peer would otherwise leave its record there for the
+    next scheduled republish). Doublings only, and only until the table holds a full bucket."""
+    return size_at_put < GROWN_TABLE and size_now >= max(2 * size_at_put, 2)
 
 
 def next_seq(last: int, now_ms: int) -> int:
@@ -383,6 +394,7 @@ class Discovery:
     async def _publish_loop(self) -> None:
         last_addrs: tuple[str, ...] | None = None
         last_put = -REPUBLISH_EVERY
+        table_at_put = 0
         schedule = list(PUBLISH_SCHEDULE)
         while True:
             now = time.monotonic()
@@ -391,10 +403,18 @@ class Discovery:
                 schedule.pop(0)
             self._addrs_changed = trio.Event()
             addrs = self.advertised()
-            due = addrs != last_addrs or due_scheduled or now - last_put >= REPUBLISH_EVERY
-            if self.routing_table_size() > 0 and due and await self._publish(addrs):
-                last_addrs, last_put = addrs, now
+            size = self.routing_table_size()
+            due = (
+                addrs != last_addrs
+                or due_scheduled
+                or now - last_put >= REPUBLISH_EVERY
+                or table_grown(table_at_put, size)
+            )
+            if size > 0 and due and await self._publish(addrs):
+                last_addrs, last_put, table_at_put = addrs, now, size
             wait = schedule[0] - (now - self.started_at) if schedule else REPUBLISH_EVERY / 4
+            if table_at_put < GROWN_TABLE:
+                wait = min(wait, GROWTH_CHECK_EVERY)
             with trio.move_on_after(max(1.0, wait)):
                 await self._addrs_changed.wait()
 
@@ -456,7 +476,9 @@ class Discovery:
             return ()
         if info is None:
             return ()
-        return tuple(dial_order([str(a) for a in info.addrs]))
+        # Peer routing returns addresses ending in /p2p/<peer>; report them as records do.
+        suffix = f"/p2p/{peer}"
+        return tuple(dial_order([str(a).removesuffix(suffix) for a in info.addrs]))
 
     # --- reachability ---------------------------------------------------------------------
 

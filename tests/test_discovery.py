@@ -203,17 +203,20 @@ def test_thirty_daemons_find_each_other_by_id(make_daemon: MakeDaemon) -> None:
         timeout=60,
         what="every daemon to publish its record",
     )
-    lookups = failures = 0
+    lookups = 0
+    failures: list[str] = []
     for d in everyone:
         for target in rng.sample([x for x in everyone if x is not d], 3):
             lookups += 1
             try:
                 found = d.call("dht.find", peer_id=target.peer_id)
                 if found["addrs"] != target.call("identity.get")["addrs"]:
-                    failures += 1
-            except ApiError:
-                failures += 1
-    assert failures <= lookups // 100, f"{failures} of {lookups} lookups failed"
+                    failures.append(f"{d.name} -> {target.name}: stale {found}")
+            except ApiError as exc:
+                failures.append(f"{d.name} -> {target.name}: {exc.message}")
+    assert len(failures) <= lookups // 100, (
+        f"{len(failures)} of {lookups} lookups failed: {failures}"
+    )
     shuffled = others[:]
     rng.shuffle(shuffled)
     for a, b in zip(shuffled[0:10:2], shuffled[1:10:2], strict=True):

@@ -13,7 +13,14 @@ from libp2p.records.utils import InvalidRecordType
 
 from p2pchat import kad, records
 from p2pchat.config import ConfigError, bootstrap_problem, load_config
-from p2pchat.discovery import advertised_addrs, behind_nat, initial_mode, next_seq
+from p2pchat.discovery import (
+    GROWN_TABLE,
+    advertised_addrs,
+    behind_nat,
+    initial_mode,
+    next_seq,
+    table_grown,
+)
 from p2pchat.identity import Identity
 from p2pchat.net import MAX_DIAL_ADDRS, dial_order
 from p2pchat.relay import _RELAY_BASE
@@ -182,3 +189,10 @@ def test_use_protocol_switches_every_dht_module() -> None:
             assert str(module.PROTOCOL_ID) == "/test/kad/9.9.9"  # type: ignore[attr-defined]
     finally:
         kad.use_protocol(before)
+
+
+def test_the_record_is_stored_again_each_time_the_young_routing_table_doubles() -> None:
+    assert table_grown(1, 2) and table_grown(2, 4) and table_grown(8, 16)
+    assert not table_grown(2, 3) and not table_grown(5, 9)  # not yet doubled
+    assert table_grown(0, 2) and not table_grown(0, 1)
+    assert not table_grown(GROWN_TABLE, 4 * GROWN_TABLE)  # a full bucket: the schedule rules
