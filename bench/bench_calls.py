@@ -57,7 +57,7 @@ async def bare_aiortc(seconds: float) -> tuple[float, float]:
     """(seconds from createOffer to the first decoded frame, CPU seconds per stream-second)."""
     from aiortc import RTCConfiguration, RTCPeerConnection
 
-    from p2pchat.rtc import _test_tracks
+    from p2pchat.calls.media import _test_tracks
 
     config = RTCConfiguration(iceServers=[])
     caller, callee = RTCPeerConnection(config), RTCPeerConnection(config)

@@ -1,7 +1,7 @@
 """The control API server: JSON-RPC 2.0, one object per line, over a private Unix socket.
 
 docs/API.md is the contract. This module only frames, validates and dispatches; the behaviour
-lives in :class:`p2pchat.node.Node` and :class:`p2pchat.chat.Chat`.
+lives in :class:`p2pchat.node.Node` and :class:`p2pchat.chat.messages.Chat`.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from p2pchat.api import (
     PARSE_ERROR,
     ApiError,
 )
-from p2pchat.calls import CallManager
-from p2pchat.chat import Chat, message_json
-from p2pchat.friendship import UserAction
+from p2pchat.calls.manager import CallManager
+from p2pchat.chat.friendship import UserAction
+from p2pchat.chat.messages import Chat, message_json
+from p2pchat.chat.store import ContactState
+from p2pchat.files.manager import TransferManager
 from p2pchat.identity import IdentityError, check_peer_id
 from p2pchat.node import Node
-from p2pchat.store import ContactState
-from p2pchat.transfers import TransferManager
 from p2pchat.wire import MSG_ID_BYTES
 
 log = logging.getLogger(__name__)

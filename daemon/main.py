@@ -105,8 +105,8 @@ def _operator_error(exc: BaseException) -> BaseException | None:
     """The first error in ``exc`` (or its exception groups) that an operator can act on,
     so it is logged as one clear line instead of a traceback."""
     from daemon.control import ControlSocketError
-    from p2pchat.db import DatabaseError
     from p2pchat.node import ListenError
+    from p2pchat.storage.database import DatabaseError
 
     if isinstance(exc, ListenError | ControlSocketError | DatabaseError):
         return exc

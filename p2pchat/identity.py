@@ -1,7 +1,7 @@
 """Identity: the Ed25519 key, the user's ID (a libp2p PeerId) and friend codes.
 
 This module is deliberately free of libp2p imports so that light clients can parse and check
-IDs and codes; :mod:`p2pchat.net` turns an :class:`Identity` into a libp2p key pair. The PeerId
+IDs and codes; :mod:`p2pchat.net.host` turns an :class:`Identity` into a libp2p key pair. The PeerId
 of an Ed25519 key is the base58btc encoding of the *identity* multihash of the protobuf-encoded
 public key (``00 24 08 01 12 20 <32-byte key>``), which always starts ``12D3KooW``.
 

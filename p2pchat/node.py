@@ -17,18 +17,18 @@ from typing import Any
 import trio
 
 import p2pchat
-from p2pchat.calls import CallManager, CallsConfig
-from p2pchat.chat import Chat
+from p2pchat.calls.manager import CallManager, CallsConfig
+from p2pchat.chat.messages import Chat
+from p2pchat.chat.store import ContactState, Store
 from p2pchat.config import Config, ice_server_tuples, pin_ports, save_config
-from p2pchat.discovery import Discovery, DiscoveryConfig
 from p2pchat.events import EventBus
+from p2pchat.files.manager import FilesConfig, TransferManager
+from p2pchat.files.store import TransferStore
 from p2pchat.identity import FriendCode, Identity
-from p2pchat.net import Network
+from p2pchat.net.discovery import Discovery, DiscoveryConfig
+from p2pchat.net.host import Network
+from p2pchat.net.relay import RelayLimitsConfig
 from p2pchat.paths import DB_FILE
-from p2pchat.relay import RelayLimitsConfig
-from p2pchat.store import ContactState, Store
-from p2pchat.transfer_store import TransferStore
-from p2pchat.transfers import FilesConfig, TransferManager
 
 log = logging.getLogger(__name__)
 

@@ -351,7 +351,7 @@ def file_name_problem(name: str) -> str | None:
 
     Offers carry a name only, never a path: separators, ``.``/``..`` and control characters
     are protocol violations (the receiver still sanitises what passes, see
-    :mod:`p2pchat.filenames`)."""
+    :mod:`p2pchat.files.filenames`)."""
     problem = text_problem(name, MAX_FILE_NAME_BYTES, allow_empty=False)
     if problem is not None:
         return problem

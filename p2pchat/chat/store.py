@@ -1,0 +1,485 @@
+"""Durable state: contacts, messages (the outbox is the undelivered outgoing ones), settings.
+
+Each method builds a small function run by :class:`~p2pchat.storage.database.Database` in its
+worker thread and transaction; nothing here touches SQLite on the trio thread. The schema is
+versioned (``PRAGMA user_version``); append a migration to ``MIGRATIONS`` to change it, never
+edit one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from p2pchat.storage.database import Database, Migration
+
+
+class ContactState(StrEnum):
+    OUTGOING = "outgoing"  # we asked them to be friends
+    INCOMING = "incoming"  # they asked us; waiting for the user
+    FRIEND = "friend"
+    BLOCKED = "blocked"
+    REMOVED = "removed"  # we removed them; they are a stranger again
+
+
+class Notice(StrEnum):
+    """A friend-protocol frame owed to a peer, kept until the peer confirms receipt."""
+
+    REQUEST = "request"
+    ACCEPT = "accept"
+    REMOVE = "remove"
+
+
+class MessageState(StrEnum):
+    PENDING = "pending"  # outgoing, not yet acknowledged
+    DELIVERED = "delivered"  # outgoing, the friend's daemon stored it
+    RECEIVED = "received"  # incoming, stored here
+
+
+def _execute_all(conn: sqlite3.Connection, script: str) -> None:
+    # Not executescript(): it commits first, and migrations must run inside our transaction.
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _schema_v1(conn: sqlite3.Connection) -> None:
+    _execute_all(
+        conn,
+        """
+        CREATE TABLE contacts (
+            peer_id      TEXT PRIMARY KEY,
+            name         TEXT NOT NULL DEFAULT '',
+            their_name   TEXT NOT NULL DEFAULT '',
+            state        TEXT NOT NULL,
+            request_text TEXT NOT NULL DEFAULT '',
+            addrs        TEXT NOT NULL DEFAULT '[]',
+            notice       TEXT,
+            next_seq     INTEGER NOT NULL DEFAULT 1,
+            created_at   INTEGER NOT NULL,
+            updated_at   INTEGER NOT NULL
+        );
+        CREATE TABLE messages (
+            id          INTEGER PRIMARY KEY,
+            peer_id     TEXT NOT NULL,
+            msg_id      BLOB NOT NULL,
+            outgoing    INTEGER NOT NULL,
+            seq         INTEGER NOT NULL,
+            sent_at     INTEGER NOT NULL,
+            stored_at   INTEGER NOT NULL,
+            delivered_at INTEGER,
+            text        TEXT NOT NULL,
+            state       TEXT NOT NULL,
+            UNIQUE (peer_id, outgoing, msg_id)
+        );
+        CREATE INDEX messages_by_peer ON messages (peer_id, id);
+        CREATE INDEX messages_outbox ON messages (peer_id, seq)
+            WHERE outgoing = 1 AND state = 'pending';
+        CREATE TABLE settings (
+            key   TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        """,
+    )
+
+
+def _schema_v2(conn: sqlite3.Connection) -> None:
+    # Sequence numbers come from the messages themselves (v1 kept a counter in the contact
+    # row, which restarted at 1 when a contact was deleted and re-created, e.g. by
+    # block -> unblock -> add, and broke ordering). contacts.next_seq is no longer used.
+    conn.execute("CREATE INDEX messages_by_seq ON messages (peer_id, outgoing, seq)")
+
+
+def _schema_v3(conn: sqlite3.Connection) -> None:
+    # Text rules tightened (no control characters but tab/newline, see wire.text_problem).
+    # A pending message that breaks them would be refused by every upgraded receiver and hold
+    # up the whole conversation behind it, so replace such characters with U+FFFD.
+    rows = conn.execute(
+        "SELECT id, text FROM messages WHERE outgoing = 1 AND state = ?",
+        (MessageState.PENDING.value,),
+    ).fetchall()
+    for row in rows:
+        clean = _FORBIDDEN_IN_TEXT.sub("\ufffd", row["text"])
+        if clean != row["text"]:
+            conn.execute("UPDATE messages SET text = ? WHERE id = ?", (clean, row["id"]))
+
+
+_FORBIDDEN_IN_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _schema_v4(conn: sqlite3.Connection) -> None:
+    # File transfers (p2pchat.files.store). ``notice`` is what we owe the peer: 'offer'
+    # for an undelivered outgoing offer, else a FileEnd outcome.
+    _execute_all(
+        conn,
+        """
+        CREATE TABLE transfers (
+            tid          BLOB PRIMARY KEY,
+            peer_id      TEXT NOT NULL,
+            direction    TEXT NOT NULL CHECK (direction IN ('out', 'in')),
+            name         TEXT NOT NULL,
+            size         INTEGER NOT NULL,
+            hash         BLOB NOT NULL,
+            state        TEXT NOT NULL,
+            source       TEXT,
+            mtime_ns     INTEGER,
+            part_path    TEXT,
+            final_path   TEXT,
+            done_bytes   INTEGER NOT NULL DEFAULT 0,
+            data_path    TEXT,
+            error        TEXT NOT NULL DEFAULT '',
+            notice       TEXT,
+            notice_reason TEXT NOT NULL DEFAULT '',
+            created_at   INTEGER NOT NULL,
+            updated_at   INTEGER NOT NULL
+        );
+        CREATE INDEX transfers_by_peer ON transfers (peer_id, created_at);
+        CREATE INDEX transfers_owed ON transfers (peer_id) WHERE notice IS NOT NULL
+        """,
+    )
+
+
+MIGRATIONS: list[Migration] = [_schema_v1, _schema_v2, _schema_v3, _schema_v4]
+
+
+@dataclass(frozen=True, slots=True)
+class Contact:
+    peer_id: str
+    name: str
+    their_name: str
+    state: ContactState
+    request_text: str
+    addrs: tuple[str, ...]
+    notice: Notice | None
+    created_at: int
+    updated_at: int
+
+    @property
+    def display_name(self) -> str:
+        return self.name or self.their_name
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    row: int
+    peer_id: str
+    msg_id: bytes
+    outgoing: bool
+    seq: int
+    sent_at: int
+    stored_at: int
+    delivered_at: int | None
+    text: str
+    state: MessageState
+
+
+def _contact(row: sqlite3.Row) -> Contact:
+    return Contact(
+        peer_id=row["peer_id"],
+        name=row["name"],
+        their_name=row["their_name"],
+        state=ContactState(row["state"]),
+        request_text=row["request_text"],
+        addrs=tuple(json.loads(row["addrs"])),
+        notice=Notice(row["notice"]) if row["notice"] else None,
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+    )
+
+
+def _message(row: sqlite3.Row) -> MessageRecord:
+    return MessageRecord(
+        row=row["id"],
+        peer_id=row["peer_id"],
+        msg_id=bytes(row["msg_id"]),
+        outgoing=bool(row["outgoing"]),
+        seq=row["seq"],
+        sent_at=row["sent_at"],
+        stored_at=row["stored_at"],
+        delivered_at=row["delivered_at"],
+        text=row["text"],
+        state=MessageState(row["state"]),
+    )
+
+
+def _descriptive(
+    now: int,
+    name: str | None,
+    their_name: str | None,
+    request_text: str | None,
+    addrs: Sequence[str] | None,
+) -> dict[str, Any]:
+    """Column values for a contact update: the given (non-None) fields and the timestamp."""
+    fields: dict[str, Any] = {"updated_at": now}
+    if name is not None:
+        fields["name"] = name
+    if their_name is not None:
+        fields["their_name"] = their_name
+    if request_text is not None:
+        fields["request_text"] = request_text
+    if addrs is not None:
+        fields["addrs"] = json.dumps(list(addrs))
+    return fields
+
+
+@dataclass(frozen=True, slots=True)
+class IncomingMessage:
+    msg_id: bytes
+    seq: int
+    sent_at: int
+    text: str
+
+
+class Store:
+    """The daemon's durable state, over one :class:`Database`."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    @property
+    def db(self) -> Database:
+        return self._db
+
+    @staticmethod
+    def open(path: Path) -> Database:
+        return Database(path, MIGRATIONS)
+
+    # --- contacts ----------------------------------------------------------------------------
+
+    async def contact(self, peer_id: str) -> Contact | None:
+        def fn(conn: sqlite3.Connection) -> Contact | None:
+            row = conn.execute("SELECT * FROM contacts WHERE peer_id = ?", (peer_id,)).fetchone()
+            return _contact(row) if row else None
+
+        return await self._db.run(fn)
+
+    async def contacts(self, states: Iterable[ContactState] | None = None) -> list[Contact]:
+        wanted = [s.value for s in states] if states is not None else None
+
+        def fn(conn: sqlite3.Connection) -> list[Contact]:
+            rows = conn.execute("SELECT * FROM contacts ORDER BY created_at, peer_id").fetchall()
+            found = [_contact(r) for r in rows]
+            return [c for c in found if wanted is None or c.state.value in wanted]
+
+        return await self._db.run(fn)
+
+    async def put_contact(
+        self,
+        peer_id: str,
+        *,
+        state: ContactState,
+        now: int,
+        notice: Notice | None = None,
+        name: str | None = None,
+        their_name: str | None = None,
+        request_text: str | None = None,
+        addrs: Sequence[str] | None = None,
+    ) -> Contact:
+        """Create or update a contact. ``None`` keeps the stored value for the text fields;
+        ``notice`` is always written (``None`` clears it)."""
+
+        def fn(conn: sqlite3.Connection) -> Contact:
+            conn.execute(
+                "INSERT INTO contacts (peer_id, state, created_at, updated_at) VALUES (?,?,?,?) "
+                "ON CONFLICT (peer_id) DO NOTHING",
+                (peer_id, state.value, now, now),
+            )
+            fields = {
+                "state": state.value,
+                "notice": notice.value if notice else None,
+                **_descriptive(now, name, their_name, request_text, addrs),
+            }
+            sets = ", ".join(f"{k} = ?" for k in fields)
+            conn.execute(
+                f"UPDATE contacts SET {sets} WHERE peer_id = ?", (*fields.values(), peer_id)
+            )
+            row = conn.execute("SELECT * FROM contacts WHERE peer_id = ?", (peer_id,)).fetchone()
+            return _contact(row)
+
+        return await self._db.run(fn)
+
+    async def update_fields(
+        self,
+        peer_id: str,
+        *,
+        now: int,
+        name: str | None = None,
+        their_name: str | None = None,
+        request_text: str | None = None,
+        addrs: Sequence[str] | None = None,
+    ) -> Contact | None:
+        """Update the given descriptive fields only (never state or notice)."""
+
+        def fn(conn: sqlite3.Connection) -> Contact | None:
+            fields = _descriptive(now, name, their_name, request_text, addrs)
+            sets = ", ".join(f"{k} = ?" for k in fields)
+            row = conn.execute(
+                f"UPDATE contacts SET {sets} WHERE peer_id = ? RETURNING *",
+                (*fields.values(), peer_id),
+            ).fetchone()
+            return _contact(row) if row else None
+
+        return await self._db.run(fn)
+
+    async def clear_notice(self, peer_id: str, notice: Notice) -> None:
+        """The peer confirmed ``notice``; stop owing it (unless it changed meanwhile)."""
+
+        def fn(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "UPDATE contacts SET notice = NULL WHERE peer_id = ? AND notice = ?",
+                (peer_id, notice.value),
+            )
+
+        await self._db.run(fn)
+
+    async def delete_contact(self, peer_id: str) -> None:
+        def fn(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM contacts WHERE peer_id = ?", (peer_id,))
+
+        await self._db.run(fn)
+
+    # --- messages ----------------------------------------------------------------------------
+
+    async def add_outgoing(
+        self, peer_id: str, msg_id: bytes, text: str, now: int
+    ) -> tuple[MessageRecord, bool]:
+        """Put a message in the outbox with the conversation's next sequence number.
+
+        Returns (record, created). If a message with ``msg_id`` to this peer already exists
+        (a client retrying), that one is returned unchanged and nothing is added; a reused ID
+        with different text raises :class:`ValueError`.
+        """
+
+        def fn(conn: sqlite3.Connection) -> tuple[MessageRecord, bool]:
+            existing = conn.execute(
+                "SELECT * FROM messages WHERE peer_id = ? AND outgoing = 1 AND msg_id = ?",
+                (peer_id, msg_id),
+            ).fetchone()
+            if existing is not None:
+                if existing["text"] != text:
+                    raise ValueError("message id already used for a different text")
+                return _message(existing), False
+            if (
+                conn.execute("SELECT 1 FROM contacts WHERE peer_id = ?", (peer_id,)).fetchone()
+                is None
+            ):
+                raise KeyError(peer_id)
+            # Never reused, even across the contact being deleted and re-created.
+            row = conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE peer_id = ? AND outgoing = 1",
+                (peer_id,),
+            ).fetchone()
+            cur = conn.execute(
+                "INSERT INTO messages (peer_id, msg_id, outgoing, seq, sent_at, stored_at, text,"
+                " state) VALUES (?,?,1,?,?,?,?,?) RETURNING *",
+                (peer_id, msg_id, row[0], now, now, text, MessageState.PENDING.value),
+            )
+            return _message(cur.fetchone()), True
+
+        return await self._db.run(fn)
+
+    async def add_incoming(
+        self, peer_id: str, messages: Sequence[IncomingMessage], now: int
+    ) -> list[MessageRecord]:
+        """Store received messages; returns only the ones not seen before (idempotent)."""
+
+        def fn(conn: sqlite3.Connection) -> list[MessageRecord]:
+            stored: list[MessageRecord] = []
+            for m in messages:
+                row = conn.execute(
+                    "INSERT INTO messages (peer_id, msg_id, outgoing, seq, sent_at, stored_at,"
+                    " text, state) VALUES (?,?,0,?,?,?,?,?) ON CONFLICT DO NOTHING RETURNING *",
+                    (peer_id, m.msg_id, m.seq, m.sent_at, now, m.text, MessageState.RECEIVED.value),
+                ).fetchone()
+                if row is not None:
+                    stored.append(_message(row))
+            return stored
+
+        return await self._db.run(fn)
+
+    async def mark_delivered(
+        self, peer_id: str, msg_ids: Sequence[bytes], now: int
+    ) -> list[MessageRecord]:
+        """Mark outbox messages delivered; returns those that changed state."""
+
+        def fn(conn: sqlite3.Connection) -> list[MessageRecord]:
+            changed: list[MessageRecord] = []
+            for msg_id in msg_ids:
+                row = conn.execute(
+                    "UPDATE messages SET state = ?, delivered_at = ? WHERE peer_id = ? AND "
+                    "outgoing = 1 AND msg_id = ? AND state = ? RETURNING *",
+                    (
+                        MessageState.DELIVERED.value,
+                        now,
+                        peer_id,
+                        msg_id,
+                        MessageState.PENDING.value,
+                    ),
+                ).fetchone()
+                if row is not None:
+                    changed.append(_message(row))
+            return changed
+
+        # Losing this in a power cut only means the message is sent again and deduplicated.
+        return await self._db.run(fn, durable=False)
+
+    async def outbox(self, peer_id: str, after_seq: int, limit: int) -> list[MessageRecord]:
+        def fn(conn: sqlite3.Connection) -> list[MessageRecord]:
+            rows = conn.execute(
+                "SELECT * FROM messages WHERE peer_id = ? AND outgoing = 1 AND state = ? "
+                "AND seq > ? ORDER BY seq LIMIT ?",
+                (peer_id, MessageState.PENDING.value, after_seq, limit),
+            ).fetchall()
+            return [_message(r) for r in rows]
+
+        return await self._db.run(fn)
+
+    async def outbox_sizes(self) -> dict[str, int]:
+        def fn(conn: sqlite3.Connection) -> dict[str, int]:
+            rows = conn.execute(
+                "SELECT peer_id, COUNT(*) FROM messages WHERE outgoing = 1 AND state = ? "
+                "GROUP BY peer_id",
+                (MessageState.PENDING.value,),
+            ).fetchall()
+            return {r[0]: int(r[1]) for r in rows}
+
+        return await self._db.run(fn)
+
+    async def history(
+        self, peer_id: str, limit: int, before_row: int | None = None
+    ) -> list[MessageRecord]:
+        """The newest ``limit`` messages (before ``before_row``), oldest first."""
+
+        def fn(conn: sqlite3.Connection) -> list[MessageRecord]:
+            rows = conn.execute(
+                "SELECT * FROM messages WHERE peer_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+                (peer_id, before_row if before_row is not None else 2**62, limit),
+            ).fetchall()
+            return [_message(r) for r in reversed(rows)]
+
+        return await self._db.run(fn)
+
+    # --- settings ----------------------------------------------------------------------------
+
+    async def get_setting(self, key: str) -> str | None:
+        def fn(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+            return str(row[0]) if row else None
+
+        return await self._db.run(fn)
+
+    async def set_setting(self, key: str, value: str) -> None:
+        def fn(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+        await self._db.run(fn)

@@ -1,0 +1,614 @@
+"""Finding peers by ID alone: the DHT overlay, address records, bootstrap, mDNS, reachability.
+
+One :class:`Discovery` per daemon, run in the Node's nursery. It:
+
+- runs the Kademlia DHT (:mod:`p2pchat.net.kad`) as a *server* when the daemon is publicly
+  reachable and as a *client* behind a NAT (config ``dht_mode``: auto, server, client);
+- joins the network through the configured bootstrap daemons and the DHT peers it saved
+  last time, and keeps joining (with backoff and jitter) while its routing table is small;
+- publishes this identity's signed address record (:mod:`p2pchat.net.records`) when its
+  addresses change and on a schedule, and answers :meth:`find_addrs` for friends;
+- finds daemons on the local network segment with mDNS, with no configuration;
+- owns :class:`p2pchat.net.relay.Relays`: it tells it whether to serve as a relay and whether
+  to reserve slots, from what it learns about reachability.
+
+Reachability (``auto``): a daemon whose every non-loopback listen address is private
+(RFC 1918, CGNAT, link-local) starts as a DHT client that reserves relay slots; others start
+as servers that offer relaying. A server that peers observe under an IP it does not listen
+on is behind a NAT after all: it becomes a client and reserves relay slots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import multiaddr
+import trio
+from libp2p.discovery.events.peerDiscovery import peerDiscovery
+from libp2p.kad_dht.kad_dht import DHTMode
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import PeerInfo
+from libp2p.tools.anyio_service import background_trio_service
+
+from p2pchat.chat.store import Store
+from p2pchat.identity import Identity
+from p2pchat.net import kad, records
+from p2pchat.net.host import IDENTIFY_WAIT, Network, dial_order, is_circuit
+from p2pchat.net.relay import RelayLimitsConfig, Relays
+from p2pchat.wire import MAX_ADDR_BYTES, text_problem
+
+log = logging.getLogger(__name__)
+
+MDNS_SERVICE: Final = "_p2pchat._udp.local."
+MIN_ROUTING_TABLE: Final = 5
+"""Below this many DHT peers the daemon keeps trying to join (the library also uses every
+connected peer for lookups until then)."""
+JOIN_BACKOFF_MIN: Final = 0.5
+JOIN_BACKOFF_MAX: Final = 120.0
+JOIN_TIMEOUT: Final = 30.0
+CHECK_TABLE_EVERY: Final = 30.0
+PUBLISH_SCHEDULE: Final = (3.0, 30.0, 120.0, 600.0)
+"""Seconds after start-up at which the record is published again: early on, while the
+network around us is still forming, the closest peers to our key change."""
+REPUBLISH_EVERY: Final = 3600.0
+PUT_TIMEOUT: Final = 30.0
+LOOKUP_TIMEOUT: Final = 15.0
+JOIN_WAIT: Final = 10.0
+"""How long a lookup asked for before the daemon has any DHT peer waits for the first one
+(a friend link or a user's lookup right after start-up would otherwise fail at once)."""
+SAVE_PEERS_EVERY: Final = 300.0
+SAVED_PEERS_MAX: Final = 50
+NAT_CHECK_EVERY: Final = 5.0
+NAT_MIN_OBSERVERS: Final = 2
+"""Distinct peers that must see us under a foreign IP before we believe we are behind a NAT:
+one peer's say-so must not turn a public daemon into a client."""
+JOIN_BACKOFF_SMALL_NET: Final = 600.0
+"""Backoff cap once some DHT peers are known but no more are to be found (a small overlay,
+e.g. a group of friends): re-joining every two minutes would be pure traffic."""
+GROWN_TABLE: Final = 20
+"""Routing-table size (one Kademlia bucket) past which growth no longer triggers a republish."""
+GROWTH_CHECK_EVERY: Final = 5.0
+SETTING_SEQ: Final = "record_seq"
+SETTING_PEERS: Final = "dht_peers"
+
+_PRIVATE_NETS: Final = tuple(
+    ipaddress.ip_network(n)
+    for n in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "100.64.0.0/10",
+        "169.254.0.0/16",
+        "fc00::/7",
+        "fe80::/10",
+    )
+)
+
+
+# --- sans-IO decisions ----------------------------------------------------------------------
+
+
+def ip_of(addr: str) -> str | None:
+    parts = addr.strip("/").split("/")
+    if len(parts) >= 2 and parts[0] in ("ip4", "ip6"):
+        return parts[1]
+    return None
+
+
+def is_private_ip(ip: str) -> bool:
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return False
+    return any(address in net for net in _PRIVATE_NETS)
+
+
+def is_loopback_ip(ip: str) -> bool:
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
+def initial_mode(listen_addrs: Sequence[str]) -> DHTMode:
+    """Server unless every non-loopback listen address is private (then surely behind NAT)."""
+    ips = [ip for ip in map(ip_of, listen_addrs) if ip is not None and not is_loopback_ip(ip)]
+    if ips and all(is_private_ip(ip) for ip in ips):
+        return DHTMode.CLIENT
+    return DHTMode.SERVER
+
+
+def foreign_ips(listen_addrs: Sequence[str], observed_addrs: Sequence[str]) -> list[str]:
+    """IPs peers see us at that we do not listen on (loopback aside): a NAT's public side."""
+    ours = {ip_of(a) for a in listen_addrs}
+    seen = (ip_of(a) for a in observed_addrs)
+    return list(
+        dict.fromkeys(
+            ip for ip in seen if ip is not None and ip not in ours and not is_loopback_ip(ip)
+        )
+    )
+
+
+def behind_nat(listen_addrs: Sequence[str], observed_addrs: Sequence[str]) -> bool:
+    """Whether peers see us under an IP we do not listen on (a NAT rewrote it)."""
+    return bool(foreign_ips(listen_addrs, observed_addrs))
+
+
+def table_grown(size_at_put: int, size_now: int) -> bool:
+    """Whether the routing table has grown enough since our record was last stored to store
+    it again: the peers closest to our key change fastest while the network around us forms
+    (a daemon that published with one peer would otherwise leave its record there for the
+    next scheduled republish). Doublings only, and only until the table holds a full bucket."""
+    return size_at_put < GROWN_TABLE and size_now >= max(2 * size_at_put, 2)
+
+
+def next_seq(last: int, now_ms: int) -> int:
+    """Record sequence numbers: the clock in ms, but always above the last one used."""
+    return max(now_ms, last + 1)
+
+
+def advertised_addrs(
+    listen_addrs: Sequence[str], circuit_addrs: Sequence[str], *, public: bool
+) -> tuple[str, ...]:
+    """What our record lists: behind a NAT, relay circuits first (direct ones only help on
+    our own LAN); otherwise our listen addresses. Loopback addresses only when there is
+    nothing else (a test network on one machine): elsewhere they would lead a peer to itself."""
+    direct = [a for a in listen_addrs if ip_of(a) is not None and "/ip4/0.0.0.0/" not in a]
+    if any(not is_loopback_ip(ip_of(a) or "") for a in direct):
+        direct = [a for a in direct if not is_loopback_ip(ip_of(a) or "")]
+    ordered = list(direct) + list(circuit_addrs) if public else [*circuit_addrs, *direct]
+    usable = [a for a in ordered if text_problem(a, MAX_ADDR_BYTES) is None]
+    return tuple(dict.fromkeys(usable))[: records.MAX_ADDRS_PER_DEVICE]
+
+
+@dataclass(frozen=True, slots=True)
+class DiscoveryConfig:
+    protocol: str
+    mode: str  # auto, server or client
+    bootstrap: tuple[str, ...]
+    mdns: bool
+    relay_service: str  # auto, on or off
+    relay_limits: RelayLimitsConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    peer_id: str
+    addrs: tuple[str, ...]
+    source: str  # "record" or "peer-routing"
+    seq: int | None
+    elapsed_s: float
+
+
+class Discovery:
+    def __init__(
+        self,
+        network: Network,
+        store: Store,
+        identity: Identity,
+        config: DiscoveryConfig,
+    ) -> None:
+        self.network = network
+        self.store = store
+        self.identity = identity
+        self.config = config
+        self.relays = Relays(network, config.relay_limits)
+        self.relays.preferred = tuple(a.rsplit("/p2p/", 1)[-1] for a in config.bootstrap)
+        self.relays.on_change(self.addresses_changed)
+        self.dht: kad.OverlayDHT | None = None
+        self.public = True
+        self.started_at = time.monotonic()
+        self.ready_after: float | None = None
+        """Seconds from start to the first routing table of at least one peer."""
+        self._joined = trio.Event()
+        self.published_seq: int | None = None
+        self._addrs_changed = trio.Event()
+        self._connected_send, self._connected_recv = trio.open_memory_channel[str](256)
+
+    # --- views ----------------------------------------------------------------------------
+
+    def routing_table_size(self) -> int:
+        return self.dht.get_routing_table_size() if self.dht is not None else 0
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "reachability": "public" if self.public else "private",
+            "dht_mode": "server" if self.public else "client",
+            "dht_protocol": self.config.protocol,
+            "dht_peers": self.routing_table_size(),
+            "dht_ready_s": round(self.ready_after, 3) if self.ready_after is not None else None,
+            "record_seq": self.published_seq,
+            "relay_service": self.relays.hop_enabled,
+            "relays": self.relays.relays(),
+            "mdns": self.config.mdns,
+            "public_ips": self.public_ips(),
+        }
+
+    def advertised(self) -> tuple[str, ...]:
+        return advertised_addrs(
+            self.network.listen_addrs(), self.relays.circuit_addrs(), public=self.public
+        )
+
+    # --- events from elsewhere ------------------------------------------------------------
+
+    def addresses_changed(self) -> None:
+        self._addrs_changed.set()
+
+    def peer_connected(self, peer: str) -> None:
+        """A connection came up: a possible DHT peer or relay (checked once identified)."""
+        # On a burst of connections some are dropped: the next refresh finds them anyway.
+        with contextlib.suppress(trio.WouldBlock):
+            self._connected_send.send_nowait(peer)
+
+    # --- running --------------------------------------------------------------------------
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        kad.use_protocol(self.config.protocol)
+        mode = self.config.mode
+        dht_mode = (
+            initial_mode(self.network.listen_addrs())
+            if mode == "auto"
+            else (DHTMode.SERVER if mode == "server" else DHTMode.CLIENT)
+        )
+        self.public = dht_mode is DHTMode.SERVER
+        hop = self.config.relay_service == "on" or (
+            self.config.relay_service == "auto" and self.public
+        )
+        self.relays.want_reservations = not self.public
+        dht = kad.OverlayDHT(self.network.host, dht_mode)
+        self.dht = dht
+        log.info(
+            "DHT %s on %s; %s; relay service %s",
+            "server" if self.public else "client",
+            self.config.protocol,
+            "publicly reachable" if self.public else "behind NAT: will reserve relay slots",
+            "on" if hop else "off",
+        )
+        try:
+            async with background_trio_service(dht), trio.open_nursery() as nursery:
+                await nursery.start(self.relays.run, hop)
+                nursery.start_soon(self._join_loop)
+                nursery.start_soon(self._publish_loop)
+                nursery.start_soon(self._connected_loop)
+                nursery.start_soon(self._save_peers_loop)
+                if mode == "auto" and self.public:
+                    nursery.start_soon(self._nat_watch_loop)
+                if self.config.mdns:
+                    await nursery.start(self._mdns)
+                task_status.started()
+        finally:
+            self.network.host.remove_stream_handler(kad.current_protocol())  # type: ignore[arg-type]
+            with trio.CancelScope(shield=True), trio.move_on_after(2):
+                await self._save_peers()
+
+    # --- joining the network --------------------------------------------------------------
+
+    async def _candidates(self) -> list[tuple[str, list[str]]]:
+        """Bootstrap daemons, then the DHT peers saved last time: (peer, addrs)."""
+        out: dict[str, list[str]] = {}
+        for addr in self.config.bootstrap:
+            peer = addr.rsplit("/p2p/", 1)[-1]
+            out.setdefault(peer, []).append(addr.rsplit("/p2p/", 1)[0])
+        try:
+            saved = json.loads(await self.store.get_setting(SETTING_PEERS) or "[]")
+        except ValueError:
+            saved = []
+        for entry in saved if isinstance(saved, list) else []:
+            if isinstance(entry, dict) and isinstance(entry.get("peer"), str):
+                addrs = [a for a in entry.get("addrs", []) if isinstance(a, str)]
+                out.setdefault(entry["peer"], []).extend(addrs)
+        out.pop(self.identity.peer_id, None)
+        return list(out.items())
+
+    async def _join_loop(self) -> None:
+        backoff = JOIN_BACKOFF_MIN
+        while True:
+            size = self.routing_table_size()
+            candidates = await self._candidates() if size < MIN_ROUTING_TABLE else []
+            if size < MIN_ROUTING_TABLE and (candidates or size > 0):
+                await self._join(candidates)
+                after = self.routing_table_size()
+                if after >= MIN_ROUTING_TABLE:
+                    backoff = JOIN_BACKOFF_MIN
+                else:
+                    # Many daemons joining through one bootstrap at once overflow its
+                    # inbound DHT limit; jittered retries spread them out. A small overlay
+                    # that stopped growing is simply small: back off further.
+                    cap = JOIN_BACKOFF_SMALL_NET if 0 < after <= size else JOIN_BACKOFF_MAX
+                    await trio.sleep(backoff * (0.5 + random.random()))
+                    backoff = min(backoff * 2, cap)
+                    continue
+            await trio.sleep(CHECK_TABLE_EVERY)
+
+    async def _join(self, candidates: list[tuple[str, list[str]]]) -> None:
+        assert self.dht is not None
+        dht = self.dht
+
+        async def add(peer: str, addrs: list[str]) -> None:
+            if not await self.network.dial(peer, addrs):
+                return
+            await self._admit(peer)
+
+        with trio.move_on_after(JOIN_TIMEOUT):
+            async with trio.open_nursery() as nursery:
+                for peer, addrs in candidates:
+                    nursery.start_soon(add, peer, addrs)
+            if self.routing_table_size() > 0:
+                try:
+                    await dht.refresh_routing_table()
+                except Exception as exc:  # the library raises many types on dead peers
+                    log.debug("routing table refresh failed: %s", exc)
+        self._note_ready()
+
+    def _note_ready(self) -> None:
+        size = self.routing_table_size()
+        if size > 0 and self.ready_after is None:
+            self.ready_after = time.monotonic() - self.started_at
+            self._joined.set()
+            log.info("joined the DHT: %d peers after %.2f s", size, self.ready_after)
+            self.addresses_changed()  # publish now that someone can store it
+
+    async def _admit(self, peer: str) -> bool:
+        """Add a connected peer to the routing table once identify says it serves the DHT."""
+        assert self.dht is not None
+        peer_id = ID.from_base58(peer)
+        with trio.move_on_after(IDENTIFY_WAIT):
+            while not self.network.protocols(peer):
+                await trio.sleep(0.02)
+        self.relays.poke()
+        return await self.dht.add_peer(peer_id)
+
+    async def _connected_loop(self) -> None:
+        """Admit new connections to the routing table, at most 8 at a time (each may wait
+        for identify); a peer already waiting is not queued twice."""
+        slots = trio.Semaphore(8)
+        waiting: set[str] = set()
+
+        async def admit(peer: str) -> None:
+            try:
+                if self.network.is_connected(peer):
+                    await self._admit(peer)
+                    self._note_ready()
+            finally:
+                waiting.discard(peer)
+                slots.release()
+
+        async with trio.open_nursery() as nursery:
+            async for peer in self._connected_recv:
+                if peer in waiting:
+                    continue
+                await slots.acquire()
+                waiting.add(peer)
+                nursery.start_soon(admit, peer)
+
+    # --- our record -----------------------------------------------------------------------
+
+    async def _publish_loop(self) -> None:
+        last_addrs: tuple[str, ...] | None = None
+        last_put = -REPUBLISH_EVERY
+        table_at_put = 0
+        schedule = list(PUBLISH_SCHEDULE)
+        while True:
+            now = time.monotonic()
+            due_scheduled = bool(schedule) and now - self.started_at >= schedule[0]
+            while schedule and now - self.started_at >= schedule[0]:
+                schedule.pop(0)
+            self._addrs_changed = trio.Event()
+            addrs = self.advertised()
+            size = self.routing_table_size()
+            due = (
+                addrs != last_addrs
+                or due_scheduled
+                or now - last_put >= REPUBLISH_EVERY
+                or table_grown(table_at_put, size)
+            )
+            if size > 0 and due and await self._publish(addrs):
+                last_addrs, last_put, table_at_put = addrs, now, size
+            wait = schedule[0] - (now - self.started_at) if schedule else REPUBLISH_EVERY / 4
+            if table_at_put < GROWN_TABLE:
+                wait = min(wait, GROWTH_CHECK_EVERY)
+            with trio.move_on_after(max(1.0, wait)):
+                await self._addrs_changed.wait()
+
+    async def _publish(self, addrs: tuple[str, ...]) -> bool:
+        assert self.dht is not None
+        last = int(await self.store.get_setting(SETTING_SEQ) or 0)
+        seq = next_seq(last, int(time.time() * 1000))
+        expires = int(time.time()) + records.RECORD_LIFETIME
+        device = records.Device(self.identity.peer_id, addrs)
+        try:
+            value = records.sign_record(self.identity, seq, expires, (device,))
+        except records.RecordError as exc:  # advertised_addrs keeps this from happening
+            log.warning("cannot sign our address record: %s", exc)
+            return False
+        await self.store.set_setting(SETTING_SEQ, str(seq))
+        try:
+            with trio.fail_after(PUT_TIMEOUT):
+                await self.dht.put_value(records.record_key(self.identity.peer_id), value)
+        except Exception as exc:
+            log.info("publishing our address record failed (will retry): %s", exc)
+            return False
+        self.published_seq = seq
+        log.info("published address record #%d: %s", seq, ", ".join(addrs) or "(none)")
+        return True
+
+    # --- finding others -------------------------------------------------------------------
+
+    async def find_addrs(self, peer: str) -> Lookup | None:
+        """Where ``peer`` can be reached: its signed record, else DHT peer routing."""
+        if self.dht is None:
+            return None  # not started yet
+        started = time.monotonic()
+        key = records.record_key(peer)
+        if self.routing_table_size() == 0:
+            with trio.move_on_after(JOIN_WAIT):
+                await self._joined.wait()
+        with trio.move_on_after(LOOKUP_TIMEOUT):
+            value = await self.dht.get_newest(key)
+            if value is not None:
+                try:
+                    record = records.parse_record(key, value, time.time())
+                except records.RecordError as exc:  # get_newest validated it; expired since?
+                    log.info("record for %s unusable: %s", peer, exc)
+                else:
+                    addrs = record.addrs_of(peer) or record.all_addrs()
+                    if addrs:
+                        return Lookup(peer, addrs, "record", record.seq, time.monotonic() - started)
+            info = await self._find_peer(peer)
+            if info:
+                return Lookup(peer, info, "peer-routing", None, time.monotonic() - started)
+        return None
+
+    async def _find_peer(self, peer: str) -> tuple[str, ...]:
+        assert self.dht is not None
+        try:
+            info = await self.dht.find_peer(ID.from_base58(peer))
+        except Exception as exc:
+            log.debug("peer routing for %s failed: %s", peer, exc)
+            return ()
+        if info is None:
+            return ()
+        # Peer routing returns addresses ending in /p2p/<peer>; report them as records do.
+        suffix = f"/p2p/{peer}"
+        return tuple(dial_order([str(a).removesuffix(suffix) for a in info.addrs]))
+
+    # --- reachability ---------------------------------------------------------------------
+
+    async def _nat_watch_loop(self) -> None:
+        while self.public:
+            await trio.sleep(NAT_CHECK_EVERY)
+            observed = self._observed_addrs()
+            if behind_nat(self.network.listen_addrs(), observed):
+                log.info(
+                    "peers see this daemon at %s: behind a NAT; switching to DHT client mode "
+                    "and reserving relay slots",
+                    ", ".join(observed),
+                )
+                assert self.dht is not None
+                await self.dht.switch_mode(DHTMode.CLIENT)
+                self.public = False
+                if self.config.relay_service == "auto":
+                    self.relays.stop_serving()
+                self.relays.want_reservations = True
+                self.relays.poke()
+                self.addresses_changed()
+
+    def public_ips(self) -> list[str]:
+        """IPs that peers observe us at (identify), loopback and our own listen IPs aside:
+        our NAT's public side, offered as call candidates instead of asking a STUN server."""
+        return foreign_ips(self.network.listen_addrs(), self._observed_addrs(min_observers=1))
+
+    def _observed_addrs(self, min_observers: int = NAT_MIN_OBSERVERS) -> list[str]:
+        """Our addresses as at least ``min_observers`` peers reported them (identify)."""
+        manager = getattr(self.network.host, "_observed_addr_manager", None)
+        if manager is None:
+            return []
+        try:
+            return [str(a) for a in manager.addrs(min_observers=min_observers)]
+        except Exception:
+            return []
+
+    # --- saved peers ----------------------------------------------------------------------
+
+    async def _save_peers_loop(self) -> None:
+        while True:
+            await trio.sleep(SAVE_PEERS_EVERY)
+            await self._save_peers()
+
+    async def _save_peers(self) -> None:
+        if self.dht is None:
+            return
+        peerstore = self.network.host.get_peerstore()
+        saved: list[dict[str, Any]] = []
+        for peer_id in self.dht.routing_table.get_peer_ids():
+            if len(saved) >= SAVED_PEERS_MAX:
+                break
+            if not self.dht.serves_dht(peer_id):
+                continue  # only peers identify vouched for, not names from DHT replies
+            try:
+                addrs = [str(a) for a in peerstore.addrs(peer_id) if not is_circuit(str(a))]
+            except Exception:
+                continue
+            if addrs:
+                saved.append({"peer": str(peer_id), "addrs": dial_order(addrs)[:4]})
+        if saved:
+            try:
+                await self.store.set_setting(SETTING_PEERS, json.dumps(saved))
+            except Exception as exc:
+                log.info("could not save DHT peers: %s", exc)
+
+    # --- mDNS -----------------------------------------------------------------------------
+
+    async def _mdns(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Announce ourselves and hear others on the LAN (zeroconf runs its own threads)."""
+        from libp2p.discovery.mdns.mdns import MDNSDiscovery
+
+        token = trio.lowlevel.current_trio_token()
+        send, recv = trio.open_memory_channel[PeerInfo](64)
+
+        def heard(info: PeerInfo) -> None:  # called on a zeroconf thread
+            def deliver() -> None:
+                with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+                    send.send_nowait(info)
+
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(deliver)
+
+        lan = [
+            a
+            for a in self.network.listen_addrs()
+            if (ip := ip_of(a)) is not None and not is_loopback_ip(ip)
+        ]
+        ports = self.network.bound_ports()
+        if not lan or not ports:
+            log.info("mDNS off: no non-loopback listen address to announce")
+            task_status.started()
+            return
+        peerDiscovery.register_peer_discovered_handler(heard)
+        try:
+            mdns = await trio.to_thread.run_sync(
+                lambda: MDNSDiscovery(
+                    self.network.host.get_network(),
+                    port=ports[0],
+                    service_type=MDNS_SERVICE,
+                    listen_addrs=lan,
+                    host=None,
+                )
+            )
+        except Exception as exc:
+            peerDiscovery.unregister_peer_discovered_handler(heard)
+            log.warning("mDNS unavailable: %s", exc)
+            task_status.started()
+            return
+        try:
+            await trio.to_thread.run_sync(mdns.broadcaster.register)
+            log.info("mDNS: announcing %s", ", ".join(lan))
+            task_status.started()
+            async for info in recv:
+                await self._heard_on_lan(info)
+        finally:
+            peerDiscovery.unregister_peer_discovered_handler(heard)
+            with trio.CancelScope(shield=True), trio.move_on_after(3):
+                await trio.to_thread.run_sync(mdns.stop, abandon_on_cancel=True)  # type: ignore[call-arg]
+
+    async def _heard_on_lan(self, info: PeerInfo) -> None:
+        peer = str(info.peer_id)
+        if peer == self.identity.peer_id:
+            return
+        addrs = [str(a) for a in info.addrs if not str(a).startswith("/ip4/0.0.0.0/")]
+        if not addrs:
+            return
+        log.info("mDNS: found %s at %s", peer, ", ".join(addrs))
+        self.network.host.get_peerstore().add_addrs(
+            info.peer_id, [multiaddr.Multiaddr(a) for a in addrs], 3600
+        )
+        if await self.network.dial(peer, addrs):
+            await self._admit(peer)

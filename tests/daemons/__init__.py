@@ -1,0 +1,1 @@
+"""daemons tests."""
