@@ -92,6 +92,11 @@ def public_key_from_peer_id(peer_id: str) -> bytes:
     return key
 
 
+def short(peer_id: str) -> str:
+    """How logs name a peer: the last 8 characters of its ID (the start is the same for all)."""
+    return peer_id[-8:]
+
+
 def check_peer_id(peer_id: str) -> str:
     """Return the canonical form of a valid PeerId string, or raise :class:`IdentityError`."""
     return peer_id_from_public_key(public_key_from_peer_id(peer_id))

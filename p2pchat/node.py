@@ -18,8 +18,9 @@ import trio
 
 import p2pchat
 from p2pchat.calls.manager import CallManager, CallsConfig
-from p2pchat.chat.messages import Chat
-from p2pchat.chat.store import ContactState, Store
+from p2pchat.chat.friendship import ContactState
+from p2pchat.chat.service import Chat
+from p2pchat.chat.store import ChatStore
 from p2pchat.config import Config, ice_server_tuples, pin_ports, save_config
 from p2pchat.events import EventBus
 from p2pchat.files.manager import FilesConfig, TransferManager
@@ -29,6 +30,8 @@ from p2pchat.net.discovery import Discovery, DiscoveryConfig
 from p2pchat.net.host import Network
 from p2pchat.net.relay import RelayLimitsConfig
 from p2pchat.paths import DB_FILE
+from p2pchat.storage.schema import open_database
+from p2pchat.storage.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +86,6 @@ class Node:
         self.started_at = time.monotonic()
         self.network: Network | None = None
         self.chat: Chat | None = None
-        self.store: Store | None = None
         self.files: TransferManager | None = None
         self.discovery: Discovery | None = None
         self.calls: CallManager | None = None
@@ -93,12 +95,11 @@ class Node:
         return self.identity.peer_id
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        async with Store.open(self.home / DB_FILE) as db:
-            self.store = Store(db)
+        async with open_database(self.home / DB_FILE) as db:
             network = Network(self.identity)
             self.network = network
             self.chat = Chat(
-                network=network, store=self.store, events=self.events, name=self.config.name
+                network=network, store=ChatStore(db), events=self.events, name=self.config.name
             )
             listen = self._listen_addrs()
             self.files = TransferManager(
@@ -137,7 +138,7 @@ class Node:
                         f"cannot listen on {', '.join(listen)} (address in use or unavailable)"
                     )
                 await self._pin_ports(network, listen)
-                discovery = self._discovery(network, self.store, self.chat)
+                discovery = self._discovery(network, Settings(db), self.chat)
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.chat.run)
                     await nursery.start(self.files.run)
@@ -152,14 +153,14 @@ class Node:
                     task_status.started()
                     await trio.sleep_forever()
 
-    def _discovery(self, network: Network, store: Store, chat: Chat) -> Discovery:
+    def _discovery(self, network: Network, settings: Settings, chat: Chat) -> Discovery:
         """The DHT, relays and mDNS, wired to chat: links resolve friends through the DHT,
         friends are told our advertised addresses, and every connection is a DHT
         candidate."""
         cfg = self.config
         discovery = Discovery(
             network,
-            store,
+            settings,
             self.identity,
             DiscoveryConfig(
                 protocol=cfg.dht_protocol,
@@ -175,9 +176,9 @@ class Node:
             ),
         )
         self.discovery = discovery
-        chat.resolver = discovery.find_addrs
-        chat.addr_source = discovery.advertised
-        chat.add_connection_listener(
+        chat.reach.resolver = discovery.find_addrs
+        chat.friends.addr_source = discovery.advertised
+        chat.roster.add_connection_listener(
             lambda peer, up: discovery.peer_connected(peer) if up else None
         )
         return discovery
@@ -224,10 +225,9 @@ class Node:
 
     async def status(self) -> dict[str, Any]:
         chat = self._require_chat()
-        assert self.store is not None
-        contacts = chat.contacts()
+        contacts = chat.roster.contacts()
         friends = [c for c in contacts if c.state is ContactState.FRIEND]
-        outbox = await self.store.outbox_sizes()
+        outbox = await chat.messages.store.outbox_sizes()
         return {
             "peer_id": self.peer_id,
             "pid": os.getpid(),
@@ -236,7 +236,7 @@ class Node:
             "home": str(self.home),
             "listen_addrs": self.addrs(),
             "friends": len(friends),
-            "friends_online": sum(1 for c in friends if chat.is_online(c.peer_id)),
+            "friends_online": sum(1 for c in friends if chat.roster.is_online(c.peer_id)),
             "pending_requests": sum(1 for c in contacts if c.state is ContactState.INCOMING),
             "outbox": sum(outbox.values()),
             "connections": len(self.network.connected_peers()) if self.network else 0,

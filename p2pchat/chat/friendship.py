@@ -1,6 +1,6 @@
 """The friend handshake as an explicit state table, with no I/O.
 
-A contact is in one :class:`~p2pchat.chat.store.ContactState` (or absent: a stranger). Local user
+A contact is in one :class:`ContactState` (or absent: a stranger). Local user
 actions and frames from the peer move it along; each step may owe the peer a *notice* (a
 friend-protocol frame delivered, and retried, until the peer confirms it) and may produce an
 event for API subscribers. :func:`on_user` and :func:`on_peer` are pure functions of the
@@ -12,7 +12,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from p2pchat.chat.store import ContactState, Notice
+
+class ContactState(StrEnum):
+    OUTGOING = "outgoing"  # we asked them to be friends
+    INCOMING = "incoming"  # they asked us; waiting for the user
+    FRIEND = "friend"
+    BLOCKED = "blocked"
+    REMOVED = "removed"  # we removed them; they are a stranger again
+
+
+class Notice(StrEnum):
+    """A friend-protocol frame owed to a peer, kept until the peer confirms receipt."""
+
+    REQUEST = "request"
+    ACCEPT = "accept"
+    REMOVE = "remove"
 
 
 class UserAction(StrEnum):

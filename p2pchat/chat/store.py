@@ -1,151 +1,27 @@
-"""Durable state: contacts, messages (the outbox is the undelivered outgoing ones), settings.
+"""Chat's tables: contacts and messages (the outbox is the undelivered outgoing ones).
 
 Each method builds a small function run by :class:`~p2pchat.storage.database.Database` in its
-worker thread and transaction; nothing here touches SQLite on the trio thread. The schema is
-versioned (``PRAGMA user_version``); append a migration to ``MIGRATIONS`` to change it, never
-edit one.
+worker thread and transaction; nothing here touches SQLite on the trio thread. The tables are
+created by :mod:`p2pchat.storage.schema`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
-from p2pchat.storage.database import Database, Migration
-
-
-class ContactState(StrEnum):
-    OUTGOING = "outgoing"  # we asked them to be friends
-    INCOMING = "incoming"  # they asked us; waiting for the user
-    FRIEND = "friend"
-    BLOCKED = "blocked"
-    REMOVED = "removed"  # we removed them; they are a stranger again
-
-
-class Notice(StrEnum):
-    """A friend-protocol frame owed to a peer, kept until the peer confirms receipt."""
-
-    REQUEST = "request"
-    ACCEPT = "accept"
-    REMOVE = "remove"
+from p2pchat.chat.friendship import ContactState, Notice
+from p2pchat.storage.database import Database
 
 
 class MessageState(StrEnum):
     PENDING = "pending"  # outgoing, not yet acknowledged
     DELIVERED = "delivered"  # outgoing, the friend's daemon stored it
     RECEIVED = "received"  # incoming, stored here
-
-
-def _execute_all(conn: sqlite3.Connection, script: str) -> None:
-    # Not executescript(): it commits first, and migrations must run inside our transaction.
-    for statement in script.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-
-
-def _schema_v1(conn: sqlite3.Connection) -> None:
-    _execute_all(
-        conn,
-        """
-        CREATE TABLE contacts (
-            peer_id      TEXT PRIMARY KEY,
-            name         TEXT NOT NULL DEFAULT '',
-            their_name   TEXT NOT NULL DEFAULT '',
-            state        TEXT NOT NULL,
-            request_text TEXT NOT NULL DEFAULT '',
-            addrs        TEXT NOT NULL DEFAULT '[]',
-            notice       TEXT,
-            next_seq     INTEGER NOT NULL DEFAULT 1,
-            created_at   INTEGER NOT NULL,
-            updated_at   INTEGER NOT NULL
-        );
-        CREATE TABLE messages (
-            id          INTEGER PRIMARY KEY,
-            peer_id     TEXT NOT NULL,
-            msg_id      BLOB NOT NULL,
-            outgoing    INTEGER NOT NULL,
-            seq         INTEGER NOT NULL,
-            sent_at     INTEGER NOT NULL,
-            stored_at   INTEGER NOT NULL,
-            delivered_at INTEGER,
-            text        TEXT NOT NULL,
-            state       TEXT NOT NULL,
-            UNIQUE (peer_id, outgoing, msg_id)
-        );
-        CREATE INDEX messages_by_peer ON messages (peer_id, id);
-        CREATE INDEX messages_outbox ON messages (peer_id, seq)
-            WHERE outgoing = 1 AND state = 'pending';
-        CREATE TABLE settings (
-            key   TEXT PRIMARY KEY,
-            value TEXT NOT NULL
-        );
-        """,
-    )
-
-
-def _schema_v2(conn: sqlite3.Connection) -> None:
-    # Sequence numbers come from the messages themselves (v1 kept a counter in the contact
-    # row, which restarted at 1 when a contact was deleted and re-created, e.g. by
-    # block -> unblock -> add, and broke ordering). contacts.next_seq is no longer used.
-    conn.execute("CREATE INDEX messages_by_seq ON messages (peer_id, outgoing, seq)")
-
-
-def _schema_v3(conn: sqlite3.Connection) -> None:
-    # Text rules tightened (no control characters but tab/newline, see wire.text_problem).
-    # A pending message that breaks them would be refused by every upgraded receiver and hold
-    # up the whole conversation behind it, so replace such characters with U+FFFD.
-    rows = conn.execute(
-        "SELECT id, text FROM messages WHERE outgoing = 1 AND state = ?",
-        (MessageState.PENDING.value,),
-    ).fetchall()
-    for row in rows:
-        clean = _FORBIDDEN_IN_TEXT.sub("\ufffd", row["text"])
-        if clean != row["text"]:
-            conn.execute("UPDATE messages SET text = ? WHERE id = ?", (clean, row["id"]))
-
-
-_FORBIDDEN_IN_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
-def _schema_v4(conn: sqlite3.Connection) -> None:
-    # File transfers (p2pchat.files.store). ``notice`` is what we owe the peer: 'offer'
-    # for an undelivered outgoing offer, else a FileEnd outcome.
-    _execute_all(
-        conn,
-        """
-        CREATE TABLE transfers (
-            tid          BLOB PRIMARY KEY,
-            peer_id      TEXT NOT NULL,
-            direction    TEXT NOT NULL CHECK (direction IN ('out', 'in')),
-            name         TEXT NOT NULL,
-            size         INTEGER NOT NULL,
-            hash         BLOB NOT NULL,
-            state        TEXT NOT NULL,
-            source       TEXT,
-            mtime_ns     INTEGER,
-            part_path    TEXT,
-            final_path   TEXT,
-            done_bytes   INTEGER NOT NULL DEFAULT 0,
-            data_path    TEXT,
-            error        TEXT NOT NULL DEFAULT '',
-            notice       TEXT,
-            notice_reason TEXT NOT NULL DEFAULT '',
-            created_at   INTEGER NOT NULL,
-            updated_at   INTEGER NOT NULL
-        );
-        CREATE INDEX transfers_by_peer ON transfers (peer_id, created_at);
-        CREATE INDEX transfers_owed ON transfers (peer_id) WHERE notice IS NOT NULL
-        """,
-    )
-
-
-MIGRATIONS: list[Migration] = [_schema_v1, _schema_v2, _schema_v3, _schema_v4]
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,19 +112,11 @@ class IncomingMessage:
     text: str
 
 
-class Store:
-    """The daemon's durable state, over one :class:`Database`."""
+class ChatStore:
+    """Contacts and messages, over the identity's :class:`Database`."""
 
     def __init__(self, db: Database) -> None:
         self._db = db
-
-    @property
-    def db(self) -> Database:
-        return self._db
-
-    @staticmethod
-    def open(path: Path) -> Database:
-        return Database(path, MIGRATIONS)
 
     # --- contacts ----------------------------------------------------------------------------
 
@@ -464,22 +332,3 @@ class Store:
             return [_message(r) for r in reversed(rows)]
 
         return await self._db.run(fn)
-
-    # --- settings ----------------------------------------------------------------------------
-
-    async def get_setting(self, key: str) -> str | None:
-        def fn(conn: sqlite3.Connection) -> str | None:
-            row = conn.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
-            return str(row[0]) if row else None
-
-        return await self._db.run(fn)
-
-    async def set_setting(self, key: str, value: str) -> None:
-        def fn(conn: sqlite3.Connection) -> None:
-            conn.execute(
-                "INSERT INTO settings (key, value) VALUES (?, ?) "
-                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                (key, value),
-            )
-
-        await self._db.run(fn)

@@ -11,7 +11,9 @@ from hypothesis import strategies as st
 
 from p2pchat.chat.friendship import (
     DELETE,
+    ContactState,
     Emit,
+    Notice,
     PeerFrame,
     Reply,
     Step,
@@ -19,7 +21,6 @@ from p2pchat.chat.friendship import (
     on_peer,
     on_user,
 )
-from p2pchat.chat.store import ContactState, Notice
 
 S = ContactState
 A = UserAction

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from p2pchat.chat.messages import StreamBudget
+from p2pchat.net.streams import StreamBudget
 
 
 def test_per_peer_cap_applies_to_friends_and_strangers() -> None:

@@ -1,5 +1,5 @@
-"""The SQLite worker (p2pchat.storage.database) and the durable store (p2pchat.chat.store),
-on real files."""
+"""The SQLite worker (p2pchat.storage.database), the schema's migrations and the settings
+table, on real files."""
 
 from __future__ import annotations
 
@@ -14,15 +14,11 @@ import trio
 import trio.testing
 
 from p2pchat import wire
-from p2pchat.chat.store import (
-    MIGRATIONS,
-    ContactState,
-    IncomingMessage,
-    MessageState,
-    Notice,
-    Store,
-)
+from p2pchat.chat.friendship import ContactState
+from p2pchat.chat.store import ChatStore
 from p2pchat.storage.database import Database, DatabaseError, DiskFullError
+from p2pchat.storage.schema import MIGRATIONS, open_database
+from p2pchat.storage.settings import Settings
 
 PEER = "12D3KooWPeerA"
 OTHER = "12D3KooWPeerB"
@@ -47,16 +43,16 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 async def db(db_path: Path) -> AsyncIterator[Database]:
-    async with Store.open(db_path) as database:
+    async with open_database(db_path) as database:
         yield database
 
 
 @pytest.fixture
-def store(db: Database) -> Store:
-    return Store(db)
+def store(db: Database) -> ChatStore:
+    return ChatStore(db)
 
 
-async def friend(store: Store, peer: str = PEER, now: int = 1) -> None:
+async def friend(store: ChatStore, peer: str = PEER, now: int = 1) -> None:
     await store.put_contact(peer, state=ContactState.FRIEND, now=now)
 
 
@@ -77,12 +73,12 @@ def count_batches(db: Database, monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 
 async def test_migrations_set_user_version_and_reopen_is_idempotent(db_path: Path) -> None:
-    async with Store.open(db_path) as db:
-        await Store(db).put_contact(PEER, state=ContactState.FRIEND, now=5, name="Ann")
+    async with open_database(db_path) as db:
+        await ChatStore(db).put_contact(PEER, state=ContactState.FRIEND, now=5, name="Ann")
     assert user_version(db_path) == len(MIGRATIONS)
     for _ in range(2):
-        async with Store.open(db_path) as db:
-            contact = await Store(db).contact(PEER)
+        async with open_database(db_path) as db:
+            contact = await ChatStore(db).contact(PEER)
             assert contact is not None and contact.name == "Ann"
         assert user_version(db_path) == len(MIGRATIONS)
 
@@ -135,19 +131,19 @@ async def test_newer_schema_is_refused(db_path: Path) -> None:
     conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
     conn.close()
     with pytest.raises(DatabaseError, match="newer"):
-        async with Store.open(db_path):
+        async with open_database(db_path):
             pass  # pragma: no cover
     assert user_version(db_path) == len(MIGRATIONS) + 1
 
 
 async def test_unopenable_paths(tmp_path: Path) -> None:
     with pytest.raises(DatabaseError, match="cannot open"):
-        async with Store.open(tmp_path / "missing-dir" / "x.db"):
+        async with open_database(tmp_path / "missing-dir" / "x.db"):
             pass  # pragma: no cover
     garbage = tmp_path / "garbage.db"
     garbage.write_bytes(b"this is not a database" * 100)
     with pytest.raises(DatabaseError):
-        async with Store.open(garbage):
+        async with open_database(garbage):
             pass  # pragma: no cover
 
 
@@ -162,7 +158,7 @@ async def test_pragmas(db: Database) -> None:
     assert await db.run(fn) == ("wal", 2, 1)
 
 
-async def test_file_is_in_wal_mode_on_disk(db_path: Path, store: Store) -> None:
+async def test_file_is_in_wal_mode_on_disk(db_path: Path, store: ChatStore) -> None:
     await friend(store)
     conn = sqlite3.connect(db_path)
     try:
@@ -182,7 +178,7 @@ async def test_run_after_close(db_path: Path) -> None:
         await db.run(lambda c: 1)
     await db.close()  # closing twice is fine
     with pytest.raises(DatabaseError):
-        await Store(db).contacts()
+        await ChatStore(db).contacts()
 
 
 async def _run_or_detect_hang(db: Database) -> str:
@@ -220,8 +216,8 @@ async def test_run_after_failed_open_raises(tmp_path: Path) -> None:
     assert await _run_or_detect_hang(db) == "DatabaseError"
 
 
-async def test_result_is_committed_when_run_returns(db_path: Path, store: Store) -> None:
-    await store.set_setting("k", "v1")
+async def test_result_is_committed_when_run_returns(db_path: Path, db: Database) -> None:
+    await Settings(db).set("k", "v1")
     reader = sqlite3.connect(db_path)
     try:
         assert reader.execute("SELECT value FROM settings WHERE key='k'").fetchone() == ("v1",)
@@ -236,13 +232,13 @@ async def test_non_durable_batches_commit_and_switch_sync_mode_back(db_path: Pat
     def sync_mode(conn: sqlite3.Connection) -> int:
         return int(conn.execute("PRAGMA synchronous").fetchone()[0])
 
-    async with Store.open(db_path) as db:
+    async with open_database(db_path) as db:
         await db.run(lambda c: c.execute("CREATE TABLE t (x INTEGER)"))
         await db.run(lambda c: c.execute("INSERT INTO t VALUES (1)"), durable=False)
         assert await db.run(sync_mode, durable=False) == 1  # NORMAL
         await db.run(lambda c: c.execute("INSERT INTO t VALUES (2)"))
         assert await db.run(sync_mode) == 2  # FULL
-    async with Store.open(db_path) as db:
+    async with open_database(db_path) as db:
         rows = await db.run(lambda c: c.execute("SELECT x FROM t ORDER BY x").fetchall())
         assert [r[0] for r in rows] == [1, 2]
 
@@ -308,15 +304,15 @@ async def test_failing_job_in_batch_does_not_roll_back_others(
     assert keys == ["a", "c", "e"]
 
 
-async def test_cancelled_caller_still_completes_write(store: Store) -> None:
+async def test_cancelled_caller_still_completes_write(db: Database) -> None:
     with trio.CancelScope() as scope:
         scope.cancel()
-        await store.set_setting("k", "v")
-    assert await store.get_setting("k") == "v"
+        await Settings(db).set("k", "v")
+    assert await Settings(db).get("k") == "v"
 
 
 async def test_concurrent_writes_group_commit(
-    db: Database, store: Store, monkeypatch: pytest.MonkeyPatch
+    db: Database, store: ChatStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await friend(store)
     await friend(store, OTHER)
@@ -353,7 +349,9 @@ async def _fill_up(db: Database) -> None:
     await db.run(fn)
 
 
-async def test_disk_full_keeps_committed_data(db_path: Path, db: Database, store: Store) -> None:
+async def test_disk_full_keeps_committed_data(
+    db_path: Path, db: Database, store: ChatStore
+) -> None:
     await friend(store)
     first, _ = await store.add_outgoing(PEER, mid(1), "before", now=1)
     await _fill_up(db)
@@ -367,12 +365,12 @@ async def test_disk_full_keeps_committed_data(db_path: Path, db: Database, store
     second, _ = await store.add_outgoing(PEER, mid(2), "after", now=3)
     assert second.seq == first.seq + 1
     await db.close()
-    async with Store.open(db_path) as reopened:
-        texts = [m.text for m in await Store(reopened).history(PEER, 10)]
+    async with open_database(db_path) as reopened:
+        texts = [m.text for m in await ChatStore(reopened).history(PEER, 10)]
     assert texts == ["before", "after"]
 
 
-async def test_disk_full_on_message_insert_is_disk_full(db: Database, store: Store) -> None:
+async def test_disk_full_on_message_insert_is_disk_full(db: Database, store: ChatStore) -> None:
     await friend(store)
     await _fill_up(db)
     with pytest.raises(DiskFullError, match="disk is full"):
@@ -409,254 +407,26 @@ async def test_disk_full_whole_transaction_rollback_is_reported_as_disk_full(
             await db.run(lambda c: c.execute("INSERT INTO blobs VALUES (randomblob(100000))"))
 
 
-# --- contacts --------------------------------------------------------------------------------
-
-
-async def test_put_contact_create_and_read(store: Store) -> None:
-    assert await store.contact(PEER) is None
-    c = await store.put_contact(
-        PEER,
-        state=ContactState.OUTGOING,
-        now=10,
-        notice=Notice.REQUEST,
-        name="Ann",
-        their_name="ann@home",
-        request_text="hi",
-        addrs=["/ip4/1.2.3.4/tcp/1"],
-    )
-    assert c.peer_id == PEER
-    assert c.state is ContactState.OUTGOING
-    assert c.notice is Notice.REQUEST
-    assert (c.name, c.their_name, c.request_text) == ("Ann", "ann@home", "hi")
-    assert c.addrs == ("/ip4/1.2.3.4/tcp/1",)
-    assert (c.created_at, c.updated_at) == (10, 10)
-    assert c.display_name == "Ann"
-    assert await store.contact(PEER) == c
-
-
-async def test_put_contact_keeps_fields_when_none(store: Store) -> None:
-    await store.put_contact(
-        PEER,
-        state=ContactState.INCOMING,
-        now=10,
-        name="Ann",
-        their_name="ann",
-        request_text="hello",
-        addrs=["/a", "/b"],
-    )
-    c = await store.put_contact(PEER, state=ContactState.FRIEND, now=20, notice=Notice.ACCEPT)
-    assert c.state is ContactState.FRIEND
-    assert (c.name, c.their_name, c.request_text, c.addrs) == ("Ann", "ann", "hello", ("/a", "/b"))
-    assert (c.created_at, c.updated_at) == (10, 20)
-    assert c.notice is Notice.ACCEPT
-    # Empty values are values, not "keep".
-    c = await store.put_contact(PEER, state=ContactState.FRIEND, now=30, name="", addrs=[])
-    assert (c.name, c.addrs, c.their_name) == ("", (), "ann")
-    assert c.display_name == "ann"
-    # ``notice`` is not kept: None means "owe nothing" (callers pass the current notice).
-    assert c.notice is None
-
-
-async def test_contacts_listing_and_counts(store: Store) -> None:
-    await store.put_contact(OTHER, state=ContactState.FRIEND, now=2)
-    await store.put_contact(PEER, state=ContactState.INCOMING, now=1)
-    await store.put_contact("12D3KooWPeerC", state=ContactState.FRIEND, now=2)
-    assert [c.peer_id for c in await store.contacts()] == [PEER, OTHER, "12D3KooWPeerC"]
-    friends = await store.contacts([ContactState.FRIEND])
-    assert [c.peer_id for c in friends] == [OTHER, "12D3KooWPeerC"]
-    assert await store.contacts([]) == []
-    assert await store.contacts([ContactState.BLOCKED]) == []
-    await store.delete_contact(OTHER)
-    await store.delete_contact("never-existed")
-    assert len(await store.contacts([ContactState.FRIEND])) == 1
-
-
-async def test_update_fields_and_clear_notice(store: Store) -> None:
-    await store.put_contact(PEER, state=ContactState.OUTGOING, now=1, notice=Notice.REQUEST)
-    updated = await store.update_fields(PEER, now=2, addrs=["/x"], their_name="p")
-    assert updated is not None and updated.notice is Notice.REQUEST  # never touched
-    assert updated.state is ContactState.OUTGOING and updated.updated_at == 2
-    await store.clear_notice(PEER, Notice.ACCEPT)  # a different notice: kept
-    c = await store.contact(PEER)
-    assert c is not None and c.addrs == ("/x",) and c.notice is Notice.REQUEST
-    await store.clear_notice(PEER, Notice.REQUEST)
-    c = await store.contact(PEER)
-    assert c is not None and c.notice is None
-    assert await store.update_fields("unknown", now=3, addrs=["/y"]) is None  # no row
-    assert await store.contact("unknown") is None
-
-
-# --- messages --------------------------------------------------------------------------------
-
-
-async def test_add_outgoing_assigns_increasing_seq_per_contact(store: Store) -> None:
-    await friend(store)
-    await friend(store, OTHER)
-    a1, _ = await store.add_outgoing(PEER, mid(1), "one", now=100)
-    a2, _ = await store.add_outgoing(PEER, mid(2), "two", now=101)
-    b1, _ = await store.add_outgoing(OTHER, mid(3), "uno", now=102)
-    a3, _ = await store.add_outgoing(PEER, mid(4), "three", now=103)
-    assert [a1.seq, a2.seq, a3.seq, b1.seq] == [1, 2, 3, 1]
-    assert a1.row < a2.row < b1.row < a3.row
-    assert a1.outgoing and a1.state is MessageState.PENDING
-    assert (a1.peer_id, a1.msg_id, a1.text, a1.sent_at, a1.stored_at) == (
-        PEER,
-        mid(1),
-        "one",
-        100,
-        100,
-    )
-    assert a1.delivered_at is None
-
-
-async def test_add_outgoing_retry_with_same_id_adds_nothing(store: Store) -> None:
-    await friend(store)
-    first, created = await store.add_outgoing(PEER, mid(1), "once", now=1)
-    assert created
-    again, created_again = await store.add_outgoing(PEER, mid(1), "once", now=2)
-    assert not created_again
-    assert again == first
-    with pytest.raises(ValueError):
-        await store.add_outgoing(PEER, mid(1), "different text", now=3)
-    nxt, _ = await store.add_outgoing(PEER, mid(2), "next", now=4)
-    assert nxt.seq == first.seq + 1  # the retries consumed no sequence number
-    assert [m.text for m in await store.history(PEER, 10)] == ["once", "next"]
-
-
-async def test_seq_is_never_reused_after_the_contact_is_recreated(store: Store) -> None:
-    """block -> unblock -> add deletes and re-creates the contact row; the conversation's
-    sequence must continue, or the receiver-side order and the hand-over queue break."""
-    await friend(store)
-    for n in range(3):
-        await store.add_outgoing(PEER, mid(n), f"old {n}", now=n)
-    await store.delete_contact(PEER)
-    await friend(store)
-    record, _ = await store.add_outgoing(PEER, mid(10), "new", now=10)
-    assert record.seq == 4
-
-
 async def test_v3_cleans_pending_texts_a_receiver_would_refuse(db_path: Path) -> None:
     async with Database(db_path, MIGRATIONS[:2]) as old:
-        await Store(old).put_contact(PEER, state=ContactState.FRIEND, now=1)
-        await Store(old).add_outgoing(PEER, mid(1), "pasted\r\nwith \x1b[1mbold\x1b[0m\tok", now=1)
-        await Store(old).add_outgoing(PEER, mid(2), "fine\nline", now=2)
-    async with Store.open(db_path) as db:
-        texts = [m.text for m in await Store(db).history(PEER, 10)]
+        old_store = ChatStore(old)
+        await old_store.put_contact(PEER, state=ContactState.FRIEND, now=1)
+        await old_store.add_outgoing(PEER, mid(1), "pasted\r\nwith \x1b[1mbold\x1b[0m\tok", now=1)
+        await old_store.add_outgoing(PEER, mid(2), "fine\nline", now=2)
+    async with open_database(db_path) as db:
+        texts = [m.text for m in await ChatStore(db).history(PEER, 10)]
     assert texts == ["pasted\ufffd\nwith \ufffd[1mbold\ufffd[0m\tok", "fine\nline"]
     assert all(wire.text_problem(t, wire.MAX_TEXT_BYTES, multiline=True) is None for t in texts)
-
-
-async def test_add_outgoing_unknown_contact(store: Store) -> None:
-    with pytest.raises(KeyError):
-        await store.add_outgoing("nobody", mid(1), "x", now=1)
-    assert await store.history("nobody", 10) == []
-
-
-async def test_add_outgoing_seq_survives_contact_update(store: Store) -> None:
-    await friend(store)
-    await store.add_outgoing(PEER, mid(1), "one", now=1)
-    await store.put_contact(PEER, state=ContactState.FRIEND, now=2, name="x")
-    assert (await store.add_outgoing(PEER, mid(2), "two", now=3))[0].seq == 2
-
-
-async def test_add_incoming_is_idempotent(store: Store) -> None:
-    msgs = [IncomingMessage(mid(1), 1, 50, "hello"), IncomingMessage(mid(2), 2, 51, "again")]
-    first = await store.add_incoming(PEER, msgs, now=60)
-    assert [(m.msg_id, m.seq, m.text, m.sent_at, m.stored_at) for m in first] == [
-        (mid(1), 1, "hello", 50, 60),
-        (mid(2), 2, "again", 51, 60),
-    ]
-    assert all(not m.outgoing and m.state is MessageState.RECEIVED for m in first)
-    assert await store.add_incoming(PEER, msgs, now=70) == []
-    third = await store.add_incoming(
-        PEER, [IncomingMessage(mid(2), 2, 51, "again"), IncomingMessage(mid(3), 3, 52, "new")], 80
-    )
-    assert [m.msg_id for m in third] == [mid(3)]
-    # Duplicates within one call are stored once too.
-    dup = IncomingMessage(mid(9), 9, 1, "dup")
-    assert len(await store.add_incoming(PEER, [dup, dup], now=90)) == 1
-    history = await store.history(PEER, 100)
-    assert [m.msg_id for m in history] == [mid(1), mid(2), mid(3), mid(9)]
-
-
-async def test_same_msg_id_is_separate_per_peer_and_direction(store: Store) -> None:
-    await friend(store)
-    out, _ = await store.add_outgoing(PEER, mid(1), "mine", now=1)
-    inc = await store.add_incoming(PEER, [IncomingMessage(mid(1), 1, 1, "theirs")], now=2)
-    other = await store.add_incoming(OTHER, [IncomingMessage(mid(1), 1, 1, "other")], now=3)
-    assert out.msg_id == inc[0].msg_id == other[0].msg_id
-    assert len(await store.history(PEER, 10)) == 2
-
-
-async def test_mark_delivered_changes_state_once(store: Store) -> None:
-    await friend(store)
-    m1, _ = await store.add_outgoing(PEER, mid(1), "one", now=1)
-    await store.add_outgoing(PEER, mid(2), "two", now=1)
-    await store.add_incoming(PEER, [IncomingMessage(mid(3), 1, 1, "in")], now=1)
-    changed = await store.mark_delivered(PEER, [mid(1), mid(404), mid(3)], now=50)
-    assert len(changed) == 1
-    assert changed[0].row == m1.row
-    assert changed[0].state is MessageState.DELIVERED
-    assert changed[0].delivered_at == 50
-    assert await store.mark_delivered(PEER, [mid(1)], now=60) == []
-    assert await store.mark_delivered(OTHER, [mid(2)], now=60) == []  # wrong peer
-    history = {m.msg_id: m for m in await store.history(PEER, 10)}
-    assert history[mid(1)].delivered_at == 50
-    assert history[mid(2)].state is MessageState.PENDING
-    assert history[mid(3)].state is MessageState.RECEIVED
-
-
-async def test_outbox_order_limit_and_after_seq(store: Store) -> None:
-    await friend(store)
-    await friend(store, OTHER)
-    for n in range(1, 11):
-        await store.add_outgoing(PEER, mid(n), f"m{n}", now=n)
-    await store.add_outgoing(OTHER, mid(99), "other", now=1)
-    await store.mark_delivered(PEER, [mid(2), mid(5)], now=20)
-    box = await store.outbox(PEER, after_seq=0, limit=100)
-    assert [m.seq for m in box] == [1, 3, 4, 6, 7, 8, 9, 10]
-    assert all(m.peer_id == PEER and m.state is MessageState.PENDING for m in box)
-    assert [m.seq for m in await store.outbox(PEER, after_seq=0, limit=3)] == [1, 3, 4]
-    assert [m.seq for m in await store.outbox(PEER, after_seq=4, limit=3)] == [6, 7, 8]
-    assert await store.outbox(PEER, after_seq=10, limit=3) == []
-    assert await store.outbox_sizes() == {PEER: 8, OTHER: 1}
-
-
-async def test_history_paging(store: Store) -> None:
-    await friend(store)
-    for n in range(1, 11):
-        if n % 2:
-            await store.add_outgoing(PEER, mid(n), f"m{n}", now=n)
-        else:
-            await store.add_incoming(PEER, [IncomingMessage(mid(n), n, n, f"m{n}")], now=n)
-        await store.add_incoming(OTHER, [IncomingMessage(mid(n), n, n, "noise")], now=n)
-    page = await store.history(PEER, 3)
-    assert [m.text for m in page] == ["m8", "m9", "m10"]
-    seen = [m.text for m in page]
-    while page:
-        page = await store.history(PEER, 3, before_row=page[0].row)
-        seen = [m.text for m in page] + seen
-    assert seen == [f"m{n}" for n in range(1, 11)]
-    assert await store.history(PEER, 0) == []
-    assert await store.history("nobody", 5) == []
-
-
-async def test_unicode_and_binary_round_trip(store: Store) -> None:
-    await friend(store)
-    text = "héllo 🌍 \u202e ' \" ; DROP TABLE messages; --"
-    msg_id = bytes(range(16))
-    record, _ = await store.add_outgoing(PEER, msg_id, text, now=1)
-    assert (record.text, record.msg_id) == (text, msg_id)
-    assert (await store.history(PEER, 1))[0].text == text
 
 
 # --- settings --------------------------------------------------------------------------------
 
 
-async def test_settings(store: Store) -> None:
-    assert await store.get_setting("name") is None
-    await store.set_setting("name", "Ann")
-    await store.set_setting("name", "Bea")
-    await store.set_setting("other", "")
-    assert await store.get_setting("name") == "Bea"
-    assert await store.get_setting("other") == ""
+async def test_settings(db: Database) -> None:
+    settings = Settings(db)
+    assert await settings.get("name") is None
+    await settings.set("name", "Ann")
+    await settings.set("name", "Bea")
+    await settings.set("other", "")
+    assert await settings.get("name") == "Bea"
+    assert await settings.get("other") == ""

@@ -1,0 +1,69 @@
+"""Chat: the pieces of friendship and messaging for one identity, wired and run together.
+
+The roster (contacts), reach (dialing contacts), the friend and message protocols and the
+contacts' links. Files and calls build on :attr:`Chat.roster`, :attr:`Chat.reach` and
+:attr:`Chat.inbound` (the inbound-stream budget all p2pchat protocols share).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from p2pchat import wire
+from p2pchat.chat.friends import Friends
+from p2pchat.chat.links import ContactLinks
+from p2pchat.chat.messages import Messages
+from p2pchat.chat.reach import Reach
+from p2pchat.chat.roster import Roster
+from p2pchat.chat.store import ChatStore
+from p2pchat.events import EventBus
+from p2pchat.net.host import Network
+from p2pchat.net.streams import InboundStreams
+
+
+class Chat:
+    """Run with ``await chat.load()`` before the host listens, then ``nursery.start(chat.run)``."""
+
+    def __init__(
+        self,
+        *,
+        network: Network,
+        store: ChatStore,
+        events: EventBus,
+        name: str = "",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.net = network
+        self.roster = Roster(store, events)
+        self.reach = Reach(network, self.roster)
+        self.friends = Friends(network=network, roster=self.roster, name=name, clock=clock)
+        self.messages = Messages(
+            network=network, roster=self.roster, my_addrs=self.friends.my_addrs
+        )
+        self.links = ContactLinks(self.roster, self.reach, self.friends, self.messages)
+        self.messages.on_queued = self.links.queue
+        self.inbound = InboundStreams(self.roster.is_friend)
+
+    async def load(self) -> None:
+        """Load contacts and install the stream handlers and connection callback. Call it
+        before the host listens, so no early stream or connection goes unseen."""
+        await self.roster.load()
+        self.net.set_handler(
+            wire.FRIEND_PROTOCOL, self.inbound.handler("friend", self.friends.serve)
+        )
+        self.net.set_handler(
+            wire.MSG_PROTOCOL, self.inbound.handler("message", self.messages.serve)
+        )
+        self.roster.add_change_listener(self.links.contact_changed)
+        # First connection listener: links react before files and discovery do.
+        self.roster.add_connection_listener(self.links.connection_changed)
+        self.roster.add_unfriend_listener(self.reach.forget)
+        self.net.on_connection_change(self.roster.connection_changed)
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep every contact that needs the network linked, until cancelled."""
+        await self.links.run(task_status=task_status)

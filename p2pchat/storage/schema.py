@@ -1,0 +1,128 @@
+"""The database schema, as the list of migrations that build it.
+
+The version is ``PRAGMA user_version``: migration *n* brings a database from version *n - 1*
+to *n*, inside the worker's transaction (:mod:`.database`). To change the schema, append a
+migration; never edit one, since databases out there have run it already. The tables belong
+to their concerns, which keep their queries next to their code: ``contacts`` and ``messages``
+(:mod:`p2pchat.chat.store`), ``transfers`` (:mod:`p2pchat.files.store`), ``settings``
+(:mod:`.settings`).
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from pathlib import Path
+
+from p2pchat.storage.database import Database, Migration
+
+
+def open_database(path: Path) -> Database:
+    """The identity's database at ``path``, migrated to the current schema when entered."""
+    return Database(path, MIGRATIONS)
+
+
+def _execute_all(conn: sqlite3.Connection, script: str) -> None:
+    # Not executescript(): it commits first, and migrations must run inside our transaction.
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def _schema_v1(conn: sqlite3.Connection) -> None:
+    _execute_all(
+        conn,
+        """
+        CREATE TABLE contacts (
+            peer_id      TEXT PRIMARY KEY,
+            name         TEXT NOT NULL DEFAULT '',
+            their_name   TEXT NOT NULL DEFAULT '',
+            state        TEXT NOT NULL,
+            request_text TEXT NOT NULL DEFAULT '',
+            addrs        TEXT NOT NULL DEFAULT '[]',
+            notice       TEXT,
+            next_seq     INTEGER NOT NULL DEFAULT 1,
+            created_at   INTEGER NOT NULL,
+            updated_at   INTEGER NOT NULL
+        );
+        CREATE TABLE messages (
+            id          INTEGER PRIMARY KEY,
+            peer_id     TEXT NOT NULL,
+            msg_id      BLOB NOT NULL,
+            outgoing    INTEGER NOT NULL,
+            seq         INTEGER NOT NULL,
+            sent_at     INTEGER NOT NULL,
+            stored_at   INTEGER NOT NULL,
+            delivered_at INTEGER,
+            text        TEXT NOT NULL,
+            state       TEXT NOT NULL,
+            UNIQUE (peer_id, outgoing, msg_id)
+        );
+        CREATE INDEX messages_by_peer ON messages (peer_id, id);
+        CREATE INDEX messages_outbox ON messages (peer_id, seq)
+            WHERE outgoing = 1 AND state = 'pending';
+        CREATE TABLE settings (
+            key   TEXT PRIMARY KEY,
+            value TEXT NOT NULL
+        );
+        """,
+    )
+
+
+def _schema_v2(conn: sqlite3.Connection) -> None:
+    # Sequence numbers come from the messages themselves (v1 kept a counter in the contact
+    # row, which restarted at 1 when a contact was deleted and re-created, e.g. by
+    # block -> unblock -> add, and broke ordering). contacts.next_seq is no longer used.
+    conn.execute("CREATE INDEX messages_by_seq ON messages (peer_id, outgoing, seq)")
+
+
+def _schema_v3(conn: sqlite3.Connection) -> None:
+    # Text rules tightened (no control characters but tab/newline, see wire.text_problem).
+    # A pending message that breaks them would be refused by every upgraded receiver and hold
+    # up the whole conversation behind it, so replace such characters with U+FFFD.
+    rows = conn.execute(
+        "SELECT id, text FROM messages WHERE outgoing = 1 AND state = ?",
+        ("pending",),
+    ).fetchall()
+    for row in rows:
+        clean = _FORBIDDEN_IN_TEXT.sub("\ufffd", row["text"])
+        if clean != row["text"]:
+            conn.execute("UPDATE messages SET text = ? WHERE id = ?", (clean, row["id"]))
+
+
+_FORBIDDEN_IN_TEXT = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _schema_v4(conn: sqlite3.Connection) -> None:
+    # File transfers (p2pchat.files.store). ``notice`` is what we owe the peer: 'offer'
+    # for an undelivered outgoing offer, else a FileEnd outcome.
+    _execute_all(
+        conn,
+        """
+        CREATE TABLE transfers (
+            tid          BLOB PRIMARY KEY,
+            peer_id      TEXT NOT NULL,
+            direction    TEXT NOT NULL CHECK (direction IN ('out', 'in')),
+            name         TEXT NOT NULL,
+            size         INTEGER NOT NULL,
+            hash         BLOB NOT NULL,
+            state        TEXT NOT NULL,
+            source       TEXT,
+            mtime_ns     INTEGER,
+            part_path    TEXT,
+            final_path   TEXT,
+            done_bytes   INTEGER NOT NULL DEFAULT 0,
+            data_path    TEXT,
+            error        TEXT NOT NULL DEFAULT '',
+            notice       TEXT,
+            notice_reason TEXT NOT NULL DEFAULT '',
+            created_at   INTEGER NOT NULL,
+            updated_at   INTEGER NOT NULL
+        );
+        CREATE INDEX transfers_by_peer ON transfers (peer_id, created_at);
+        CREATE INDEX transfers_owed ON transfers (peer_id) WHERE notice IS NOT NULL
+        """,
+    )
+
+
+MIGRATIONS: list[Migration] = [_schema_v1, _schema_v2, _schema_v3, _schema_v4]
