@@ -1,6 +1,6 @@
 """Blocking pumps that move one session's records over a direct TCP connection.
 
-They run on a dedicated, lower-priority thread (``transfers._run_interruptibly``), never on
+They run on a dedicated, lower-priority thread (``direct.run_interruptibly``), never on
 the trio loop: the copy, the AEAD and the hashing release the GIL, so a transfer at hundreds of
 MB/s leaves the daemon's event loop (and chat latency) alone. The caller interrupts a pump by
 shutting its socket down; the blocked ``send``/``recv`` then returns and the pump raises.

@@ -1,4 +1,5 @@
-"""Durable state of file transfers (table ``transfers``, schema v4 in :mod:`p2pchat.chat.store`).
+"""Durable state of file transfers (table ``transfers``, schema v4 in
+:mod:`p2pchat.storage.schema`).
 
 Every state change is committed before it is acted on or announced, so a daemon killed at any
 point restarts knowing each transfer's state, how many bytes of an incoming file are verified

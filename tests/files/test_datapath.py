@@ -1,5 +1,5 @@
-"""The blocking data-path pumps (p2pchat.files.datapath) over real sockets and files, and the pure
-helpers of p2pchat.files.manager (no daemon)."""
+"""The blocking data-path pumps (p2pchat.files.datapath) over real sockets and files, and the
+helpers of the data sessions: disk (p2pchat.files.disk), stall watchdog (no daemon)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from pathlib import Path
 import blake3
 import pytest
 
-from p2pchat.files import bulk, datapath
-from p2pchat.files.manager import _hash_path, _publication_state, clip_utf8
+from p2pchat.files import bulk, datapath, disk
+from p2pchat.files.disk import hash_path, publication_state
+from p2pchat.files.table import clip_utf8
 
 TID = b"\x05" * 16
 KEY = b"\x06" * 32
@@ -144,47 +145,45 @@ def test_clip_utf8_counts_bytes_and_never_splits_a_character() -> None:
 
 def test_publication_states(tmp_path: Path) -> None:
     part, final = tmp_path / ".f.part", tmp_path / "f"
-    assert _publication_state(part, final) == "not begun"
+    assert publication_state(part, final) == "not begun"
     part.write_bytes(b"data")
-    assert _publication_state(part, final) == "not begun"
+    assert publication_state(part, final) == "not begun"
     os.link(part, final)
-    assert _publication_state(part, final) == "linked"
+    assert publication_state(part, final) == "linked"
     part.unlink()
-    assert _publication_state(part, final) == "renamed"
-    assert _hash_path(final) == blake3.blake3(b"data").digest()
+    assert publication_state(part, final) == "renamed"
+    assert hash_path(final) == blake3.blake3(b"data").digest()
     other = tmp_path / ".other.part"
     other.write_bytes(b"data")
-    assert _publication_state(other, final) == "not begun"  # a different file of that name
+    assert publication_state(other, final) == "not begun"  # a different file of that name
 
 
 def test_link_no_replace_falls_back_where_hard_links_are_missing(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from p2pchat.files import manager as transfers
-
     part, final = tmp_path / ".a.part", tmp_path / "a"
     part.write_bytes(b"verified")
     final.write_bytes(b"someone else's")
     with pytest.raises(FileExistsError):
-        transfers._link_no_replace(part, final)
+        disk.link_no_replace(part, final)
     assert final.read_bytes() == b"someone else's"
 
     def no_links(src: object, dst: object) -> None:
         raise OSError(errno.EPERM, "Operation not permitted")
 
-    monkeypatch.setattr(transfers.os, "link", no_links)
+    monkeypatch.setattr(disk.os, "link", no_links)
     with pytest.raises(FileExistsError):
-        transfers._link_no_replace(part, final)  # the placeholder is exclusive too
+        disk.link_no_replace(part, final)  # the placeholder is exclusive too
     assert final.read_bytes() == b"someone else's"
     other = tmp_path / "b"
-    transfers._link_no_replace(part, other)
+    disk.link_no_replace(part, other)
     assert other.read_bytes() == b"verified" and not part.exists()
 
 
 async def test_stall_watchdog_tolerates_slow_links_not_trickles() -> None:
     import trio
 
-    from p2pchat.files.manager import STALL_MIN_BYTES, _watch_stall
+    from p2pchat.files.sessions import STALL_MIN_BYTES, watch_stall
 
     slow = datapath.Progress(0)
 
@@ -196,7 +195,7 @@ async def test_stall_watchdog_tolerates_slow_links_not_trickles() -> None:
     with trio.move_on_after(4.5) as kept_alive:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(slow_link)
-            await _watch_stall(slow, 2.0)
+            await watch_stall(slow, 2.0)
     assert kept_alive.cancelled_caught
 
     trickle = datapath.Progress(0)
@@ -211,7 +210,7 @@ async def test_stall_watchdog_tolerates_slow_links_not_trickles() -> None:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(trickling)
-                await _watch_stall(trickle, 2.0)
+                await watch_stall(trickle, 2.0)
         except* ConnectionError as group:
             stalled.extend(group.exceptions)
     assert stalled and "no data moved for 2 s" in str(stalled[0])

@@ -1,0 +1,162 @@
+"""The blocking file operations of transfers (run them in threads): hashing, partial files,
+and publishing a received file so that it never replaces or follows anything already there."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import stat
+from pathlib import Path
+from typing import Any
+
+import blake3
+
+from p2pchat.files.datapath import SourceChanged, write_at
+
+log = logging.getLogger(__name__)
+
+
+def hash_file(path: str) -> tuple[bytes, int, int]:
+    """(BLAKE3 digest, size, mtime_ns) of a regular file, checked unchanged while hashing."""
+    _require_regular(path)  # before opening: opening a FIFO would block
+    with open(path, "rb", buffering=0) as f:
+        before = os.fstat(f.fileno())
+        if not stat.S_ISREG(before.st_mode):
+            raise SourceChanged(f"{path} is not a regular file")
+        try:
+            hasher = hash_prefix(f.fileno(), before.st_size)
+        except ConnectionError:
+            raise SourceChanged(f"{path} shrank while it was being hashed") from None
+        after = os.fstat(f.fileno())
+    if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns):
+        raise SourceChanged(f"{path} changed while it was being hashed")
+    return hasher.digest(), after.st_size, after.st_mtime_ns
+
+
+def _require_regular(path: str) -> None:
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise SourceChanged(f"{path} is not a regular file")
+
+
+def hash_prefix(fd: int, length: int) -> Any:
+    """A BLAKE3 hasher over the first ``length`` bytes of ``fd`` (a file to offer, or a
+    partial file when resuming); ConnectionError if it is shorter."""
+    hasher = blake3.blake3()
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    offset = 0
+    while offset < length:
+        n = os.preadv(fd, [view[: min(len(buf), length - offset)]], offset)
+        if n <= 0:
+            raise ConnectionError("partial file is shorter than recorded")
+        hasher.update(view[:n])
+        offset += n
+    return hasher
+
+
+def hash_path(path: Path) -> bytes:
+    with open(path, "rb", buffering=0) as f:
+        return bytes(hash_prefix(f.fileno(), os.fstat(f.fileno()).st_size).digest())
+
+
+def open_source(path: str, size: int, mtime_ns: int | None) -> Any:
+    """Open the file being sent, checking it is still the file that was offered."""
+    _require_regular(path)
+    f = open(path, "rb", buffering=0)  # noqa: SIM115 - closed by the session
+    st = os.fstat(f.fileno())
+    if (st.st_size, st.st_mtime_ns) != (size, mtime_ns):
+        f.close()
+        raise SourceChanged("the file changed since it was offered")
+    return f
+
+
+def free_bytes(directory: Path) -> int:
+    """Bytes an unprivileged user may still write in ``directory``'s filesystem."""
+    st = os.statvfs(directory)
+    return st.f_bavail * st.f_frsize
+
+
+def create_partial(path: Path) -> None:
+    """Create the (empty) partial file; never follow or replace anything already there.
+    Not fsynced: if a crash loses it, the transfer starts again from zero (open_partial)."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+
+
+def open_partial(part: Path) -> int:
+    """Open the partial file, creating it again (empty) if it is gone: lost in a crash or
+    deleted by someone. A shorter file than recorded makes the session start from zero
+    (hash_prefix raises)."""
+    try:
+        return os.open(part, os.O_RDWR | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        log.warning("partial file %s is gone; receiving from the start", part)
+        return os.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+
+
+def write_chunks(fd: int, offset: int, chunks: list[bytes], hasher: Any) -> None:
+    for chunk in chunks:
+        write_at(fd, memoryview(chunk), offset)
+        hasher.update(chunk)
+        offset += len(chunk)
+
+
+def unlink_quietly(path: str) -> None:
+    """Delete a partial file; failing to (it is gone, or the disk went read-only) must not
+    stop the state change that asked for it."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        log.warning("could not delete the partial file %s: %s", path, exc)
+
+
+def link_no_replace(part: Path, final: Path) -> None:
+    """Make ``final`` name the verified partial file, failing if ``final`` exists.
+
+    A hard link is atomic and never replaces anything. Filesystems without hard links
+    (FAT, some network and FUSE mounts) get an exclusive placeholder instead, which the
+    partial file then replaces: still never someone else's file."""
+    try:
+        os.link(part, final)
+        return
+    except FileExistsError:
+        raise
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EMLINK, errno.ENOSYS):
+            raise
+    os.close(os.open(final, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    os.replace(part, final)
+
+
+def unlink_and_sync_dir(path: Path | None, directory: Path) -> None:
+    """Remove ``path`` (the partial file's second name) and make the directory durable."""
+    if path is not None:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def publication_state(part: Path | None, final: Path) -> str:
+    """Where an interrupted publication got to: "linked" (both names point at one file),
+    "renamed" (only the final name exists) or "not begun"."""
+    part_exists = part is not None and part.exists()
+    if not final.exists():
+        return "not begun"
+    if part_exists:
+        assert part is not None
+        return "linked" if os.path.samefile(part, final) else "not begun"
+    return "renamed"
+
+
+def os_reason(exc: BaseException) -> str:
+    """What went wrong, as a user reads it (``strerror`` without the errno)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror.lower()
+    return str(exc)
