@@ -12,16 +12,12 @@ Only friends can call: a stranger's call stream is reset before anything rings.
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import gc
 import logging
 import os
 import secrets
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -32,10 +28,7 @@ from p2pchat.api import ApiError
 from p2pchat.calls.frames import (
     CALL_ID_BYTES,
     CALL_PROTOCOL,
-    MAX_SDP_BYTES,
     CallEnd,
-    CallFrame,
-    CallFrameDecoder,
     CallOffer,
     encode_call,
 )
@@ -47,34 +40,35 @@ from p2pchat.calls.media import (
     MediaSession,
     with_reflexive,
 )
+from p2pchat.calls.session import (
+    CLEANUP_TIMEOUT,
+    MEDIA_SETUP_TIMEOUT,
+    CallSession,
+    FrameInbox,
+    MediaStates,
+    close,
+    open_session,
+    release,
+    sendable,
+)
 from p2pchat.calls.state import (
-    AddCandidate,
-    ApplyAnswer,
     Call,
     CallState,
-    Connected,
-    Ended,
     Incoming,
-    Output,
-    RemoteRinging,
-    Ring,
     Send,
     decide_incoming,
 )
-from p2pchat.chat.messages import Chat, _reset, short
-from p2pchat.chat.store import ContactState
+from p2pchat.chat.friendship import ContactState
+from p2pchat.chat.service import Chat
 from p2pchat.events import EventBus
-from p2pchat.net.host import read_some
+from p2pchat.identity import short
+from p2pchat.net.streams import reset
 from p2pchat.wire import FrameError
 
 log = logging.getLogger(__name__)
 
 OFFER_WAIT: Final = 10.0
 """Seconds an incoming call stream may take to send its offer."""
-MEDIA_SETUP_TIMEOUT: Final = 15.0
-CLEANUP_TIMEOUT: Final = 10.0
-STATS_TIMEOUT: Final = 3.0
-MAX_REMOTE_CANDIDATES: Final = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,65 +78,6 @@ class CallsConfig:
     ice_servers: tuple[tuple[str, str, str], ...] = ()
     record_dir: str = ""
     """Where auto-answered calls are recorded ("" discards their media)."""
-
-
-class MediaStates:
-    """Peer-connection states, reported on the asyncio thread, delivered to the call task."""
-
-    def __init__(self) -> None:
-        self._send, self.receive = trio.open_memory_channel[str](32)
-        self._token = trio.lowlevel.current_trio_token()
-
-    def report(self, state: str) -> None:  # called on the asyncio thread
-        def deliver() -> None:
-            with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
-                self._send.send_nowait(state)
-
-        with contextlib.suppress(trio.RunFinishedError):
-            self._token.run_sync_soon(deliver)
-
-
-@dataclass
-class LiveCall:
-    """One call and everything it holds; touched only under ``lock``."""
-
-    peer: str
-    call: Call
-    stream: INetStream
-    options: MediaOptions
-    started_at: float = field(default_factory=time.time)
-    connected_at: float | None = None
-    ended_at: float | None = None
-    session: MediaSession | None = None
-    rtc: AsyncioThread | None = None
-    pending_candidates: list[tuple[str, str, int]] = field(default_factory=list)
-    lock: trio.Lock = field(default_factory=trio.Lock)
-    ended: trio.Event = field(default_factory=trio.Event)
-    media: MediaStates = field(default_factory=lambda: MediaStates())
-    last_stats: tuple[float, int, int] = (0.0, 0, 0)  # time, video frames, bytes in
-    candidates_taken: int = 0
-    finished: trio.Event = field(default_factory=trio.Event)
-    """Set once :meth:`CallManager._finish` is done (released or not)."""
-    released: bool = False
-    """Media, recording, thread and stream all released (a recording is complete)."""
-
-    def json(self) -> dict[str, Any]:
-        call = self.call
-        return {
-            "id": call.call_id.hex(),
-            "peer_id": self.peer,
-            "direction": call.direction.value,
-            "video": call.video,
-            "state": call.state.value,
-            "reason": call.end_reason,
-            "ended_by": ("friend" if call.ended_by_remote else "you") if call.end_reason else "",
-            "source": self.options.source,
-            "record": self.options.record,
-            "started_at": int(self.started_at * 1000),
-            "connected_at": int(self.connected_at * 1000) if self.connected_at else None,
-            "ended_at": int(self.ended_at * 1000) if self.ended_at else None,
-            "released": self.released,
-        }
 
 
 class CallManager:
@@ -157,15 +92,15 @@ class CallManager:
         self.events = events
         self.config = config
         self._public_ips = public_ips
-        self.current: LiveCall | None = None
-        self.last: LiveCall | None = None
+        self.current: CallSession | None = None
+        self.last: CallSession | None = None
         self._nursery: trio.Nursery | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
     def load(self) -> None:
-        self.chat.net.set_handler(CALL_PROTOCOL, self.chat._budgeted("call", self._serve))
-        self.chat.add_unfriend_listener(self._unfriended)
+        self.chat.net.set_handler(CALL_PROTOCOL, self.chat.inbound.handler("call", self._serve))
+        self.chat.roster.add_unfriend_listener(self._unfriended)
 
     def _unfriended(self, peer: str) -> None:
         """A friendship ended: a call with that peer ends too."""
@@ -173,9 +108,9 @@ class CallManager:
         if live is not None and live.peer == peer and live.call.live and self._nursery:
             self._nursery.start_soon(self._end_call, live)
 
-    async def _end_call(self, live: LiveCall) -> None:
+    async def _end_call(self, live: CallSession) -> None:
         async with live.lock:
-            await self._apply(live, live.call.hangup())
+            await live.apply(live.call.hangup())
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
@@ -187,12 +122,34 @@ class CallManager:
         live = self.current
         return live.json() if live is not None and live.call.live else None
 
+    def _session(
+        self, peer: str, call: Call, stream: INetStream, options: MediaOptions, **media: Any
+    ) -> CallSession:
+        return CallSession(
+            peer,
+            call,
+            stream,
+            options,
+            events=self.events,
+            on_ended=self._ended,
+            on_released=self._released,
+            **media,
+        )
+
+    def _ended(self, live: CallSession) -> None:
+        self.last = live  # the last call to end, even while it is still being released
+
+    def _released(self, live: CallSession) -> None:
+        self.last = live
+        if self.current is live:
+            self.current = None
+
     # --- API ------------------------------------------------------------------------------
 
     async def start_call(
         self, friend: str, video: bool, source: str, record: str
     ) -> dict[str, Any]:
-        contact = self.chat.resolve(friend)
+        contact = self.chat.roster.resolve(friend)
         if contact.state is not ContactState.FRIEND:
             raise ApiError(
                 "not_friend",
@@ -205,7 +162,7 @@ class CallManager:
             return await self._answer_instead(peer, options)
         if self.current is not None and self.current.call.live:
             raise ApiError("busy", "already in a call: hang up first")
-        if not await self.chat.reach(peer):
+        if not await self.chat.reach.reach(peer, lookup=True):
             raise ApiError(
                 "unreachable",
                 f"{contact.display_name or short(peer)} is offline or cannot be reached now",
@@ -220,18 +177,18 @@ class CallManager:
             ) from None
         call_id = secrets.token_bytes(CALL_ID_BYTES)
         rtc = AsyncioThread()
-        live: LiveCall | None = None
+        live: CallSession | None = None
         session: MediaSession | None = None
         media = MediaStates()
         try:
-            session = await _open_session(rtc, options, media)
+            session = await open_session(rtc, options, media)
             with trio.fail_after(MEDIA_SETUP_TIMEOUT):
                 offer = await rtc.call(session.create_offer())
-            sdp = _sendable(with_reflexive(offer, self._public_ips()))
+            sdp = sendable(with_reflexive(offer, self._public_ips()))
             call, outputs = Call.outgoing(
                 call_id, options.video, sdp, trio.current_time(), self.config.ring_timeout
             )
-            live = LiveCall(peer, call, stream, options, session=session, rtc=rtc, media=media)
+            live = self._session(peer, call, stream, options, session=session, rtc=rtc, media=media)
             if self.current is not None and self.current.call.live:
                 raise _Superseded()
             self.current = live
@@ -249,14 +206,14 @@ class CallManager:
                             f"reached now ({exc})",
                         ) from None
             assert self._nursery is not None
-            self._nursery.start_soon(self._drive, live)
+            self._nursery.start_soon(live.drive)
         except BaseException as exc:
             if live is None or self.current is not live:
                 with trio.CancelScope(shield=True):
-                    await _release(rtc, session)
-                    await _close(stream)
+                    await release(rtc, session)
+                    await close(stream)
             else:
-                await self._finish(live)
+                await live.finish()
             if isinstance(exc, MediaError | trio.TooSlowError):
                 raise ApiError("media_error", f"cannot start the call's media: {exc}") from None
             if isinstance(exc, _Superseded):
@@ -266,14 +223,14 @@ class CallManager:
                     return await self._answer_instead(peer, options)
                 raise ApiError("busy", "already in a call: hang up first") from None
             raise
-        self._publish(live)
+        live.publish()
         log.info("calling %s (%s)", short(peer), "video" if video else "audio")
         return live.json()
 
     async def answer(self, friend: str | None, source: str, record: str) -> dict[str, Any]:
         live = self._ringing(friend)
         options = _options(live.call.video, source, record, self.config.ice_servers)
-        await self._answer(live, options)
+        await live.answer(options, self._public_ips())
         return live.json()
 
     async def hangup(self, friend: str | None) -> dict[str, Any]:
@@ -285,7 +242,7 @@ class CallManager:
                 outputs = live.call.decline()
             else:
                 outputs = live.call.hangup()
-            await self._apply(live, outputs)
+            await live.apply(outputs)
         return live.json()
 
     async def list_calls(self) -> list[dict[str, Any]]:
@@ -295,16 +252,16 @@ class CallManager:
                 continue
             entry = live.json()
             if live.call.live and live.session is not None and live.rtc is not None:
-                entry["stats"] = await self._stats(live)
+                entry["stats"] = await live.stats()
             out.append(entry)
         return out
 
     # --- incoming -------------------------------------------------------------------------
 
     async def _serve(self, stream: INetStream, peer: str) -> None:
-        if not self.chat._is_friend(peer):
+        if not self.chat.roster.is_friend(peer):
             log.info("refused a call from %s: not a friend", short(peer))
-            await _reset(stream)
+            await reset(stream)
             return
         inbox = FrameInbox(stream)
         try:
@@ -314,13 +271,13 @@ class CallManager:
                 raise FrameError("a call stream must start with call-offer")
         except Exception as exc:
             log.info("bad call stream from %s: %s", short(peer), exc)
-            await _reset(stream)
+            await reset(stream)
             return
         try:
             await self._take_offer(stream, peer, inbox, offer)
         except Exception as exc:  # never let a call's failure escape into libp2p
             log.warning("call from %s failed: %s", short(peer), exc)
-            await _reset(stream)
+            await reset(stream)
 
     async def _take_offer(
         self, stream: INetStream, peer: str, inbox: FrameInbox, offer: CallOffer
@@ -348,7 +305,7 @@ class CallManager:
             log.info("call from %s: %s", short(peer), reason)
             with trio.move_on_after(5):
                 await stream.write(encode_call(CallEnd(offer.call_id, reason)))
-            await _close(stream)
+            await close(stream)
             return
         answer_with: MediaOptions | None = None
         if decision is Incoming.GLARE_TAKE_THEIRS:
@@ -357,31 +314,31 @@ class CallManager:
             if current is not None and current.peer == peer and current.call.live:
                 answer_with = current.options
                 async with current.lock:
-                    await self._apply(current, current.call.hangup("glare"))
+                    await current.apply(current.call.hangup("glare"))
             if current is not None:
                 with trio.move_on_after(CLEANUP_TIMEOUT):
                     await current.finished.wait()
         call, outputs = Call.incoming(offer, trio.current_time(), self.config.ring_timeout)
         options = answer_with or _options(call.video, "test", "", self.config.ice_servers)
-        live = LiveCall(peer, call, stream, options)
+        live = self._session(peer, call, stream, options)
         self.current = live
         try:
             async with live.lock:
-                await self._apply(live, outputs)
+                await live.apply(outputs)
             if answer_with is None and self.config.auto_answer:
                 answer_with = _options(
                     call.video, "test", self._auto_record(live), self.config.ice_servers
                 )
             if answer_with is not None:
                 try:
-                    await self._answer(live, answer_with)
+                    await live.answer(answer_with, self._public_ips())
                 except ApiError as exc:
                     log.warning("answering automatically failed: %s", exc.message)
         finally:
             # Whatever happened above, the call is driven to its end and released.
-            await self._drive(live, inbox)
+            await live.drive(inbox)
 
-    def _auto_record(self, live: LiveCall) -> str:
+    def _auto_record(self, live: CallSession) -> str:
         if not self.config.record_dir:
             return ""
         name = time.strftime("call-%Y%m%d-%H%M%S-") + live.call.call_id.hex()[:12] + ".mp4"
@@ -393,32 +350,7 @@ class CallManager:
             return last.options
         return None
 
-    async def _answer(self, live: LiveCall, options: MediaOptions) -> None:
-        async with live.lock:
-            if live.call.state is not CallState.RINGING_IN:
-                raise ApiError("invalid_state", f"the call is {live.call.state.value}")
-            live.options = options
-            if live.rtc is None:
-                live.rtc = AsyncioThread()
-            rtc = live.rtc
-            try:
-                if live.session is None:
-                    live.session = await _open_session(rtc, options, live.media)
-                with trio.fail_after(MEDIA_SETUP_TIMEOUT):
-                    sdp = await rtc.call(live.session.accept_offer(live.call.remote_sdp))
-                sdp = _sendable(with_reflexive(sdp, self._public_ips()))
-            except Exception as exc:  # aiortc raises many types on offers it cannot use
-                log.info("cannot answer the call from %s: %s", short(live.peer), exc)
-                await self._apply(live, live.call.media_failed())
-                raise ApiError("media_error", f"cannot answer this call: {exc}") from None
-            outputs = live.call.answer(sdp, trio.current_time())
-            await self._apply(live, outputs)
-            for candidate, mid, index in live.pending_candidates:
-                await self._add_candidate(live, candidate, mid, index)
-            live.pending_candidates.clear()
-        log.info("answered the call from %s", short(live.peer))
-
-    def _ringing_from(self, peer: str) -> LiveCall | None:
+    def _ringing_from(self, peer: str) -> CallSession | None:
         live = self.current
         if live is not None and live.peer == peer and live.call.state is CallState.RINGING_IN:
             return live
@@ -430,10 +362,10 @@ class CallManager:
         if live is None:
             raise ApiError("busy", "already in a call: hang up first")
         log.info("%s is calling us already: answering instead of calling", short(peer))
-        await self._answer(live, options)
+        await live.answer(options, self._public_ips())
         return live.json()
 
-    def _ringing(self, friend: str | None) -> LiveCall:
+    def _ringing(self, friend: str | None) -> CallSession:
         live = self.current
         if live is None or live.call.state is not CallState.RINGING_IN:
             raise ApiError("not_found", "no incoming call is ringing")
@@ -441,191 +373,11 @@ class CallManager:
             raise ApiError("not_found", f"no incoming call from {friend!r}")
         return live
 
-    def _matches(self, live: LiveCall, friend: str) -> bool:
+    def _matches(self, live: CallSession, friend: str) -> bool:
         try:
-            return self.chat.resolve(friend).peer_id == live.peer
+            return self.chat.roster.resolve(friend).peer_id == live.peer
         except ApiError:
             return False
-
-    # --- one call's life ------------------------------------------------------------------
-
-    async def _drive(self, live: LiveCall, inbox: FrameInbox | None = None) -> None:
-        """Run the call until it ends, then release everything it holds."""
-        inbox = inbox or FrameInbox(live.stream)
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._read_frames, live, inbox)
-                nursery.start_soon(self._media_states, live, live.media.receive)
-                nursery.start_soon(self._timeouts, live)
-                await live.ended.wait()
-                nursery.cancel_scope.cancel()
-        finally:
-            with trio.CancelScope(shield=True):
-                if live.call.live:  # daemon shutdown: tell the friend if we can
-                    with trio.move_on_after(2):
-                        async with live.lock:
-                            await self._apply(live, live.call.hangup())
-                await self._finish(live)
-
-    async def _read_frames(self, live: LiveCall, inbox: FrameInbox) -> None:
-        while True:
-            try:
-                frame = await inbox.next()
-            except Exception as exc:
-                log.info("call stream with %s ended: %s", short(live.peer), exc)
-                async with live.lock:
-                    if isinstance(exc, FrameError):
-                        await self._apply(live, live.call.media_failed())
-                    else:
-                        await self._apply(live, live.call.stream_closed())
-                return
-            async with live.lock:
-                await self._apply(live, live.call.receive(frame, trio.current_time()))
-
-    async def _media_states(self, live: LiveCall, states: Any) -> None:
-        async for state in states:
-            async with live.lock:
-                if state == "connected":
-                    await self._apply(live, live.call.media_connected())
-                elif state in ("failed", "closed") and live.call.live:
-                    await self._apply(live, live.call.media_lost(trio.current_time()))
-
-    async def _timeouts(self, live: LiveCall) -> None:
-        while live.call.live:
-            await trio.sleep_until(min(live.call.deadline, trio.current_time() + 1))
-            async with live.lock:
-                await self._apply(live, live.call.tick(trio.current_time()))
-
-    async def _apply(self, live: LiveCall, outputs: list[Output]) -> None:
-        """Carry out what the state machine asked for (caller holds ``live.lock``, or owns
-        ``live`` alone)."""
-        for out in outputs:
-            if isinstance(out, Send):
-                try:
-                    with trio.fail_after(5):
-                        await live.stream.write(encode_call(out.frame))
-                except Exception as exc:
-                    log.debug(
-                        "could not send %s to %s: %s",
-                        type(out.frame).__name__,
-                        short(live.peer),
-                        exc,
-                    )
-            elif isinstance(out, Ring):
-                log.info(
-                    "incoming %s call from %s",
-                    "video" if live.call.video else "audio",
-                    short(live.peer),
-                )
-                self.events.publish("call.incoming", call=live.json())
-            elif isinstance(out, RemoteRinging):
-                self._publish(live)
-            elif isinstance(out, ApplyAnswer):
-                assert live.session is not None and live.rtc is not None
-                try:
-                    await live.rtc.call(live.session.apply_answer(out.sdp))
-                except Exception as exc:
-                    log.info("the friend's answer is unusable: %s", exc)
-                    await self._apply(live, live.call.media_failed())
-                    return
-                self._publish(live)
-            elif isinstance(out, AddCandidate):
-                # A friend may name at most MAX_REMOTE_CANDIDATES addresses for us to probe,
-                # only while the call is being set up, and no mDNS (.local) names.
-                live.candidates_taken += 1
-                if (
-                    live.candidates_taken > MAX_REMOTE_CANDIDATES
-                    or live.call.state is CallState.ACTIVE
-                    or ".local " in out.candidate
-                ):
-                    continue
-                if live.session is None:
-                    live.pending_candidates.append((out.candidate, out.mid, out.index))
-                else:
-                    await self._add_candidate(live, out.candidate, out.mid, out.index)
-            elif isinstance(out, Connected):
-                live.connected_at = time.time()
-                log.info("call with %s connected", short(live.peer))
-                self._publish(live)
-            elif isinstance(out, Ended):
-                live.ended_at = time.time()
-                self.last = live  # the last call to end, even while it is still being released
-                log.info(
-                    "call with %s ended: %s (by %s)",
-                    short(live.peer),
-                    out.reason,
-                    "the friend" if out.by_remote else "us",
-                )
-                live.ended.set()
-
-    async def _add_candidate(self, live: LiveCall, candidate: str, mid: str, index: int) -> None:
-        assert live.session is not None and live.rtc is not None
-        try:
-            with trio.fail_after(STATS_TIMEOUT):
-                await live.rtc.call(live.session.add_candidate(candidate, mid, index))
-        except Exception as exc:  # one bad candidate must not end the call
-            log.info("ignored a candidate from %s (%s): %s", short(live.peer), candidate, exc)
-
-    async def _stats(self, live: LiveCall) -> dict[str, Any]:
-        assert live.session is not None and live.rtc is not None
-        try:
-            with trio.fail_after(STATS_TIMEOUT):
-                stats = await live.rtc.call(live.session.stats())
-        except Exception as exc:
-            return {"error": str(exc)}
-        now = time.monotonic()
-        frames = int(stats.get("video_frames_in", 0))
-        received = int(stats.get("bytes_in", 0))
-        then, old_frames, old_bytes = live.last_stats
-        if then:
-            elapsed = max(now - then, 1e-3)
-            stats["fps"] = round((frames - old_frames) / elapsed, 1)
-            stats["kbps_in"] = round((received - old_bytes) * 8 / elapsed / 1000, 1)
-        live.last_stats = (now, frames, received)
-        return stats
-
-    async def _finish(self, live: LiveCall) -> None:
-        """Release the call's media, thread and stream; publish its end."""
-        released = False
-        with trio.CancelScope(shield=True):
-            with trio.move_on_after(CLEANUP_TIMEOUT):
-                async with live.lock:
-                    released = await _release(live.rtc, live.session)
-            await _close(live.stream)
-            await trio.to_thread.run_sync(_reclaim_memory)
-        live.session = None
-        live.rtc = None
-        live.released = released
-        if not released:
-            log.warning("the call with %s did not release cleanly", short(live.peer))
-        live.finished.set()
-        if live.ended_at is None:
-            live.ended_at = time.time()
-        self.last = live
-        if self.current is live:
-            self.current = None
-        self.events.publish("call.ended", call=live.json())
-
-    def _publish(self, live: LiveCall) -> None:
-        self.events.publish("call.updated", call=live.json())
-
-
-def _reclaim_memory() -> None:
-    """Give a finished call's memory back to the system: collect the peer connection's
-    reference cycles now, then ask glibc to return free pages (the media threads' malloc
-    arenas otherwise keep them, and RSS would grow with every call)."""
-    gc.collect()
-    with contextlib.suppress(OSError, AttributeError):  # not glibc: nothing to trim
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def _sendable(sdp: str) -> str:
-    """Our SDP, if it fits a frame; otherwise a clear media error (not a silent stall)."""
-    if len(sdp.encode()) > MAX_SDP_BYTES:
-        raise MediaError(
-            f"our session description is {len(sdp.encode())} bytes, over {MAX_SDP_BYTES}"
-        )
-    return sdp
 
 
 class _Superseded(Exception):
@@ -647,60 +399,3 @@ def _options(
     if record and (not os.path.isabs(record) or not os.path.isdir(os.path.dirname(record))):
         raise ApiError("invalid_params", "--record needs an absolute path in an existing directory")
     return MediaOptions(video=video, source=source, record=record, ice_servers=ice)
-
-
-async def _open_session(
-    rtc: AsyncioThread, options: MediaOptions, media: MediaStates
-) -> MediaSession:
-    async def build() -> MediaSession:
-        return MediaSession(options, media.report)
-
-    try:
-        with trio.fail_after(MEDIA_SETUP_TIMEOUT):
-            return await rtc.call(build())
-    except MediaError:
-        raise
-    except Exception as exc:
-        raise MediaError(f"cannot start media: {exc}") from None
-
-
-async def _release(rtc: AsyncioThread | None, session: MediaSession | None) -> bool:
-    """Close the media session (peer connection, tracks, recorder) and stop the thread;
-    True if all of it went well (then a recording is complete)."""
-    ok = True
-    if rtc is not None:
-        if session is not None:
-            ok = False
-            try:
-                with trio.move_on_after(CLEANUP_TIMEOUT / 2):
-                    await rtc.call(session.close())
-                    ok = True
-            except Exception as exc:
-                log.warning("closing the call's media failed: %s", exc)
-        await rtc.stop()
-    return ok
-
-
-class FrameInbox:
-    """Frames from a call stream, one at a time (several may arrive in one read)."""
-
-    def __init__(self, stream: INetStream) -> None:
-        self._stream = stream
-        self._decoder = CallFrameDecoder()
-        self._ready: deque[CallFrame] = deque()
-
-    async def next(self) -> CallFrame:
-        while not self._ready:
-            data = await read_some(self._stream)
-            if not data:
-                raise EOFError("the friend closed the call stream")
-            self._ready.extend(self._decoder.feed(data))
-        return self._ready.popleft()
-
-
-async def _close(stream: INetStream) -> None:
-    try:
-        with trio.move_on_after(2):
-            await stream.close()
-    except Exception:
-        await _reset(stream)
