@@ -38,11 +38,11 @@ from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service import background_trio_service
 
-from p2pchat.chat.store import Store
 from p2pchat.identity import Identity
-from p2pchat.net import kad, records
+from p2pchat.net import compat, kad, records
 from p2pchat.net.host import IDENTIFY_WAIT, Network, dial_order, is_circuit
 from p2pchat.net.relay import RelayLimitsConfig, Relays
+from p2pchat.storage.settings import Settings
 from p2pchat.wire import MAX_ADDR_BYTES, text_problem
 
 log = logging.getLogger(__name__)
@@ -192,12 +192,12 @@ class Discovery:
     def __init__(
         self,
         network: Network,
-        store: Store,
+        settings: Settings,
         identity: Identity,
         config: DiscoveryConfig,
     ) -> None:
         self.network = network
-        self.store = store
+        self.settings = settings
         self.identity = identity
         self.config = config
         self.relays = Relays(network, config.relay_limits)
@@ -298,7 +298,7 @@ class Discovery:
             peer = addr.rsplit("/p2p/", 1)[-1]
             out.setdefault(peer, []).append(addr.rsplit("/p2p/", 1)[0])
         try:
-            saved = json.loads(await self.store.get_setting(SETTING_PEERS) or "[]")
+            saved = json.loads(await self.settings.get(SETTING_PEERS) or "[]")
         except ValueError:
             saved = []
         for entry in saved if isinstance(saved, list) else []:
@@ -420,7 +420,7 @@ class Discovery:
 
     async def _publish(self, addrs: tuple[str, ...]) -> bool:
         assert self.dht is not None
-        last = int(await self.store.get_setting(SETTING_SEQ) or 0)
+        last = int(await self.settings.get(SETTING_SEQ) or 0)
         seq = next_seq(last, int(time.time() * 1000))
         expires = int(time.time()) + records.RECORD_LIFETIME
         device = records.Device(self.identity.peer_id, addrs)
@@ -429,7 +429,7 @@ class Discovery:
         except records.RecordError as exc:  # advertised_addrs keeps this from happening
             log.warning("cannot sign our address record: %s", exc)
             return False
-        await self.store.set_setting(SETTING_SEQ, str(seq))
+        await self.settings.set(SETTING_SEQ, str(seq))
         try:
             with trio.fail_after(PUT_TIMEOUT):
                 await self.dht.put_value(records.record_key(self.identity.peer_id), value)
@@ -508,7 +508,7 @@ class Discovery:
 
     def _observed_addrs(self, min_observers: int = NAT_MIN_OBSERVERS) -> list[str]:
         """Our addresses as at least ``min_observers`` peers reported them (identify)."""
-        manager = getattr(self.network.host, "_observed_addr_manager", None)
+        manager = compat.observed_addr_manager(self.network.host)
         if manager is None:
             return []
         try:
@@ -541,7 +541,7 @@ class Discovery:
                 saved.append({"peer": str(peer_id), "addrs": dial_order(addrs)[:4]})
         if saved:
             try:
-                await self.store.set_setting(SETTING_PEERS, json.dumps(saved))
+                await self.settings.set(SETTING_PEERS, json.dumps(saved))
             except Exception as exc:
                 log.info("could not save DHT peers: %s", exc)
 
@@ -589,7 +589,8 @@ class Discovery:
             task_status.started()
             return
         try:
-            await trio.to_thread.run_sync(mdns.broadcaster.register)
+            # Not mdns.start(): that would also start its cleanup task (compat.register_mdns).
+            await trio.to_thread.run_sync(compat.register_mdns, mdns)
             log.info("mDNS: announcing %s", ", ".join(lan))
             task_status.started()
             async for info in recv:

@@ -11,6 +11,9 @@ address, and drops relay circuit addresses. :class:`Network` replaces it on its 
 :meth:`Network.dial_known`: every known address, staggered (a new attempt every
 ``DIAL_STAGGER`` s until one connects), direct ones before relayed ones, circuits through
 the relay transport. A successful connect then costs what the handshake costs.
+
+Every patch to the swarm is applied through :mod:`p2pchat.net.compat`, which
+:func:`build_host` first has check that the py-libp2p internals involved are as expected.
 """
 
 from __future__ import annotations
@@ -28,8 +31,7 @@ from libp2p.crypto.ed25519 import Ed25519PrivateKey
 from libp2p.crypto.keys import KeyPair
 from libp2p.crypto.x25519 import create_new_key_pair as new_x25519_key_pair
 from libp2p.custom_types import TProtocol
-from libp2p.network.config import RetryConfig
-from libp2p.network.stream.exceptions import StreamEOF, StreamError
+from libp2p.network.stream.exceptions import StreamError
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
@@ -38,8 +40,8 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.utils.address_validation import get_available_interfaces
 
 from p2pchat.identity import Identity
+from p2pchat.net import compat
 from p2pchat.net.muxer import BoundedYamux
-from p2pchat.net.muxer import install as install_bounded_yamux
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +79,12 @@ def key_pair_of(identity: Identity) -> KeyPair:
 
 def build_host(identity: Identity) -> IHost:
     """A libp2p host that speaks only Noise and Yamux (never plaintext, secio or TLS), with
-    Yamux's receive limits enforced (:mod:`p2pchat.net.muxer`)."""
-    install_bounded_yamux()
+    Yamux's receive limits enforced (:mod:`p2pchat.net.muxer`).
+
+    Raises :class:`p2pchat.net.compat.LibraryMismatch` when the installed py-libp2p lacks an
+    internal that p2pchat patches or relies on (checked before anything is patched)."""
+    compat.check()
+    compat.install_bounded_yamux()
     key_pair = key_pair_of(identity)
     noise = NoiseTransport(key_pair, noise_privkey=new_x25519_key_pair().private_key)
     return new_host(
@@ -86,10 +92,6 @@ def build_host(identity: Identity) -> IHost:
         sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
         muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): BoundedYamux},
     )
-
-
-def remote_peer(stream: INetStream) -> str:
-    return str(stream.muxed_conn.peer_id)
 
 
 def peer_protocols(host: IHost, peer_id: ID) -> list[str]:
@@ -135,17 +137,17 @@ class Network:
         # which lacks retry_config.
         swarm = cast(Swarm, self.host.get_network())
         # Retries belong to our own reconnect loop (with backoff), not to each dial.
-        swarm.retry_config = RetryConfig(max_retries=0)
+        compat.disable_dial_retries(swarm)
         self._on_connection_change: Callable[[str, bool], None] = lambda peer, up: None
         swarm.register_notifee(ConnectionEvents(self._connection_changed))
         self.circuit_dialer: CircuitDialer | None = None
         """Set by :class:`p2pchat.net.relay.Relays`: how to dial a ``/p2p-circuit`` address."""
         # Workaround (module docstring): every dial by peer ID goes through our dialer.
-        swarm.dial_peer = self.dial_known  # type: ignore[method-assign]
+        compat.replace_dial_peer(swarm, self.dial_known)
         # py-libp2p's AutoConnector dials peers from the peerstore every 30 s until it holds
         # ~150 connections: strangers contacted for no purpose, and traffic. We connect only
         # with a purpose (friends, DHT lookups, relays).
-        swarm.auto_connector.maybe_connect = _no_auto_connect  # type: ignore[method-assign]
+        compat.disable_auto_connector(swarm)
         self._dialing: dict[str, trio.Event] = {}
 
     def on_connection_change(self, callback: Callable[[str, bool], None]) -> None:
@@ -242,7 +244,7 @@ class Network:
 
     def _open_connections(self, peer_id: ID) -> list[INetConn]:
         conns = self.host.get_network().get_connections(peer_id)
-        return [c for c in conns if not getattr(c, "is_closed", False)]
+        return [c for c in conns if not c.is_closed]
 
     async def _dial_any(self, peer_id: ID, addrs: Sequence[str]) -> INetConn:
         """One dial per peer at a time: a caller that finds a dial to the same peer under way
@@ -355,10 +357,6 @@ class Network:
             return await self.host.new_stream(ID.from_base58(peer), [TProtocol(protocol)])
 
 
-async def _no_auto_connect() -> None:
-    return None
-
-
 class DialFailed(Exception):
     """No address of a peer led to a connection; the message lists what each attempt hit."""
 
@@ -379,13 +377,4 @@ def _remote(conn: INetConn) -> str:
         return ""
 
 
-async def read_some(stream: INetStream, max_bytes: int = 65536) -> bytes:
-    """One read from a libp2p stream; ``b""`` at end of stream (py-libp2p raises instead)."""
-    try:
-        data: bytes = await stream.read(max_bytes)
-    except StreamEOF:
-        return b""
-    return data
-
-
-__all__ = ["Network", "StreamError", "read_some", "remote_peer"]
+__all__ = ["Network", "StreamError"]

@@ -1,7 +1,8 @@
 """py-libp2p's Kademlia DHT, made into the p2pchat overlay, with its known bugs worked around.
 
 Each workaround is small, named after the bug it covers, and tested in
-tests/test_discovery_unit.py and tests/test_discovery.py (docs/ARCHITECTURE.md §8):
+tests/net/test_discovery_unit.py and tests/daemons/test_discovery.py (docs/ARCHITECTURE.md
+§8):
 
 - **Protocol ID** — py-libp2p 0.8.1 hard-codes ``/ipfs/kad/1.0.0`` as a module constant read
   by five modules. :func:`use_protocol` sets it in all of them before the DHT is built, so
@@ -16,6 +17,9 @@ tests/test_discovery_unit.py and tests/test_discovery.py (docs/ARCHITECTURE.md �
   to 10 s each) before returning. :meth:`OverlayDHT.get_newest` asks the closest peers
   itself, counts our own stored copy as one answer among others, and returns the newest
   valid record as soon as enough answers are in.
+
+The py-libp2p internals these rely on (module constants, ``add_peer``'s signature, the
+value store's one-peer GET) are patched and checked in :mod:`p2pchat.net.compat`.
 """
 
 from __future__ import annotations
@@ -26,19 +30,13 @@ from typing import Final
 
 import trio
 from libp2p.abc import IHost
-from libp2p.custom_types import TProtocol
-from libp2p.kad_dht import common as _kad_common
-from libp2p.kad_dht import kad_dht as _kad_main
-from libp2p.kad_dht import peer_routing as _kad_routing
-from libp2p.kad_dht import provider_store as _kad_providers
-from libp2p.kad_dht import value_store as _kad_values
 from libp2p.kad_dht.common import BUCKET_SIZE
 from libp2p.kad_dht.kad_dht import DHTMode, KadDHT
 from libp2p.peer.id import ID
 from libp2p.records.utils import InvalidRecordType
 from libp2p.records.validator import NamespacedValidator, Validator
 
-from p2pchat.net import records
+from p2pchat.net import compat, records
 from p2pchat.net.host import peer_protocols
 
 log = logging.getLogger(__name__)
@@ -50,17 +48,14 @@ GET_ANSWERS: Final = 3
 """Values to collect before choosing: a few, since a stale holder may answer first."""
 GET_QUERY_TIMEOUT: Final = 5.0
 
-_PROTOCOL_MODULES: Final = (_kad_common, _kad_main, _kad_routing, _kad_values, _kad_providers)
-
 
 def use_protocol(protocol_id: str) -> None:
     """Make every DHT in this process speak ``protocol_id`` (call before building one)."""
-    for module in _PROTOCOL_MODULES:
-        module.PROTOCOL_ID = TProtocol(protocol_id)  # type: ignore[attr-defined]
+    compat.set_dht_protocol(protocol_id)
 
 
 def current_protocol() -> str:
-    return str(_kad_common.PROTOCOL_ID)
+    return compat.dht_protocol()
 
 
 class AddressRecordValidator(Validator):
@@ -92,7 +87,7 @@ class OverlayDHT(KadDHT):
         super().__init__(
             host, mode, validator=validator, validator_changed=True, strict_validation=True
         )
-        _kad_values.MAX_VALUE_STORE_SIZE = MAX_STORED_RECORDS  # type: ignore[attr-defined]
+        compat.limit_value_store(MAX_STORED_RECORDS)
 
     def serves_dht(self, peer_id: ID) -> bool:
         """Whether identify says ``peer_id`` answers our DHT protocol."""
@@ -126,8 +121,8 @@ class OverlayDHT(KadDHT):
         async def ask(peer: ID) -> None:
             nonlocal outstanding, with_value
             try:
-                result = await self.value_store._get_from_peer(peer, key_bytes)
-                if isinstance(result, bytes):
+                result = await compat.get_value_from_peer(self.value_store, peer, key_bytes)
+                if result is not None:
                     validator.validate(key, result)
                     found.append(result)
                     with_value += 1

@@ -6,7 +6,8 @@ bound (measured: +300 MB RSS from one stranger). :class:`BoundedYamux` is the st
 with its per-stream buffers replaced by ones that refuse to grow past what flow control
 allows, and with a cap on the streams a peer may open at once. py-libp2p builds its Yamux
 connections from a hard-coded class (``muxer_multistream.Yamux``) whatever ``muxer_opt``
-says, so :func:`install` points that name at :class:`BoundedYamux`.
+says, so :func:`install` points that name at :class:`BoundedYamux` (the patch itself, and the
+check that the py-libp2p internals used here still exist, are in :mod:`p2pchat.net.compat`).
 
 A violation raises :class:`YamuxLimitError`, an ``OSError``. Where py-libp2p's receive loop
 meets it on a new stream's first frame, it closes the offending connection, as go-yamux
@@ -30,7 +31,6 @@ from __future__ import annotations
 import logging
 from typing import Any, Final
 
-import libp2p.stream_muxer.muxer_multistream as muxer_multistream
 import trio
 from libp2p.stream_muxer.exceptions import MuxedConnUnavailable
 from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, Yamux
@@ -61,7 +61,7 @@ class _BoundedBuffer(bytearray):
 
     def extend(self, data: Any) -> None:
         stream = self._muxer.streams.get(self._stream_id)
-        window = max(getattr(stream, "target_recv_window", 0), DEFAULT_WINDOW_SIZE)
+        window = max(stream.target_recv_window if stream is not None else 0, DEFAULT_WINDOW_SIZE)
         if len(self) + len(data) > window + WINDOW_SLACK_BYTES:
             raise YamuxLimitError(
                 f"peer {self._muxer.peer_id} overran the receive window of stream "
@@ -80,7 +80,8 @@ class _BoundedBuffers(dict[int, bytearray]):
     def __setitem__(self, stream_id: int, buffer: bytearray) -> None:
         # Only streams the peer opened count (failing our own open_stream here would leak its
         # slot inside py-libp2p). The connection's initiator uses odd stream IDs.
-        own_parity = 1 if getattr(self._muxer, "is_initiator_value", False) else 0
+        # Every Yamux sets is_initiator_value in __init__ (compat.check verifies it).
+        own_parity = 1 if self._muxer.is_initiator_value else 0
         if stream_id % 2 != own_parity and stream_id not in self:
             opened_by_peer = sum(1 for sid in self if sid % 2 != own_parity)
             if opened_by_peer >= MAX_STREAMS_PER_CONNECTION:
@@ -112,5 +113,8 @@ class BoundedYamux(Yamux):
 
 
 def install() -> None:
-    """Make py-libp2p build :class:`BoundedYamux` for every Yamux connection (idempotent)."""
-    setattr(muxer_multistream, "Yamux", BoundedYamux)  # noqa: B010 - module global, on purpose
+    """Make py-libp2p build :class:`BoundedYamux` for every Yamux connection (idempotent):
+    :func:`p2pchat.net.compat.install_bounded_yamux`, which holds the patch."""
+    from p2pchat.net import compat  # compat imports this module
+
+    compat.install_bounded_yamux()

@@ -9,8 +9,9 @@
 - DCUtR runs on every daemon: once two peers share a relayed connection, it tries to replace
   it with a direct one (a TCP simultaneous open through both NATs).
 
-Library workarounds (py-libp2p 0.8.1), covered by tests/test_relay.py (circuits and
-reservations) and tests/test_nat.py (hole punching; needs root for network namespaces):
+Library workarounds (py-libp2p 0.8.1), covered by tests/net/test_relay.py (circuits and
+reservations) and tests/daemons/test_nat.py (hole punching; needs root for network
+namespaces):
 
 - **One circuit's end closed another's** — the relay keys active circuits by peer, so when
   one circuit to a peer ended it closed the streams of any other live circuit to that peer.
@@ -21,6 +22,9 @@ reservations) and tests/test_nat.py (hole punching; needs root for network names
 - **Reservations** — ``RelayDiscovery`` looks for relays once at start-up (before any
   connection exists) and does not renew; :meth:`Relays._reserve` makes and renews
   reservations itself through the transport's reservation call.
+
+The patches and private py-libp2p calls these need, and the check that they still fit the
+installed py-libp2p, are in :mod:`p2pchat.net.compat`.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from libp2p.tools.anyio_service import background_trio_service
 
+from p2pchat.net import compat
 from p2pchat.net.host import Network, is_circuit
 
 log = logging.getLogger(__name__)
@@ -74,12 +79,9 @@ class RelayLimitsConfig:
     max_circuit_seconds: int
 
 
-async def _no_auto_drive() -> None:
-    await trio.sleep_forever()
-
-
 class IsolatedCircuitRelay(CircuitV2Protocol):
-    """The relay protocol with each circuit's cleanup confined to its own streams."""
+    """The relay protocol with each circuit's cleanup confined to its own streams (the base
+    class's ``_relay_data`` and ``_active_relays`` are declared in :mod:`p2pchat.net.compat`)."""
 
     async def _relay_data(
         self,
@@ -137,7 +139,7 @@ class Relays:
         """Stop relaying for others (this daemon turned out to be behind a NAT)."""
         if self._protocol is not None and self._protocol.allow_hop:
             self.network.host.remove_stream_handler(TProtocol(HOP_PROTOCOL))
-            self._protocol.allow_hop = False
+            compat.disable_hop(self._protocol)
         self.hop_enabled = False
 
     def poke(self) -> None:
@@ -172,7 +174,7 @@ class Relays:
                 if punch:
                     dcutr = DCUtRProtocol(host)
                     # Our _punch_loop decides who initiates (see there).
-                    dcutr._auto_drive_loop = _no_auto_drive  # type: ignore[method-assign]
+                    compat.disable_dcutr_auto_drive(dcutr)
                     await stack.enter_async_context(background_trio_service(dcutr))
                     nursery.start_soon(self._punch_loop, dcutr)
                 nursery.start_soon(self._reservation_loop)
@@ -212,7 +214,7 @@ class Relays:
                 delay[peer] = min(delay.get(peer, PUNCH_RETRY_MIN / 2) * 2, PUNCH_RETRY_MAX)
                 next_try[peer] = now + delay[peer]
                 peer_id = ID.from_base58(peer)
-                dcutr._hole_punch_attempts.pop(peer_id, None)  # a fresh budget
+                compat.reset_hole_punch_budget(dcutr, peer_id)  # a fresh budget
                 try:
                     with trio.move_on_after(30):
                         if await dcutr.initiate_hole_punch(peer_id):
@@ -285,7 +287,9 @@ class Relays:
                     ID.from_base58(relay), [TProtocol(HOP_PROTOCOL)]
                 )
                 try:
-                    ok = await self._transport._make_reservation(stream, ID.from_base58(relay))
+                    ok = await compat.make_reservation(
+                        self._transport, stream, ID.from_base58(relay)
+                    )
                 finally:
                     await stream.close()
         except Exception as exc:

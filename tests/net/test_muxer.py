@@ -19,7 +19,11 @@ from p2pchat.net.muxer import BoundedYamux, YamuxLimitError, _BoundedBuffers
 
 
 def fake_muxer(window: int) -> Any:
-    return SimpleNamespace(peer_id="peer", streams={1: SimpleNamespace(target_recv_window=window)})
+    return SimpleNamespace(
+        peer_id="peer",
+        is_initiator_value=False,
+        streams={1: SimpleNamespace(target_recv_window=window)},
+    )
 
 
 def test_buffer_accepts_up_to_the_window_and_refuses_more() -> None:

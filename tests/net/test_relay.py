@@ -15,8 +15,9 @@ import trio
 from libp2p.abc import INetStream
 
 from p2pchat.identity import Identity
-from p2pchat.net.host import Network, read_some
+from p2pchat.net.host import Network
 from p2pchat.net.relay import IsolatedCircuitRelay, RelayLimitsConfig, Relays
+from p2pchat.net.streams import read_some
 
 ECHO = "/test/echo/1.0.0"
 LIMITS = RelayLimitsConfig(max_reservations=8, max_circuit_bytes=1 << 24, max_circuit_seconds=60)
