@@ -1,5 +1,6 @@
 """Real ``p2pchatd`` processes for tests: start, stop, kill -9, restart, and talk to them
-through the same control API the CLI uses."""
+through the same control API the CLI uses, or through the CLI itself; and the waits that
+synchronise a test with them (on something observable, never on a fixed sleep)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 from p2pchat.api import ApiError, Client, DaemonNotRunning
 
@@ -39,6 +41,22 @@ def wait_for(
             last_exc = exc
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc})")
+
+
+def assert_stays(
+    predicate: Callable[[], object],
+    seconds: float,
+    interval: float = 0.1,
+    what: str = "condition",
+) -> None:
+    """Check ``predicate`` throughout ``seconds`` (for tests whose point is that nothing
+    happens for a while); fail as soon as it is false."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert predicate(), f"{what} stopped holding"
+        if time.monotonic() >= deadline:
+            return
+        time.sleep(interval)
 
 
 class Daemon:
@@ -222,3 +240,84 @@ def send_and_wait(a: Daemon, b: Daemon, text: str, timeout: float = 15) -> None:
         timeout=timeout,
         what=f"{b.name} to receive {text!r}",
     )
+
+
+# --- the CLI ----------------------------------------------------------------------------
+
+
+def cli(
+    home: Path,
+    *args: str,
+    stdin: str | None = None,
+    timeout: float = 30,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run one ``p2pchat`` command against the daemon of ``home`` and wait for it."""
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", "--home", str(home), *args],
+        cwd=REPO,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def ok(result: subprocess.CompletedProcess[str]) -> str:
+    """The command's stdout, once it is sure that it succeeded."""
+    assert result.returncode == 0, f"exit {result.returncode}: {result.stdout}{result.stderr}"
+    return result.stdout
+
+
+def spawn_cli(home: Path, *args: str, stdin: bool = False) -> subprocess.Popen[str]:
+    """Start a long-running ``p2pchat`` command (``chat``, ``events``, ``--watch``); read
+    its output with :class:`OutputLines`."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "--home", str(home), *args],
+        cwd=REPO,
+        stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+class OutputLines:
+    """The lines a child process writes to one pipe, collected by a thread as they come, so a
+    test can wait for a line that says the process is ready (the CLI flushes every line)."""
+
+    def __init__(self, stream: IO[str] | None) -> None:
+        assert stream is not None
+        self._lines: list[str] = []
+        self._seen = 0
+        self._cond = threading.Condition()
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            with self._cond:
+                self._lines.append(line.rstrip("\n"))
+                self._cond.notify_all()
+
+    def wait_line(self, needle: str, timeout: float = 15.0) -> str:
+        """The next line (after the previous match) containing ``needle``."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                for i in range(self._seen, len(self._lines)):
+                    if needle in self._lines[i]:
+                        self._seen = i + 1
+                        return self._lines[i]
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._thread.is_alive():  # late, or nothing more to come
+                    raise AssertionError(f"{needle!r} not in output: {self._lines}")
+                self._cond.wait(min(left, 0.1))
+
+    def text(self, timeout: float = 15.0) -> str:
+        """Everything, once the process has closed the pipe (it exited)."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the process still writes to the pipe"
+        with self._cond:
+            return "".join(line + "\n" for line in self._lines)

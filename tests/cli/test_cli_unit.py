@@ -12,7 +12,6 @@ import functools
 import io
 import json
 import os
-import queue
 import shutil
 import socket
 import stat
@@ -21,7 +20,6 @@ import sys
 import tempfile
 import textwrap
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,7 +29,7 @@ import pytest
 from cli import daemonctl
 from cli.main import build_parser, main
 from p2pchat import paths
-from tests.harness import REPO
+from tests.harness import REPO, OutputLines
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -113,6 +111,10 @@ class FakeDaemon:
         self.handlers.update(handlers or {})
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.subscribed = threading.Event()
+        """Set when a client subscribes, before the reply leaves."""
+        self.subscribe_answered = threading.Event()
+        """Set once the reply to ``events.subscribe`` is sent: events pushed from then on
+        come after it on that connection."""
         self._subscribers: list[socket.socket] = []
         self._conns: list[socket.socket] = []
         self._lock = threading.Lock()
@@ -156,6 +158,8 @@ class FakeDaemon:
                         self._subscribers.append(conn)
                     self.subscribed.set()
                 self._send(conn, reply)
+                if method == "events.subscribe":
+                    self.subscribe_answered.set()
         except (OSError, ValueError):
             pass
 
@@ -546,9 +550,11 @@ def test_events_json_stream(
     home: Path, fake: FakeDaemon, capsys: pytest.CaptureFixture[str]
 ) -> None:
     def feed() -> None:
-        fake.subscribed.wait(10)
+        # Pushed before the reply, the event would be skipped by the client's call().
+        fake.subscribe_answered.wait(10)
         fake.push({"type": "friend.online", "contact": _contact()})
-        time.sleep(0.1)
+        # No wait needed: the event is already on its way, and the client reads everything
+        # queued on a Unix socket before it sees the end of the stream.
         fake.drop_connections()
 
     threading.Thread(target=feed, daemon=True).start()
@@ -575,31 +581,6 @@ def _spawn_cli(home: Path, *argv: str) -> subprocess.Popen[str]:
     )
 
 
-def _line_reader(stream: Any) -> queue.Queue[str]:
-    lines: queue.Queue[str] = queue.Queue()
-
-    def pump() -> None:
-        for line in stream:
-            lines.put(line.rstrip("\n"))
-
-    threading.Thread(target=pump, daemon=True).start()
-    return lines
-
-
-def _expect(lines: queue.Queue[str], needle: str, timeout: float = 10.0) -> str:
-    deadline = time.monotonic() + timeout
-    seen = []
-    while time.monotonic() < deadline:
-        try:
-            line = lines.get(timeout=0.1)
-        except queue.Empty:
-            continue
-        seen.append(line)
-        if needle in line:
-            return line
-    raise AssertionError(f"{needle!r} not in output: {seen}")
-
-
 def test_chat_prints_history_and_live_messages_and_sends_lines(
     home: Path, fake: FakeDaemon
 ) -> None:
@@ -610,8 +591,8 @@ def test_chat_prints_history_and_live_messages_and_sends_lines(
     proc = _spawn_cli(home, "chat", "alice")
     assert proc.stdin is not None
     try:
-        lines = _line_reader(proc.stdout)
-        _expect(lines, "alice: earlier message")
+        lines = OutputLines(proc.stdout)
+        lines.wait_line("alice: earlier message")
         assert fake.subscribed.wait(10)
         # An incoming message is shown while the chat waits for input.
         fake.push(
@@ -621,9 +602,9 @@ def test_chat_prints_history_and_live_messages_and_sends_lines(
                 "contact": _contact(),
             }
         )
-        _expect(lines, "alice: live one")
+        lines.wait_line("alice: live one")
         fake.push({"type": "friend.online", "contact": _contact(online=True)})
-        _expect(lines, "alice is online")
+        lines.wait_line("alice is online")
         proc.stdin.write("first line\n\n/help\nsecond line\n")
         proc.stdin.close()
         assert proc.wait(timeout=10) == 0
@@ -651,14 +632,16 @@ def test_chat_quit_command(home: Path, fake: FakeDaemon) -> None:
 
 
 def test_chat_exits_1_when_daemon_goes_away(home: Path, fake: FakeDaemon) -> None:
-    fake.handlers["messages.history"] = lambda p: {"messages": []}
+    fake.handlers["messages.history"] = lambda p: {
+        "messages": [_message(direction="in", state="received", text="earlier message")]
+    }
     proc = _spawn_cli(home, "chat", "alice")
     try:
-        assert fake.subscribed.wait(10)
-        deadline = time.monotonic() + 10
-        while fake.methods().count("messages.history") < 2 and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.2)  # let it print the history and start waiting for input
+        # The history is printed last before the chat follows events and waits for input:
+        # from here on, losing the daemon can only be noticed by the chat itself.
+        OutputLines(proc.stdout).wait_line("alice: earlier message")
+        assert fake.subscribed.is_set()
+        assert fake.methods().count("messages.history") == 2  # the name check, then the history
         fake.drop_connections()  # stdin stays open: the chat must notice on its own
         assert proc.wait(timeout=10) == 1
         assert proc.stderr is not None

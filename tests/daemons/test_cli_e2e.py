@@ -8,37 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from tests.harness import REPO, Daemon, wait_for
+from tests.harness import REPO, Daemon, OutputLines, befriend, cli, ok, spawn_cli, wait_for
 
 pytestmark = pytest.mark.daemons
-
-
-def cli(
-    home: Path,
-    *args: str,
-    stdin: str | None = None,
-    timeout: float = 30,
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "cli.main", "--home", str(home), *args],
-        cwd=REPO,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, **(env or {})},
-    )
-
-
-def ok(result: subprocess.CompletedProcess[str]) -> str:
-    assert result.returncode == 0, f"exit {result.returncode}: {result.stdout}{result.stderr}"
-    return result.stdout
 
 
 def test_daemon_lifecycle_through_the_cli(short_tmp: Path) -> None:
@@ -89,16 +65,10 @@ def test_befriend_chat_and_history_through_the_cli(make_daemon: object) -> None:
     ok(cli(alice.home, "send", "bob", "hello", "bob", "--wait", "--timeout", "15"))
 
     # Interactive chat with a piped stdin: bob's typed lines go out, alice's arrive live.
-    chat = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "--home", str(bob.home), "chat", "alice"],
-        cwd=REPO,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    chat = spawn_cli(bob.home, "chat", "alice", stdin=True)
     try:
-        assert chat.stdin is not None
+        assert chat.stdin is not None and chat.stderr is not None
+        lines = OutputLines(chat.stdout)
         chat.stdin.write("hi alice, typed in chat\n")
         chat.stdin.flush()
         wait_for(
@@ -106,17 +76,19 @@ def test_befriend_chat_and_history_through_the_cli(make_daemon: object) -> None:
             what="chat line at alice",
         )
         ok(cli(alice.home, "send", "bob", "live reply"))
-        time.sleep(1.0)
+        lines.wait_line("live reply")  # arrived while the chat was open
         chat.stdin.write("/quit\n")
-        chat.stdin.flush()
-        out, errors = chat.communicate(timeout=15)
+        chat.stdin.close()
+        chat.wait(timeout=15)
+        errors = chat.stderr.read()
+        out = lines.text()
     finally:
         if chat.poll() is None:
             chat.kill()
             chat.wait()
     assert chat.returncode == 0, errors
     assert "hello bob" in out  # the history shown on entry
-    assert "live reply" in out  # arrived while the chat was open
+    assert "live reply" in out
 
     history = ok(cli(alice.home, "history", "bob"))
     for text in ("hello bob", "hi alice, typed in chat", "live reply"):
@@ -213,21 +185,15 @@ def test_control_api_survives_malformed_requests(make_daemon: object) -> None:
 def test_file_transfer_through_the_cli(make_daemon: object) -> None:
     """send-file --wait shows progress and ends when the friend's daemon verified the file;
     transfers lists both sides; accept-file takes an ID prefix."""
-    from tests.harness import befriend
-
     alice = make_daemon("alice")  # type: ignore[operator]
     bob = make_daemon("bob")  # type: ignore[operator]
     befriend(alice, bob)
     src = alice.home / "holiday photos.tar"
     src.write_bytes(os.urandom(3 << 20))
-    watcher = subprocess.Popen(
-        [sys.executable, "-m", "cli.main", "--home", str(bob.home), "transfers", "--watch"],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    time.sleep(1.0)  # let it subscribe
+    watcher = spawn_cli(bob.home, "transfers", "--watch")
+    watch_lines = OutputLines(watcher.stdout)
+    # It prints the transfers open so far once it is subscribed: from then on it sees all.
+    watch_lines.wait_line("no active transfers")
     sender = subprocess.Popen(
         [
             sys.executable,
@@ -262,7 +228,10 @@ def test_file_transfer_through_the_cli(make_daemon: object) -> None:
             sender.kill()
     assert sender.returncode == 0, stderr
     watcher.terminate()
-    watched, _ = watcher.communicate(timeout=10)
+    watcher.wait(timeout=10)
+    watched = watch_lines.text()
+    assert watcher.stderr is not None
+    watcher.stderr.close()
     assert "offers holiday photos.tar" in watched and "accept-file" in watched
     assert "completed" in watched and "verified" in watched
     assert "completed" in stdout and "verified" in stdout

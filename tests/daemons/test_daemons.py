@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from p2pchat.api import ApiError
-from tests.harness import Daemon, befriend, wait_for
+from tests.harness import Daemon, assert_stays, befriend, wait_for
 
 pytestmark = pytest.mark.daemons
 
@@ -46,7 +45,8 @@ def test_befriend_then_chat_both_ways_with_history_and_events(make_daemon: MakeD
             sender.call("messages.send", friend=friend, text="too early")
         assert err.value.name == "not_friend"
 
-    bob.call("requests.accept", friend="alice")
+    accepted = bob.call("requests.accept", friend="alice")["contact"]
+    assert (accepted["peer_id"], accepted["state"]) == (alice.peer_id, "friend")
     wait_for(lambda: alice.contact(bob.peer_id)["state"] == "friend", what="accept at alice")
 
     sent = alice.call("messages.send", friend="bob", text="hello bob")["message"]
@@ -103,8 +103,12 @@ def test_message_to_stopped_friend_arrives_after_it_restarts(make_daemon: MakeDa
         alice.call("messages.send", friend="bob", text=f"offline {i}")["message"]["id"]
         for i in range(5)
     ]
-    time.sleep(0.5)
-    assert all(m["state"] == "pending" for m in alice.history("bob"))
+    # Bob is down: for a while nothing can change (the point here, so a fixed period).
+    assert_stays(
+        lambda: all(m["state"] == "pending" for m in alice.history("bob")),
+        0.5,
+        what="alice's messages to stay pending",
+    )
     assert alice.call("friends.list")["contacts"][0]["outbox"] == 5
 
     # Alice also restarts while bob is away: the outbox is on disk, not in memory.
@@ -181,8 +185,12 @@ def test_kill9_sender_mid_burst_delivers_every_message_exactly_once(
     assert stored[: len(accepted)] == accepted
     # The client retries the send it never heard back about: stored once either way.
     for i, msg_id in enumerate(attempted[len(accepted) :], start=len(accepted)):
-        alice.call("messages.send", friend="bob", text=f"m{i:04d}", id=msg_id)
-        alice.call("messages.send", friend="bob", text=f"m{i:04d}", id=msg_id)
+        first = alice.call("messages.send", friend="bob", text=f"m{i:04d}", id=msg_id)
+        again = alice.call("messages.send", friend="bob", text=f"m{i:04d}", id=msg_id)
+        # Both replies name the one stored message (its state may move on in between).
+        for reply in (first, again):
+            assert reply["message"]["id"] == msg_id and reply["message"]["text"] == f"m{i:04d}"
+        assert again["message"]["seq"] == first["message"]["seq"]
     stored = [m["id"] for m in alice.history("bob", limit=1000)]
     assert stored == attempted
 
@@ -230,7 +238,8 @@ def test_blocked_peer_is_dropped_silently_and_friends_are_unaffected(
     # Mallory asks; alice blocks her; a second request is dropped silently.
     mallory.call("friends.add", id=alice.code(), message="let me in")
     wait_for(lambda: alice.call("requests.list")["requests"], what="mallory's request")
-    alice.call("friends.block", friend=mallory.peer_id)
+    blocked = alice.call("friends.block", friend=mallory.peer_id)["contact"]
+    assert (blocked["peer_id"], blocked["state"]) == (mallory.peer_id, "blocked")
     assert alice.call("requests.list")["requests"] == []
     mallory.call("friends.remove", friend=alice.peer_id)
     mallory.call("friends.add", id=alice.code(), message="again")

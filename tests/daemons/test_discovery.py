@@ -16,7 +16,14 @@ from p2pchat.api import ApiError
 from p2pchat.identity import Identity, IdentityError, check_peer_id, load_identity
 from p2pchat.net import kad, records
 from p2pchat.net.host import Network
-from tests.harness import Daemon, befriend_by_id, send_and_wait, start_all, wait_for
+from tests.harness import (
+    Daemon,
+    assert_stays,
+    befriend_by_id,
+    send_and_wait,
+    start_all,
+    wait_for,
+)
 
 pytestmark = pytest.mark.daemons
 
@@ -108,10 +115,17 @@ def test_clients_stay_out_of_routing_tables_and_overlays_stay_apart(
     start_all([server, client, other], "--bootstrap", boot.bootstrap_addr())
     wait_for(lambda: status(client)["record_seq"], what="the client to publish its record")
     wait_for(lambda: status(boot)["dht_peers"] >= 1, what="boot to see the server")
-    time.sleep(1)
     # The client (and the daemon of another overlay) connected to boot, but only the server
-    # serves boot's DHT protocol: it alone is in boot's routing table.
-    assert status(boot)["dht_peers"] == 1
+    # serves boot's DHT protocol: it alone is in boot's routing table, and stays alone while
+    # boot identifies the others (which takes milliseconds here).
+    wait_for(
+        lambda: (
+            {client.peer_id, other.peer_id}
+            <= {p["peer_id"] for p in boot.call("peers.list")["peers"]}
+        ),
+        what="the client and the other overlay's daemon to connect to boot",
+    )
+    assert_stays(lambda: status(boot)["dht_peers"] == 1, 1.0, what="boot's one DHT peer")
     assert status(client)["dht_mode"] == "client"
     assert status(client)["dht_peers"] >= 1
     assert server.call("dht.find", peer_id=client.peer_id)["source"] == "record"

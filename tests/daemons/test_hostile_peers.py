@@ -4,21 +4,15 @@ what the daemon must do and checks that it keeps serving afterwards."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from functools import partial
-from typing import Any
+from collections.abc import Callable
 
-import cbor2
 import multiaddr
 import pytest
 import trio
 from libp2p import new_host
 from libp2p.abc import IHost, INetStream
 from libp2p.custom_types import TProtocol
-from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.id import ID
 from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
@@ -27,67 +21,12 @@ from libp2p.stream_muxer.yamux.yamux import Yamux
 from p2pchat import wire
 from p2pchat.identity import Identity
 from p2pchat.net.host import build_host, key_pair_of
-from tests.harness import Daemon, wait_for
+from tests.harness import Daemon
+from tests.peers import call, connect, exchange, logged, raw_frame, read_frames_one, running
 
 pytestmark = pytest.mark.daemons
 
 MakeDaemon = Callable[..., Daemon]
-
-
-async def call(d: Daemon, method: str, **params: Any) -> Any:
-    """The harness is blocking; keep the trio loop (and our peer's handlers) running."""
-    return await trio.to_thread.run_sync(partial(d.call, method, **params))
-
-
-async def logged(d: Daemon, text: str) -> None:
-    """Wait until the daemon's log (written by a helper thread) contains ``text``."""
-    await trio.to_thread.run_sync(
-        partial(wait_for, lambda: text in d.log_text(), what=f"log line {text!r}")
-    )
-
-
-@asynccontextmanager
-async def running(host: IHost) -> AsyncIterator[IHost]:
-    async with host.run([multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
-        yield host
-
-
-async def connect(host: IHost, d: Daemon) -> None:
-    status = await call(d, "status")
-    addr = multiaddr.Multiaddr(status["listen_addrs"][0])
-    await host.get_network().dial_addr(addr, ID.from_base58(d.peer_id))
-
-
-async def read_frames(stream: INetStream, timeout: float = 10) -> list[wire.Frame]:
-    """Everything the daemon sends until it closes or resets the stream."""
-    decoder = wire.FrameDecoder()
-    frames: list[wire.Frame] = []
-    with trio.fail_after(timeout):
-        while True:
-            try:
-                data = await stream.read(65536)
-            except StreamEOF:
-                return frames
-            except Exception:
-                return frames  # reset
-            if not data:
-                return frames
-            frames.extend(decoder.feed(data))
-
-
-async def exchange(host: IHost, d: Daemon, protocol: str, payload: bytes) -> list[wire.Frame]:
-    stream = await host.new_stream(ID.from_base58(d.peer_id), [TProtocol(protocol)])
-    await stream.write(payload)
-    frames = await read_frames(stream)
-    with contextlib.suppress(Exception):
-        await stream.close()  # so the daemon frees the stream now, not after its grace time
-    return frames
-
-
-def raw_frame(obj: object) -> bytes:
-    """A length-prefixed CBOR body that bypasses our encoder's own validation."""
-    body = cbor2.dumps(obj)
-    return wire.encode_varint(len(body)) + body
 
 
 def chat_message(text: str, seq: int = 1) -> wire.ChatMessage:
@@ -172,8 +111,8 @@ async def test_friend_sending_bad_frames_on_msg_stream(make_daemon: MakeDaemon) 
     accepted = trio.Event()
 
     async def on_friend_stream(stream: INetStream) -> None:
-        frames = await read_frames_one(stream)
-        if isinstance(frames, wire.FriendAccept):
+        frame = await read_frames_one(stream)
+        if isinstance(frame, wire.FriendAccept):
             accepted.set()
         await stream.write(wire.encode(wire.Received()))
         await stream.close()
@@ -216,18 +155,10 @@ async def test_friend_sending_bad_frames_on_msg_stream(make_daemon: MakeDaemon) 
     await logged(alice, "closing message stream from")
 
 
-async def read_frames_one(stream: INetStream) -> wire.Frame:
-    decoder = wire.FrameDecoder()
-    with trio.fail_after(10):
-        while True:
-            frames = decoder.feed(await stream.read(65536))
-            if frames:
-                return frames[0]
-
-
 async def exchange_keep(peer: IHost, d: Daemon, payload: bytes) -> list[wire.Frame]:
     """Send on a msg stream and collect replies until they stop coming (the stream stays
-    open: the receiver keeps long-lived message streams)."""
+    open: the receiver keeps long-lived message streams). The 1 s of reading is the point:
+    the caller asserts the exact replies, so nothing more may come in that time."""
     stream = await peer.new_stream(ID.from_base58(d.peer_id), [TProtocol(wire.MSG_PROTOCOL)])
     await stream.write(payload)
     decoder = wire.FrameDecoder()
@@ -251,11 +182,12 @@ async def test_stranger_friend_requests_are_rate_limited(make_daemon: MakeDaemon
                 wire.FRIEND_PROTOCOL,
                 wire.encode(wire.FriendRequest("spam", f"request {i}", ())),
             )
+            assert len(frames) == 1, frames  # one reply per notice, nothing else
             replies.append(frames[0])
     assert replies[:3] == [wire.Received()] * 3
     assert all(
         isinstance(r, wire.Refused) and r.code == wire.REFUSED_RATE_LIMITED for r in replies[3:]
-    )
+    ), replies
     # One pending request, holding the latest accepted text.
     requests = (await call(alice, "requests.list"))["requests"]
     assert [r["request_text"] for r in requests] == ["request 2"]

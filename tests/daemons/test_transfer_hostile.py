@@ -5,31 +5,30 @@ finished file appears."""
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import blake3
 import cbor2
 import pytest
 import trio
 from libp2p.abc import INetStream
-from libp2p.custom_types import TProtocol
 
 from p2pchat import wire
 from p2pchat.files import bulk
 from p2pchat.identity import Identity
 from p2pchat.net.host import build_host
-from tests.daemons.test_hostile_peers import call, connect, exchange, read_frames_one, running
 from tests.harness import Daemon, wait_for
+from tests.peers import FakeFriend, call, connect, exchange, logged, running, wait_transfer
 
 pytestmark = pytest.mark.daemons
 
 MakeDaemon = Callable[..., Daemon]
-DataHandler = Callable[[INetStream, wire.FileGet], Awaitable[None]]
 
 
 def home_files(d: Daemon) -> set[str]:
@@ -42,78 +41,12 @@ def home_files(d: Daemon) -> set[str]:
     return found
 
 
-class FakeFriend:
-    """A befriended peer whose file-protocol behaviour each test scripts."""
-
-    def __init__(self) -> None:
-        self.identity = Identity.generate()
-        self.host = build_host(self.identity)
-        self.on_get: DataHandler | None = None
-        self.gets: list[wire.FileGet] = []
-        self.ends: list[wire.FileEnd] = []
-        self.host.set_stream_handler(TProtocol(wire.FRIEND_PROTOCOL), self._friend_stream)
-        self.host.set_stream_handler(TProtocol(wire.FILE_PROTOCOL), self._file_stream)
-        self.accepted = trio.Event()
-
-    async def _friend_stream(self, stream: INetStream) -> None:
-        frame = await read_frames_one(stream)
-        if isinstance(frame, wire.FriendAccept):
-            self.accepted.set()
-        await stream.write(wire.encode(wire.Received()))
-        await stream.close()
-
-    async def _file_stream(self, stream: INetStream) -> None:
-        frame = await read_frames_one(stream)
-        if isinstance(frame, wire.FileGet):
-            self.gets.append(frame)
-            assert self.on_get is not None
-            await self.on_get(stream, frame)
-        elif isinstance(frame, wire.FileEnd):
-            self.ends.append(frame)
-            await stream.write(wire.encode(wire.Received()))
-            await stream.close()
-
-    async def befriend(self, d: Daemon) -> None:
-        await connect(self.host, d)
-        addrs = tuple(str(a) for a in self.host.get_transport_addrs())
-        reply = await exchange(
-            self.host, d, wire.FRIEND_PROTOCOL, wire.encode(wire.FriendRequest("eve", "", addrs))
-        )
-        assert reply == [wire.Received()]
-        await call(d, "requests.accept", friend=self.identity.peer_id)
-        with trio.fail_after(15):
-            await self.accepted.wait()
-
-    async def offer_accepted(self, d: Daemon, offer: wire.FileOffer) -> None:
-        """Offer a file, see the daemon store it, and have its user accept it."""
-        assert await self.offer(d, offer) == [wire.Received()]
-        await wait_transfer(d, offer.tid, "offered")
-        await call(d, "files.accept", id=offer.tid.hex())
-
-    async def offer(self, d: Daemon, frame: wire.FileOffer | bytes) -> list[wire.Frame]:
-        payload = frame if isinstance(frame, bytes) else wire.encode(frame)
-        return await exchange(self.host, d, wire.FILE_PROTOCOL, payload)
-
-
 def raw_offer(name: str, size: int = 10) -> bytes:
     """An offer frame built by hand, past our encoder's own checks."""
     body = cbor2.dumps(
         {"t": "file-offer", "id": os.urandom(16), "name": name, "size": size, "hash": bytes(32)}
     )
     return wire.encode_varint(len(body)) + body
-
-
-async def wait_transfer(d: Daemon, tid: bytes, state: str) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        for t in d.call("files.list")["transfers"]:
-            if t["id"] == tid.hex() and t["state"] == state:
-                return dict(t)
-        return None
-
-    found: dict[str, Any] = await trio.to_thread.run_sync(
-        partial(wait_for, check, timeout=20, what=f"transfer {state}")
-    )
-    return found
 
 
 async def test_offers_with_path_names_are_refused(make_daemon: MakeDaemon) -> None:
@@ -169,20 +102,31 @@ def tampered(get: wire.FileGet, chunk: bytes) -> bytes:
     return bytes(data)
 
 
-async def deliver(stream: INetStream, get: wire.FileGet, path: str, payload: bytes) -> None:
-    """Answer a data request on ``path`` with ``payload`` (hello and records)."""
-    await stream.write(wire.encode(wire.FileData(get.tid, path)))
-    if path == "tcp":
-        sock = socket.create_connection(("127.0.0.1", get.port), timeout=5)
-        try:
-            sock.sendall(payload)
-            await trio.sleep(1.0)
-        finally:
-            sock.close()
-    else:
-        await stream.write(payload)
-        await trio.sleep(1.0)
-    await stream.close()
+async def deliver(
+    stream: INetStream, get: wire.FileGet, path: str, payload: bytes, *, announce: bool = True
+) -> None:
+    """Answer a data request on ``path`` with ``payload`` (hello and records), end our side
+    cleanly, and hold the session open until the daemon ends it: it has then read and judged
+    everything we sent. ``announce=False``: the ``file-data`` answer was already sent."""
+    if announce:
+        await stream.write(wire.encode(wire.FileData(get.tid, path)))
+    # (If the daemon never ended it, the test's own wait for the transfer's state says so.)
+    with trio.move_on_after(15):
+        if path == "tcp":
+            async with await trio.open_tcp_stream("127.0.0.1", get.port) as data:
+                await data.send_all(payload)
+                with contextlib.suppress(trio.BrokenResourceError):  # closed or reset
+                    await data.send_eof()
+                    while await data.receive_some():
+                        pass
+        else:
+            await stream.write(payload)
+            await stream.close_write()
+            with contextlib.suppress(Exception):  # end of stream or reset: both end it
+                while await stream.read(65536):
+                    pass
+    with contextlib.suppress(Exception):
+        await stream.close()
 
 
 CONTENT = os.urandom(1000)
@@ -258,12 +202,16 @@ async def test_stranger_connecting_to_the_data_port_is_ignored(make_daemon: Make
     content = os.urandom(5000)
 
     async def on_get(stream: INetStream, get: wire.FileGet) -> None:
+        # Once told the data comes over TCP, the daemon looks at whoever connects to its port.
+        await stream.write(wire.encode(wire.FileData(get.tid, "tcp")))
         intruder = socket.create_connection(("127.0.0.1", get.port), timeout=5)
         wrong_key = wire.FileGet(get.tid, get.offset, get.suite, os.urandom(32), get.port)
         intruder.sendall(sealed(wrong_key, [b"x" * len(content)]))
-        await trio.sleep(0.3)
+        # The daemon has looked at the intruder's hello and turned it away before the real
+        # sender connects.
+        await logged(alice, "ignored a connection to the data port")
         intruder.close()
-        await deliver(stream, get, "tcp", sealed(get, [content]))
+        await deliver(stream, get, "tcp", sealed(get, [content]), announce=False)
 
     eve.on_get = on_get
     async with running(eve.host):
@@ -273,9 +221,7 @@ async def test_stranger_connecting_to_the_data_port_is_ignored(make_daemon: Make
         await eve.offer_accepted(alice, offer)
         done = await wait_transfer(alice, tid, "completed")
         assert Path(done["path"]).read_bytes() == content
-    await trio.to_thread.run_sync(
-        partial(wait_for, lambda: "ignored a connection to the data port" in alice.log_text())
-    )
+    assert len(eve.gets) == 1  # the intruder did not cost the sender its session
 
 
 async def test_file_stream_from_a_stranger_is_refused(make_daemon: MakeDaemon) -> None:
@@ -307,9 +253,13 @@ async def test_a_sender_that_keeps_refusing_is_not_hammered(make_daemon: MakeDae
         await eve.befriend(alice)
         tid = os.urandom(16)
         await eve.offer_accepted(alice, wire.FileOffer(tid, "x.bin", 100, bytes(32)))
-        await trio.sleep(4.0)
-        # Backoff 0.5 + 1 + 2 s: at most a handful of requests in 4 s, and still waiting.
-        assert 2 <= len(eve.gets) <= 4, len(eve.gets)
+        with trio.fail_after(20):
+            while len(eve.gets) < 3:
+                await trio.sleep(0.05)
+        # Backoff from 0.5 s, doubling: the requests are never back to back (as in a loop),
+        # each wait is longer than the one before, and the transfer is still waiting.
+        first, second = (b - a for a, b in itertools.pairwise(eve.get_times[:3]))
+        assert first >= 0.4 and second >= 1.5 * first, (first, second)
         assert (await wait_transfer(alice, tid, "active"))["bytes"] == 0
 
 
@@ -333,6 +283,9 @@ async def test_concurrent_offers_with_one_id_store_exactly_one(make_daemon: Make
         async with trio.open_nursery() as nursery:
             for frame in (small, huge, small, huge):
                 nursery.start_soon(offer, frame)
+        # Whichever came first is stored; every other one is a repeat of its ID from the
+        # same friend, answered `received` without effect.
+        assert replies == [[wire.Received()]] * 4, replies
         listed = (await call(alice, "files.list"))["transfers"]
         assert len(listed) == 1
         before = {k: listed[0][k] for k in ("name", "size", "state")}
@@ -353,7 +306,7 @@ async def test_a_silent_sender_is_dropped_and_retried(make_daemon: MakeDaemon) -
         sealer = bulk.RecordSealer(get.suite, get.key, get.tid, get.offset)
         await stream.write(wire.encode(wire.FileData(get.tid, "stream")))
         await stream.write(sealer.hello())
-        await trio.sleep(30)
+        await trio.sleep(30)  # then silence (the point): the 2 s stall timeout must end it
 
     eve.on_get = on_get
     async with running(eve.host):
@@ -386,6 +339,8 @@ async def test_sender_answering_that_the_transfer_ended_is_believed(
         await eve.offer_accepted(alice, wire.FileOffer(tid, "gone.bin", 100, bytes(32)))
         ended = await wait_transfer(alice, tid, "cancelled")
         assert "changed my mind" in ended["error"] and ended["bytes"] == 0
+        # Nothing may happen from here on: 1.5 s is three times the first retry's backoff,
+        # in which a daemon that did not believe the sender would ask again.
         await trio.sleep(1.5)
         assert len(eve.gets) == 1 and eve.ends == []
         assert os.listdir(alice.home / "incoming") == []

@@ -136,7 +136,7 @@ def test_decline_and_cancel_leave_no_partial_files(
     # Declined before any byte moved.
     tid = str(alice.call("files.send", friend="bob", path=str(src))["transfer"]["id"])
     wait_state(bob, tid, "offered")
-    bob.call("files.decline", id=tid)
+    assert bob.call("files.decline", id=tid)["transfer"]["state"] == "declined"
     wait_state(alice, tid, "declined")
     assert incoming_files(bob) == []
     with pytest.raises(ApiError) as err:
@@ -148,7 +148,8 @@ def test_decline_and_cancel_leave_no_partial_files(
         tid = send_and_accept(alice, bob, src)
         wait_bytes(bob, tid, 1)
         assert len(incoming_files(bob)) == 1  # the partial file
-        (bob if canceller == "bob" else alice).call("files.cancel", id=tid)
+        cancelled = (bob if canceller == "bob" else alice).call("files.cancel", id=tid)
+        assert cancelled["transfer"]["state"] == "cancelled", cancelled
         wait_state(alice, tid, "cancelled")
         wait_state(bob, tid, "cancelled")
         wait_for(lambda: incoming_files(bob) == [], what="partial file removed")
@@ -168,9 +169,13 @@ def test_kill9_during_transfer_resumes_and_completes_verified(
     tid = send_and_accept(alice, bob, src)
     point = random.uniform(0.4, 0.8)
     wait_bytes(bob, tid, int(point * size))
-    killed = bob if victim == "receiver" else alice
+    killed, survivor = (bob, alice) if victim == "receiver" else (alice, bob)
     killed.kill9()
-    time.sleep(0.3)
+    # The survivor has seen the connection die before the killed side comes back.
+    wait_for(
+        lambda: not (survivor.contact(killed.peer_id) or {}).get("online"),
+        what=f"{survivor.name} to see {killed.name} gone",
+    )
     killed.start()
     done = wait_state(bob, tid, "completed", timeout=60)
     wait_state(alice, tid, "completed", timeout=30)
@@ -259,7 +264,7 @@ def test_source_changed_after_the_offer_fails_cleanly(
     src = make_file(short_tmp / "draft.txt", 5000)
     tid = str(alice.call("files.send", friend="bob", path=str(src))["transfer"]["id"])
     wait_state(bob, tid, "offered")
-    time.sleep(0.01)
+    time.sleep(0.01)  # not a wait: the edit must come later than the offer, by the clock too
     with open(src, "ab") as f:
         f.write(b"edited after offering")
     bob.call("files.accept", id=tid)
