@@ -57,8 +57,8 @@ class Reach:
 
     async def reach(self, peer: str, *, lookup: bool = False) -> bool:
         """Whether a connection to contact ``peer`` is up, dialing it if need be: its known
-        addresses, then the resolver, at most once per lookup backoff unless ``lookup``
-        (a user is waiting, e.g. for a call) asks for a lookup now."""
+        addresses, then the resolver, at most once per lookup backoff; ``lookup`` (a user is
+        waiting, e.g. for a call) asks the resolver now, outside the backoff."""
         if self.net.is_connected(peer):
             return True
         contact = self.roster.get(peer)
@@ -69,9 +69,11 @@ class Reach:
         if self.resolver is None:
             log.debug("could not reach %s at its known addresses", short(peer))
             return False
+        if lookup:  # a user waits: look up now, and leave the links' backoff as it is
+            return await self.dial_found(contact)
         lookups = self._lookups.setdefault(peer, _Lookups())
         now = trio.current_time()
-        if not lookup and now < lookups.next_at:
+        if now < lookups.next_at:
             return False
         lookups.next_at = now + lookups.backoff
         lookups.backoff = min(lookups.backoff * 2, LOOKUP_BACKOFF_MAX)

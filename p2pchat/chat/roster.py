@@ -134,7 +134,8 @@ class Roster:
 
     def add_change_listener(self, listener: PeerListener) -> None:
         """Tell ``listener`` (peer) whenever a contact's state, owed notice or addresses
-        changed (so its link may have new work, or new places to dial)."""
+        changed, or the contact was deleted (so its link may have new work, or new places to
+        dial, or none)."""
         self._change_listeners.append(listener)
 
     def connection_changed(self, peer: str, up: bool) -> None:
@@ -182,6 +183,7 @@ class Roster:
             self._contacts.pop(peer, None)
             if was_friend:
                 self._friendship_ended(peer)
+            self._changed(peer)
             return None
         state = step.state if isinstance(step.state, ContactState) else None
         if state is None:

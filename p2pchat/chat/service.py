@@ -62,7 +62,12 @@ class Chat:
         # First connection listener: links react before files and discovery do.
         self.roster.add_connection_listener(self.links.connection_changed)
         self.roster.add_unfriend_listener(self.reach.forget)
+        self.roster.add_change_listener(self._forget_deleted)
         self.net.on_connection_change(self.roster.connection_changed)
+
+    def _forget_deleted(self, peer: str) -> None:
+        if self.roster.get(peer) is None:
+            self.reach.forget(peer)  # a contact added again starts with a fresh backoff
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Keep every contact that needs the network linked, until cancelled."""

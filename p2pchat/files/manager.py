@@ -354,6 +354,7 @@ class FileLink(Link):
     start receive sessions for accepted files."""
 
     kind = "file-link"
+    what = "file link"
 
     def __init__(
         self, peer: str, *, roster: Roster, reach: Reach, notices: Notices, receiver: Receiver

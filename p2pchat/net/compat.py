@@ -188,7 +188,7 @@ def disable_hop(protocol: CircuitV2Protocol) -> None:
 
 
 def register_mdns(mdns: MDNSDiscovery) -> None:
-    """§8 ``discovery.Discovery._mdns``: announce on the LAN without ``MDNSDiscovery.start()``,
+    """§8 ``lan.LanDiscovery``: announce on the LAN without ``MDNSDiscovery.start()``,
     which would also start the cleanup task that forgets a peer's addresses minutes after
     discovery. Blocking (zeroconf): run it in a worker thread."""
     mdns.broadcaster.register()
@@ -783,13 +783,13 @@ CONTRACTS: Final[tuple[Contract, ...]] = (
         coroutine=True,
         reason="make_reservation reserves a slot on our own schedule",
     ),
-    # §8 discovery.Discovery._mdns
+    # §8 lan.LanDiscovery (mDNS)
     Function(
         f"{_MDNS}.mdns",
         "MDNSDiscovery.__init__",
         args=("swarm",),
         keywords=("port", "listen_addrs", "service_type", "host"),
-        reason="Discovery._mdns builds it with our service name and LAN addresses",
+        reason="LanDiscovery.run builds it with our service name and LAN addresses",
     ),
     LooksUp(
         f"{_MDNS}.mdns",
@@ -816,7 +816,7 @@ CONTRACTS: Final[tuple[Contract, ...]] = (
         "MDNSDiscovery.stop",
         exact=True,
         coroutine=False,
-        reason="Discovery._mdns stops it in a worker thread (zeroconf blocks)",
+        reason="LanDiscovery.run stops it in a worker thread (zeroconf blocks)",
     ),
     # §5b reachability, §8 call candidates: identify's observed addresses
     Attribute(

@@ -6,48 +6,44 @@ One :class:`Discovery` per daemon, run in the Node's nursery. It:
   reachable and as a *client* behind a NAT (config ``dht_mode``: auto, server, client);
 - joins the network through the configured bootstrap daemons and the DHT peers it saved
   last time, and keeps joining (with backoff and jitter) while its routing table is small;
-- publishes this identity's signed address record (:mod:`p2pchat.net.records`) when its
-  addresses change and on a schedule, and answers :meth:`find_addrs` for friends;
-- finds daemons on the local network segment with mDNS, with no configuration;
+- publishes this identity's signed address record (:mod:`.publishing`) and answers
+  :meth:`find_addrs` for friends;
+- finds daemons on the local network segment with mDNS, with no configuration (:mod:`.lan`);
 - owns :class:`p2pchat.net.relay.Relays`: it tells it whether to serve as a relay and whether
   to reserve slots, from what it learns about reachability.
 
-Reachability (``auto``): a daemon whose every non-loopback listen address is private
-(RFC 1918, CGNAT, link-local) starts as a DHT client that reserves relay slots; others start
-as servers that offer relaying. A server that peers observe under an IP it does not listen
-on is behind a NAT after all: it becomes a client and reserves relay slots.
+Reachability (``auto``, decided in :mod:`.reachability`): a daemon whose every non-loopback
+listen address is private starts as a DHT client that reserves relay slots; others start as
+servers that offer relaying. A server that peers observe under an IP it does not listen on is
+behind a NAT after all: it becomes a client and reserves relay slots.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import json
 import logging
 import random
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-import multiaddr
 import trio
-from libp2p.discovery.events.peerDiscovery import peerDiscovery
 from libp2p.kad_dht.kad_dht import DHTMode
 from libp2p.peer.id import ID
-from libp2p.peer.peerinfo import PeerInfo
 from libp2p.tools.anyio_service import background_trio_service
 
 from p2pchat.identity import Identity
 from p2pchat.net import compat, kad, records
 from p2pchat.net.host import IDENTIFY_WAIT, Network, dial_order, is_circuit
+from p2pchat.net.lan import LanDiscovery
+from p2pchat.net.publishing import RecordPublisher
+from p2pchat.net.reachability import advertised_addrs, behind_nat, foreign_ips, initial_mode
 from p2pchat.net.relay import RelayLimitsConfig, Relays
 from p2pchat.storage.settings import Settings
-from p2pchat.wire import MAX_ADDR_BYTES, text_problem
 
 log = logging.getLogger(__name__)
 
-MDNS_SERVICE: Final = "_p2pchat._udp.local."
 MIN_ROUTING_TABLE: Final = 5
 """Below this many DHT peers the daemon keeps trying to join (the library also uses every
 connected peer for lookups until then)."""
@@ -55,11 +51,6 @@ JOIN_BACKOFF_MIN: Final = 0.5
 JOIN_BACKOFF_MAX: Final = 120.0
 JOIN_TIMEOUT: Final = 30.0
 CHECK_TABLE_EVERY: Final = 30.0
-PUBLISH_SCHEDULE: Final = (3.0, 30.0, 120.0, 600.0)
-"""Seconds after start-up at which the record is published again: early on, while the
-network around us is still forming, the closest peers to our key change."""
-REPUBLISH_EVERY: Final = 3600.0
-PUT_TIMEOUT: Final = 30.0
 LOOKUP_TIMEOUT: Final = 15.0
 JOIN_WAIT: Final = 10.0
 """How long a lookup asked for before the daemon has any DHT peer waits for the first one
@@ -73,100 +64,7 @@ one peer's say-so must not turn a public daemon into a client."""
 JOIN_BACKOFF_SMALL_NET: Final = 600.0
 """Backoff cap once some DHT peers are known but no more are to be found (a small overlay,
 e.g. a group of friends): re-joining every two minutes would be pure traffic."""
-GROWN_TABLE: Final = 20
-"""Routing-table size (one Kademlia bucket) past which growth no longer triggers a republish."""
-GROWTH_CHECK_EVERY: Final = 5.0
-SETTING_SEQ: Final = "record_seq"
 SETTING_PEERS: Final = "dht_peers"
-
-_PRIVATE_NETS: Final = tuple(
-    ipaddress.ip_network(n)
-    for n in (
-        "10.0.0.0/8",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "100.64.0.0/10",
-        "169.254.0.0/16",
-        "fc00::/7",
-        "fe80::/10",
-    )
-)
-
-
-# --- sans-IO decisions ----------------------------------------------------------------------
-
-
-def ip_of(addr: str) -> str | None:
-    parts = addr.strip("/").split("/")
-    if len(parts) >= 2 and parts[0] in ("ip4", "ip6"):
-        return parts[1]
-    return None
-
-
-def is_private_ip(ip: str) -> bool:
-    try:
-        address = ipaddress.ip_address(ip)
-    except ValueError:
-        return False
-    return any(address in net for net in _PRIVATE_NETS)
-
-
-def is_loopback_ip(ip: str) -> bool:
-    try:
-        return ipaddress.ip_address(ip).is_loopback
-    except ValueError:
-        return False
-
-
-def initial_mode(listen_addrs: Sequence[str]) -> DHTMode:
-    """Server unless every non-loopback listen address is private (then surely behind NAT)."""
-    ips = [ip for ip in map(ip_of, listen_addrs) if ip is not None and not is_loopback_ip(ip)]
-    if ips and all(is_private_ip(ip) for ip in ips):
-        return DHTMode.CLIENT
-    return DHTMode.SERVER
-
-
-def foreign_ips(listen_addrs: Sequence[str], observed_addrs: Sequence[str]) -> list[str]:
-    """IPs peers see us at that we do not listen on (loopback aside): a NAT's public side."""
-    ours = {ip_of(a) for a in listen_addrs}
-    seen = (ip_of(a) for a in observed_addrs)
-    return list(
-        dict.fromkeys(
-            ip for ip in seen if ip is not None and ip not in ours and not is_loopback_ip(ip)
-        )
-    )
-
-
-def behind_nat(listen_addrs: Sequence[str], observed_addrs: Sequence[str]) -> bool:
-    """Whether peers see us under an IP we do not listen on (a NAT rewrote it)."""
-    return bool(foreign_ips(listen_addrs, observed_addrs))
-
-
-def table_grown(size_at_put: int, size_now: int) -> bool:
-    """Whether the routing table has grown enough since our record was last stored to store
-    it again: the peers closest to our key change fastest while the network around us forms
-    (a daemon that published with one peer would otherwise leave its record there for the
-    next scheduled republish). Doublings only, and only until the table holds a full bucket."""
-    return size_at_put < GROWN_TABLE and size_now >= max(2 * size_at_put, 2)
-
-
-def next_seq(last: int, now_ms: int) -> int:
-    """Record sequence numbers: the clock in ms, but always above the last one used."""
-    return max(now_ms, last + 1)
-
-
-def advertised_addrs(
-    listen_addrs: Sequence[str], circuit_addrs: Sequence[str], *, public: bool
-) -> tuple[str, ...]:
-    """What our record lists: behind a NAT, relay circuits first (direct ones only help on
-    our own LAN); otherwise our listen addresses. Loopback addresses only when there is
-    nothing else (a test network on one machine): elsewhere they would lead a peer to itself."""
-    direct = [a for a in listen_addrs if ip_of(a) is not None and "/ip4/0.0.0.0/" not in a]
-    if any(not is_loopback_ip(ip_of(a) or "") for a in direct):
-        direct = [a for a in direct if not is_loopback_ip(ip_of(a) or "")]
-    ordered = list(direct) + list(circuit_addrs) if public else [*circuit_addrs, *direct]
-    usable = [a for a in ordered if text_problem(a, MAX_ADDR_BYTES) is None]
-    return tuple(dict.fromkeys(usable))[: records.MAX_ADDRS_PER_DEVICE]
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,8 +107,7 @@ class Discovery:
         self.ready_after: float | None = None
         """Seconds from start to the first routing table of at least one peer."""
         self._joined = trio.Event()
-        self.published_seq: int | None = None
-        self._addrs_changed = trio.Event()
+        self.publisher: RecordPublisher | None = None
         self._connected_send, self._connected_recv = trio.open_memory_channel[str](256)
 
     # --- views ----------------------------------------------------------------------------
@@ -225,7 +122,7 @@ class Discovery:
             "dht_protocol": self.config.protocol,
             "dht_peers": self.routing_table_size(),
             "dht_ready_s": round(self.ready_after, 3) if self.ready_after is not None else None,
-            "record_seq": self.published_seq,
+            "record_seq": self.publisher.published_seq if self.publisher else None,
             "relay_service": self.relays.hop_enabled,
             "relays": self.relays.relays(),
             "mdns": self.config.mdns,
@@ -240,7 +137,8 @@ class Discovery:
     # --- events from elsewhere ------------------------------------------------------------
 
     def addresses_changed(self) -> None:
-        self._addrs_changed.set()
+        if self.publisher is not None:
+            self.publisher.addresses_changed()
 
     def peer_connected(self, peer: str) -> None:
         """A connection came up: a possible DHT peer or relay (checked once identified)."""
@@ -265,6 +163,14 @@ class Discovery:
         self.relays.want_reservations = not self.public
         dht = kad.OverlayDHT(self.network.host, dht_mode)
         self.dht = dht
+        self.publisher = RecordPublisher(
+            dht,
+            self.settings,
+            self.identity,
+            advertised=self.advertised,
+            table_size=self.routing_table_size,
+            started_at=self.started_at,
+        )
         log.info(
             "DHT %s on %s; %s; relay service %s",
             "server" if self.public else "client",
@@ -276,13 +182,14 @@ class Discovery:
             async with background_trio_service(dht), trio.open_nursery() as nursery:
                 await nursery.start(self.relays.run, hop)
                 nursery.start_soon(self._join_loop)
-                nursery.start_soon(self._publish_loop)
+                nursery.start_soon(self.publisher.run)
                 nursery.start_soon(self._connected_loop)
                 nursery.start_soon(self._save_peers_loop)
                 if mode == "auto" and self.public:
                     nursery.start_soon(self._nat_watch_loop)
                 if self.config.mdns:
-                    await nursery.start(self._mdns)
+                    lan = LanDiscovery(self.network, self.identity.peer_id, self._found_on_lan)
+                    await nursery.start(lan.run)
                 task_status.started()
         finally:
             self.network.host.remove_stream_handler(kad.current_protocol())  # type: ignore[arg-type]
@@ -366,6 +273,10 @@ class Discovery:
         self.relays.poke()
         return await self.dht.add_peer(peer_id)
 
+    async def _found_on_lan(self, peer: str, addrs: list[str]) -> None:
+        if await self.network.dial(peer, addrs):
+            await self._admit(peer)
+
     async def _connected_loop(self) -> None:
         """Admit new connections to the routing table, at most 8 at a time (each may wait
         for identify); a peer already waiting is not queued twice."""
@@ -390,55 +301,6 @@ class Discovery:
                 nursery.start_soon(admit, peer)
 
     # --- our record -----------------------------------------------------------------------
-
-    async def _publish_loop(self) -> None:
-        last_addrs: tuple[str, ...] | None = None
-        last_put = -REPUBLISH_EVERY
-        table_at_put = 0
-        schedule = list(PUBLISH_SCHEDULE)
-        while True:
-            now = time.monotonic()
-            due_scheduled = bool(schedule) and now - self.started_at >= schedule[0]
-            while schedule and now - self.started_at >= schedule[0]:
-                schedule.pop(0)
-            self._addrs_changed = trio.Event()
-            addrs = self.advertised()
-            size = self.routing_table_size()
-            due = (
-                addrs != last_addrs
-                or due_scheduled
-                or now - last_put >= REPUBLISH_EVERY
-                or table_grown(table_at_put, size)
-            )
-            if size > 0 and due and await self._publish(addrs):
-                last_addrs, last_put, table_at_put = addrs, now, size
-            wait = schedule[0] - (now - self.started_at) if schedule else REPUBLISH_EVERY / 4
-            if table_at_put < GROWN_TABLE:
-                wait = min(wait, GROWTH_CHECK_EVERY)
-            with trio.move_on_after(max(1.0, wait)):
-                await self._addrs_changed.wait()
-
-    async def _publish(self, addrs: tuple[str, ...]) -> bool:
-        assert self.dht is not None
-        last = int(await self.settings.get(SETTING_SEQ) or 0)
-        seq = next_seq(last, int(time.time() * 1000))
-        expires = int(time.time()) + records.RECORD_LIFETIME
-        device = records.Device(self.identity.peer_id, addrs)
-        try:
-            value = records.sign_record(self.identity, seq, expires, (device,))
-        except records.RecordError as exc:  # advertised_addrs keeps this from happening
-            log.warning("cannot sign our address record: %s", exc)
-            return False
-        await self.settings.set(SETTING_SEQ, str(seq))
-        try:
-            with trio.fail_after(PUT_TIMEOUT):
-                await self.dht.put_value(records.record_key(self.identity.peer_id), value)
-        except Exception as exc:
-            log.info("publishing our address record failed (will retry): %s", exc)
-            return False
-        self.published_seq = seq
-        log.info("published address record #%d: %s", seq, ", ".join(addrs) or "(none)")
-        return True
 
     # --- finding others -------------------------------------------------------------------
 
@@ -544,72 +406,3 @@ class Discovery:
                 await self.settings.set(SETTING_PEERS, json.dumps(saved))
             except Exception as exc:
                 log.info("could not save DHT peers: %s", exc)
-
-    # --- mDNS -----------------------------------------------------------------------------
-
-    async def _mdns(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Announce ourselves and hear others on the LAN (zeroconf runs its own threads)."""
-        from libp2p.discovery.mdns.mdns import MDNSDiscovery
-
-        token = trio.lowlevel.current_trio_token()
-        send, recv = trio.open_memory_channel[PeerInfo](64)
-
-        def heard(info: PeerInfo) -> None:  # called on a zeroconf thread
-            def deliver() -> None:
-                with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
-                    send.send_nowait(info)
-
-            with contextlib.suppress(trio.RunFinishedError):
-                token.run_sync_soon(deliver)
-
-        lan = [
-            a
-            for a in self.network.listen_addrs()
-            if (ip := ip_of(a)) is not None and not is_loopback_ip(ip)
-        ]
-        ports = self.network.bound_ports()
-        if not lan or not ports:
-            log.info("mDNS off: no non-loopback listen address to announce")
-            task_status.started()
-            return
-        peerDiscovery.register_peer_discovered_handler(heard)
-        try:
-            mdns = await trio.to_thread.run_sync(
-                lambda: MDNSDiscovery(
-                    self.network.host.get_network(),
-                    port=ports[0],
-                    service_type=MDNS_SERVICE,
-                    listen_addrs=lan,
-                    host=None,
-                )
-            )
-        except Exception as exc:
-            peerDiscovery.unregister_peer_discovered_handler(heard)
-            log.warning("mDNS unavailable: %s", exc)
-            task_status.started()
-            return
-        try:
-            # Not mdns.start(): that would also start its cleanup task (compat.register_mdns).
-            await trio.to_thread.run_sync(compat.register_mdns, mdns)
-            log.info("mDNS: announcing %s", ", ".join(lan))
-            task_status.started()
-            async for info in recv:
-                await self._heard_on_lan(info)
-        finally:
-            peerDiscovery.unregister_peer_discovered_handler(heard)
-            with trio.CancelScope(shield=True), trio.move_on_after(3):
-                await trio.to_thread.run_sync(mdns.stop, abandon_on_cancel=True)  # type: ignore[call-arg]
-
-    async def _heard_on_lan(self, info: PeerInfo) -> None:
-        peer = str(info.peer_id)
-        if peer == self.identity.peer_id:
-            return
-        addrs = [str(a) for a in info.addrs if not str(a).startswith("/ip4/0.0.0.0/")]
-        if not addrs:
-            return
-        log.info("mDNS: found %s at %s", peer, ", ".join(addrs))
-        self.network.host.get_peerstore().add_addrs(
-            info.peer_id, [multiaddr.Multiaddr(a) for a in addrs], 3600
-        )
-        if await self.network.dial(peer, addrs):
-            await self._admit(peer)

@@ -47,7 +47,9 @@ class Link:
     starts at once)."""
 
     kind = "link"
-    """Names the link in task names and logs."""
+    """Names the link's task."""
+    what = "link"
+    """Names the link in logs."""
 
     def __init__(self, peer: str) -> None:
         self.peer = peer
@@ -77,7 +79,7 @@ class Link:
             try:
                 progressed = await self.step()
             except Exception as exc:  # libp2p raises many types on dead connections
-                log_stream_failure(exc, f"{self.kind} to %s", self.peer, level=logging.INFO)
+                log_stream_failure(exc, f"{self.what} to %s", self.peer, level=logging.INFO)
                 progressed = False
             if progressed:
                 self._backoff = BACKOFF_MIN

@@ -59,6 +59,7 @@ async def test_apply_writes_the_database_before_the_cache_and_tells_listeners(
         assert await roster.apply(ANN, Step(state=DELETE)) is None
     assert roster.get(ANN) is None and await roster.store.contact(ANN) is None
     assert ended == [ANN]  # ended once: it was no longer a friend when deleted
+    assert changed == [ANN, ANN, ANN]  # the deletion is a change too
 
 
 async def test_a_failed_write_leaves_the_cache_as_it_was(roster: Roster, tmp_path: Path) -> None:
@@ -219,13 +220,18 @@ def test_one_lookup_per_backoff_shared_by_all_callers(tmp_path: Path) -> None:
         await trio.sleep(LOOKUP_BACKOFF_MIN)
         assert not await reach.reach(ANN)
         assert not await reach.reach(ANN, lookup=True)  # a user waits: look up now
+        assert not await reach.reach(ANN, lookup=True)  # ... as often as they ask
+        # ... without pushing the links' backoff back: it is still the second period
+        assert not await reach.reach(ANN)
+        await trio.sleep(2 * LOOKUP_BACKOFF_MIN)
+        assert not await reach.reach(ANN)
         await trio.sleep(10 * LOOKUP_BACKOFF_MAX)
         for _ in range(8):
             assert not await reach.reach(ANN)
             await trio.sleep(LOOKUP_BACKOFF_MAX)
         times = [t for t, _ in resolver.lookups]
         gaps = [round(b - a) for a, b in itertools.pairwise(times)]
-        assert gaps[:2] == [LOOKUP_BACKOFF_MIN, 0]
+        assert gaps[:4] == [LOOKUP_BACKOFF_MIN, 0, 0, 2 * LOOKUP_BACKOFF_MIN]
         assert max(gaps[2:]) <= 10 * LOOKUP_BACKOFF_MAX + LOOKUP_BACKOFF_MAX
         assert gaps[-1] == LOOKUP_BACKOFF_MAX  # capped at 15 min
         # a change of network allows one lookup at once

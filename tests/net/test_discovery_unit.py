@@ -14,15 +14,9 @@ from libp2p.records.utils import InvalidRecordType
 from p2pchat.config import ConfigError, bootstrap_problem, load_config
 from p2pchat.identity import Identity
 from p2pchat.net import kad, records
-from p2pchat.net.discovery import (
-    GROWN_TABLE,
-    advertised_addrs,
-    behind_nat,
-    initial_mode,
-    next_seq,
-    table_grown,
-)
 from p2pchat.net.host import MAX_DIAL_ADDRS, dial_order
+from p2pchat.net.publishing import GROWN_TABLE, next_seq, table_grown
+from p2pchat.net.reachability import advertised_addrs, behind_nat, initial_mode
 from p2pchat.net.relay import _RELAY_BASE
 
 BOOT = "/ip4/198.51.100.10/tcp/4001/p2p/12D3KooWDnsGYEnJ9jsWBLyqg993bdEQpP2Sotn5iSykjadJtBkE"

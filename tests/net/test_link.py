@@ -16,6 +16,7 @@ class ScriptedLink(Link):
     """A link whose rounds follow a script: True (progress), False (none) or an exception."""
 
     kind = "test-link"
+    what = "test link"
 
     def __init__(self, peer: str, script: list[bool | Exception]) -> None:
         super().__init__(peer)
@@ -64,7 +65,7 @@ async def test_a_failing_round_is_logged_and_retried(
     await link.run()  # neither exception escapes
     assert len(link.rounds) == 3
     messages = [r.getMessage() for r in caplog.records]
-    assert any("test-link to" in m and "connection refused" in m for m in messages)
+    assert any("test link to" in m and "connection refused" in m for m in messages)
     # an error that is not a network/frame/storage error is a bug: logged with its traceback
     assert any(r.levelno == logging.ERROR and r.exc_info for r in caplog.records)
 
