@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from p2pchat.storage.database import Database
+from p2pchat.storage.schema import open_database
 from tests.harness import Daemon
 
 
@@ -43,3 +45,15 @@ def make_daemon(short_tmp: Path) -> Iterator[Callable[..., Daemon]]:
     yield make
     for d in made:
         d.close()
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "p2pchat.db"
+
+
+@pytest.fixture
+async def db(db_path: Path) -> AsyncIterator[Database]:
+    """The identity's database on a real file, at the current schema."""
+    async with open_database(db_path) as database:
+        yield database

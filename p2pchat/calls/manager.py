@@ -58,7 +58,6 @@ from p2pchat.calls.state import (
     Send,
     decide_incoming,
 )
-from p2pchat.chat.friendship import ContactState
 from p2pchat.chat.service import Chat
 from p2pchat.events import EventBus
 from p2pchat.identity import short
@@ -149,13 +148,7 @@ class CallManager:
     async def start_call(
         self, friend: str, video: bool, source: str, record: str
     ) -> dict[str, Any]:
-        contact = self.chat.roster.resolve(friend)
-        if contact.state is not ContactState.FRIEND:
-            raise ApiError(
-                "not_friend",
-                f"{contact.display_name or short(contact.peer_id)} "
-                "is not a friend: only friends can be called",
-            )
+        contact = self.chat.roster.resolve_friend(friend, "only friends can be called")
         options = _options(video, source, record, self.config.ice_servers)
         peer = contact.peer_id
         if self._ringing_from(peer) is not None:

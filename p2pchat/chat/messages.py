@@ -22,7 +22,6 @@ from libp2p.abc import INetStream
 from p2pchat import wire
 from p2pchat.api import ApiError
 from p2pchat.chat.friends import check_text, storage_error
-from p2pchat.chat.friendship import ContactState
 from p2pchat.chat.roster import Roster
 from p2pchat.chat.store import IncomingMessage, MessageRecord
 from p2pchat.clock import now_ms
@@ -109,13 +108,7 @@ class Messages:
     async def send(self, friend: str, text: str, msg_id: bytes | None = None) -> MessageRecord:
         """Queue ``text`` for ``friend``. A client-chosen ``msg_id`` makes the call safe to
         retry: the same ID is stored (and delivered) once."""
-        contact = self.roster.resolve(friend)
-        if contact.state is not ContactState.FRIEND:
-            raise ApiError(
-                "not_friend",
-                f"{contact.display_name or short(contact.peer_id)} is not a friend "
-                f"({contact.state.value}): messages can only go to accepted friends",
-            )
+        contact = self.roster.resolve_friend(friend, "messages can only go to accepted friends")
         if not text:
             raise ApiError("invalid_params", "the message is empty")
         check_text(text, wire.MAX_TEXT_BYTES, "message", multiline=True)

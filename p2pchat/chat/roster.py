@@ -121,6 +121,18 @@ class Roster:
             return found
         raise ApiError("not_found", f"no contact matches {query!r} (see: p2pchat friends list)")
 
+    def resolve_friend(self, text: str, only: str) -> Contact:
+        """:meth:`resolve`, and the contact must be a friend; ``only`` says what only
+        friends may do, for the error."""
+        contact = self.resolve(text)
+        if contact.state is not ContactState.FRIEND:
+            raise ApiError(
+                "not_friend",
+                f"{contact.display_name or short(contact.peer_id)} is not a friend "
+                f"({contact.state.value}): {only}",
+            )
+        return contact
+
     # --- listeners ---------------------------------------------------------------------------
 
     def add_unfriend_listener(self, listener: PeerListener) -> None:

@@ -29,7 +29,6 @@ from libp2p.abc import INetStream
 
 from p2pchat import wire
 from p2pchat.api import ApiError
-from p2pchat.chat.friendship import ContactState
 from p2pchat.chat.reach import Reach
 from p2pchat.chat.roster import Roster
 from p2pchat.chat.service import Chat
@@ -221,13 +220,7 @@ class TransferManager:
         return [transfer_json(self.reports.live(t)) for t in self.table.all()]
 
     async def send_file(self, friend: str, path: str) -> dict[str, Any]:
-        contact = self.chat.roster.resolve(friend)
-        if contact.state is not ContactState.FRIEND:
-            raise ApiError(
-                "not_friend",
-                f"{contact.display_name or short(contact.peer_id)} is not a friend: "
-                "files can only go to accepted friends",
-            )
+        contact = self.chat.roster.resolve_friend(friend, "files can only go to accepted friends")
         if not os.path.isabs(path):
             raise ApiError("invalid_params", f"the path must be absolute: {path!r}")
         try:

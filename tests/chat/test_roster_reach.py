@@ -127,6 +127,19 @@ async def test_resolve_prefers_our_names_and_refuses_ambiguity(roster: Roster) -
     assert exc.value.name == "not_found"
 
 
+async def test_resolve_friend_refuses_contacts_that_are_not_friends(roster: Roster) -> None:
+    await befriend(roster, ANN, name="ann")
+    async with roster.locked(BOB):
+        await roster.apply(BOB, Step(state=ContactState.OUTGOING, notice=Notice.REQUEST))
+    assert roster.resolve_friend("ann", "only friends may").peer_id == ANN
+    with pytest.raises(ApiError) as exc:
+        roster.resolve_friend(BOB, "files can only go to accepted friends")
+    assert exc.value.name == "not_friend"
+    assert exc.value.message.endswith(
+        "is not a friend (outgoing): files can only go to accepted friends"
+    )
+
+
 # --- reach -------------------------------------------------------------------------------------
 
 

@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
-
 import pytest
 
 from p2pchat.chat.friendship import ContactState, Notice
 from p2pchat.chat.store import ChatStore, IncomingMessage, MessageState
 from p2pchat.storage.database import Database
-from p2pchat.storage.schema import open_database
 
 PEER = "12D3KooWPeerA"
 OTHER = "12D3KooWPeerB"
@@ -22,25 +16,6 @@ def mid(n: int) -> bytes:
     return n.to_bytes(16, "big")
 
 
-def user_version(path: Path) -> int:
-    conn = sqlite3.connect(path)
-    try:
-        return int(conn.execute("PRAGMA user_version").fetchone()[0])
-    finally:
-        conn.close()
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "p2pchat.db"
-
-
-@pytest.fixture
-async def db(db_path: Path) -> AsyncIterator[Database]:
-    async with open_database(db_path) as database:
-        yield database
-
-
 @pytest.fixture
 def store(db: Database) -> ChatStore:
     return ChatStore(db)
@@ -48,19 +23,6 @@ def store(db: Database) -> ChatStore:
 
 async def friend(store: ChatStore, peer: str = PEER, now: int = 1) -> None:
     await store.put_contact(peer, state=ContactState.FRIEND, now=now)
-
-
-def count_batches(db: Database, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """Record the size of every batch the worker commits."""
-    sizes: list[int] = []
-    original = db._run_batch
-
-    def wrapped(conn: sqlite3.Connection, batch: list[Any]) -> None:
-        sizes.append(len(batch))
-        original(conn, batch)
-
-    monkeypatch.setattr(db, "_run_batch", wrapped)
-    return sizes
 
 
 # --- contacts --------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,17 +34,6 @@ def user_version(path: Path) -> int:
         return int(conn.execute("PRAGMA user_version").fetchone()[0])
     finally:
         conn.close()
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "p2pchat.db"
-
-
-@pytest.fixture
-async def db(db_path: Path) -> AsyncIterator[Database]:
-    async with open_database(db_path) as database:
-        yield database
 
 
 @pytest.fixture
