@@ -96,9 +96,9 @@ class ContactLinks:
 
     def contact_changed(self, peer: str) -> None:
         """The contact's state, notice or addresses changed (a roster listener)."""
-        link = self._wake(peer)
+        link = self._links.ensure(peer)
         if link is not None:
-            link.network_changed()
+            link.network_changed()  # wakes a draining loop too
 
     def connection_changed(self, peer: str, up: bool) -> None:
         """A roster connection listener."""

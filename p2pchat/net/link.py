@@ -14,7 +14,7 @@ code loudly, with its traceback) and retried after the backoff.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, Final, Generic, TypeVar
 
 import trio
@@ -118,9 +118,6 @@ class Links(Generic[L]):
 
     def __contains__(self, peer: str) -> bool:
         return peer in self._links
-
-    def __iter__(self) -> Iterator[L]:
-        return iter(list(self._links.values()))
 
     def ensure(self, peer: str) -> L | None:
         """The peer's link, started if it has work and none runs (None if it has no work,

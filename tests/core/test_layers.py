@@ -126,7 +126,7 @@ def test_api_module_stays_light() -> None:
     assert heavy == set()
 
 
-def test_the_checker_sees_upward_imports(tmp_path: Path) -> None:
+def test_the_checker_sees_upward_imports() -> None:
     """The import reader resolves relative and from-imports to module names (else the tests
     above could pass on imports they never saw)."""
     sample = ENGINE / "net" / "streams.py"
