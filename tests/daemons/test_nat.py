@@ -69,9 +69,17 @@ def test_endpoint_independent_nats_meet_chat_via_relay_and_punch_through(
 ) -> None:
     with nat_lab(symmetric=False) as lab:
         pub, h1, h2 = nat_daemons(make_daemon, lab)
-        # h2's record lists its relay circuit first: the only way in from outside.
-        found = h1.call("dht.find", peer_id=h2.peer_id)
-        assert found["addrs"][0] == f"/ip4/{NatLab.PUB_IP}/tcp/4001/p2p/{pub.peer_id}/p2p-circuit"
+        # h2's record lists its relay circuit first: the only way in from outside. (h2 may
+        # have published its first record before its reservation; the record it publishes
+        # once the circuit exists is the one a lookup must then find.)
+        circuit = f"/ip4/{NatLab.PUB_IP}/tcp/4001/p2p/{pub.peer_id}/p2p-circuit"
+        found = wait_for(
+            lambda: (f := h1.call("dht.find", peer_id=h2.peer_id))["addrs"][0] == circuit and f,
+            timeout=30,
+            interval=1.0,
+            what="h2's record with its relay circuit first",
+        )
+        assert found["source"] == "record"
         befriend_by_id(h1, h2, "through two NATs", timeout=60)
         # The routers drop unsolicited inbound connections, so a direct connection between
         # h1 and h2 can only come from DCUtR's hole punch.
