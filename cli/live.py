@@ -1,4 +1,5 @@
-"""Commands that follow the daemon's event stream: ``events``, ``chat`` and ``send --wait``.
+"""Commands that follow the daemon's event stream: ``events``, ``chat`` and ``send --wait``;
+and marking a conversation read, which ``chat`` and ``history`` do when they open it.
 
 Each uses two connections: one subscribed to events (read by a background thread) and one for
 calls, because on a subscribed connection :meth:`Client.call` would drop the events that arrive
@@ -75,6 +76,65 @@ def _pump(ev: EventClient, sink: queue.Queue[object]) -> None:
 def _contact_names(client: Client) -> dict[str, str]:
     contacts = client.call("friends.list").get("contacts", [])
     return {str(c.get("peer_id")): str(c.get("display_name") or c.get("peer_id")) for c in contacts}
+
+
+def mark_read(client: Client, friend: str) -> None:
+    """Tell the daemon the conversation with ``friend`` was seen (``messages.read``: its unread
+    count becomes 0). A daemon older than this CLI has no such method: nothing to mark."""
+    try:
+        client.call("messages.read", friend=friend)
+    except ApiError as exc:
+        if exc.name != "method_not_found":
+            raise
+
+
+class _ReadMarker:
+    """Marks a conversation read from a thread with its own connection, each time the chat
+    shows an incoming message; a burst of them becomes one call. A failure only stops the
+    marking (losing the daemon is reported by the chat's event follower)."""
+
+    def __init__(self, home: Path, friend: str) -> None:
+        self._home = home
+        self._friend = friend
+        self._lock = threading.Lock()
+        self._pending = False
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="p2pchat-read", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def request(self) -> None:
+        with self._lock:
+            self._pending = True
+        self._wake.set()
+
+    def stop(self) -> None:
+        """Finish a requested mark (a message shown just before leaving), then end."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=2)
+
+    def _run(self) -> None:
+        client: Client | None = None
+        try:
+            while True:
+                self._wake.wait()
+                self._wake.clear()
+                with self._lock:
+                    pending, self._pending = self._pending, False
+                if pending:
+                    if client is None:
+                        client = Client(self._home)
+                    mark_read(client, self._friend)
+                if self._stop.is_set():
+                    return
+        except (ApiError, OSError, ValueError):
+            return
+        finally:
+            if client is not None:
+                client.close()
 
 
 # --- events --------------------------------------------------------------------------------
@@ -228,6 +288,9 @@ def run_chat(home: Path, friend: str, history: int, receipts: bool) -> int:
         client.call("messages.history", friend=friend, limit=1)
         peer_id, name = _resolve(client, friend)
         ev.subscribe()  # before reading history, so nothing falls between the two
+        # Opening the conversation reads it. Marked before the history is fetched, so a
+        # message can only be marked read once it is on its way here (history or event).
+        mark_read(client, peer_id)
         shown: set[str] = set()
         names = {peer_id: name}
         err(f"chatting with {name} ({peer_id}); {CHAT_HELP}")
@@ -251,6 +314,7 @@ def run_chat(home: Path, friend: str, history: int, receipts: bool) -> int:
                     if kind == "message.received" and msg.get("peer_id") == peer_id:
                         if str(msg.get("id")) not in shown:
                             out(fmt_message(msg, names))
+                        marker.request()  # seen here: not unread
                     elif kind == "message.delivered" and msg.get("peer_id") == peer_id:
                         if receipts:
                             text = sent.get(str(msg.get("id")), str(msg.get("text", "")))
@@ -269,6 +333,8 @@ def run_chat(home: Path, friend: str, history: int, receipts: bool) -> int:
                         os.write(wake_w, b"x")
 
         stopping = threading.Event()
+        marker = _ReadMarker(home, peer_id)
+        marker.start()
         follower = threading.Thread(target=follow, name="p2pchat-events", daemon=True)
         follower.start()
         failures = 0
@@ -293,6 +359,7 @@ def run_chat(home: Path, friend: str, history: int, receipts: bool) -> int:
             stopping.set()
             ev.interrupt()
             follower.join(timeout=2)
+            marker.stop()
             os.close(wake_r)
             os.close(wake_w)
         if lost.is_set():

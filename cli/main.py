@@ -169,10 +169,39 @@ def cmd_status(home: Path, args: argparse.Namespace) -> int:
     serving = "relaying for others; " if st.get("relay_service") else ""
     out(f"relays:           {serving}" + (", ".join(relays) if relays else "no reservations"))
     out(f"LAN discovery:    {'on (mDNS)' if st.get('mdns') else 'off'}")
+    web_url = st.get("web_url")
+    out(f"web:              {web_url + '  (log in with: p2pchat web)' if web_url else 'off'}")
     addrs = st.get("listen_addrs") or []
     out("listening on:" + ("     (nothing)" if not addrs else ""))
     for addr in addrs:
         out(f"  {addr}")
+    return EXIT_OK
+
+
+def cmd_web(home: Path, args: argparse.Namespace) -> int:
+    """Print the web app's login link (a new token first with ``--new-token``)."""
+    result = _call(home, "web.new_token" if args.new_token else "web.info")
+    if args.json:
+        print_json(result)
+        return EXIT_OK
+    if not result.get("enabled"):
+        if args.new_token:
+            err("the token was renewed")
+        err(
+            f"error: {result.get('error') or 'the web app is off'} (turn it on with "
+            f'"web": true in {home / paths.CONFIG_FILE}, then restart the daemon)'
+        )
+        return EXIT_FAIL
+    login_url = str(result.get("login_url"))
+    out(login_url)
+    if args.new_token:
+        err("note: a new token: links printed before, and pages opened with them, stop working")
+    err("note: this link opens your p2pchat: keep it to yourself")
+    if args.open:
+        import webbrowser
+
+        if not webbrowser.open(login_url):
+            err("note: no browser could be started here; open the link above by hand")
     return EXIT_OK
 
 
@@ -261,16 +290,19 @@ def _print_contacts(
 
 
 def cmd_friends_list(home: Path, args: argparse.Namespace) -> int:
+    from .output import fmt_unread
+
     _print_contacts(
         args,
         _call(home, "friends.list"),
         "contacts",
         "no friends yet (add one with: p2pchat friends add ID_OR_CODE)",
-        ["STATE", "ONLINE", "OUTBOX"],
+        ["STATE", "ONLINE", "OUTBOX", ""],  # last: "3 unread", blank when none
         lambda c: [
             str(c.get("state", "?")),
             "online" if c.get("online") else "offline",
             str(c.get("outbox", 0)),
+            fmt_unread(c),
         ],
     )
     return EXIT_OK
@@ -360,6 +392,10 @@ def cmd_history(home: Path, args: argparse.Namespace) -> int:
     if args.before is not None:
         params["before"] = args.before
     with Client(home) as client:
+        if args.before is None:
+            # Showing the newest messages opens the conversation: it is read. Marked first,
+            # so a message arriving meanwhile is never marked read without being shown.
+            live.mark_read(client, args.friend)
         result = client.call("messages.history", **params)
         if args.json:
             print_json(result)
@@ -466,6 +502,13 @@ def build_parser() -> argparse.ArgumentParser:
     add(dsub, "status", cmd_daemon_status, "is p2pchatd running? (exit 3 if not)")
 
     add(sub, "status", cmd_status, "summary of the daemon's state")
+    p = add(sub, "web", cmd_web, "print the link that opens the web app in a browser")
+    p.add_argument("--open", action="store_true", help="open it in the default browser too")
+    p.add_argument(
+        "--new-token",
+        action="store_true",
+        help="make a new token first: every earlier link and open page stops working",
+    )
     add(sub, "peers", cmd_peers, "open connections, direct or relayed")
     p = add(sub, "lookup", cmd_lookup, "find an ID's current addresses in the DHT")
     p.add_argument("id", metavar="ID", help="the ID to look up")

@@ -102,6 +102,15 @@ def contact_name(contact: Mapping[str, Any]) -> str:
     return str(contact.get("display_name") or contact.get("name") or "") or short_id(pid)
 
 
+def fmt_unread(contact: Mapping[str, Any]) -> str:
+    """``3 unread`` for a contact with unread incoming messages, else empty."""
+    try:
+        count = int(contact.get("unread") or 0)
+    except (TypeError, ValueError):
+        return ""
+    return f"{count} unread" if count > 0 else ""
+
+
 def fmt_message(message: Mapping[str, Any], names: Mapping[str, str]) -> str:
     """One history line: ``<time>  me -> ✓ text`` or ``<time>  alice: text``."""
     when = fmt_time(message.get("sent_at") or message.get("stored_at"))
@@ -156,4 +165,6 @@ def fmt_event(event: Mapping[str, Any], names: Mapping[str, str]) -> str:
         return f"* {who} is online"
     if kind == "friend.offline":
         return f"* {who} is offline"
+    if kind == "contact.updated" and isinstance(contact, Mapping):
+        return f"* {who}: {fmt_unread(contact) or 'all read'}"
     return f"* {kind}: {json.dumps(dict(event), ensure_ascii=False)}"

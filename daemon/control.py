@@ -1,9 +1,11 @@
 """The control API server: JSON-RPC 2.0, one object per line, over a private Unix socket.
 
 docs/API.md is the contract. This module owns the socket, the line framing, the sessions (one
-per client connection, with event forwarding once subscribed) and the dispatch. The methods
-live in :mod:`daemon.handlers`, one module per concern, each exporting its ``METHODS`` table;
-:data:`METHODS` merges them. Parameter checks shared by handlers are in :mod:`daemon.params`.
+per client connection, with event forwarding once subscribed) and the dispatch. A session is
+transport-agnostic (a :class:`Link` carries its messages): :mod:`daemon.web` runs the same
+sessions over WebSockets, so both transports share one implementation of every method. The
+methods live in :mod:`daemon.handlers`, one module per concern, each exporting its ``METHODS``
+table; :data:`METHODS` merges them. Parameter checks shared by handlers are in :mod:`daemon.params`.
 The behaviour itself lives in :class:`p2pchat.node.Node` and :class:`p2pchat.chat.service.Chat`.
 """
 
@@ -20,7 +22,7 @@ from typing import Any, Final, Protocol
 
 import trio
 
-from daemon.handlers import calls, events, files, friends, messages, node
+from daemon.handlers import calls, events, files, friends, messages, node, web
 from daemon.params import Handler
 from p2pchat.api import (
     INTERNAL_ERROR,
@@ -57,6 +59,7 @@ HANDLER_MODULES: Final[tuple[HandlerModule, ...]] = (
     messages,
     files,
     calls,
+    web,
 )
 """Every concern's handler module; adding a concern adds its module here."""
 
@@ -82,50 +85,167 @@ METHODS: Final[dict[str, Handler]] = merge_methods(
 )
 
 
-class Session:
-    """One client connection: requests answered in order, plus events once subscribed."""
+class MessageTooLong(Exception):
+    """A client sent a message over :data:`~p2pchat.api.MAX_LINE_BYTES`; the session ends."""
 
-    def __init__(self, server: ControlServer, stream: trio.SocketStream) -> None:
-        self.server = server
+
+class Link(Protocol):
+    """One client connection as a session sees it, whatever carries it: the Unix socket
+    (:class:`SocketLink`) or a WebSocket (``daemon.web``). Each message is one JSON object."""
+
+    kind: str
+    """``"socket"`` or ``"web"``."""
+
+    async def receive(self) -> bytes | str | None:
+        """The next message; None once the client is gone. May raise :class:`MessageTooLong`."""
+        ...
+
+    async def send_text(self, text: str) -> None:
+        """Send one message (one JSON object). Raises trio.BrokenResourceError or
+        trio.ClosedResourceError once the client is gone."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+class SocketLink:
+    """The Unix-socket framing: one object per line (UTF-8, newline-terminated)."""
+
+    kind = "socket"
+
+    def __init__(self, stream: trio.SocketStream) -> None:
         self.stream = stream
+        self._buf = bytearray()
+
+    async def receive(self) -> bytes | None:
+        while True:
+            newline = self._buf.find(b"\n")
+            if newline >= 0:
+                line = bytes(self._buf[:newline])
+                del self._buf[: newline + 1]
+                return line
+            if len(self._buf) > MAX_LINE_BYTES:
+                raise MessageTooLong("request line too long")
+            chunk = await self.stream.receive_some(65536)
+            if not chunk:
+                return None
+            self._buf += chunk
+
+    async def send_text(self, text: str) -> None:
+        await self.stream.send_all(text.encode() + b"\n")
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
+
+
+class _NoLink:
+    """The link of a :meth:`Session.detached` session: nothing to read or write."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    async def receive(self) -> None:
+        return None
+
+    async def send_text(self, text: str) -> None:
+        raise trio.ClosedResourceError("a detached session has no client to write to")
+
+    async def aclose(self) -> None:
+        pass
+
+
+class Session:
+    """One client connection: requests answered in order, plus events once subscribed.
+
+    Transport-agnostic: the same dispatch serves the Unix socket and the web app's WebSocket,
+    so the two can never disagree about what a method does."""
+
+    def __init__(self, server: ControlServer, link: Link) -> None:
+        self.server = server
+        self.link = link
+        self.transport: str = link.kind
+        """``"socket"`` or ``"web"``."""
         self.write_lock = trio.Lock()
         self.nursery: trio.Nursery | None = None
         self.subscribed = False
+        self._close_callbacks: list[Callable[[], None]] = []
+        self._ended = False
+        self._end_requested = False
+        self._end_after_reply = False
+
+    @classmethod
+    def detached(cls, server: ControlServer, kind: str) -> Session:
+        """A session with no connection, to run one method for an HTTP request (an upload, a
+        download): the same handlers, without a client to reply to."""
+        return cls(server, _NoLink(kind))
+
+    def add_close_callback(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once when this session ends (at once if it has ended), e.g. to
+        hang up a call whose page went away."""
+        if self._ended:
+            self._call_back(callback)
+        else:
+            self._close_callbacks.append(callback)
+
+    def end(self) -> None:
+        """End the session now (its pending request, if any, is abandoned); before it runs,
+        it ends as soon as it starts."""
+        self._end_requested = True
+        if self.nursery is not None:
+            self.nursery.cancel_scope.cancel()
+
+    def end_after_reply(self) -> None:
+        """End the session once the reply to the request being handled is sent."""
+        self._end_after_reply = True
 
     async def send(self, obj: dict[str, Any]) -> None:
         # ensure_ascii: a lone surrogate echoed back in an id must not break the encoding.
-        data = json.dumps(obj, separators=(",", ":")).encode() + b"\n"
+        text = json.dumps(obj, separators=(",", ":"))
         async with self.write_lock:
-            await self.stream.send_all(data)
+            await self.link.send_text(text)
 
     async def run(self) -> None:
-        buf = bytearray()
-        async with trio.open_nursery() as nursery:
-            self.nursery = nursery
-            try:
-                while True:
-                    newline = buf.find(b"\n")
-                    if newline < 0:
-                        if len(buf) > MAX_LINE_BYTES:
-                            await self.send(
-                                _error(None, ApiError("invalid_request", "request line too long"))
-                            )
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                if self._end_requested:
+                    nursery.cancel_scope.cancel()
+                try:
+                    while not self._end_after_reply:
+                        try:
+                            message = await self.link.receive()
+                        except MessageTooLong as exc:
+                            await self.send(_error(None, ApiError("invalid_request", str(exc))))
                             break
-                        chunk = await self.stream.receive_some(65536)
-                        if not chunk:
+                        if message is None:
                             break
-                        buf += chunk
-                        continue
-                    line = bytes(buf[:newline])
-                    del buf[: newline + 1]
-                    if line.strip():
-                        await self.send(await self.handle_line(line))
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
-            finally:
-                nursery.cancel_scope.cancel()
+                        if message.strip():
+                            await self.send(await self.handle_line(message))
+                except (trio.BrokenResourceError, trio.ClosedResourceError):
+                    pass
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            self._ended = True
+            callbacks, self._close_callbacks = self._close_callbacks, []
+            for callback in callbacks:
+                self._call_back(callback)
 
-    async def handle_line(self, line: bytes) -> dict[str, Any]:
+    @staticmethod
+    def _call_back(callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception:
+            log.exception("a session close callback failed")
+
+    async def invoke(self, method: str, params: dict[str, Any]) -> Any:
+        """Run ``method`` as a request on this session would; raises :class:`ApiError`."""
+        handler = METHODS.get(method)
+        if handler is None:
+            raise ApiError("method_not_found", f"no method {method!r} (see docs/API.md)")
+        return await handler(self, params)
+
+    async def handle_line(self, line: bytes | str) -> dict[str, Any]:
         try:
             request = json.loads(line)
         except (ValueError, UnicodeDecodeError, RecursionError):
@@ -160,10 +280,7 @@ class Session:
                 raise ApiError("invalid_request", "'method' must be a string")
             if not isinstance(params, dict):
                 raise ApiError("invalid_params", "'params' must be an object")
-            handler = METHODS.get(method)
-            if handler is None:
-                raise ApiError("method_not_found", f"no method {method!r} (see docs/API.md)")
-            result = await handler(self, params)
+            result = await self.invoke(method, params)
             return {"jsonrpc": "2.0", "id": req_id, "result": result}
         except ApiError as exc:
             return _error(req_id, exc)
@@ -187,17 +304,37 @@ class Session:
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         # The bus closed our channel (we fell behind) or the client left: end the session.
-        await self.stream.aclose()
+        await self.link.aclose()
+        self.end()
 
 
 def _error(req_id: Any, exc: ApiError) -> dict[str, Any]:
     return {"jsonrpc": "2.0", "id": req_id, "error": exc.to_json()}
 
 
+class WebFront(Protocol):
+    """What the ``web.*`` handlers and ``status`` need of the web server (``daemon.web``),
+    without the handlers importing it."""
+
+    async def info(self) -> dict[str, Any]:
+        """``{enabled, url, login_url}`` (see docs/API.md ``web.info``)."""
+        ...
+
+    async def new_token(self, caller: Session) -> dict[str, Any]:
+        """Rotate the token: every web session ends (``caller``'s after its reply)."""
+        ...
+
+    async def url(self) -> str | None:
+        """The app's address without the token; None when the web app is off."""
+        ...
+
+
 class ControlServer:
     def __init__(self, node: Node, shutdown: Callable[[], None]) -> None:
         self.node = node
         self.shutdown = shutdown
+        self.web: WebFront | None = None
+        """The web app, when the daemon serves one (set before any client connects)."""
         self._clients = 0
 
     @property
@@ -221,7 +358,7 @@ class ControlServer:
             return
         self._clients += 1
         try:
-            await Session(self, stream).run()
+            await Session(self, SocketLink(stream)).run()
         except Exception:
             # One misbehaving client must never take the daemon down.
             log.exception("control API session failed")

@@ -1,8 +1,9 @@
 """``p2pchatd``: the long-running daemon process around a :class:`p2pchat.node.Node`.
 
 It owns the data directory (lock, pid file, log file, key, config, database, control socket),
-runs the node and the control API server in one nursery, and shuts down cleanly on SIGTERM,
-SIGINT or ``daemon.shutdown``.
+runs the node, the control API server and the web app (:mod:`daemon.web`, unless the config
+turns it off) in one nursery, and shuts down cleanly on SIGTERM, SIGINT or
+``daemon.shutdown``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import queue
 import signal
 import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 import trio
 
@@ -33,6 +34,9 @@ from p2pchat.paths import (
     read_passphrase,
     resolve_home,
 )
+
+if TYPE_CHECKING:
+    from daemon.web.server import WebServer
 
 log = logging.getLogger("p2pchatd")
 
@@ -168,8 +172,21 @@ async def run_daemon(
         nursery.start_soon(watch_signals)
         await nursery.start(node.run)
         server = ControlServer(node, shutdown)
+        web: WebServer | None = None
+        if config.web:
+            from daemon.web.server import WebServer
+
+            # Known to the control server before it accepts anyone: ``status`` and
+            # ``web.info`` wait for the web server's address instead of saying it is off.
+            web = server.web = WebServer(server, home, config)
+        else:
+            from daemon.web.off import WebOff
+
+            server.web = WebOff(home)
         await nursery.start(server.serve, socket_path(home))
         log.info("control API on %s", socket_path(home))
+        if web is not None:
+            await nursery.start(web.serve)
         # Everything built so far (modules, the libp2p host, caches) lives as long as the
         # daemon: move it out of the garbage collector's sight. A full collection then scans
         # only what came later, instead of pausing the event loop for tens of ms (measured:

@@ -45,6 +45,7 @@ ERROR_CODES: Final[dict[str, int]] = {
     "too_large": 1014,
     "busy": 1015,
     "media_error": 1016,
+    "unauthorized": 1017,
 }
 
 

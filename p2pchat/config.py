@@ -5,6 +5,7 @@ Only settings a user may want to edit live here; state lives in the database.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -19,6 +20,7 @@ DEFAULT_LISTEN: Final = ("/ip4/0.0.0.0/tcp/0",)
 DEFAULT_DHT_PROTOCOL: Final = "/p2pchat/kad/1.0.0"
 DHT_MODES: Final = ("auto", "server", "client")
 RELAY_SERVICE_MODES: Final = ("auto", "on", "off")
+DEFAULT_WEB_LISTEN: Final = "127.0.0.1:0"
 MIN_SEND_RATE: Final = 64 * 1024
 """Slowest send-rate cap (bytes/s): slower would let a record take longer than a receiver
 waits for data."""
@@ -70,6 +72,11 @@ class Config:
     """STUN/TURN servers for calls: ``"stun:host:port"`` strings, or ``{"urls": "turn:...",
     "username": ..., "credential": ...}`` objects. Empty by default: no third party learns
     of a call."""
+    web: bool = True
+    """Serve the web app (the control API for a browser page, behind a token)."""
+    web_listen: str = DEFAULT_WEB_LISTEN
+    """``HOST:PORT`` of the web app (``[v6]:PORT`` for IPv6); loopback by default. Port 0
+    picks a free port, which is then written back here."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -92,6 +99,8 @@ class Config:
             "call_ring_timeout": self.call_ring_timeout,
             "call_record_dir": self.call_record_dir,
             "ice_servers": self.ice_servers,
+            "web": self.web,
+            "web_listen": self.web_listen,
         }
 
     def incoming_path(self, home: Path) -> Path:
@@ -180,6 +189,17 @@ def load_config(home: Path) -> Config:
             f"{path}: 'ice_servers' must list stun:/turn: URLs or "
             f'{{"urls", "username", "credential"}} objects ({bad or "not a list"})'
         )
+    web = raw.get("web", True)
+    if not isinstance(web, bool):
+        raise ConfigError(f"{path}: 'web' must be true or false")
+    web_listen = raw.get("web_listen", DEFAULT_WEB_LISTEN)
+    if not isinstance(web_listen, str) or parse_web_listen(web_listen) is None:
+        raise ConfigError(
+            f"{path}: 'web_listen' must be HOST:PORT with an IP address or localhost as HOST "
+            "(IPv6 in brackets) and a port from 0 to 65535, e.g. 127.0.0.1:0"
+        )
+    cfg.web = web
+    cfg.web_listen = web_listen
     cfg.call_auto_answer = auto_answer
     cfg.call_ring_timeout = float(ring)
     cfg.call_record_dir = record_dir
@@ -192,6 +212,29 @@ def load_config(home: Path) -> Config:
     cfg.direct_transfers = direct
     cfg.transfer_stall_timeout = float(stall)
     return cfg
+
+
+def parse_web_listen(text: str) -> tuple[str, int] | None:
+    """``(host, port)`` of a ``web_listen`` value, or None if it is not one. The host is an
+    IP literal (IPv6 in brackets, returned without them) or ``localhost``: never a name that
+    DNS could point elsewhere."""
+    host, sep, port_text = text.rpartition(":")
+    if not sep or not port_text.isascii() or not port_text.isdigit() or len(port_text) > 5:
+        return None
+    port = int(port_text)
+    if port > 65535:
+        return None
+    if host.lower() == "localhost":
+        return "localhost", port
+    bracketed = host.startswith("[") and host.endswith("]")
+    literal = host[1:-1] if bracketed else host
+    try:
+        address = ipaddress.ip_address(literal)
+    except ValueError:
+        return None
+    if (address.version == 6) != bracketed or "%" in literal:
+        return None  # IPv6 needs brackets (and no zone); IPv4 must not have them
+    return str(address), port
 
 
 _ICE_URL = re.compile(r"^(stun|turn):[A-Za-z0-9.\-\[\]:]+(\?transport=(udp|tcp))?$")

@@ -18,6 +18,10 @@ CONFIG_FILE: Final = "config.json"
 DB_FILE: Final = "p2pchat.db"
 LOG_FILE: Final = "p2pchatd.log"
 PID_FILE: Final = "p2pchatd.pid"
+WEB_TOKEN_FILE: Final = "web-token"
+"""The web app's secret (0600): whoever has it can use the daemon from a browser."""
+WEB_UPLOADS_DIR: Final = "web-uploads"
+"""Files uploaded from the web app, kept until their transfer ends."""
 
 
 def resolve_home(explicit: str | os.PathLike[str] | None = None) -> Path:

@@ -17,8 +17,10 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc)
     || [ -e /usr/include/aarch64-linux-gnu/gmp.h ] || missing+=(libgmp-dev)
 "$PY" -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 # The NAT tests (run as root only) build routers out of network namespaces with iptables.
+# The browser tests drive Debian's chromium through Playwright (never `playwright install`).
 if [ "${1:-}" = dev ] && [ "$(id -u)" = 0 ]; then
     command -v iptables >/dev/null 2>&1 || missing+=(iptables)
+    [ -x /usr/bin/chromium ] || missing+=(chromium)
 fi
 if ((${#missing[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

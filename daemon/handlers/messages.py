@@ -38,7 +38,13 @@ async def history(s: Session, p: Params) -> Any:
     return {"messages": [message_json(m) for m in records]}
 
 
+async def read(s: Session, p: Params) -> Any:
+    """Mark the conversation read (its unread count becomes 0); ``contact.updated`` follows."""
+    return {"contact": await s.server.chat.messages.mark_read(str_param(p, "friend"))}
+
+
 METHODS: Final[dict[str, Handler]] = {
     "messages.send": send,
     "messages.history": history,
+    "messages.read": read,
 }

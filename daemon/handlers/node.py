@@ -17,7 +17,8 @@ log = logging.getLogger("daemon.control")
 
 
 async def status(s: Session, p: Params) -> Any:
-    return await s.server.node.status()
+    web = s.server.web
+    return {**await s.server.node.status(), "web_url": await web.url() if web else None}
 
 
 async def identity_get(s: Session, p: Params) -> Any:

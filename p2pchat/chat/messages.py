@@ -5,7 +5,8 @@ names are committed to disk (PROTOCOL.md §5). Friends only.
 The sending side is driven by the friend's link (:mod:`.links`): while connected it drains
 the outbox (the pending outgoing messages, in sequence order) through :meth:`Messages.drain`.
 An :class:`Outbox` hands freshly committed messages to that loop so a live stream need not
-query the database for each one.
+query the database for each one. Received messages are counted unread until the user reads
+the conversation (:mod:`.unread`, :meth:`Messages.mark_read`).
 """
 
 from __future__ import annotations
@@ -124,6 +125,21 @@ class Messages:
             self.on_queued(record)
         return record
 
+    async def mark_read(self, friend: str) -> dict[str, Any]:
+        """The user read the conversation with ``friend`` (any contact: a blocked one's
+        old messages can be read too): its read mark moves to the newest message, so its
+        unread count is 0. Publishes ``contact.updated``; returns that Contact JSON."""
+        contact = self.roster.resolve(friend)
+        peer = contact.peer_id
+        try:
+            await self.roster.unread.mark_read(peer)
+            outbox = await self.store.outbox_size(peer)
+        except DatabaseError as exc:
+            raise storage_error(exc) from None
+        shown = self.roster.contact_json(self.roster.get(peer) or contact, outbox)
+        self.events.publish("contact.updated", contact=shown)
+        return shown
+
     # --- receiver side -----------------------------------------------------------------------
 
     async def serve(self, stream: INetStream, peer: str) -> None:
@@ -169,16 +185,18 @@ class Messages:
     async def _store_and_ack(
         self, stream: INetStream, peer: str, batch: list[IncomingMessage]
     ) -> None:
-        stored = await self.store.add_incoming(peer, batch, now_ms())
         # Announce before acking: if the ack is lost, the resend is a no-op insert and would
-        # never produce the event.
-        contact = self.roster.get(peer)
-        for record in stored:
+        # never produce the event. Each event's contact carries the unread count with its
+        # message counted.
+        def announce(record: MessageRecord) -> None:
+            contact = self.roster.get(peer)
             self.events.publish(
                 "message.received",
                 message=message_json(record),
                 contact=self.roster.contact_json(contact) if contact else None,
             )
+
+        await self.roster.unread.add_incoming(peer, batch, now_ms(), announce)
         ids = [m.msg_id for m in batch]
         for start in range(0, len(ids), wire.MAX_ACK_IDS):
             await stream.write(wire.encode(wire.Ack(tuple(ids[start : start + wire.MAX_ACK_IDS]))))

@@ -20,6 +20,7 @@ from typing import Any
 from p2pchat.api import ApiError
 from p2pchat.chat.friendship import DELETE, ContactState, Step
 from p2pchat.chat.store import ChatStore, Contact
+from p2pchat.chat.unread import UnreadCounts
 from p2pchat.clock import now_ms
 from p2pchat.events import EventBus
 from p2pchat.identity import short
@@ -31,7 +32,9 @@ PeerListener = Callable[[str], None]
 ConnectionListener = Callable[[str, bool], None]
 
 
-def contact_json(contact: Contact, *, online: bool, outbox: int = 0) -> dict[str, Any]:
+def contact_json(
+    contact: Contact, *, online: bool, outbox: int = 0, unread: int = 0
+) -> dict[str, Any]:
     return {
         "peer_id": contact.peer_id,
         "name": contact.name,
@@ -42,6 +45,7 @@ def contact_json(contact: Contact, *, online: bool, outbox: int = 0) -> dict[str
         "request_text": contact.request_text,
         "addrs": list(contact.addrs),
         "outbox": outbox,
+        "unread": unread,
         "created_at": contact.created_at,
         "updated_at": contact.updated_at,
     }
@@ -54,6 +58,9 @@ class Roster:
         self.store = store
         self.events = events
         self._contacts: dict[str, Contact] = {}
+        self.unread = UnreadCounts(store)
+        """Each conversation's unread count (kept apart from contacts: history, and what
+        was read of it, outlive a contact)."""
         # Contacts keep their lock; strangers' locks are dropped when idle, so strangers
         # cannot grow this table.
         self._locks: KeyedLocks[str] = KeyedLocks(keep=lambda peer: peer in self._contacts)
@@ -65,6 +72,7 @@ class Roster:
     async def load(self) -> None:
         for contact in await self.store.contacts():
             self._contacts[contact.peer_id] = contact
+        await self.unread.load()
 
     # --- lookups -----------------------------------------------------------------------------
 
@@ -82,7 +90,10 @@ class Roster:
         return self._conn_count.get(peer, 0) > 0
 
     def contact_json(self, contact: Contact, outbox: int = 0) -> dict[str, Any]:
-        return contact_json(contact, online=self.is_online(contact.peer_id), outbox=outbox)
+        peer = contact.peer_id
+        return contact_json(
+            contact, online=self.is_online(peer), outbox=outbox, unread=self.unread.count(peer)
+        )
 
     def resolve(self, text: str) -> Contact:
         """Find a contact by full ID, name, or a unique beginning or end of an ID (API.md)."""

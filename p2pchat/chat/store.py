@@ -1,4 +1,5 @@
-"""Chat's tables: contacts and messages (the outbox is the undelivered outgoing ones).
+"""Chat's tables: contacts, messages (the outbox is the undelivered outgoing ones) and each
+conversation's read mark.
 
 Each method builds a small function run by :class:`~p2pchat.storage.database.Database` in its
 worker thread and transaction; nothing here touches SQLite on the trio thread. The tables are
@@ -102,6 +103,21 @@ def _descriptive(
     if addrs is not None:
         fields["addrs"] = json.dumps(list(addrs))
     return fields
+
+
+def _read_row(conn: sqlite3.Connection, peer_id: str) -> int:
+    row = conn.execute("SELECT read_row FROM read_marks WHERE peer_id = ?", (peer_id,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _unread_after(conn: sqlite3.Connection, peer_id: str, read_row: int) -> int:
+    # Counted in the covering partial index messages_incoming: only the unread entries.
+    row = conn.execute(
+        "SELECT COUNT(*) FROM messages INDEXED BY messages_incoming "
+        "WHERE peer_id = ? AND outgoing = 0 AND id > ?",
+        (peer_id, read_row),
+    ).fetchone()
+    return int(row[0])
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +283,14 @@ class ChatStore:
                 ).fetchone()
                 if row is not None:
                     stored.append(_message(row))
+            if stored:
+                # Every peer with incoming messages has a read mark (0 until read), so the
+                # unread counts can be rebuilt from read_marks alone (unread_counts).
+                conn.execute(
+                    "INSERT INTO read_marks (peer_id, read_row) VALUES (?, 0) "
+                    "ON CONFLICT (peer_id) DO NOTHING",
+                    (peer_id,),
+                )
             return stored
 
         return await self._db.run(fn)
@@ -316,6 +340,63 @@ class ChatStore:
                 (MessageState.PENDING.value,),
             ).fetchall()
             return {r[0]: int(r[1]) for r in rows}
+
+        return await self._db.run(fn)
+
+    async def outbox_size(self, peer_id: str) -> int:
+        """One conversation's undelivered outgoing messages (a range of the outbox index)."""
+
+        def fn(conn: sqlite3.Connection) -> int:
+            # The partial index messages_outbox holds only pending messages (left to itself,
+            # SQLite picks messages_by_seq and walks every outgoing message); the literal
+            # 'pending' is what lets it use the partial index.
+            row = conn.execute(
+                "SELECT COUNT(*) FROM messages INDEXED BY messages_outbox "
+                "WHERE peer_id = ? AND outgoing = 1 AND state = 'pending'",
+                (peer_id,),
+            ).fetchone()
+            return int(row[0])
+
+        return await self._db.run(fn)
+
+    # --- read marks --------------------------------------------------------------------------
+
+    async def mark_read(self, peer_id: str) -> int:
+        """Move the conversation's read mark to its newest message (never backwards);
+        returns the mark (a message ``row``; 0 for a conversation with no messages)."""
+
+        def fn(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "INSERT INTO read_marks (peer_id, read_row) VALUES (?, "
+                "(SELECT COALESCE(MAX(id), 0) FROM messages WHERE peer_id = ?)) "
+                "ON CONFLICT (peer_id) DO UPDATE SET read_row = MAX(read_row, excluded.read_row) "
+                "RETURNING read_row",
+                (peer_id, peer_id),
+            ).fetchone()
+            return int(row[0])
+
+        # Lost in a power cut (not in a crash), the conversation only shows unread again.
+        return await self._db.run(fn, durable=False)
+
+    async def read_mark(self, peer_id: str) -> int:
+        return await self._db.run(lambda conn: _read_row(conn, peer_id))
+
+    async def unread_count(self, peer_id: str) -> int:
+        """Incoming messages after the conversation's read mark, counted in the database."""
+
+        def fn(conn: sqlite3.Connection) -> int:
+            return _unread_after(conn, peer_id, _read_row(conn, peer_id))
+
+        return await self._db.run(fn)
+
+    async def unread_counts(self) -> dict[str, int]:
+        """Every conversation's unread count (peers with none are left out). Costs one index
+        range per peer over its unread messages only, however long the history."""
+
+        def fn(conn: sqlite3.Connection) -> dict[str, int]:
+            marks = conn.execute("SELECT peer_id, read_row FROM read_marks").fetchall()
+            counts = {r[0]: _unread_after(conn, r[0], int(r[1])) for r in marks}
+            return {peer: n for peer, n in counts.items() if n}
 
         return await self._db.run(fn)
 

@@ -3,9 +3,9 @@
 The version is ``PRAGMA user_version``: migration *n* brings a database from version *n - 1*
 to *n*, inside the worker's transaction (:mod:`.database`). To change the schema, append a
 migration; never edit one, since databases out there have run it already. The tables belong
-to their concerns, which keep their queries next to their code: ``contacts`` and ``messages``
-(:mod:`p2pchat.chat.store`), ``transfers`` (:mod:`p2pchat.files.store`), ``settings``
-(:mod:`.settings`).
+to their concerns, which keep their queries next to their code: ``contacts``, ``messages``
+and ``read_marks`` (:mod:`p2pchat.chat.store`), ``transfers`` (:mod:`p2pchat.files.store`),
+``settings`` (:mod:`.settings`).
 """
 
 from __future__ import annotations
@@ -125,4 +125,28 @@ def _schema_v4(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_schema_v1, _schema_v2, _schema_v3, _schema_v4]
+def _schema_v5(conn: sqlite3.Connection) -> None:
+    # Unread counts (p2pchat.chat.unread): a conversation's read mark is the row (messages.id)
+    # of the newest message the user has seen; its unread count is the incoming messages after
+    # it. Kept per peer, apart from ``contacts``, because history outlives a contact (remove,
+    # block -> unblock, add again): so does what was read of it. Every peer with incoming
+    # messages has a row (0: nothing read), so the counts can be rebuilt from this table.
+    # ``messages_incoming`` makes each count a scan of that peer's unread messages only, in
+    # the index alone (it covers the query).
+    # Messages stored before this version count as read: an upgrade must not greet the
+    # user with every old conversation unread.
+    _execute_all(
+        conn,
+        """
+        CREATE TABLE read_marks (
+            peer_id  TEXT PRIMARY KEY,
+            read_row INTEGER NOT NULL DEFAULT 0
+        );
+        CREATE INDEX messages_incoming ON messages (peer_id, outgoing, id) WHERE outgoing = 0;
+        INSERT INTO read_marks (peer_id, read_row)
+            SELECT peer_id, MAX(id) FROM messages GROUP BY peer_id
+        """,
+    )
+
+
+MIGRATIONS: list[Migration] = [_schema_v1, _schema_v2, _schema_v3, _schema_v4, _schema_v5]

@@ -662,6 +662,138 @@ def test_chat_unknown_friend(
     assert "no contact matches 'nobody'" in capsys.readouterr().err
 
 
+# --- unread counts and marking conversations read ------------------------------------------
+
+
+def _read(p: dict[str, Any]) -> Any:
+    return {"contact": _contact(unread=0)}
+
+
+def test_friends_list_shows_unread_counts_where_there_are_some(
+    home: Path, fake: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake.handlers["friends.list"] = lambda p: {
+        "contacts": [
+            _contact(online=True, unread=3),
+            _contact("12D3KooWZz" + "9" * 42, "bob", unread=0),
+            _contact("12D3KooWYy" + "8" * 42, "carol"),  # an older daemon: no `unread`
+        ]
+    }
+    assert run(home, "friends", "list") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["NAME", "ID", "STATE", "ONLINE", "OUTBOX"]
+    assert lines[1].split() == ["alice", ALICE[:16], "friend", "online", "0", "3", "unread"]
+    assert lines[2].split()[-1] == "0" and "unread" not in lines[2]
+    assert "unread" not in lines[3]
+    assert all(line == line.rstrip() for line in lines)
+    assert run(home, "friends", "list", "--json") == 0
+    assert json.loads(capsys.readouterr().out)["contacts"][0]["unread"] == 3
+
+
+def test_history_marks_the_conversation_read_first(home: Path, fake: FakeDaemon) -> None:
+    def history(p: dict[str, Any]) -> Any:
+        assert fake.methods()[-2] == "messages.read", "read before fetching the history"
+        return {"messages": [_message(direction="in", state="received")]}
+
+    fake.handlers.update({"messages.history": history, "messages.read": _read})
+    assert run(home, "history", "alice") == 0
+    assert ("messages.read", {"friend": "alice"}) in fake.calls
+    assert run(home, "history", "alice", "--json") == 0
+    assert fake.methods().count("messages.read") == 2
+
+
+def test_history_paging_back_does_not_mark_read(home: Path, fake: FakeDaemon) -> None:
+    fake.handlers.update(
+        {"messages.history": lambda p: {"messages": [_message()]}, "messages.read": _read}
+    )
+    assert run(home, "history", "alice", "--before", "10") == 0
+    assert "messages.read" not in fake.methods()
+
+
+def test_history_with_a_daemon_that_has_no_read_marks(
+    home: Path, fake: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A CLI newer than the running daemon: ``messages.read`` is unknown there; the
+    history is shown all the same."""
+    fake.handlers["messages.history"] = lambda p: {"messages": [_message(text="still here")]}
+    assert run(home, "history", "alice") == 0
+    assert "still here" in capsys.readouterr().out
+
+
+def test_history_read_errors_are_the_commands_errors(
+    home: Path, fake: FakeDaemon, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def read(p: dict[str, Any]) -> Any:
+        raise RpcError(1002, "not_found", f"no contact matches {p['friend']!r}")
+
+    fake.handlers.update({"messages.read": read, "messages.history": read})
+    assert run(home, "history", "nobody") == 1
+    assert "no contact matches 'nobody'" in capsys.readouterr().err
+
+
+def test_chat_marks_read_on_opening_and_as_messages_arrive(home: Path, fake: FakeDaemon) -> None:
+    read_calls = threading.Semaphore(0)
+
+    def read(p: dict[str, Any]) -> Any:
+        read_calls.release()
+        return _read(p)
+
+    fake.handlers.update(
+        {
+            "messages.history": lambda p: {"messages": []},
+            "messages.read": read,
+            "messages.send": lambda p: {"message": _message(text=p["text"])},
+        }
+    )
+    proc = _spawn_cli(home, "chat", "alice")
+    assert proc.stdin is not None
+    try:
+        lines = OutputLines(proc.stdout)
+        assert read_calls.acquire(timeout=10), "opening the chat reads the conversation"
+        assert fake.subscribed.is_set(), "subscribed first: nothing arrives unseen"
+        assert ("messages.read", {"friend": ALICE}) in fake.calls
+        # A message from someone else is not this conversation's.
+        fake.push(
+            {
+                "type": "message.received",
+                "message": _message(id="d" * 32, direction="in", peer_id="12D3KooWOther"),
+                "contact": _contact("12D3KooWOther", "other"),
+            }
+        )
+        fake.push(
+            {
+                "type": "message.received",
+                "message": _message(id="e" * 32, direction="in", text="live one"),
+                "contact": _contact(unread=1),
+            }
+        )
+        lines.wait_line("alice: live one")
+        assert read_calls.acquire(timeout=10), "a message shown in the chat is read"
+        proc.stdin.write("/quit\n")
+        proc.stdin.close()
+        assert proc.wait(timeout=10) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    reads = [p for m, p in fake.calls if m == "messages.read"]
+    assert reads == [{"friend": ALICE}, {"friend": ALICE}]
+
+
+def test_unread_formats() -> None:
+    from cli.output import fmt_event, fmt_unread
+
+    assert fmt_unread({"unread": 3}) == "3 unread"
+    assert fmt_unread({"unread": 0}) == ""
+    assert fmt_unread({}) == ""
+    assert fmt_unread({"unread": "junk"}) == ""
+    assert fmt_event({"type": "contact.updated", "contact": _contact(unread=0)}, {}) == (
+        f"* alice ({ALICE[:16]}): all read"
+    )
+    assert fmt_event({"type": "contact.updated", "contact": _contact(unread=2)}, {}).endswith(
+        ": 2 unread"
+    )
+
+
 # --- daemon start/stop/status with a fake daemon process -----------------------------------
 
 FAKE_DAEMON = textwrap.dedent(

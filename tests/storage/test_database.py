@@ -15,7 +15,7 @@ import trio.testing
 
 from p2pchat import wire
 from p2pchat.chat.friendship import ContactState
-from p2pchat.chat.store import ChatStore
+from p2pchat.chat.store import ChatStore, IncomingMessage
 from p2pchat.storage.database import Database, DatabaseError, DiskFullError
 from p2pchat.storage.schema import MIGRATIONS, open_database
 from p2pchat.storage.settings import Settings
@@ -406,6 +406,76 @@ async def test_v3_cleans_pending_texts_a_receiver_would_refuse(db_path: Path) ->
         texts = [m.text for m in await ChatStore(db).history(PEER, 10)]
     assert texts == ["pasted\ufffd\nwith \ufffd[1mbold\ufffd[0m\tok", "fine\nline"]
     assert all(wire.text_problem(t, wire.MAX_TEXT_BYTES, multiline=True) is None for t in texts)
+
+
+async def _v4_database(path: Path) -> dict[str, int]:
+    """A database as schema version 4 left it: contacts, both directions of messages (one
+    conversation whose contact is gone) and a transfer; returns each peer's newest row."""
+    gone = "12D3KooWPeerGone"
+    async with Database(path, MIGRATIONS[:4]) as old:
+        old_store = ChatStore(old)
+        await old_store.put_contact(PEER, state=ContactState.FRIEND, now=1)
+        await old_store.put_contact(OTHER, state=ContactState.FRIEND, now=1)
+        await old_store.add_outgoing(PEER, mid(1), "hello", now=1)
+
+        def incoming(conn: sqlite3.Connection) -> dict[str, int]:
+            # ChatStore.add_incoming of version 4 (today's also writes a read mark).
+            for peer, n in [(PEER, 1), (PEER, 2), (OTHER, 1), (gone, 1), (gone, 2)]:
+                conn.execute(
+                    "INSERT INTO messages (peer_id, msg_id, outgoing, seq, sent_at, stored_at,"
+                    " text, state) VALUES (?,?,0,?,2,2,'hi','received')",
+                    (peer, mid(n), n),
+                )
+            rows = conn.execute("SELECT peer_id, MAX(id) FROM messages GROUP BY peer_id")
+            return {r[0]: r[1] for r in rows}
+
+        newest = await old.run(incoming)
+        await old_store.add_outgoing(OTHER, mid(9), "newest is ours", now=3)
+        newest[OTHER] = (await old_store.history(OTHER, 1))[0].row
+    assert user_version(path) == 4
+    return newest
+
+
+async def test_v5_read_marks_from_a_v4_database(db_path: Path) -> None:
+    """Upgrading counts what was stored before as read (a user is not greeted with every
+    old conversation unread); from then on, new messages count."""
+    newest = await _v4_database(db_path)
+    async with open_database(db_path) as db:
+        assert user_version(db_path) == len(MIGRATIONS) == 5
+        store = ChatStore(db)
+        marks = await db.run(
+            lambda c: {r[0]: r[1] for r in c.execute("SELECT peer_id, read_row FROM read_marks")}
+        )
+        assert marks == newest
+        assert await store.unread_counts() == {}
+        for peer in newest:
+            assert await store.unread_count(peer) == 0
+        # Everything else is as it was, and works on.
+        assert [m.text for m in await store.history(PEER, 10)] == ["hello", "hi", "hi"]
+        assert await store.outbox_size(PEER) == 1
+        stored = await store.add_incoming(PEER, [IncomingMessage(mid(3), 3, 4, "new")], now=4)
+        assert len(stored) == 1
+        assert await store.unread_counts() == {PEER: 1}
+        assert await store.mark_read(PEER) == stored[0].row
+        indexes = await db.run(
+            lambda c: {r[0] for r in c.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        )
+        assert "messages_incoming" in indexes
+    # Reopening runs no migration again: marks and counts stay.
+    async with open_database(db_path) as db:
+        assert await ChatStore(db).unread_counts() == {}
+        assert await ChatStore(db).read_mark(PEER) == stored[0].row
+
+
+async def test_v5_on_an_empty_v4_database(db_path: Path) -> None:
+    async with Database(db_path, MIGRATIONS[:4]):
+        pass
+    async with open_database(db_path) as db:
+        store = ChatStore(db)
+        assert await store.unread_counts() == {}
+        await store.put_contact(PEER, state=ContactState.FRIEND, now=1)
+        await store.add_incoming(PEER, [IncomingMessage(mid(1), 1, 1, "first")], now=1)
+        assert await store.unread_counts() == {PEER: 1}
 
 
 # --- settings --------------------------------------------------------------------------------

@@ -1,0 +1,518 @@
+"""The web app's server: a Starlette app served by Hypercorn's trio worker in the daemon.
+
+It is a second transport of the control API: the page talks JSON-RPC over a WebSocket to a
+:class:`daemon.control.Session` (the very sessions and handlers the Unix socket uses), plus
+the few things a browser cannot do over JSON: log in, upload a file's bytes, download a
+received file, fetch the QR code. :class:`Guard` runs :func:`daemon.web.guard.check_request`
+before any route and adds the security headers to every response.
+
+Task tree: ``run_daemon``'s nursery → :meth:`WebServer.serve` (its own nursery) → the
+upload watcher, and Hypercorn's ``serve`` → one task per connection → the WebSocket's
+:class:`~daemon.control.Session` (its nursery: event forwarding). Cancelling the daemon's
+nursery ends them all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import socket
+import stat
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, cast
+
+import hypercorn.trio
+import segno
+import trio
+from hypercorn.config import Config as HypercornConfig
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import NotModifiedResponse, StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from daemon.control import ControlServer, Session
+from daemon.web import guard, token
+from daemon.web.uploads import Uploads
+from p2pchat import wire
+from p2pchat.api import MAX_LINE_BYTES, ApiError
+from p2pchat.config import Config, parse_web_listen, save_config
+from p2pchat.paths import WEB_TOKEN_FILE, WEB_UPLOADS_DIR
+
+if TYPE_CHECKING:
+    from hypercorn.typing import ASGIFramework
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR: Final = Path(__file__).resolve().parent / "static"
+MAX_WEB_SESSIONS: Final = 32
+"""Open WebSockets at once (a few tabs; the Unix socket has its own limit)."""
+MAX_LOGIN_BYTES: Final = 4096
+READY_TIMEOUT: Final = 10.0
+"""How long ``web.info``/``status`` wait for a web server that is still starting."""
+CLOSE_ROTATED: Final = 4401
+"""WebSocket close code when ``web.new_token`` ended the session: log in again."""
+CLOSE_FULL: Final = 1013
+
+_STATUS: Final = {
+    "parse_error": 400,
+    "invalid_request": 400,
+    "invalid_params": 400,
+    "invalid_id": 400,
+    "unauthorized": 401,
+    "not_found": 404,
+    "not_friend": 409,
+    "ambiguous": 409,
+    "blocked": 409,
+    "self": 409,
+    "invalid_state": 409,
+    "too_large": 413,
+    "disk_full": 507,
+}
+"""HTTP status of an API error (the body always carries the JSON-RPC error object)."""
+
+
+def error_response(exc: ApiError) -> JSONResponse:
+    return JSONResponse({"error": exc.to_json()}, status_code=_STATUS.get(exc.name, 500))
+
+
+def unauthorized(status: int, message: str) -> JSONResponse:
+    body = {"code": guard.UNAUTHORIZED_CODE, "message": message, "data": {"name": "unauthorized"}}
+    return JSONResponse({"error": body}, status_code=status)
+
+
+class WebSocketLink:
+    """A :class:`daemon.control.Link` over a WebSocket: one JSON object per message."""
+
+    kind = "web"
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+        self.closed = False
+        self.close_code = 1000
+
+    async def receive(self) -> bytes | str | None:
+        if self.closed:
+            return None
+        message = await self.websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            self.closed = True
+            return None
+        text = message.get("text")
+        if text is not None:
+            return str(text)
+        data = message.get("bytes")
+        return bytes(data) if data is not None else b""
+
+    async def send_text(self, text: str) -> None:
+        if self.closed:
+            raise trio.ClosedResourceError("the WebSocket is closed")
+        try:
+            await self.websocket.send_text(text)
+        except (RuntimeError, OSError, WebSocketDisconnect) as exc:
+            self.closed = True
+            raise trio.BrokenResourceError("the WebSocket is gone") from exc
+
+    async def aclose(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+            await self.websocket.close(self.close_code)
+
+
+class Assets(StaticFiles):
+    """``daemon/web/static``, with Content-Types from :func:`guard.content_type` (not the
+    system's mime.types: with nosniff a wrong one breaks the page)."""
+
+    def file_response(
+        self,
+        full_path: str | os.PathLike[str],
+        stat_result: os.stat_result,
+        scope: Scope,
+        status_code: int = 200,
+    ) -> Response:
+        response = FileResponse(
+            full_path,
+            status_code=status_code,
+            stat_result=stat_result,
+            media_type=guard.content_type(os.fspath(full_path)),
+        )
+        if self.is_not_modified(response.headers, Headers(scope=scope)):
+            return NotModifiedResponse(response.headers)
+        return response
+
+    async def check_config(self) -> None:
+        """A missing directory (a broken install) gives 404s, not a 500 on every request."""
+
+
+class Guard:
+    """ASGI middleware: refuse what :func:`guard.check_request` refuses, before any route
+    (and before reading a body), and add the security headers to every response."""
+
+    def __init__(self, app: ASGIApp, web: WebServer) -> None:
+        self.app = app
+        self.web = web
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        raw: list[tuple[bytes, bytes]] = list(scope.get("headers") or [])
+
+        def values(name: bytes) -> list[str]:
+            return [v.decode("latin-1") for k, v in raw if k.lower() == name]
+
+        path: str = scope.get("path", "")
+        websocket = scope["type"] == "websocket"
+        refusal = guard.check_request(
+            method=None if websocket else str(scope.get("method", "")),
+            path=path,
+            hosts=values(b"host"),
+            origins=values(b"origin"),
+            cookies=values(b"cookie"),
+            allowed=self.web.allowed,
+            expected_cookie=self.web.cookie,
+        )
+        extra = guard.response_headers(path)
+
+        async def send_secured(message: Message) -> None:
+            if message["type"] in ("http.response.start", "websocket.http.response.start"):
+                headers = list(message.get("headers") or [])
+                present = {k.lower() for k, _ in headers}
+                headers += [(k, v) for k, v in extra if k not in present]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        if refusal is None:
+            await self.app(scope, receive, send_secured)
+            return
+        if refusal.name:
+            response: Response = unauthorized(refusal.status, refusal.message)
+        else:
+            response = PlainTextResponse(refusal.message, status_code=refusal.status)
+        if not websocket:
+            await response(scope, receive, send_secured)
+        elif "websocket.http.response" in (scope.get("extensions") or {}):
+            await send_secured(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": response.status_code,
+                    "headers": response.raw_headers,
+                }
+            )
+            await send_secured({"type": "websocket.http.response.body", "body": response.body})
+        else:
+            await send({"type": "websocket.close", "code": 1008})
+
+
+async def _no_route(request: Request, exc: Exception) -> Response:
+    """Unknown paths and methods: a JSON error under /api/, like every other API answer."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 404
+    if not request.url.path.startswith("/api/"):
+        return PlainTextResponse("Not Found" if status == 404 else "Method Not Allowed", status)
+    if status == 404:
+        return error_response(ApiError("not_found", "no such API path"))
+    return JSONResponse(
+        {"error": ApiError("invalid_request", "method not allowed here").to_json()}, status
+    )
+
+
+def _url_host(host: str) -> str:
+    """How the app's URL names the listen host (a wildcard by its loopback address)."""
+    if host in ("localhost", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _regular_file(path: str) -> os.stat_result | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
+
+
+def _qr_svg(text: str) -> bytes:
+    out = io.BytesIO()
+    segno.make_qr(text, error="m").save(
+        out, kind="svg", scale=4, border=4, light="#fff", xmldecl=False, omitsize=True
+    )
+    return out.getvalue()
+
+
+class WebServer:
+    """The web app of one daemon; serve it with ``nursery.start(web.serve)``."""
+
+    def __init__(self, control: ControlServer, home: Path, config: Config) -> None:
+        self.control = control
+        self.home = home
+        self.config = config
+        self.token_path = home / WEB_TOKEN_FILE
+        self.uploads = Uploads(home / WEB_UPLOADS_DIR)
+        self.token = ""
+        self.cookie = guard.session_cookie(token.new_token())  # matches nothing until loaded
+        self.allowed: frozenset[guard.Authority] = frozenset()
+        self._url: str | None = None
+        self._error = ""
+        self._ready = trio.Event()
+        self._sessions: dict[Session, WebSocketLink] = {}
+        self._rotating = trio.Lock()
+        self.app = Guard(
+            Starlette(
+                routes=[
+                    Route("/", self._index, methods=["GET"]),
+                    Mount("/static", app=Assets(directory=STATIC_DIR, check_dir=False)),
+                    Route("/api/login", self._login, methods=["POST"]),
+                    Route("/api/session", self._session, methods=["GET"]),
+                    WebSocketRoute("/api/ws", self._websocket),
+                    Route("/api/files", self._upload, methods=["POST"]),
+                    Route("/api/files/{id}/download", self._download, methods=["GET"]),
+                    Route("/api/friend-code.svg", self._friend_code, methods=["GET"]),
+                ],
+                exception_handlers={404: _no_route, 405: _no_route},
+            ),
+            self,
+        )
+
+    # --- the control API's view (daemon.control.WebFront) --------------------------------
+
+    async def info(self) -> dict[str, Any]:
+        with trio.move_on_after(READY_TIMEOUT):
+            await self._ready.wait()
+        if self._url is None:
+            info: dict[str, Any] = {"enabled": False, "url": None, "login_url": None}
+            if self._error:
+                info["error"] = self._error
+            return info
+        return {"enabled": True, "url": self._url, "login_url": f"{self._url}#token={self.token}"}
+
+    async def url(self) -> str | None:
+        with trio.move_on_after(READY_TIMEOUT):
+            await self._ready.wait()
+        return self._url
+
+    async def new_token(self, caller: Session) -> dict[str, Any]:
+        """A new token and cookie; every open WebSocket is closed (``caller``'s once it has
+        its reply)."""
+        async with self._rotating:
+            self.token = await token.rotate(self.token_path)
+            self.cookie = guard.session_cookie(self.token)
+        for session, link in list(self._sessions.items()):
+            link.close_code = CLOSE_ROTATED
+            if session is caller:
+                session.end_after_reply()
+            else:
+                session.end()
+        log.info("web app token rotated; %d web session(s) closed", len(self._sessions))
+        return await self.info()
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    async def serve(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        try:
+            self.token = await token.load(self.token_path)
+            self.cookie = guard.session_cookie(self.token)
+            sock, host = await self._listen()
+        except (OSError, ValueError) as exc:
+            self._error = f"the web app could not start: {exc}"
+            log.error("%s", self._error)
+            self._ready.set()
+            task_status.started()
+            return
+        port = sock.getsockname()[1]
+        hc = HypercornConfig()
+        hc.bind = [f"fd://{sock.detach()}"]
+        hc.accesslog = None
+        http_log = logging.getLogger("daemon.web.http")
+        http_log.setLevel(logging.WARNING)  # not hypercorn's "Running on …" lines
+        hc.errorlog = http_log
+        hc.include_server_header = False
+        hc.websocket_max_message_size = MAX_LINE_BYTES
+        hc.graceful_timeout = 1.0
+        hc.websocket_ping_interval = 30.0
+        # A wildcard listen address adds no name: the Host must still be a loopback one.
+        extra = () if host in ("localhost", "0.0.0.0", "::") else (host,)
+        self.allowed = guard.allowed_authorities(port, extra)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_uploads)
+            # Starlette's and Hypercorn's ASGI type hints differ; the protocol is the same.
+            app = cast("ASGIFramework", self.app)
+            await nursery.start(partial(hypercorn.trio.serve, app, hc, mode="asgi"))
+            self._url = f"http://{_url_host(host)}:{port}/"
+            self._ready.set()
+            log.info("web app on %s (open it with: p2pchat web --open)", self._url)
+            task_status.started()
+
+    async def _listen(self) -> tuple[socket.socket, str]:
+        """Bind ``web_listen``; a pinned port that is taken now falls back to a free one.
+        The port bound is written back to the config (kept across restarts)."""
+        parsed = parse_web_listen(self.config.web_listen)
+        if parsed is None:
+            raise ValueError(f"invalid web_listen {self.config.web_listen!r}")
+        host, port = parsed
+        bind_host = "127.0.0.1" if host == "localhost" else host
+        try:
+            sock = _bind(bind_host, port)
+        except OSError as exc:
+            if port == 0:
+                raise
+            log.warning("web_listen port %d is not available (%s); using a free one", port, exc)
+            sock = _bind(bind_host, 0)
+        if host not in ("localhost", "127.0.0.1", "::1"):
+            log.warning("the web app listens on %s: reachable from other machines", host)
+        bound = sock.getsockname()[1]
+        pinned = f"[{host}]:{bound}" if ":" in host else f"{host}:{bound}"
+        if pinned != self.config.web_listen:
+            self.config.web_listen = pinned
+            try:
+                await trio.to_thread.run_sync(save_config, self.home, self.config)
+            except BaseException:
+                sock.close()
+                raise
+            log.info("pinned web_listen in config: %s", pinned)
+        return sock, host
+
+    async def _watch_uploads(self) -> None:
+        """Delete staged uploads whose transfer ended; a sweep first catches those that
+        ended while nobody watched (daemon down, or the bus dropped us)."""
+        while True:
+            events = self.control.node.events.subscribe()
+            transfers = await Session.detached(self.control, "web").invoke("files.list", {})
+            await self.uploads.sweep(transfers["transfers"])
+            await self.uploads.watch(events)
+            log.warning("the upload watcher fell behind the events; sweeping again")
+
+    # --- routes ----------------------------------------------------------------------------
+
+    async def _index(self, request: Request) -> Response:
+        index = STATIC_DIR / "index.html"
+        st = await trio.to_thread.run_sync(_regular_file, str(index))
+        if st is None:
+            return PlainTextResponse("the web app's files are missing: reinstall p2pchat", 404)
+        return FileResponse(index, stat_result=st, media_type="text/html")
+
+    async def _login(self, request: Request) -> Response:
+        body = bytearray()
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > MAX_LOGIN_BYTES:
+                    return error_response(ApiError("invalid_request", "the login is too long"))
+        except ClientDisconnect:
+            return Response(status_code=400)
+        try:
+            doc = json.loads(body)
+        except (ValueError, RecursionError):
+            return error_response(ApiError("parse_error", 'the login must be {"token": "..."}'))
+        given = doc.get("token") if isinstance(doc, dict) else None
+        if not guard.token_ok(given, self.token):
+            return unauthorized(403, guard.WRONG_TOKEN_MESSAGE)
+        cookie = guard.set_cookie_header(self.token)
+        return Response(status_code=204, headers={"set-cookie": cookie})
+
+    async def _session(self, request: Request) -> Response:
+        return JSONResponse({"peer_id": self.control.node.peer_id})
+
+    async def _websocket(self, websocket: WebSocket) -> None:
+        if len(self._sessions) >= MAX_WEB_SESSIONS:
+            await websocket.close(CLOSE_FULL)
+            return
+        await websocket.accept()
+        link = WebSocketLink(websocket)
+        session = Session(self.control, link)
+        self._sessions[session] = link
+        if not guard.cookie_ok(websocket.headers.getlist("cookie"), self.cookie):
+            # The token was rotated while this upgrade was being accepted.
+            link.close_code = CLOSE_ROTATED
+            session.end()
+        try:
+            await session.run()
+        finally:
+            del self._sessions[session]
+            await link.aclose()
+
+    async def _upload(self, request: Request) -> Response:
+        """Stream the body to a staged file, then offer it with ``files.send``."""
+        try:
+            friend = request.query_params.get("friend")
+            if not friend:
+                raise ApiError("invalid_params", "missing parameter 'friend'")
+            name = guard.upload_name(request.query_params.get("name"))
+            if name is None:
+                raise ApiError("invalid_params", "missing parameter 'name' (the file's name)")
+            # Refuse before reading a byte what files.send would refuse after.
+            self.control.chat.roster.resolve_friend(friend, "files can only go to accepted friends")
+            length = request.headers.get("content-length")
+            if length is not None and length.isdigit():
+                if int(length) > wire.MAX_FILE_SIZE:
+                    raise ApiError("too_large", f"the file exceeds {wire.MAX_FILE_SIZE} bytes")
+                await self.uploads.check_space(int(length))
+            path = await self.uploads.stage(request.stream(), name, wire.MAX_FILE_SIZE)
+            try:
+                result = await Session.detached(self.control, "web").invoke(
+                    "files.send", {"friend": friend, "path": str(path)}
+                )
+            except BaseException:
+                with trio.CancelScope(shield=True):
+                    await self.uploads.discard(path.parent)
+                raise
+            finally:
+                self.uploads.release(path)
+        except ApiError as exc:
+            return error_response(exc)
+        except ClientDisconnect:
+            return Response(status_code=400)  # nobody reads it
+        return JSONResponse(result)
+
+    async def _download(self, request: Request) -> Response:
+        tid = str(request.path_params.get("id", ""))
+        missing = ApiError("not_found", "no received file has this transfer ID")
+        if not guard.is_transfer_id(tid):
+            return error_response(missing)
+        listed = await Session.detached(self.control, "web").invoke("files.list", {})
+        found = [t for t in listed["transfers"] if t.get("id") == tid]
+        if not found or found[0].get("direction") != "in" or found[0].get("state") != "completed":
+            return error_response(missing)
+        path = found[0].get("path")
+        st = await trio.to_thread.run_sync(_regular_file, path) if isinstance(path, str) else None
+        if st is None or not isinstance(path, str):
+            return error_response(ApiError("not_found", "the received file is no longer there"))
+        return FileResponse(
+            path,
+            stat_result=st,
+            media_type="application/octet-stream",
+            headers={
+                "content-disposition": guard.content_disposition(Path(path).name),
+                "x-content-type-options": "nosniff",
+            },
+        )
+
+    async def _friend_code(self, request: Request) -> Response:
+        identity = await Session.detached(self.control, "web").invoke("identity.get", {})
+        svg = await trio.to_thread.run_sync(_qr_svg, str(identity["friend_code"]))
+        return Response(svg, media_type="image/svg+xml")

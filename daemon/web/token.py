@@ -1,0 +1,78 @@
+"""The web app's token file (``<home>/web-token``, 0600): the one secret that opens the app.
+
+The blocking helpers here run in a worker thread (``trio.to_thread``), never on the trio loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import secrets
+import stat
+from pathlib import Path
+from typing import Final
+
+import trio
+
+from daemon.web.guard import is_token
+
+log = logging.getLogger(__name__)
+
+TOKEN_BYTES: Final = 32
+
+
+def new_token() -> str:
+    """32 random bytes as URL-safe base64 without padding (fits a URL fragment as is)."""
+    return base64.urlsafe_b64encode(secrets.token_bytes(TOKEN_BYTES)).rstrip(b"=").decode()
+
+
+def write_token(path: Path, token: str) -> None:
+    """Replace the token file atomically, created 0600 (never through a symlink)."""
+    tmp = path.with_name("." + path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_or_create(path: Path) -> str:
+    """The token in ``path``; a new one if the file is missing or does not hold one. A file
+    others can read is made private again (the token itself may have leaked: say so)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except FileNotFoundError:
+        token = new_token()
+        write_token(path, token)
+        log.info("created the web app token in %s", path)
+        return token
+    with os.fdopen(fd) as f:
+        mode = os.fstat(f.fileno()).st_mode
+        text = f.read(256).strip()
+    if stat.S_IMODE(mode) & 0o077:
+        os.chmod(path, 0o600)
+        log.warning(
+            "%s was readable by other users; made it private (rotate the token with: "
+            "p2pchat web --new-token)",
+            path,
+        )
+    if not is_token(text):
+        log.warning("%s does not hold a valid token; writing a new one", path)
+        token = new_token()
+        write_token(path, token)
+        return token
+    return text
+
+
+async def load(path: Path) -> str:
+    return await trio.to_thread.run_sync(read_or_create, path)
+
+
+async def rotate(path: Path) -> str:
+    """Write a new token and return it."""
+    token = new_token()
+    await trio.to_thread.run_sync(write_token, path, token)
+    return token
