@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from daemon.params import Handler, Params, bool_param, str_param
 from p2pchat.api import ApiError
+from p2pchat.calls.browser import check_stats
 from p2pchat.calls.manager import CallManager
 
 if TYPE_CHECKING:
@@ -19,23 +20,61 @@ def _calls(s: Session) -> CallManager:
     return calls
 
 
+def _browser_sdp(s: Session, p: Params) -> tuple[str | None, int | None]:
+    """The page's SDP when ``media`` is ``browser`` (and the session that owns the call, which
+    hangs up when that session ends); nothing for the daemon's own aiortc media."""
+    media = str_param(p, "media", required=False, default="aiortc")
+    if media == "aiortc":
+        if "sdp" in p:
+            raise ApiError("invalid_params", "'sdp' is only for media \"browser\"")
+        return None, None
+    if media != "browser":
+        raise ApiError("invalid_params", '\'media\' must be "aiortc" or "browser"')
+    if "sdp" not in p:
+        raise ApiError("invalid_params", "missing parameter 'sdp' (the page's description)")
+    owner = id(s)
+    calls = _calls(s)
+    s.add_close_callback(lambda: calls.owner_gone(owner))
+    return p["sdp"], owner
+
+
 async def start(s: Session, p: Params) -> Any:
+    sdp, owner = _browser_sdp(s, p)
     call = await _calls(s).start_call(
         str_param(p, "friend"),
         video=not bool_param(p, "audio_only", False),
         source=str_param(p, "source", required=False, default="test"),
         record=str_param(p, "record", required=False),
+        browser_sdp=sdp,
+        owner=owner,
     )
     return {"call": call}
 
 
 async def answer(s: Session, p: Params) -> Any:
+    sdp, owner = _browser_sdp(s, p)
     call = await _calls(s).answer(
         str_param(p, "friend", required=False) or None,
         source=str_param(p, "source", required=False, default="test"),
         record=str_param(p, "record", required=False),
+        browser_sdp=sdp,
+        owner=owner,
     )
     return {"call": call}
+
+
+async def remote_offer(s: Session, p: Params) -> Any:
+    return _calls(s).remote_offer()
+
+
+async def ice_servers(s: Session, p: Params) -> Any:
+    return {"ice_servers": _calls(s).ice_servers()}
+
+
+async def report(s: Session, p: Params) -> Any:
+    stats = check_stats(p["stats"]) if p.get("stats") is not None else None
+    state = str_param(p, "state", required=False) or None
+    return {"call": await _calls(s).report(str_param(p, "id"), state, stats)}
 
 
 async def hangup(s: Session, p: Params) -> Any:
@@ -51,4 +90,7 @@ METHODS: Final[dict[str, Handler]] = {
     "calls.answer": answer,
     "calls.hangup": hangup,
     "calls.list": list_calls,
+    "calls.remote_offer": remote_offer,
+    "calls.ice_servers": ice_servers,
+    "calls.report": report,
 }

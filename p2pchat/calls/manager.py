@@ -25,6 +25,7 @@ import trio
 from libp2p.abc import INetStream
 
 from p2pchat.api import ApiError
+from p2pchat.calls.browser import BrowserMedia, check_browser_sdp
 from p2pchat.calls.frames import (
     CALL_ID_BYTES,
     CALL_PROTOCOL,
@@ -124,6 +125,7 @@ class CallManager:
     def _session(
         self, peer: str, call: Call, stream: INetStream, options: MediaOptions, **media: Any
     ) -> CallSession:
+        """A session for ``call``; ``media`` holds its aiortc parts or its web page."""
         return CallSession(
             peer,
             call,
@@ -146,12 +148,26 @@ class CallManager:
     # --- API ------------------------------------------------------------------------------
 
     async def start_call(
-        self, friend: str, video: bool, source: str, record: str
+        self,
+        friend: str,
+        video: bool,
+        source: str,
+        record: str,
+        browser_sdp: str | None = None,
+        owner: int | None = None,
     ) -> dict[str, Any]:
+        """Call ``friend``: with aiortc media, or, given ``browser_sdp`` (a web page's
+        offer), with that page as the media endpoint (``owner``: its control session)."""
         contact = self.chat.roster.resolve_friend(friend, "only friends can be called")
-        options = _options(video, source, record, self.config.ice_servers)
+        if browser_sdp is not None:
+            browser_sdp = check_browser_sdp(browser_sdp)
+            options = MediaOptions(video=video, source="browser", record="", ice_servers=())
+        else:
+            options = _options(video, source, record, self.config.ice_servers)
         peer = contact.peer_id
         if self._ringing_from(peer) is not None:
+            if browser_sdp is not None:
+                raise ApiError("busy", "that friend is calling you now: answer their call instead")
             return await self._answer_instead(peer, options)
         if self.current is not None and self.current.call.live:
             raise ApiError("busy", "already in a call: hang up first")
@@ -169,19 +185,28 @@ class CallManager:
                 f"({exc})",
             ) from None
         call_id = secrets.token_bytes(CALL_ID_BYTES)
-        rtc = AsyncioThread()
+        rtc: AsyncioThread | None = None
         live: CallSession | None = None
         session: MediaSession | None = None
         media = MediaStates()
         try:
-            session = await open_session(rtc, options, media)
-            with trio.fail_after(MEDIA_SETUP_TIMEOUT):
-                offer = await rtc.call(session.create_offer())
-            sdp = sendable(with_reflexive(offer, self._public_ips()))
+            if browser_sdp is not None:
+                sdp = sendable(with_reflexive(browser_sdp, self._public_ips()))
+                browser = BrowserMedia(self.events, call_id)
+                if owner is not None:
+                    browser.sessions.add(owner)
+                parts: dict[str, Any] = {"browser": browser, "media": media}
+            else:
+                rtc = AsyncioThread()
+                session = await open_session(rtc, options, media)
+                with trio.fail_after(MEDIA_SETUP_TIMEOUT):
+                    offer = await rtc.call(session.create_offer())
+                sdp = sendable(with_reflexive(offer, self._public_ips()))
+                parts = {"session": session, "rtc": rtc, "media": media}
             call, outputs = Call.outgoing(
                 call_id, options.video, sdp, trio.current_time(), self.config.ring_timeout
             )
-            live = self._session(peer, call, stream, options, session=session, rtc=rtc, media=media)
+            live = self._session(peer, call, stream, options, **parts)
             if self.current is not None and self.current.call.live:
                 raise _Superseded()
             self.current = live
@@ -220,11 +245,76 @@ class CallManager:
         log.info("calling %s (%s)", short(peer), "video" if video else "audio")
         return live.json()
 
-    async def answer(self, friend: str | None, source: str, record: str) -> dict[str, Any]:
+    async def answer(
+        self,
+        friend: str | None,
+        source: str,
+        record: str,
+        browser_sdp: str | None = None,
+        owner: int | None = None,
+    ) -> dict[str, Any]:
+        """Answer the ringing call with aiortc media, or with a web page's answer SDP."""
         live = self._ringing(friend)
+        if browser_sdp is not None:
+            browser = BrowserMedia(self.events, live.call.call_id)
+            if owner is not None:
+                browser.sessions.add(owner)
+            await live.answer_browser(browser, check_browser_sdp(browser_sdp), self._public_ips())
+            return live.json()
         options = _options(live.call.video, source, record, self.config.ice_servers)
         await live.answer(options, self._public_ips())
         return live.json()
+
+    def remote_offer(self) -> dict[str, Any]:
+        """The ringing call's offer, for a web page that will answer it."""
+        live = self._ringing(None)
+        return {
+            "call_id": live.call.call_id.hex(),
+            "video": live.call.video,
+            "sdp": live.call.remote_sdp,
+        }
+
+    def ice_servers(self) -> list[dict[str, Any]]:
+        """The configured STUN/TURN servers in RTCConfiguration form (none by default)."""
+        out: list[dict[str, Any]] = []
+        for url, username, credential in self.config.ice_servers:
+            entry: dict[str, Any] = {"urls": url}
+            if username:
+                entry["username"] = username
+            if credential:
+                entry["credential"] = credential
+            out.append(entry)
+        return out
+
+    async def report(
+        self, call_id: str, state: str | None, stats: dict[str, Any] | None
+    ) -> dict[str, Any]:
+        """A web page's report on the peer connection of the browser call it runs."""
+        live = self._browser_call(call_id)
+        async with live.lock:
+            live.browser_report(state, stats)
+        return live.json()
+
+    def owner_gone(self, owner: int) -> None:
+        """A control session ended: a browser call whose page that was ends too."""
+        live = self.current
+        if live is None or live.browser is None or owner not in live.browser.sessions:
+            return
+        live.browser.sessions.discard(owner)
+        if not live.browser.sessions and live.call.live and self._nursery is not None:
+            log.info("the web page running the call with %s went away", short(live.peer))
+            self._nursery.start_soon(self._end_call, live)
+
+    def _browser_call(self, call_id: str) -> CallSession:
+        live = self.current
+        if (
+            live is None
+            or live.browser is None
+            or not live.call.live
+            or live.call.call_id.hex() != call_id.lower()
+        ):
+            raise ApiError("not_found", "no live browser call with that id")
+        return live
 
     async def hangup(self, friend: str | None) -> dict[str, Any]:
         live = self.current
@@ -244,7 +334,9 @@ class CallManager:
             if live is None or any(c["id"] == live.call.call_id.hex() for c in out):
                 continue
             entry = live.json()
-            if live.call.live and live.session is not None and live.rtc is not None:
+            if live.call.live and (
+                live.browser is not None or (live.session is not None and live.rtc is not None)
+            ):
                 entry["stats"] = await live.stats()
             out.append(entry)
         return out

@@ -23,6 +23,7 @@ import trio
 from libp2p.abc import INetStream
 
 from p2pchat.api import ApiError
+from p2pchat.calls.browser import BrowserMedia
 from p2pchat.calls.frames import MAX_SDP_BYTES, CallFrame, CallFrameDecoder, encode_call
 from p2pchat.calls.media import (
     AsyncioThread,
@@ -71,6 +72,11 @@ class MediaStates:
         with contextlib.suppress(trio.RunFinishedError):
             self._token.run_sync_soon(deliver)
 
+    def report_here(self, state: str) -> None:
+        """The same, from the trio thread (a web page's report)."""
+        with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
+            self._send.send_nowait(state)
+
 
 class CallSession:
     """One call and everything it holds (stream, state machine, media session, asyncio
@@ -91,8 +97,11 @@ class CallSession:
         session: MediaSession | None = None,
         rtc: AsyncioThread | None = None,
         media: MediaStates | None = None,
+        browser: BrowserMedia | None = None,
     ) -> None:
         self.peer = peer
+        self.browser = browser
+        """Set when a web page is this call's media endpoint (then no aiortc at all)."""
         self.call = call
         self.stream = stream
         self.options = options
@@ -122,6 +131,7 @@ class CallSession:
             "peer_id": self.peer,
             "direction": call.direction.value,
             "video": call.video,
+            "media": "browser" if self.browser is not None else "aiortc",
             "state": call.state.value,
             "reason": call.end_reason,
             "ended_by": ("friend" if call.ended_by_remote else "you") if call.end_reason else "",
@@ -158,6 +168,34 @@ class CallSession:
                 await self.add_candidate(candidate, mid, index)
             self.pending_candidates.clear()
         log.info("answered the call from %s", short(self.peer))
+
+    async def answer_browser(self, browser: BrowserMedia, sdp: str, public_ips: list[str]) -> None:
+        """Accept the ringing call with a web page's answer: the page is the media endpoint."""
+        async with self.lock:
+            if self.call.state is not CallState.RINGING_IN:
+                raise ApiError("invalid_state", f"the call is {self.call.state.value}")
+            if self.session is not None or self.rtc is not None:
+                raise ApiError("invalid_state", "this call's media is already set up here")
+            try:
+                sdp = sendable(with_reflexive(sdp, public_ips))
+            except MediaError as exc:
+                raise ApiError("invalid_params", str(exc)) from None
+            self.browser = browser
+            self.options = MediaOptions(
+                video=self.call.video, source="browser", record="", ice_servers=()
+            )
+            await self.apply(self.call.answer(sdp, trio.current_time()))
+            for candidate, mid, index in self.pending_candidates:
+                browser.add_candidate(candidate, mid, index)
+            self.pending_candidates.clear()
+        log.info("answered the call from %s in the web app", short(self.peer))
+
+    def browser_report(self, state: str | None, stats: dict[str, Any] | None) -> None:
+        """A web page's report on its peer connection, fed to the call like aiortc's."""
+        assert self.browser is not None
+        media_state = self.browser.report(state, stats)
+        if media_state is not None:
+            self.media.report_here(media_state)
 
     # --- the call's life ----------------------------------------------------------------
 
@@ -232,6 +270,9 @@ class CallSession:
                 self._events.publish("call.incoming", call=self.json())
             elif isinstance(out, RemoteRinging):
                 self.publish()
+            elif isinstance(out, ApplyAnswer) and self.browser is not None:
+                self.browser.apply_answer(out.sdp)
+                self.publish()
             elif isinstance(out, ApplyAnswer):
                 assert self.session is not None and self.rtc is not None
                 try:
@@ -251,7 +292,9 @@ class CallSession:
                     or ".local " in out.candidate
                 ):
                     continue
-                if self.session is None:
+                if self.browser is not None:
+                    self.browser.add_candidate(out.candidate, out.mid, out.index)
+                elif self.session is None:
                     self.pending_candidates.append((out.candidate, out.mid, out.index))
                 else:
                     await self.add_candidate(out.candidate, out.mid, out.index)
@@ -279,6 +322,8 @@ class CallSession:
             log.info("ignored a candidate from %s (%s): %s", short(self.peer), candidate, exc)
 
     async def stats(self) -> dict[str, Any]:
+        if self.browser is not None:
+            return self.browser.stats_json()
         assert self.session is not None and self.rtc is not None
         try:
             with trio.fail_after(STATS_TIMEOUT):
