@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from daemon.params import Handler, Params, bool_param, str_param
 from p2pchat.api import ApiError
-from p2pchat.calls.browser import check_stats
+from p2pchat.calls.browser import PageOwner, check_stats
 from p2pchat.calls.manager import CallManager
 
 if TYPE_CHECKING:
@@ -20,7 +20,7 @@ def _calls(s: Session) -> CallManager:
     return calls
 
 
-def _browser_sdp(s: Session, p: Params) -> tuple[str | None, int | None]:
+def _browser_sdp(s: Session, p: Params) -> tuple[str | None, PageOwner | None]:
     """The page's SDP when ``media`` is ``browser`` (and the session that owns the call, which
     hangs up when that session ends); nothing for the daemon's own aiortc media."""
     media = str_param(p, "media", required=False, default="aiortc")
@@ -32,7 +32,7 @@ def _browser_sdp(s: Session, p: Params) -> tuple[str | None, int | None]:
         raise ApiError("invalid_params", '\'media\' must be "aiortc" or "browser"')
     if "sdp" not in p:
         raise ApiError("invalid_params", "missing parameter 'sdp' (the page's description)")
-    owner = id(s)
+    owner = PageOwner()
     calls = _calls(s)
     s.add_close_callback(lambda: calls.owner_gone(owner))
     return p["sdp"], owner

@@ -15,6 +15,7 @@ from typing import Any, Final
 from p2pchat.api import ApiError
 from p2pchat.calls.frames import MAX_SDP_BYTES
 from p2pchat.events import EventBus
+from p2pchat.wire import text_problem
 
 REPORTED_STATES: Final = ("new", "connecting", "connected", "disconnected", "failed", "closed")
 """RTCPeerConnection.connectionState values a page may report."""
@@ -30,11 +31,44 @@ def check_browser_sdp(sdp: Any) -> str:
         raise ApiError("invalid_params", f"'sdp' is over {MAX_SDP_BYTES} bytes")
     if not sdp.startswith("v=0"):
         raise ApiError("invalid_params", "'sdp' is not a session description (must start v=0)")
-    try:
-        sdp.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ApiError("invalid_params", "'sdp' is not valid text") from None
-    return sdp
+    # The signalling frame's own rule (CRLF line ends are what SDP uses): refused here, with a
+    # clear error, rather than by the frame encoder after the call was set up.
+    problem = text_problem(sdp.replace("\r\n", "\n"), MAX_SDP_BYTES, multiline=True)
+    if problem is not None or "\r" in sdp.replace("\r\n", ""):
+        raise ApiError("invalid_params", f"'sdp' {problem or 'has a bare carriage return'}")
+    return complete_candidates(sdp)
+
+
+def complete_candidates(sdp: str) -> str:
+    """``sdp`` with ``a=end-of-candidates`` closing each media section that lacks it.
+
+    A page hands over its description once ICE gathering is complete, but browsers leave the
+    marker out; the daemon adds its own reflexive candidates before that marker, and aiortc
+    on the friend's side reads it as "no more candidates"."""
+    lines = sdp.split("\r\n")
+    trailing = lines[-1] == ""
+    if trailing:
+        lines.pop()
+    out: list[str] = []
+    in_media = closed = False
+    for line in lines:
+        if line.startswith("m="):
+            if in_media and not closed:
+                out.append("a=end-of-candidates")
+            in_media, closed = True, False
+        elif line == "a=end-of-candidates":
+            closed = True
+        out.append(line)
+    if in_media and not closed:
+        out.append("a=end-of-candidates")
+    return "\r\n".join(out) + ("\r\n" if trailing else "")
+
+
+class PageOwner:
+    """The control session (a web page) that runs a browser call; ``gone`` once it ended."""
+
+    def __init__(self) -> None:
+        self.gone = False
 
 
 def check_stats(stats: Any) -> dict[str, Any]:
@@ -54,9 +88,8 @@ class BrowserMedia:
         self.call_id = call_id
         self.stats: dict[str, Any] = {}
         self.state = "new"
-        self.sessions: set[int] = set()
-        """``id()`` of the control sessions that own this call (the one that started or
-        answered it): when the last goes away, the page is gone and the call ends."""
+        self.owner: PageOwner | None = None
+        """The session that started or answered this call: when it ends, so does the call."""
 
     def _publish(self, kind: str, **fields: Any) -> None:
         self._events.publish("call.media", call_id=self.call_id.hex(), kind=kind, **fields)

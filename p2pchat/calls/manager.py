@@ -25,7 +25,7 @@ import trio
 from libp2p.abc import INetStream
 
 from p2pchat.api import ApiError
-from p2pchat.calls.browser import BrowserMedia, check_browser_sdp
+from p2pchat.calls.browser import BrowserMedia, PageOwner, check_browser_sdp
 from p2pchat.calls.frames import (
     CALL_ID_BYTES,
     CALL_PROTOCOL,
@@ -154,7 +154,7 @@ class CallManager:
         source: str,
         record: str,
         browser_sdp: str | None = None,
-        owner: int | None = None,
+        owner: PageOwner | None = None,
     ) -> dict[str, Any]:
         """Call ``friend``: with aiortc media, or, given ``browser_sdp`` (a web page's
         offer), with that page as the media endpoint (``owner``: its control session)."""
@@ -193,8 +193,7 @@ class CallManager:
             if browser_sdp is not None:
                 sdp = sendable(with_reflexive(browser_sdp, self._public_ips()))
                 browser = BrowserMedia(self.events, call_id)
-                if owner is not None:
-                    browser.sessions.add(owner)
+                browser.owner = owner
                 parts: dict[str, Any] = {"browser": browser, "media": media}
             else:
                 rtc = AsyncioThread()
@@ -236,13 +235,15 @@ class CallManager:
                 raise ApiError("media_error", f"cannot start the call's media: {exc}") from None
             if isinstance(exc, _Superseded):
                 # The friend's call reached us while ours was being set up: that is the
-                # call the user wants.
-                if self._ringing_from(peer) is not None:
+                # call the user wants (a page answers it itself: it rings there).
+                if browser_sdp is None and self._ringing_from(peer) is not None:
                     return await self._answer_instead(peer, options)
                 raise ApiError("busy", "already in a call: hang up first") from None
             raise
         live.publish()
         log.info("calling %s (%s)", short(peer), "video" if video else "audio")
+        if owner is not None and owner.gone:
+            self.owner_gone(owner)  # the page went away while the call was being set up
         return live.json()
 
     async def answer(
@@ -251,15 +252,16 @@ class CallManager:
         source: str,
         record: str,
         browser_sdp: str | None = None,
-        owner: int | None = None,
+        owner: PageOwner | None = None,
     ) -> dict[str, Any]:
         """Answer the ringing call with aiortc media, or with a web page's answer SDP."""
         live = self._ringing(friend)
         if browser_sdp is not None:
             browser = BrowserMedia(self.events, live.call.call_id)
-            if owner is not None:
-                browser.sessions.add(owner)
+            browser.owner = owner
             await live.answer_browser(browser, check_browser_sdp(browser_sdp), self._public_ips())
+            if owner is not None and owner.gone:
+                self.owner_gone(owner)
             return live.json()
         options = _options(live.call.video, source, record, self.config.ice_servers)
         await live.answer(options, self._public_ips())
@@ -295,13 +297,13 @@ class CallManager:
             live.browser_report(state, stats)
         return live.json()
 
-    def owner_gone(self, owner: int) -> None:
+    def owner_gone(self, owner: PageOwner) -> None:
         """A control session ended: a browser call whose page that was ends too."""
+        owner.gone = True
         live = self.current
-        if live is None or live.browser is None or owner not in live.browser.sessions:
+        if live is None or live.browser is None or live.browser.owner is not owner:
             return
-        live.browser.sessions.discard(owner)
-        if not live.browser.sessions and live.call.live and self._nursery is not None:
+        if live.call.live and self._nursery is not None:
             log.info("the web page running the call with %s went away", short(live.peer))
             self._nursery.start_soon(self._end_call, live)
 
@@ -397,7 +399,9 @@ class CallManager:
             log.info("we and %s called each other at once: taking their call", short(peer))
             answer_with = self._glare_options(peer)
             if current is not None and current.peer == peer and current.call.live:
-                answer_with = current.options
+                # Our own call to them, lost to theirs: answer theirs with the same media
+                # (a page's call instead rings for that page to answer).
+                answer_with = current.options if current.browser is None else None
                 async with current.lock:
                     await current.apply(current.call.hangup("glare"))
             if current is not None:
@@ -431,7 +435,12 @@ class CallManager:
 
     def _glare_options(self, peer: str) -> MediaOptions | None:
         last = self.last
-        if last is not None and last.peer == peer and last.call.end_reason == "glare":
+        if (
+            last is not None
+            and last.peer == peer
+            and last.call.end_reason == "glare"
+            and last.browser is None  # a page's lost call: the friend's rings for the page
+        ):
             return last.options
         return None
 

@@ -14,6 +14,7 @@ from p2pchat.calls.browser import (
     BrowserMedia,
     check_browser_sdp,
     check_stats,
+    complete_candidates,
 )
 from p2pchat.calls.frames import MAX_SDP_BYTES
 
@@ -86,3 +87,36 @@ def test_a_report_keeps_the_last_stats_and_refuses_unknown_states() -> None:
         media.report("sideways", None)
     assert err.value.name == "invalid_params"
     assert media.state == "new"
+
+
+def test_control_characters_and_bare_carriage_returns_are_refused() -> None:
+    for bad in ("v=0\r\na=x\x1b[31m\r\n", "v=0\ra=x\r\n", "v=0\r\na=\x00\r\n"):
+        with pytest.raises(ApiError) as err:
+            check_browser_sdp(bad)
+        assert err.value.name == "invalid_params"
+
+
+def test_each_media_section_is_closed_with_end_of_candidates() -> None:
+    sdp = (
+        "v=0\r\ns=-\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=candidate:1 1 udp 1 192.0.2.2 5000 "
+        "typ host\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:1\r\n"
+    )
+    done = complete_candidates(sdp)
+    lines = done.split("\r\n")
+    assert done.endswith("\r\n")
+    assert lines.count("a=end-of-candidates") == 2
+    assert lines[lines.index("m=video 9 UDP/TLS/RTP/SAVPF 96") - 1] == "a=end-of-candidates"
+    assert lines[-2] == "a=end-of-candidates"
+    assert complete_candidates(done) == done  # already complete: unchanged
+    assert complete_candidates("v=0\r\ns=-\r\n") == "v=0\r\ns=-\r\n"  # no media: nothing added
+    assert check_browser_sdp(sdp) == done
+
+
+def test_reflexive_candidates_reach_a_browser_description() -> None:
+    from p2pchat.calls.media import with_reflexive
+
+    sdp = check_browser_sdp(
+        "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n"
+        "a=candidate:1 1 udp 2122260223 192.168.1.5 50000 typ host\r\n"
+    )
+    assert "typ srflx" in with_reflexive(sdp, ["203.0.113.7"])
