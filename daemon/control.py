@@ -120,6 +120,8 @@ class SocketLink:
     async def receive(self) -> bytes | None:
         while True:
             newline = self._buf.find(b"\n")
+            if newline > MAX_LINE_BYTES:
+                raise MessageTooLong("request line too long")
             if newline >= 0:
                 line = bytes(self._buf[:newline])
                 del self._buf[: newline + 1]

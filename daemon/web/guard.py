@@ -33,7 +33,9 @@ SECURITY_HEADERS: Final[tuple[tuple[bytes, bytes], ...]] = (
 """On every response, errors and refused WebSocket upgrades included."""
 NO_STORE: Final = (b"cache-control", b"no-store")
 
-COOKIE_NAME: Final = "p2pchat_session"
+COOKIE_PREFIX: Final = "p2pchat_session_"
+"""The session cookie is ``p2pchat_session_<port>``: browsers scope cookies by host, not by
+port, so two daemons on one machine must not overwrite (or be sent) each other's cookie."""
 COOKIE_LABEL: Final = b"p2pchat web session v1"
 UNAUTHORIZED_CODE: Final = 1017
 """The JSON-RPC-style error code of a refused login or a missing/old session cookie."""
@@ -146,11 +148,16 @@ def session_cookie(token: str) -> str:
     return hmac.new(token.encode(), COOKIE_LABEL, hashlib.sha256).hexdigest()
 
 
-def set_cookie_header(token: str) -> str:
-    return f"{COOKIE_NAME}={session_cookie(token)}; HttpOnly; SameSite=Strict; Path=/"
+def cookie_name(port: int) -> str:
+    """The session cookie's name for the server on ``port``."""
+    return f"{COOKIE_PREFIX}{port}"
 
 
-def cookie_values(headers: Iterable[str], name: str = COOKIE_NAME) -> list[str]:
+def set_cookie_header(token: str, port: int) -> str:
+    return f"{cookie_name(port)}={session_cookie(token)}; HttpOnly; SameSite=Strict; Path=/"
+
+
+def cookie_values(headers: Iterable[str], name: str) -> list[str]:
     """Every value of cookie ``name`` in the Cookie headers (a browser may send several)."""
     found: list[str] = []
     for header in headers:
@@ -161,11 +168,11 @@ def cookie_values(headers: Iterable[str], name: str = COOKIE_NAME) -> list[str]:
     return found
 
 
-def cookie_ok(headers: Iterable[str], expected: str) -> bool:
-    """Whether any session cookie in the Cookie headers is the current one (constant time)."""
+def cookie_ok(headers: Iterable[str], expected: str, name: str) -> bool:
+    """Whether any cookie ``name`` in the Cookie headers is the current one (constant time)."""
     want = expected.encode()
     ok = False
-    for value in cookie_values(headers):
+    for value in cookie_values(headers, name):
         ok |= hmac.compare_digest(value.encode("utf-8", "surrogatepass"), want)
     return ok
 
@@ -188,6 +195,7 @@ def check_request(
     cookies: Sequence[str],
     allowed: frozenset[Authority],
     expected_cookie: str,
+    cookie_name: str,
 ) -> Refusal | None:
     """Whether to refuse a request (``method`` None: a WebSocket upgrade), checked in the
     order Host, Origin, session; None lets it through."""
@@ -198,7 +206,7 @@ def check_request(
             return FOREIGN_ORIGIN
     elif origins and not origin_ok(origins, allowed):
         return FOREIGN_ORIGIN  # a cross-origin read (fetch in cors mode) of our pages
-    if needs_session(path) and not cookie_ok(cookies, expected_cookie):
+    if needs_session(path) and not cookie_ok(cookies, expected_cookie, cookie_name):
         return NO_SESSION
     return None
 

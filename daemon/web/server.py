@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import hypercorn.trio
+import hypercorn.trio.run
+import hypercorn.trio.tcp_server
 import segno
 import trio
 from hypercorn.config import Config as HypercornConfig
@@ -61,6 +63,17 @@ READY_TIMEOUT: Final = 10.0
 CLOSE_ROTATED: Final = 4401
 """WebSocket close code when ``web.new_token`` ended the session: log in again."""
 CLOSE_FULL: Final = 1013
+MAX_HTTP_CONNECTIONS: Final = 128
+"""HTTP connections at once; more are closed as soon as they are accepted."""
+READ_TIMEOUT: Final = 30.0
+"""A connection on which nothing moved either way for this long is closed (WebSockets answer
+the pings; a download in progress keeps its connection)."""
+MAX_RECV: Final = 65536
+PING_INTERVAL: Final = 10.0
+"""WebSocket pings: well inside :data:`READ_TIMEOUT`, so an idle page's pongs keep it open."""
+LENGTH_REQUIRED: Final = "an upload needs a Content-Length header (the file's size)"
+WATCH_RETRY: Final = 5.0
+"""Seconds before the upload watcher tries again after an error."""
 
 _STATUS: Final = {
     "parse_error": 400,
@@ -87,6 +100,101 @@ def error_response(exc: ApiError) -> JSONResponse:
 def unauthorized(status: int, message: str) -> JSONResponse:
     body = {"code": guard.UNAUTHORIZED_CODE, "message": message, "data": {"name": "unauthorized"}}
     return JSONResponse({"error": body}, status_code=status)
+
+
+class Connections:
+    """The HTTP connections a :class:`WebServer` has accepted, so that it can cap them and
+    end them all at shutdown: Hypercorn writes with ``send_all`` in a shielded cancel scope,
+    so a client that stops reading would otherwise hold the daemon's exit forever."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.streams: set[trio.SocketStream] = set()
+        self.closing = False
+
+    def admit(self, stream: trio.SocketStream) -> bool:
+        if self.closing or len(self.streams) >= self.limit:
+            return False
+        self.streams.add(stream)
+        return True
+
+    def shutdown_all(self) -> None:
+        """``shutdown(SHUT_RDWR)`` every connection: blocked writes fail at once (EPIPE)."""
+        self.closing = True
+        for stream in list(self.streams):
+            with contextlib.suppress(OSError, AttributeError):
+                stream.socket.shutdown(socket.SHUT_RDWR)
+
+
+class TrackedConfig(HypercornConfig):
+    """Hypercorn's config plus the :class:`Connections` its connections register in."""
+
+    connections: Connections | None = None
+
+
+class TrackedTCPServer(hypercorn.trio.tcp_server.TCPServer):
+    """Hypercorn's connection handler, registering each connection in its config's
+    :class:`Connections` (refusing it beyond the cap); with another config, unchanged."""
+
+    async def run(self) -> None:
+        connections = getattr(self.config, "connections", None)
+        if not isinstance(connections, Connections):
+            await super().run()
+            return
+        stream = cast("trio.SocketStream", self.stream)
+        if not connections.admit(stream):
+            with contextlib.suppress(OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+                await stream.aclose()
+            return
+        try:
+            await super().run()
+        finally:
+            connections.streams.discard(stream)
+
+    async def protocol_send(self, event: Any) -> None:
+        await super().protocol_send(event)
+        self._last_sent = trio.current_time()
+
+    async def _read_data(self) -> None:
+        # Hypercorn's read timeout also fires while a long response (a big download) is being
+        # sent to a client that has nothing to say: here a connection times out only when
+        # nothing moved either way for READ_TIMEOUT.
+        connections = getattr(self.config, "connections", None)
+        if not isinstance(connections, Connections):
+            await super()._read_data()
+            return
+        from hypercorn.events import Closed, RawData
+
+        while True:
+            data: bytes | None = None
+            try:
+                with trio.move_on_after(READ_TIMEOUT):
+                    data = bytes(await self.stream.receive_some(MAX_RECV))
+            except (trio.ClosedResourceError, trio.BrokenResourceError):
+                break
+            if data is None:
+                quiet = trio.current_time() - getattr(self, "_last_sent", 0.0)
+                if self.send_lock.locked() or quiet < READ_TIMEOUT:
+                    continue
+                break
+            await self.protocol.handle(RawData(data))
+            if data == b"":
+                break
+        await self.protocol.handle(Closed())
+
+    async def _close(self) -> None:
+        # A closed connection's task may linger (Hypercorn's keep-alive timer); it no longer
+        # counts against the cap.
+        try:
+            await super()._close()
+        finally:
+            connections = getattr(self.config, "connections", None)
+            if isinstance(connections, Connections):
+                connections.streams.discard(cast("trio.SocketStream", self.stream))
+
+
+# hypercorn.trio.run.worker_serve makes one TCPServer per accepted connection by this name.
+hypercorn.trio.run.TCPServer = TrackedTCPServer  # type: ignore[attr-defined]
 
 
 class WebSocketLink:
@@ -181,6 +289,7 @@ class Guard:
             cookies=values(b"cookie"),
             allowed=self.web.allowed,
             expected_cookie=self.web.cookie,
+            cookie_name=self.web.cookie_name,
         )
         extra = guard.response_headers(path)
 
@@ -277,6 +386,11 @@ class WebServer:
         self.token = ""
         self.cookie = guard.session_cookie(token.new_token())  # matches nothing until loaded
         self.allowed: frozenset[guard.Authority] = frozenset()
+        self.port = 0
+        self.cookie_name = guard.cookie_name(0)  # set to the bound port's before serving
+        self.connections = Connections(MAX_HTTP_CONNECTIONS)
+        self._websockets = 0
+        """WebSockets accepted or being accepted (counted before the accept is awaited)."""
         self._url: str | None = None
         self._error = ""
         self._ready = trio.Event()
@@ -345,7 +459,11 @@ class WebServer:
             task_status.started()
             return
         port = sock.getsockname()[1]
-        hc = HypercornConfig()
+        self.port = port
+        self.cookie_name = guard.cookie_name(port)
+        hc = TrackedConfig()
+        hc.connections = self.connections
+        hc.read_timeout = int(READ_TIMEOUT)  # other configs; ours: TrackedTCPServer._read_data
         hc.bind = [f"fd://{sock.detach()}"]
         hc.accesslog = None
         http_log = logging.getLogger("daemon.web.http")
@@ -354,19 +472,25 @@ class WebServer:
         hc.include_server_header = False
         hc.websocket_max_message_size = MAX_LINE_BYTES
         hc.graceful_timeout = 1.0
-        hc.websocket_ping_interval = 30.0
+        hc.websocket_ping_interval = PING_INTERVAL
         # A wildcard listen address adds no name: the Host must still be a loopback one.
         extra = () if host in ("localhost", "0.0.0.0", "::") else (host,)
         self.allowed = guard.allowed_authorities(port, extra)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._watch_uploads)
-            # Starlette's and Hypercorn's ASGI type hints differ; the protocol is the same.
-            app = cast("ASGIFramework", self.app)
-            await nursery.start(partial(hypercorn.trio.serve, app, hc, mode="asgi"))
-            self._url = f"http://{_url_host(host)}:{port}/"
-            self._ready.set()
-            log.info("web app on %s (open it with: p2pchat web --open)", self._url)
-            task_status.started()
+            try:
+                nursery.start_soon(self._watch_uploads)
+                # Starlette's and Hypercorn's ASGI type hints differ; the protocol is the same.
+                app = cast("ASGIFramework", self.app)
+                await nursery.start(partial(hypercorn.trio.serve, app, hc, mode="asgi"))
+                self._url = f"http://{_url_host(host)}:{port}/"
+                self._ready.set()
+                log.info("web app on %s (open it with: p2pchat web --open)", self._url)
+                task_status.started()
+                await trio.sleep_forever()
+            finally:
+                # Before the nursery waits for its connections: a write blocked on a client
+                # that stopped reading is shielded from cancellation, not from this.
+                self.connections.shutdown_all()
 
     async def _listen(self) -> tuple[socket.socket, str]:
         """Bind ``web_listen``; a pinned port that is taken now falls back to a free one.
@@ -401,11 +525,16 @@ class WebServer:
         """Delete staged uploads whose transfer ended; a sweep first catches those that
         ended while nobody watched (daemon down, or the bus dropped us)."""
         while True:
-            events = self.control.node.events.subscribe()
-            transfers = await Session.detached(self.control, "web").invoke("files.list", {})
-            await self.uploads.sweep(transfers["transfers"])
-            await self.uploads.watch(events)
-            log.warning("the upload watcher fell behind the events; sweeping again")
+            try:
+                events = self.control.node.events.subscribe()
+                transfers = await Session.detached(self.control, "web").invoke("files.list", {})
+                await self.uploads.sweep(transfers["transfers"])
+                await self.uploads.watch(events)
+                log.warning("the upload watcher fell behind the events; sweeping again")
+            except Exception:
+                # Staged copies are only disk space: never let them take the daemon down.
+                log.exception("the upload watcher failed; retrying in %g s", WATCH_RETRY)
+                await trio.sleep(WATCH_RETRY)
 
     # --- routes ----------------------------------------------------------------------------
 
@@ -432,29 +561,38 @@ class WebServer:
         given = doc.get("token") if isinstance(doc, dict) else None
         if not guard.token_ok(given, self.token):
             return unauthorized(403, guard.WRONG_TOKEN_MESSAGE)
-        cookie = guard.set_cookie_header(self.token)
+        cookie = guard.set_cookie_header(self.token, self.port)
         return Response(status_code=204, headers={"set-cookie": cookie})
 
     async def _session(self, request: Request) -> Response:
         return JSONResponse({"peer_id": self.control.node.peer_id})
 
     async def _websocket(self, websocket: WebSocket) -> None:
-        if len(self._sessions) >= MAX_WEB_SESSIONS:
-            await websocket.close(CLOSE_FULL)
+        if self._websockets >= MAX_WEB_SESSIONS:
+            # Accepted, then closed with "try again later": the page can tell why (a refused
+            # upgrade is only an opaque error to it).
+            with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+                await websocket.accept()
+                await websocket.close(CLOSE_FULL)
             return
-        await websocket.accept()
-        link = WebSocketLink(websocket)
-        session = Session(self.control, link)
-        self._sessions[session] = link
-        if not guard.cookie_ok(websocket.headers.getlist("cookie"), self.cookie):
-            # The token was rotated while this upgrade was being accepted.
-            link.close_code = CLOSE_ROTATED
-            session.end()
+        self._websockets += 1  # before any await: simultaneous upgrades cannot pass the cap
         try:
-            await session.run()
+            await websocket.accept()
+            link = WebSocketLink(websocket)
+            session = Session(self.control, link)
+            self._sessions[session] = link
+            try:
+                cookies = websocket.headers.getlist("cookie")
+                if not guard.cookie_ok(cookies, self.cookie, self.cookie_name):
+                    # The token was rotated while this upgrade was being accepted.
+                    link.close_code = CLOSE_ROTATED
+                    session.end()
+                await session.run()
+            finally:
+                del self._sessions[session]
+                await link.aclose()
         finally:
-            del self._sessions[session]
-            await link.aclose()
+            self._websockets -= 1
 
     async def _upload(self, request: Request) -> Response:
         """Stream the body to a staged file, then offer it with ``files.send``."""
@@ -467,12 +605,16 @@ class WebServer:
                 raise ApiError("invalid_params", "missing parameter 'name' (the file's name)")
             # Refuse before reading a byte what files.send would refuse after.
             self.control.chat.roster.resolve_friend(friend, "files can only go to accepted friends")
-            length = request.headers.get("content-length")
-            if length is not None and length.isdigit():
-                if int(length) > wire.MAX_FILE_SIZE:
-                    raise ApiError("too_large", f"the file exceeds {wire.MAX_FILE_SIZE} bytes")
-                await self.uploads.check_space(int(length))
-            path = await self.uploads.stage(request.stream(), name, wire.MAX_FILE_SIZE)
+            # The announced size is checked against (and reserved on) the disk before a byte
+            # is read; without one the upload could not be accounted for.
+            length = request.headers.get("content-length", "")
+            if not (length.isascii() and length.isdigit()):
+                return JSONResponse(
+                    {"error": ApiError("invalid_request", LENGTH_REQUIRED).to_json()}, 411
+                )
+            if int(length) > wire.MAX_FILE_SIZE:
+                raise ApiError("too_large", f"the file exceeds {wire.MAX_FILE_SIZE} bytes")
+            path = await self.uploads.stage(request.stream(), name, wire.MAX_FILE_SIZE, int(length))
             try:
                 result = await Session.detached(self.control, "web").invoke(
                     "files.send", {"friend": friend, "path": str(path)}

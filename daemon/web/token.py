@@ -28,15 +28,19 @@ def new_token() -> str:
 
 
 def write_token(path: Path, token: str) -> None:
-    """Replace the token file atomically, created 0600 (never through a symlink)."""
-    tmp = path.with_name("." + path.name + ".tmp")
-    tmp.unlink(missing_ok=True)
+    """Replace the token file atomically, created 0600 (never through a symlink). The temporary
+    file has a random name, so concurrent rotations cannot trip over each other's."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(token + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def read_or_create(path: Path) -> str:
@@ -49,9 +53,11 @@ def read_or_create(path: Path) -> str:
         write_token(path, token)
         log.info("created the web app token in %s", path)
         return token
-    with os.fdopen(fd) as f:
+    with os.fdopen(fd, "rb") as f:
         mode = os.fstat(f.fileno()).st_mode
-        text = f.read(256).strip()
+        # Bytes, decoded leniently: a corrupt file is "not a token" (and replaced), not a
+        # UnicodeDecodeError that stops the web app.
+        text = f.read(256).decode("utf-8", errors="replace").strip()
     if stat.S_IMODE(mode) & 0o077:
         os.chmod(path, 0o600)
         log.warning(
@@ -72,7 +78,7 @@ async def load(path: Path) -> str:
 
 
 async def rotate(path: Path) -> str:
-    """Write a new token and return it."""
+    """Write a new token and return it (safe to run concurrently: the last write wins)."""
     token = new_token()
     await trio.to_thread.run_sync(write_token, path, token)
     return token

@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 WRITE_BATCH: Final = 1 << 20
 """Bytes gathered before one write: one thread hop per MiB, not per network chunk."""
 DISK_MARGIN: Final = 16 * 1024 * 1024
-"""Free space kept beyond an upload's announced size."""
+"""Free space always kept: beyond an upload's announced size (and every other upload's still
+to come) before it starts, and at every write batch while it is written."""
 FINISHED: Final = frozenset({"completed", "declined", "cancelled", "failed"})
 
 
@@ -39,44 +40,63 @@ class Uploads:
         self.root = root
         self._busy: set[Path] = set()
         """Directories being written or not yet offered: never swept."""
+        self._reserved: dict[Path, int] = {}
+        """Uploads in progress: the bytes each has announced and not written yet."""
 
     def _make_dir(self, directory: Path) -> None:
         self.root.mkdir(mode=0o700, exist_ok=True)
         directory.mkdir(mode=0o700)
 
+    def reserved(self) -> int:
+        """Bytes that uploads in progress have announced and not written yet."""
+        return sum(self._reserved.values())
+
+    async def _free(self) -> int:
+        return await trio.to_thread.run_sync(free_bytes, self.root)
+
     async def check_space(self, size: int) -> None:
-        """Refuse an upload of ``size`` bytes that cannot fit, before reading any of it."""
+        """Refuse an upload of ``size`` bytes that cannot fit beside those in progress,
+        before reading any of it."""
         await trio.to_thread.run_sync(lambda: self.root.mkdir(mode=0o700, exist_ok=True))
-        free = await trio.to_thread.run_sync(free_bytes, self.root)
-        if free < size + DISK_MARGIN:
+        free = await self._free()
+        reserved = self.reserved()
+        if free < size + reserved + DISK_MARGIN:
             raise ApiError(
-                "disk_full", f"not enough space for the upload: {size} bytes needed, {free} free"
+                "disk_full",
+                f"not enough space for the upload: {size} bytes needed, {free} free"
+                + (f" ({reserved} promised to uploads in progress)" if reserved else ""),
             )
 
-    async def stage(self, chunks: AsyncIterator[bytes], name: str, limit: int) -> Path:
+    async def stage(
+        self, chunks: AsyncIterator[bytes], name: str, limit: int, size: int | None = None
+    ) -> Path:
         """Write ``chunks`` to a new staged file called ``name``; returns its path, which
-        stays busy (unswept) until :meth:`release`. On any failure (the disk is full, more
+        stays busy (unswept) until :meth:`release`. ``size`` (the announced length) is
+        checked against the free space first and reserved while the upload runs; before each
+        write batch the free space is checked again. On any failure (the disk is full, more
         than ``limit`` bytes, the client went away) the partial file is deleted."""
         directory = self.root / secrets.token_hex(16)
         path = directory / name
         self._busy.add(directory)
         try:
+            if size is not None:
+                await self.check_space(size)
+                self._reserved[directory] = size  # no await since the check: it holds
             await trio.to_thread.run_sync(self._make_dir, directory)
             flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
             fd = await trio.to_thread.run_sync(os.open, path, flags, 0o600)
             async with trio.wrap_file(os.fdopen(fd, "wb")) as f:
-                size = 0
+                written = 0
                 pending = bytearray()
                 async for chunk in chunks:
-                    size += len(chunk)
-                    if size > limit:
+                    written += len(chunk)
+                    if written > limit:
                         raise ApiError("too_large", f"the file is larger than {limit} bytes")
                     pending += chunk
                     if len(pending) >= WRITE_BATCH:
-                        await f.write(bytes(pending))
-                        pending.clear()
+                        await self._write(f, directory, pending)
                 if pending:
-                    await f.write(bytes(pending))
+                    await self._write(f, directory, pending)
         except BaseException as exc:
             with trio.CancelScope(shield=True):
                 await self.discard(directory)
@@ -86,8 +106,22 @@ class Uploads:
                     raise ApiError("disk_full", full) from None
                 raise ApiError("file_error", f"cannot store the upload: {exc.strerror}") from None
             raise
-        log.info("staged an upload of %d bytes as %s", size, path)
+        finally:
+            self._reserved.pop(directory, None)
+        log.info("staged an upload of %d bytes as %s", written, path)
         return path
+
+    async def _write(self, f: Any, directory: Path, pending: bytearray) -> None:
+        """Write one batch, unless that leaves less than the margin (others' reservations
+        counted): the disk may have filled up since the upload began."""
+        free = await self._free()
+        others = self.reserved() - self._reserved.get(directory, 0)
+        if free < len(pending) + others + DISK_MARGIN:
+            raise ApiError("disk_full", "the disk is (nearly) full: the upload was not stored")
+        await f.write(bytes(pending))
+        if directory in self._reserved:
+            self._reserved[directory] = max(0, self._reserved[directory] - len(pending))
+        pending.clear()
 
     def release(self, path: Path) -> None:
         """The staged file is offered (or discarded): sweeps may consider it."""

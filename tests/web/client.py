@@ -21,6 +21,11 @@ from wsproto.events import (
 )
 
 
+def cookie_name(port: int) -> str:
+    """The session cookie's name: one per port (browsers share cookies across ports)."""
+    return f"p2pchat_session_{port}"
+
+
 @dataclass
 class Reply:
     status: int
@@ -56,7 +61,7 @@ class Web:
             if origin is not None:
                 sent.setdefault("Origin", self.origin if origin == "ours" else origin)
             if cookie and self.cookie:
-                sent.setdefault("Cookie", f"p2pchat_session={self.cookie}")
+                sent.setdefault("Cookie", f"{cookie_name(self.port)}={self.cookie}")
             conn.request(method, path, body=body, headers=sent)
             response = conn.getresponse()
             data = response.read()
@@ -101,7 +106,7 @@ class WsClient:
         if origin is not None:
             extra.append(("Origin", origin))
         if cookie:
-            extra.append(("Cookie", f"p2pchat_session={cookie}"))
+            extra.append(("Cookie", f"{cookie_name(port)}={cookie}"))
         request = Request(host=host or f"127.0.0.1:{port}", target="/api/ws", extra_headers=extra)
         self.sock.sendall(self.conn.send(request))
         self.status = 0

@@ -144,34 +144,41 @@ def test_the_cookie_is_the_hmac_of_the_label_under_the_token() -> None:
     expected = hmac.new(TOKEN.encode(), b"p2pchat web session v1", hashlib.sha256).hexdigest()
     assert expected == COOKIE and TOKEN not in COOKIE
     assert guard.session_cookie("B" * 43) != COOKIE  # a new token ends every session
-    assert guard.set_cookie_header(TOKEN) == (
-        f"p2pchat_session={COOKIE}; HttpOnly; SameSite=Strict; Path=/"
+    assert guard.set_cookie_header(TOKEN, 8123) == (
+        f"p2pchat_session_8123={COOKIE}; HttpOnly; SameSite=Strict; Path=/"
     )
+    assert guard.cookie_name(8123) == "p2pchat_session_8123"
 
 
 @pytest.mark.parametrize(
     ("headers", "ok"),
     [
-        ([f"p2pchat_session={COOKIE}"], True),
-        ([f"a=1; p2pchat_session={COOKIE}; b=2"], True),
-        ([f"a=1;p2pchat_session={COOKIE}"], True),
-        (["a=1", f"p2pchat_session={COOKIE}"], True),  # several Cookie headers (HTTP/2)
-        ([f"p2pchat_session=old; p2pchat_session={COOKIE}"], True),  # another path's cookie
+        ([f"p2pchat_session_8123={COOKIE}"], True),
+        ([f"a=1; p2pchat_session_8123={COOKIE}; b=2"], True),
+        ([f"a=1;p2pchat_session_8123={COOKIE}"], True),
+        (["a=1", f"p2pchat_session_8123={COOKIE}"], True),  # several Cookie headers (HTTP/2)
+        (
+            [f"p2pchat_session_8123=old; p2pchat_session_8123={COOKIE}"],
+            True,
+        ),  # another path's cookie
         ([], False),
-        (["p2pchat_session="], False),
-        ([f"p2pchat_session={COOKIE[:-1]}"], False),
-        ([f"p2pchat_session={COOKIE.upper()}"], False),
-        ([f"p2pchat_session={COOKIE}x"], False),
-        ([f"p2pchat_sessionx={COOKIE}"], False),
-        ([f"xp2pchat_session={COOKIE}"], False),
+        (["p2pchat_session_8123="], False),
+        ([f"p2pchat_session_8123={COOKIE[:-1]}"], False),
+        ([f"p2pchat_session_8123={COOKIE.upper()}"], False),
+        ([f"p2pchat_session_8123={COOKIE}x"], False),
+        ([f"p2pchat_session_8123x={COOKIE}"], False),
+        ([f"xp2pchat_session_8123={COOKIE}"], False),
         ([f"session={COOKIE}"], False),
-        ([f"p2pchat_session={TOKEN}"], False),  # the token itself is not a cookie
-        (["p2pchat_session=\udcff"], False),
+        ([f"p2pchat_session={COOKIE}"], False),  # the unported name of older versions
+        ([f"p2pchat_session_8124={COOKIE}"], False),  # another daemon's port
+        ([f"p2pchat_session_812={COOKIE}"], False),
+        ([f"p2pchat_session_8123={TOKEN}"], False),  # the token itself is not a cookie
+        (["p2pchat_session_8123=\udcff"], False),
         (["garbage without equals"], False),
     ],
 )
 def test_cookie_check(headers: list[str], ok: bool) -> None:
-    assert guard.cookie_ok(headers, COOKIE) is ok
+    assert guard.cookie_ok(headers, COOKIE, "p2pchat_session_8123") is ok
 
 
 @pytest.mark.parametrize(
@@ -226,9 +233,10 @@ def check(
         path=path,
         hosts=[host] if host is not None else [],
         origins=[origin] if origin is not None else [],
-        cookies=[f"p2pchat_session={cookie}"] if cookie is not None else [],
+        cookies=[f"p2pchat_session_{PORT}={cookie}"] if cookie is not None else [],
         allowed=ALLOWED,
         expected_cookie=COOKIE,
+        cookie_name=guard.cookie_name(PORT),
     )
 
 

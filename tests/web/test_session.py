@@ -6,10 +6,12 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
 
-from daemon.control import MessageTooLong, Session
+from daemon.control import MessageTooLong, Session, SocketLink
+from p2pchat.api import MAX_LINE_BYTES
 
 OFF = {"enabled": False, "url": None, "login_url": None}
 
@@ -124,3 +126,45 @@ async def test_a_session_ended_before_it_runs_ends_as_it_starts() -> None:
     with trio.fail_after(5):
         await s.run()
     assert link.sent == [] and ended == [True]
+
+
+async def test_the_web_transport_never_gets_the_token() -> None:
+    """A stolen cookie must not turn into the token: over the WebSocket, web.info and
+    web.new_token give the address but no login link; the Unix socket still gets it."""
+    on = {"enabled": True, "url": "http://127.0.0.1:1/", "login_url": "http://127.0.0.1:1/#token=T"}
+
+    class Web:
+        async def info(self) -> dict[str, Any]:
+            return dict(on)
+
+        async def new_token(self, caller: Session) -> dict[str, Any]:
+            return dict(on)
+
+    for kind, login_url in (("web", None), ("socket", on["login_url"])):
+        s = Session.detached(SimpleNamespace(web=Web()), kind)  # type: ignore[arg-type]
+        for method in ("web.info", "web.new_token"):
+            got = await s.invoke(method, {})
+            assert got == {**on, "login_url": login_url}, (kind, method)
+
+
+@pytest.mark.parametrize("extra", [0, 1, 100])
+async def test_the_socket_refuses_a_line_over_the_limit_even_with_its_newline(extra: int) -> None:
+    """A line over MAX_LINE_BYTES is refused whether its newline comes in the same chunk
+    or later; exactly MAX_LINE_BYTES is fine."""
+    client, server = trio.testing.memory_stream_pair()
+    link = SocketLink(server)  # type: ignore[arg-type]
+    line = b"x" * (MAX_LINE_BYTES + extra) + b"\n"
+
+    async def feed() -> None:
+        for i in range(0, len(line), 1 << 20):
+            await client.send_all(line[i : i + (1 << 20)])
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(feed)
+            if extra:
+                with pytest.raises(MessageTooLong):
+                    await link.receive()
+                nursery.cancel_scope.cancel()
+            else:
+                assert await link.receive() == line[:-1]

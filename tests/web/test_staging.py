@@ -7,15 +7,20 @@ import os
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import trio
 import trio.testing
 
 from daemon.web import guard, token
-from daemon.web.uploads import Uploads
+from daemon.web import uploads as uploads_module
+from daemon.web.off import WebOff
+from daemon.web.uploads import WRITE_BATCH, Uploads
 from p2pchat.api import ApiError
 from p2pchat.config import ConfigError, load_config, save_config
+
+MIB = 1 << 20
 
 # --- the token file ----------------------------------------------------------------------
 
@@ -40,6 +45,33 @@ async def test_a_damaged_or_exposed_token_file_is_repaired(tmp_path: Path) -> No
     os.chmod(path, 0o644)
     assert await token.load(path) == replaced
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+async def test_a_token_file_that_is_not_utf8_is_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "web-token"
+    path.write_bytes(b"\xff\xfe" + b"A" * 41 + b"\n")
+    replaced = await token.load(path)
+    assert guard.is_token(replaced) and path.read_text().strip() == replaced
+
+
+async def test_concurrent_rotations_all_succeed(tmp_path: Path) -> None:
+    path = tmp_path / "web-token"
+    await token.load(path)
+    made: list[str] = []
+
+    async def rotate() -> None:
+        made.append(await token.rotate(path))
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(40):
+            nursery.start_soon(rotate)
+    assert len(made) == 40 and path.read_text().strip() in made
+    assert not list(tmp_path.glob(".*tmp"))
+    off = WebOff(tmp_path)
+    async with trio.open_nursery() as nursery:
+        for _ in range(10):
+            nursery.start_soon(off.new_token, None)
+    assert guard.is_token(path.read_text().strip()) and not list(tmp_path.glob(".*tmp"))
 
 
 async def test_the_token_file_is_never_read_through_a_symlink(tmp_path: Path) -> None:
@@ -139,6 +171,99 @@ async def test_not_enough_space_is_refused_before_reading(tmp_path: Path) -> Non
     with pytest.raises(ApiError) as info:
         await uploads.check_space(2**60)
     assert info.value.name == "disk_full"
+
+
+async def test_uploads_in_progress_count_against_the_free_space(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two uploads that each fit, but not both: the second is refused at once, because the
+    first's announced size is reserved until it is written."""
+    free = 100 * MIB
+    monkeypatch.setattr(uploads_module, "free_bytes", lambda _path: free)
+    uploads = Uploads(tmp_path / "web-uploads")
+    gate = trio.Event()
+
+    async def slow() -> AsyncIterator[bytes]:
+        await gate.wait()
+        yield b"x"
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(uploads.stage, slow(), "first", 10**9, 60 * MIB)
+        with trio.fail_after(5):
+            while not uploads.reserved():
+                await trio.sleep(0.01)
+        assert uploads.reserved() == 60 * MIB
+        with pytest.raises(ApiError) as info:
+            await uploads.stage(chunks(b"y"), "second", 10**9, 60 * MIB)
+        assert info.value.name == "disk_full"
+        await uploads.stage(chunks(b"z"), "small", 10**9, 1 * MIB)  # this one fits
+        gate.set()
+    assert uploads.reserved() == 0
+    assert len(list(uploads.root.iterdir())) == 2  # the refused one left nothing
+
+
+async def test_the_disk_filling_up_during_an_upload_stops_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Free space is checked again at every write batch: something else filling the disk
+    meanwhile makes the upload fail with disk_full, and its partial file is deleted."""
+    free = [200 * MIB]
+
+    def free_bytes(_path: object) -> int:
+        return free[0]
+
+    monkeypatch.setattr(uploads_module, "free_bytes", free_bytes)
+    uploads = Uploads(tmp_path / "web-uploads")
+
+    async def filling() -> AsyncIterator[bytes]:
+        for _ in range(8):
+            yield b"x" * (WRITE_BATCH // 2)
+            free[0] -= 40 * MIB  # another program writes to the disk
+            await trio.sleep(0)
+
+    with pytest.raises(ApiError) as info:
+        await uploads.stage(filling(), "big", 10**9, 4 * WRITE_BATCH)
+    assert info.value.name == "disk_full"
+    assert list(uploads.root.iterdir()) == [] and uploads.reserved() == 0
+
+
+async def test_the_upload_watcher_survives_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error in a sweep (say, the disk) is logged and retried; it never reaches the
+    daemon's nursery."""
+    from daemon.web import server as server_module
+
+    monkeypatch.setattr(server_module, "WATCH_RETRY", 0.01)
+    subscribed: list[trio.MemoryReceiveChannel[dict[str, object]]] = []
+
+    def subscribe() -> trio.MemoryReceiveChannel[dict[str, object]]:
+        send, receive = trio.open_memory_channel[dict[str, object]](1)
+        send.close()  # the watcher sweeps, watches a closed channel, and starts again
+        subscribed.append(receive)
+        return receive
+
+    control = SimpleNamespace(node=SimpleNamespace(events=SimpleNamespace(subscribe=subscribe)))
+    web = server_module.WebServer(control, tmp_path, load_config(tmp_path))  # type: ignore[arg-type]
+    sweeps: list[int] = []
+
+    async def invoke(self: object, method: str, params: object) -> dict[str, object]:
+        return {"transfers": []}
+
+    async def sweep(transfers: object) -> None:
+        sweeps.append(1)
+        if len(sweeps) < 3:
+            raise OSError("disk trouble")
+
+    monkeypatch.setattr(server_module.Session, "invoke", invoke)
+    monkeypatch.setattr(web.uploads, "sweep", sweep)
+    with trio.move_on_after(5) as scope:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(web._watch_uploads)
+            while len(sweeps) < 5:
+                await trio.sleep(0.01)
+            nursery.cancel_scope.cancel()
+    assert not scope.cancelled_caught and len(subscribed) >= 5
 
 
 # --- config ------------------------------------------------------------------------------

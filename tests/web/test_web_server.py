@@ -8,15 +8,17 @@ import hashlib
 import json
 import os
 import socket
+import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
+from daemon.web.server import MAX_WEB_SESSIONS
 from p2pchat.api import MAX_LINE_BYTES, ApiError
 from tests.harness import Daemon, befriend, cli, ok, start_all, wait_for
-from tests.web.client import Closed, Web, WsClient
+from tests.web.client import Closed, Web, WsClient, cookie_name
 
 pytestmark = pytest.mark.daemons
 
@@ -41,6 +43,17 @@ def assert_secured(headers: dict[str, str]) -> None:
     assert headers["x-frame-options"] == "DENY"
 
 
+def raw_http(web: Web, request: str, timeout: float = 10) -> bytes:
+    """Send ``request`` as is on a new connection; everything the server sends until it
+    closes (the request should say ``Connection: close``)."""
+    with socket.create_connection(("127.0.0.1", web.port), timeout=timeout) as sock:
+        sock.sendall(request.encode())
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+        return data
+
+
 def next_event(ws: WsClient, kind: str) -> dict[str, object]:
     while True:
         message = ws.recv()
@@ -53,11 +66,15 @@ def test_refusals_websocket_api_and_token_rotation(make_daemon: Callable[..., Da
     web, token = open_web(a)
     port = web.port
 
-    # Not logged in: the shell loads (404 while the page's files are not installed), with
-    # every security header; the API refuses.
+    # Not logged in: the shell and its scripts load, with every security header; the API
+    # refuses.
     shell = web.request("GET", "/")
-    assert shell.status in (200, 404)
+    assert shell.status == 200 and shell.headers["content-type"].startswith("text/html")
     assert_secured(shell.headers)
+    script = web.request("GET", "/static/js/app.js")
+    assert script.status == 200 and script.body
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert_secured(script.headers)
     refused = web.request("GET", "/api/session")
     assert refused.status == 401
     assert refused.json()["error"]["code"] == 1017
@@ -87,7 +104,7 @@ def test_refusals_websocket_api_and_token_rotation(make_daemon: Callable[..., Da
     good = web.login(token)
     assert good.status == 204
     assert good.headers["set-cookie"] == (
-        f"p2pchat_session={web.cookie}; HttpOnly; SameSite=Strict; Path=/"
+        f"p2pchat_session_{port}={web.cookie}; HttpOnly; SameSite=Strict; Path=/"
     )
     assert token not in good.headers["set-cookie"]
     session = web.request("GET", "/api/session")
@@ -124,8 +141,11 @@ def test_refusals_websocket_api_and_token_rotation(make_daemon: Callable[..., Da
     # JSON-RPC over the WebSocket answers as the Unix socket does.
     ws = web.ws()
     assert ws.status == 101
-    for method in ("identity.get", "friends.list", "requests.list", "files.list", "web.info"):
+    for method in ("identity.get", "friends.list", "requests.list", "files.list"):
         assert ws.call(method)["result"] == a.call(method), method
+    # ... except that the page never gets the token (a stolen cookie must not give it).
+    without_token = {**a.call("web.info"), "login_url": None}
+    assert ws.call("web.info")["result"] == without_token
     status = ws.call("status")["result"]
     assert status.keys() == a.call("status").keys()
     assert status["web_url"] == f"http://127.0.0.1:{port}/"
@@ -138,7 +158,7 @@ def test_refusals_websocket_api_and_token_rotation(make_daemon: Callable[..., Da
     ws.send_text("not json")
     assert ws.recv()["error"]["code"] == -32700
     ws.send_text('{"jsonrpc": "2.0", "id": 7, "method": "web.info"}')
-    assert ws.recv() == {"jsonrpc": "2.0", "id": 7, "result": a.call("web.info")}
+    assert ws.recv() == {"jsonrpc": "2.0", "id": 7, "result": without_token}
     big = web.ws()  # a message over 1 MiB closes that WebSocket ("message too big")
     with contextlib.suppress(OSError):  # the server may hang up before it has all
         big.send_text(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "x" * MAX_LINE_BYTES}))
@@ -166,13 +186,17 @@ def test_refusals_websocket_api_and_token_rotation(make_daemon: Callable[..., Da
     assert web.ws().status == 401
     assert web.login(token).status == 403
     assert web.login(new_token).status == 204
-    # Rotated from the page itself: the reply arrives, then the socket closes.
+    # Rotated from the page itself: the reply arrives (without the new token), then the
+    # socket closes: log in again.
     ws = web.ws()
     reply = ws.call("web.new_token")["result"]
-    with pytest.raises(Closed):
+    assert reply == {"enabled": True, "url": f"http://127.0.0.1:{port}/", "login_url": None}
+    with pytest.raises(Closed) as closed:
         ws.recv()
+    assert closed.value.code == 4401
     ws.close()
-    token = reply["login_url"].split("#token=")[1]
+    token = a.call("web.info")["login_url"].split("#token=")[1]
+    assert token != new_token
     assert (a.home / "web-token").read_text().strip() == token
     assert (a.home / "web-token").stat().st_mode & 0o777 == 0o600
 
@@ -221,6 +245,16 @@ def test_upload_to_a_friend_and_download(make_daemon: Callable[..., Daemon]) -> 
         refused = web_a.request("POST", f"/api/files?{query}", b"data")
         assert refused.status == status, query
         assert refused.json()["error"]["data"]["name"] == name
+    # No Content-Length (a chunked body): refused, since its size cannot be reserved.
+    chunked = raw_http(
+        web_a,
+        f"POST /api/files?friend={b.peer_id}&name=x HTTP/1.1\r\nHost: 127.0.0.1:{web_a.port}\r\n"
+        f"Origin: {web_a.origin}\r\nCookie: {cookie_name(web_a.port)}={web_a.cookie}\r\n"
+        "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n4\r\ndata\r\n0\r\n\r\n",
+    )
+    head, _, body = chunked.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 411 "), head
+    assert json.loads(body)["error"]["data"]["name"] == "invalid_request"
     uploads = a.home / "web-uploads"
     assert not uploads.exists() or not list(uploads.iterdir())
 
@@ -241,6 +275,9 @@ def test_upload_to_a_friend_and_download(make_daemon: Callable[..., Daemon]) -> 
     offered = next_event(ws_b, "transfer.offered")
     tid = offered["transfer"]["id"]  # type: ignore[index]
     assert tid == transfer["id"]
+    # Nothing to download before it is accepted and complete.
+    early = web_b.request("GET", f"/api/files/{tid}/download")
+    assert early.status == 404 and early.json()["error"]["data"]["name"] == "not_found"
     assert ws_b.call("files.accept", id=tid)["result"]["transfer"]["state"] == "active"
 
     def received() -> dict[str, object] | None:
@@ -266,3 +303,77 @@ def test_upload_to_a_friend_and_download(make_daemon: Callable[..., Daemon]) -> 
     assert web_b.request("GET", f"/api/files/{tid}/download", cookie=False).status == 401
     assert web_a.request("GET", f"/api/files/{tid}/download").status == 404
     ws_b.close()
+
+
+def test_limits_and_a_client_that_stops_reading(make_daemon: Callable[..., Daemon]) -> None:
+    """At most 32 WebSockets (the 33rd is accepted, then closed with 1013 so the page can
+    tell why) and 128 HTTP connections; and clients that stop reading their responses
+    cannot hold the daemon's shutdown (Hypercorn's writes are shielded from cancellation)."""
+    a = make_daemon("a")
+    web, token = open_web(a)
+    assert web.login(token).status == 204
+
+    # HTTP connections: 128 at once; the next is closed at once, unanswered.
+    get = f"GET /static/js/app.js HTTP/1.1\r\nHost: 127.0.0.1:{web.port}\r\n\r\n".encode()
+    small = get.replace(b"/static/js/app.js", b"/api/session")
+    wait_for(lambda: web.request("GET", "/api/session").status == 200, what="the server")
+
+    held = [socket.create_connection(("127.0.0.1", web.port), timeout=10) for _ in range(140)]
+    try:
+
+        def answered(sock: socket.socket) -> bool:
+            try:
+                sock.sendall(small)
+                return sock.recv(64).startswith(b"HTTP/1.1 401")
+            except OSError:  # reset
+                return False
+
+        answers = [answered(sock) for sock in held]
+        assert 100 <= sum(answers) <= 128 and not all(answers)
+    finally:
+        for sock in held:
+            sock.close()
+    wait_for(lambda: web.request("GET", "/").status == 200, what="connections to come free")
+
+    # Closed connections may count for up to Hypercorn's keep-alive timeout (5 s).
+    time.sleep(6)
+    sockets = [web.ws() for _ in range(MAX_WEB_SESSIONS)]
+    assert [ws.status for ws in sockets] == [101] * MAX_WEB_SESSIONS
+    extra = web.ws()
+    assert extra.status == 101
+    with pytest.raises(Closed) as full:
+        extra.recv()
+    assert full.value.code == 1013
+    extra.close()
+    sockets.pop().close()
+
+    def another() -> bool:
+        ws = web.ws()
+        try:
+            return ws.status == 101 and ws.call("web.info")["result"]["enabled"] is True
+        except Closed:
+            return False
+        finally:
+            ws.close()
+
+    wait_for(another, what="a WebSocket slot to come free")
+    for ws in sockets:
+        ws.close()
+
+    # Clients that send request after request and never read a byte of the answers.
+    stuck = []
+    for _ in range(4):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", web.port))
+        sock.sendall(get * 2000)
+        stuck.append(sock)
+    try:
+        time.sleep(1)  # the server is blocked writing to them by now
+        started = time.monotonic()
+        assert a.stop(timeout=15) == 0
+        assert time.monotonic() - started < 10
+    finally:
+        for sock in stuck:
+            sock.close()

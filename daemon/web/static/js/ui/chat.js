@@ -1,0 +1,300 @@
+// A conversation: history with scroll-back, delivery state, files in the timeline, the
+// composer (text, file picker, drag & drop), and the call buttons.
+import { useRef, useLayoutEffect, useState, useEffect } from "../../vendor/hooks.module.js";
+import { html } from "../html.js";
+import { state, toast } from "../store.js";
+import { back, loadOlder, sendMessage, sendFiles, transferAction, loadHistory } from "../app.js";
+import { startCall, answer } from "../call.js";
+import * as fmt from "../format.js";
+import { Icon } from "./icons.js";
+import { Avatar } from "./sidebar.js";
+
+const LIVE = new Set(["offering", "offered", "active"]);
+
+function Header({ contact }) {
+  const call = state.call;
+  const ringingHere = call && call.state === "ringing_in" && call.peer_id === contact.peer_id;
+  const busy = !!(call || state.media);
+  const canCall = contact.state === "friend";
+  let sub = contact.online ? "online" : "offline";
+  if (contact.state === "outgoing") sub = "request sent: you can chat once they accept";
+  return html`<header class="pane-head chat-head">
+    <button class="icon-btn back" aria-label="Back to the list" onClick=${back}><${Icon} name="back" /></button>
+    <${Avatar} contact=${contact} />
+    <div class="chat-title">
+      <h1 class="pane-title" data-testid="chat-name">${contact.display_name}</h1>
+      <span class=${`contact-sub ${contact.online ? "is-online" : ""}`} title=${contact.peer_id}>${sub} · <span class="mono">${fmt.shortId(contact.peer_id)}</span></span>
+    </div>
+    <div class="head-actions">
+      ${ringingHere
+        ? html`<button class="btn primary small" onClick=${answer}><${Icon} name="phone" /> Answer</button>`
+        : html`
+          <button class="icon-btn" data-testid="call-audio" aria-label="Audio call" title="Audio call"
+            disabled=${!canCall || busy} onClick=${() => startCall(contact.peer_id, false)}><${Icon} name="phone" /></button>
+          <button class="icon-btn" data-testid="call-video" aria-label="Video call" title="Video call"
+            disabled=${!canCall || busy} onClick=${() => startCall(contact.peer_id, true)}><${Icon} name="video" /></button>`}
+    </div>
+  </header>`;
+}
+
+function MessageState({ m }) {
+  if (m.direction !== "out") return null;
+  if (m.state === "delivered") {
+    return html`<span class="msg-state delivered" data-testid="msg-state" data-state="delivered" title=${`delivered ${m.delivered_at ? fmt.time(m.delivered_at) : ""}`}>
+      <${Icon} name="checks" /><span class="sr">delivered</span></span>`;
+  }
+  return html`<span class="msg-state pending" data-testid="msg-state" data-state="pending" title="not yet delivered: waits in your daemon's outbox">
+    <${Icon} name="clock" /><span class="sr">pending</span></span>`;
+}
+
+function Message({ m }) {
+  return html`<li class=${`msg ${m.direction}`} data-testid="message" data-id=${m.id} data-state=${m.state} data-direction=${m.direction}>
+    <div class="bubble">
+      <p class="msg-text" data-testid="msg-text">${m.text}</p>
+      <span class="msg-meta">${fmt.time(m.sent_at)} <${MessageState} m=${m} /></span>
+    </div>
+  </li>`;
+}
+
+function Progress({ done, total }) {
+  const pct = total > 0 ? Math.min(100, (100 * done) / total) : 0;
+  return html`<div class="progress" role="progressbar" aria-valuemin="0" aria-valuemax="100"
+    aria-valuenow=${Math.round(pct)} data-testid="progress">
+    <div class="progress-bar" style=${{ width: `${pct.toFixed(1)}%` }}></div>
+  </div>`;
+}
+
+const STATE_TEXT = {
+  offering: "reaching your friend…",
+  offered: "waiting for an answer",
+  active: "transferring",
+  completed: "done",
+  declined: "declined",
+  cancelled: "cancelled",
+  failed: "failed",
+};
+
+function TransferCard({ t }) {
+  const p = state.progress[t.id];
+  const live = LIVE.has(t.state);
+  const done = p ? p.bytes : t.state === "completed" ? t.size : t.bytes;
+  const ratePerSec = p ? p.rate : 0;
+  const left = ratePerSec > 0 ? (t.size - done) / ratePerSec : null;
+  let text = STATE_TEXT[t.state] || t.state;
+  if (t.direction === "in" && t.state === "offered") text = "offered to you";
+  return html`<li class=${`msg ${t.direction} file-item`} data-testid="transfer" data-id=${t.id} data-state=${t.state}>
+    <div class=${`bubble file-card ${t.state}`}>
+      <div class="file-head">
+        <span class="file-icon"><${Icon} name="file" /></span>
+        <span class="file-name break" data-testid="transfer-name" title=${t.name}>${t.name}</span>
+        <span class="file-size">${fmt.bytes(t.size)}</span>
+      </div>
+      ${t.state === "active" && html`<${Progress} done=${done} total=${t.size} />`}
+      <div class="file-status">
+        <span data-testid="transfer-state">${text}</span>
+        ${t.state === "active" &&
+        html`<span class="file-rate" data-testid="transfer-rate">${fmt.bytes(done)} of ${fmt.bytes(t.size)}${ratePerSec > 0 ? ` · ${fmt.rate(ratePerSec)}` : ""}${left != null ? ` · ${fmt.duration(left)} left` : ""}</span>`}
+        ${t.error && html`<span class="file-error">${t.error}</span>`}
+        ${t.data_path && t.state === "completed" && html`<span class="file-path" title="how the bytes flowed">${t.data_path === "tcp" ? "direct" : "in-stream"}</span>`}
+      </div>
+      <div class="row-actions">
+        ${t.direction === "in" && t.state === "offered" &&
+        html`<button class="btn primary small" data-testid="transfer-accept" onClick=${() => transferAction("files.accept", t.id)}>Accept</button>
+          <button class="btn small" data-testid="transfer-decline" onClick=${() => transferAction("files.decline", t.id)}>Decline</button>`}
+        ${live && !(t.direction === "in" && t.state === "offered") &&
+        html`<button class="btn small" data-testid="transfer-cancel" onClick=${() => transferAction("files.cancel", t.id)}>Cancel</button>`}
+        ${t.direction === "in" && t.state === "completed" &&
+        html`<a class="btn primary small" data-testid="transfer-download" href=${`/api/files/${t.id}/download`} download=${t.name}>
+          <${Icon} name="download" /> Download</a>`}
+      </div>
+      <span class="msg-meta">${fmt.time(t.created_at)}</span>
+    </div>
+  </li>`;
+}
+
+function UploadCard({ u }) {
+  return html`<li class="msg out file-item" data-testid="upload">
+    <div class="bubble file-card">
+      <div class="file-head">
+        <span class="file-icon"><${Icon} name="file" /></span>
+        <span class="file-name break">${u.name}</span>
+        <span class="file-size">${fmt.bytes(u.total)}</span>
+      </div>
+      <${Progress} done=${u.loaded} total=${u.total} />
+      <div class="file-status"><span>handing it to your daemon… ${u.total ? Math.floor((100 * u.loaded) / u.total) : 0}%</span></div>
+    </div>
+  </li>`;
+}
+
+function timeline(peer) {
+  const conv = state.convs[peer] || { messages: [], done: false };
+  const msgs = conv.messages;
+  const oldest = msgs.length ? msgs[0].stored_at : Infinity;
+  const files = Object.values(state.transfers).filter(
+    (t) => t.peer_id === peer && (conv.done || t.created_at >= oldest),
+  );
+  const items = [
+    ...msgs.map((m) => ({ key: `m${m.id}${m.direction}`, at: m.stored_at, m })),
+    ...files.map((t) => ({ key: `t${t.id}`, at: t.created_at, t })),
+  ].sort((a, b) => a.at - b.at);
+  const out = [];
+  let lastDay = "";
+  for (const it of items) {
+    const d = fmt.dayKey(it.at);
+    if (d !== lastDay) {
+      out.push({ key: `d${d}`, day: fmt.day(it.at) });
+      lastDay = d;
+    }
+    out.push(it);
+  }
+  for (const u of Object.values(state.uploads)) if (u.friend === peer) out.push({ key: u.key, u });
+  return out;
+}
+
+function Timeline({ peer }) {
+  const ref = useRef(null);
+  const committed = useRef({ peer: null, first: "", last: "" }); // keys as last shown
+  const pre = useRef(null); // the scroll box just before this render changes it
+  const conv = state.convs[peer] || { messages: [], loaded: false, loading: false, done: false };
+  const items = timeline(peer);
+  const first = items.length ? items[0].key : "";
+  const last = items.length ? items[items.length - 1].key : "";
+  const lastItem = items[items.length - 1];
+  const mine = !!(lastItem && ((lastItem.m && lastItem.m.direction === "out") || lastItem.u));
+  const el = ref.current;
+  if (el) {
+    pre.current = {
+      height: el.scrollHeight,
+      top: el.scrollTop,
+      atBottom: el.scrollHeight - el.scrollTop - el.clientHeight < 80,
+    };
+  }
+  useLayoutEffect(() => {
+    const box = ref.current;
+    if (!box) return;
+    const k = committed.current;
+    const p = pre.current;
+    if (k.peer !== peer || !p) {
+      box.scrollTop = box.scrollHeight; // a conversation opens at its newest message
+    } else if (first !== k.first && last === k.last) {
+      box.scrollTop = box.scrollHeight - p.height + p.top; // older ones added above
+    } else if (last !== k.last && (p.atBottom || mine)) {
+      box.scrollTop = box.scrollHeight; // something new at the bottom, and we follow it
+    }
+    committed.current = { peer, first, last };
+    // A short first page that does not fill the pane: load more until it does.
+    if (conv.loaded && !conv.done && !conv.loading && box.scrollHeight <= box.clientHeight) {
+      loadOlder(peer);
+    }
+  });
+  const onScroll = (e) => {
+    if (e.currentTarget.scrollTop < 120) loadOlder(peer);
+  };
+  return html`<div class="timeline scroll" ref=${ref} onScroll=${onScroll} data-testid="timeline" aria-live="polite">
+    ${conv.loading && html`<p class="loading-older">Loading…</p>`}
+    ${conv.loaded && conv.done && html`<p class="history-start">Start of your conversation</p>`}
+    ${conv.error && html`<p class="field-error">${conv.error} <button class="btn small" onClick=${() => loadHistory(peer)}>Retry</button></p>`}
+    <ul class="plain msgs">
+      ${items.map((it) => {
+        if (it.day) return html`<li key=${it.key} class="day-sep"><span>${it.day}</span></li>`;
+        if (it.m) return html`<${Message} key=${it.key} m=${it.m} />`;
+        if (it.t) return html`<${TransferCard} key=${it.key} t=${it.t} />`;
+        return html`<${UploadCard} key=${it.key} u=${it.u} />`;
+      })}
+    </ul>
+  </div>`;
+}
+
+function Composer({ contact }) {
+  const [text, setText] = useState("");
+  const [sending, setSending] = useState(false);
+  const area = useRef(null);
+  const friend = contact.state === "friend";
+  useEffect(() => {
+    if (area.current && window.matchMedia("(min-width: 701px)").matches) area.current.focus();
+  }, [contact.peer_id]);
+  useLayoutEffect(() => {
+    const a = area.current;
+    if (!a) return;
+    a.style.height = "auto";
+    a.style.height = `${Math.min(a.scrollHeight, 160)}px`;
+  }, [text]);
+  const send = async () => {
+    const t = text;
+    if (!t.trim() || sending) return;
+    setSending(true);
+    try {
+      await sendMessage(contact.peer_id, t);
+      setText("");
+    } catch (err) {
+      toast(`Not sent: ${err.message}`, "error");
+    } finally {
+      setSending(false);
+      if (area.current) area.current.focus();
+    }
+  };
+  const onKey = (e) => {
+    if (e.key === "Enter" && !e.shiftKey && !e.isComposing) {
+      e.preventDefault();
+      send();
+    }
+  };
+  const onFiles = (e) => {
+    const files = [...e.currentTarget.files];
+    e.currentTarget.value = "";
+    if (files.length) sendFiles(contact.peer_id, files);
+  };
+  return html`<form class="composer" onSubmit=${(e) => { e.preventDefault(); send(); }}>
+    <label class=${`icon-btn attach ${friend ? "" : "disabled"}`} title="Send a file" aria-label="Send a file">
+      <${Icon} name="clip" />
+      <input type="file" multiple class="file-input" data-testid="file-input" disabled=${!friend} onChange=${onFiles} />
+    </label>
+    <textarea ref=${area} class="input compose-text" rows="1" name="text" data-testid="composer"
+      placeholder=${friend ? `Message ${contact.display_name}` : "You can write once they accept your request"}
+      value=${text} disabled=${!friend} onInput=${(e) => setText(e.currentTarget.value)} onKeyDown=${onKey}
+      maxlength="16384" aria-label="Message"></textarea>
+    <button class="icon-btn send" type="submit" data-testid="send" aria-label="Send" disabled=${!friend || !text.trim() || sending}>
+      <${Icon} name="send" />
+    </button>
+  </form>`;
+}
+
+export function Chat() {
+  const contact = state.contacts[state.selected];
+  const [drag, setDrag] = useState(0);
+  if (!contact) {
+    return html`<main class="pane chat"><header class="pane-head">
+      <button class="icon-btn back" aria-label="Back to the list" onClick=${back}><${Icon} name="back" /></button>
+      <h1 class="pane-title">Not a contact any more</h1></header>
+      <div class="pane-body"><p class="empty">This conversation's contact was removed.</p></div></main>`;
+  }
+  const hasFiles = (e) => e.dataTransfer && [...e.dataTransfer.types].includes("Files");
+  const friend = contact.state === "friend";
+  const onDragEnter = (e) => {
+    if (!hasFiles(e) || !friend) return;
+    e.preventDefault();
+    setDrag((n) => n + 1);
+  };
+  const onDragOver = (e) => {
+    if (!hasFiles(e) || !friend) return;
+    e.preventDefault();
+    e.dataTransfer.dropEffect = "copy";
+  };
+  const onDragLeave = (e) => {
+    if (!hasFiles(e)) return;
+    setDrag((n) => Math.max(0, n - 1));
+  };
+  const onDrop = (e) => {
+    if (!hasFiles(e)) return;
+    e.preventDefault();
+    setDrag(0);
+    if (friend) sendFiles(contact.peer_id, [...e.dataTransfer.files]);
+  };
+  return html`<main class="pane chat" data-testid="chat" data-peer=${contact.peer_id}
+    onDragEnter=${onDragEnter} onDragOver=${onDragOver} onDragLeave=${onDragLeave} onDrop=${onDrop}>
+    <${Header} contact=${contact} />
+    <${Timeline} peer=${contact.peer_id} />
+    <${Composer} key=${contact.peer_id} contact=${contact} />
+    ${drag > 0 && html`<div class="drop-overlay" data-testid="drop-overlay"><div><${Icon} name="file" /><p>Drop to send to ${contact.display_name}</p></div></div>`}
+  </main>`;
+}
