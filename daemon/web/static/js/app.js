@@ -44,6 +44,7 @@ async function sessionState() {
 
 /** Start: exchange a `#token=` for the session cookie, then open the WebSocket. */
 export async function boot() {
+  let loggedIn = false;
   const match = /(?:^#|&)token=([^&]+)/.exec(location.hash);
   if (match) {
     const token = decodeURIComponent(match[1]);
@@ -52,11 +53,13 @@ export async function boot() {
     try {
       const r = await post("/api/login", { token });
       if (r.status === 403) state.loginReason = "wrong_token";
+      loggedIn = r.status === 204; // then the cookie is set: no need to ask again
     } catch (err) {
       // The daemon is down: the session check below says so.
     }
   }
   for (;;) {
+    if (loggedIn) break;
     const s = await sessionState();
     if (s === "ok") break;
     if (s === "none") {
@@ -357,7 +360,7 @@ export function openChat(peer) {
 export function openView(view) {
   state.view = view;
   state.pane = "main";
-  if (view !== "chat") state.selected = view === "chat" ? state.selected : null;
+  if (view !== "chat") state.selected = null;
   if (view === "status") refreshStatus();
   changed();
 }

@@ -144,8 +144,8 @@ export async function collectStats(conn) {
     frames_decoded: 0,
     bytes_in: 0,
     bytes_out: 0,
-    kbps_in: 0,
-    kbps_out: 0,
+    kbps_in: null, // null until a second sample gives a rate
+    kbps_out: null,
     audio_in: { packets: 0, lost: 0, jitter: 0 },
     video_in: { packets: 0, lost: 0, jitter: 0 },
     audio_out: { packets: 0, bytes: 0 },

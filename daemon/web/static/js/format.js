@@ -94,3 +94,8 @@ export function randomHex(bytesCount = 16) {
   crypto.getRandomValues(a);
   return Array.from(a, (b) => b.toString(16).padStart(2, "0")).join("");
 }
+
+/** plural(1, "peer") -> "1 peer", plural(3, "peer") -> "3 peers". */
+export function plural(n, word) {
+  return `${n} ${word}${n === 1 ? "" : "s"}`;
+}

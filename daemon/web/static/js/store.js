@@ -35,10 +35,12 @@ export function subscribe(fn) {
 export function changed() {
   if (queued) return;
   queued = true;
-  setTimeout(() => {
+  // A microtask: after the current event's handler (so its changes render once), without
+  // the delay a timer adds before a message or a state change reaches the screen.
+  queueMicrotask(() => {
     queued = false;
     for (const fn of listeners) fn();
-  }, 0);
+  });
 }
 
 let toastId = 0;

@@ -3,7 +3,7 @@ import { useEffect } from "../../vendor/hooks.module.js";
 import { html } from "../html.js";
 import { state, changed } from "../store.js";
 import { addFriend, copy, back, refreshStatus } from "../app.js";
-import { duration } from "../format.js";
+import { duration, plural } from "../format.js";
 import { Icon } from "./icons.js";
 
 function CopyButton({ what, text, label }) {
@@ -117,7 +117,7 @@ export function Status() {
         <h2 class="card-title">Network</h2>
         <dl class="stats">
           <${Row} k="Reachability" testid="st-reachability" v=${html`<span class=${`pill ${s.reachability}`}>${s.reachability}</span> ${s.reachability === "private" ? "(behind a NAT: reachable through relays)" : ""}`} />
-          <${Row} k="DHT" testid="st-dht" v=${`${s.dht_peers} peers · ${s.dht_mode} mode`} />
+          <${Row} k="DHT" testid="st-dht" v=${`${plural(s.dht_peers, "peer")} · ${s.dht_mode} mode`} />
           <${Row} k="Connections" testid="st-connections" v=${String(s.connections)} />
           <${Row} k="Relays" testid="st-relays" v=${list(s.relays)} />
           <${Row} k="Relay for others" v=${typeof s.relay_service === "boolean" ? (s.relay_service ? "yes" : "no") : String(s.relay_service)} />

@@ -2,7 +2,7 @@
 import { html } from "../html.js";
 import { state } from "../store.js";
 import { openChat, openView, acceptRequest, declineRequest } from "../app.js";
-import { hue, initial, shortId } from "../format.js";
+import { hue, initial, plural, shortId } from "../format.js";
 import { Icon } from "./icons.js";
 
 export function Avatar({ contact, size = "" }) {
@@ -122,7 +122,7 @@ export function Sidebar() {
     </div>
     ${s &&
     html`<footer class="side-foot" data-testid="side-status">
-      ${`${s.reachability || "?"} · ${s.dht_peers} DHT peers · ${s.connections} connected`}
+      ${`${s.reachability || "?"} · ${plural(s.dht_peers, "DHT peer")} · ${s.connections} connected`}
     </footer>`}
   </aside>`;
 }
