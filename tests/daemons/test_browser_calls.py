@@ -8,6 +8,7 @@ tests/web/test_browser.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
@@ -38,6 +39,7 @@ class FakePage:
         self.thread.start()
         self.frames = 0
         self.pc: Any = None
+        self.readers: list[Any] = []  # the tasks reading remote tracks (kept referenced)
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(20)
@@ -57,12 +59,15 @@ class FakePage:
         @pc.on("track")
         def on_track(track: Any) -> None:
             async def count() -> None:
-                while True:
-                    await track.recv()
-                    if track.kind == "video":
-                        self.frames += 1
+                from aiortc.mediastreams import MediaStreamError
 
-            asyncio.ensure_future(count())
+                with contextlib.suppress(MediaStreamError):  # the track ended with the call
+                    while True:
+                        await track.recv()
+                        if track.kind == "video":
+                            self.frames += 1
+
+            self.readers.append(asyncio.ensure_future(count()))
 
         self.pc = pc
         return pc

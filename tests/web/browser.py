@@ -78,6 +78,7 @@ class WebPage:
             "status of 401",
             "ERR_CONNECTION_",
             "ERR_EMPTY_RESPONSE",
+            "ERR_SOCKET_NOT_CONNECTED",
             "WebSocket connection to",
         )
         if message.type == "error" and not any(e in message.text for e in expected):
