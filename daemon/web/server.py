@@ -33,6 +33,7 @@ import hypercorn.trio.tcp_server
 import segno
 import trio
 from hypercorn.config import Config as HypercornConfig
+from hypercorn.events import Closed, RawData
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
@@ -163,8 +164,6 @@ class TrackedTCPServer(hypercorn.trio.tcp_server.TCPServer):
         if not isinstance(connections, Connections):
             await super()._read_data()
             return
-        from hypercorn.events import Closed, RawData
-
         while True:
             data: bytes | None = None
             try:

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from p2pchat.api import ApiError
 from p2pchat.calls.frames import MAX_SDP_BYTES
+from p2pchat.calls.media import MediaOptions
 from p2pchat.events import EventBus
 from p2pchat.wire import text_problem
 
@@ -62,6 +63,11 @@ def complete_candidates(sdp: str) -> str:
     if in_media and not closed:
         out.append("a=end-of-candidates")
     return "\r\n".join(out) + ("\r\n" if trailing else "")
+
+
+def page_options(video: bool) -> MediaOptions:
+    """What a browser call's JSON says it sends: the page's own camera and microphone."""
+    return MediaOptions(video=video, source="browser", record="", ice_servers=())
 
 
 class PageOwner:

@@ -25,7 +25,7 @@ import trio
 from libp2p.abc import INetStream
 
 from p2pchat.api import ApiError
-from p2pchat.calls.browser import BrowserMedia, PageOwner, check_browser_sdp
+from p2pchat.calls.browser import BrowserMedia, PageOwner, check_browser_sdp, page_options
 from p2pchat.calls.frames import (
     CALL_ID_BYTES,
     CALL_PROTOCOL,
@@ -161,7 +161,7 @@ class CallManager:
         contact = self.chat.roster.resolve_friend(friend, "only friends can be called")
         if browser_sdp is not None:
             browser_sdp = check_browser_sdp(browser_sdp)
-            options = MediaOptions(video=video, source="browser", record="", ice_servers=())
+            options = page_options(video)
         else:
             options = _options(video, source, record, self.config.ice_servers)
         peer = contact.peer_id

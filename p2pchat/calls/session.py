@@ -23,7 +23,7 @@ import trio
 from libp2p.abc import INetStream
 
 from p2pchat.api import ApiError
-from p2pchat.calls.browser import BrowserMedia
+from p2pchat.calls.browser import BrowserMedia, page_options
 from p2pchat.calls.frames import MAX_SDP_BYTES, CallFrame, CallFrameDecoder, encode_call
 from p2pchat.calls.media import (
     AsyncioThread,
@@ -181,9 +181,7 @@ class CallSession:
             except MediaError as exc:
                 raise ApiError("invalid_params", str(exc)) from None
             self.browser = browser
-            self.options = MediaOptions(
-                video=self.call.video, source="browser", record="", ice_servers=()
-            )
+            self.options = page_options(self.call.video)
             await self.apply(self.call.answer(sdp, trio.current_time()))
             for candidate, mid, index in self.pending_candidates:
                 browser.add_candidate(candidate, mid, index)
