@@ -188,8 +188,14 @@ def test_page_calls_an_aiortc_friend_and_leaving_the_page_hangs_up(
         # ... so its call ends, on both sides.
         wait_for(lambda: call_state(alice) == "", timeout=15, what="alice's call to end")
         wait_for(lambda: call_state(bob) == "", timeout=15, what="bob's call to end")
+        # A call leaves status when it ends; its release (stream closed) follows shortly.
+        wait_for(
+            lambda: alice.call("calls.list")["calls"][0]["released"],
+            timeout=15,
+            what="alice's call to be released",
+        )
         ended = alice.call("calls.list")["calls"][0]
-        assert ended["state"] == "ended" and ended["ended_by"] == "you" and ended["released"]
+        assert ended["state"] == "ended" and ended["ended_by"] == "you"
         assert bob.call("calls.list")["calls"][0]["ended_by"] == "friend"
     finally:
         listener.close()
