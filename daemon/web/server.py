@@ -405,6 +405,7 @@ class WebServer:
         self.cookie_name = guard.cookie_name(0)  # set to the bound port's before serving
         self.connections = Connections(MAX_HTTP_CONNECTIONS)
         self._websockets = 0
+        self._qr: tuple[str, Asset] | None = None  # (friend code, its QR code as SVG)
         """WebSockets accepted or being accepted (counted before the accept is awaited)."""
         self._url: str | None = None
         self._error = ""
@@ -675,5 +676,11 @@ class WebServer:
 
     async def _friend_code(self, request: Request) -> Response:
         identity = await Session.detached(self.control, "web").invoke("identity.get", {})
-        svg = await trio.to_thread.run_sync(_qr_svg, str(identity["friend_code"]))
-        return Response(svg, media_type="image/svg+xml")
+        code = str(identity["friend_code"])
+        # Drawn once per code: making the QR costs ~100 ms of Python (holding the GIL even in
+        # a worker thread), which every page load would otherwise take from the daemon.
+        if self._qr is None or self._qr[0] != code:
+            body = await trio.to_thread.run_sync(_qr_svg, code)
+            etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
+            self._qr = (code, Asset(body, "image/svg+xml", etag))
+        return asset_response(self._qr[1], request)

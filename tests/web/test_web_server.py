@@ -71,7 +71,7 @@ def test_refusals_websocket_api_and_token_rotation(make_daemon: Callable[..., Da
     shell = web.request("GET", "/")
     assert shell.status == 200 and shell.headers["content-type"].startswith("text/html")
     assert_secured(shell.headers)
-    script = web.request("GET", "/static/js/app.js")
+    script = web.request("GET", "/static/app.js")
     assert script.status == 200 and script.body
     assert script.headers["content-type"].startswith("text/javascript")
     assert_secured(script.headers)
@@ -133,6 +133,13 @@ def test_refusals_websocket_api_and_token_rotation(make_daemon: Callable[..., Da
     qr = web.request("GET", "/api/friend-code.svg")
     assert qr.status == 200 and qr.headers["content-type"].startswith("image/svg+xml")
     assert qr.body.lstrip().startswith(b"<svg") and b"<script" not in qr.body
+    # Drawn once: the same drawing again, and a reload that has it gets 304 and no body.
+    again = web.request("GET", "/api/friend-code.svg")
+    assert again.body == qr.body and again.headers["etag"] == qr.headers["etag"]
+    cached = web.request(
+        "GET", "/api/friend-code.svg", headers={"If-None-Match": qr.headers["etag"]}
+    )
+    assert cached.status == 304 and cached.body == b""
     for tid in ("0" * 32, "zz", "..%2F..%2Fetc%2Fpasswd"):
         missing = web.request("GET", f"/api/files/{tid}/download")
         assert missing.status == 404, tid
@@ -314,8 +321,8 @@ def test_limits_and_a_client_that_stops_reading(make_daemon: Callable[..., Daemo
     assert web.login(token).status == 204
 
     # HTTP connections: 128 at once; the next is closed at once, unanswered.
-    get = f"GET /static/js/app.js HTTP/1.1\r\nHost: 127.0.0.1:{web.port}\r\n\r\n".encode()
-    small = get.replace(b"/static/js/app.js", b"/api/session")
+    get = f"GET /static/app.js HTTP/1.1\r\nHost: 127.0.0.1:{web.port}\r\n\r\n".encode()
+    small = get.replace(b"/static/app.js", b"/api/session")
     wait_for(lambda: web.request("GET", "/api/session").status == 200, what="the server")
 
     held = [socket.create_connection(("127.0.0.1", web.port), timeout=10) for _ in range(140)]
