@@ -17,10 +17,13 @@ command -v gcc >/dev/null 2>&1 || missing+=(gcc)
     || [ -e /usr/include/aarch64-linux-gnu/gmp.h ] || missing+=(libgmp-dev)
 "$PY" -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 # The NAT tests (run as root only) build routers out of network namespaces with iptables.
-# The browser tests drive Debian's chromium through Playwright (never `playwright install`).
+# The browser tests drive Debian's chromium through Playwright (never `playwright install`);
+# npm installs the pinned esbuild that checks the web app's committed bundle.
 if [ "${1:-}" = dev ] && [ "$(id -u)" = 0 ]; then
     command -v iptables >/dev/null 2>&1 || missing+=(iptables)
     [ -x /usr/bin/chromium ] || missing+=(chromium)
+    # scripts/build-web.sh --check (the committed web bundle is what its sources build to).
+    command -v npm >/dev/null 2>&1 || missing+=(npm)
 fi
 if ((${#missing[@]})); then
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then

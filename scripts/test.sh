@@ -7,4 +7,5 @@ scripts/setup-env.sh dev
 .venv/bin/ruff format --check .
 .venv/bin/mypy --strict p2pchat
 .venv/bin/mypy daemon cli
+scripts/build-web.sh --check
 exec .venv/bin/python -m pytest -p no:cacheprovider "$@"

@@ -73,9 +73,9 @@ export async function boot() {
     changed();
     await new Promise((r) => setTimeout(r, 2000));
   }
-  state.phase = "app";
+  // The app itself is drawn once its first lists are in (connected()): drawing the empty
+  // frame first would cost a full render and layout before anything useful is on screen.
   state.conn = "connecting";
-  changed();
   rpc.connect();
 }
 
@@ -90,6 +90,7 @@ window.addEventListener("hashchange", () => {
 });
 
 async function disconnected(retryAt) {
+  if (state.phase === "boot") state.phase = "app"; // the frame, with its "not reachable" banner
   state.conn = "down";
   state.retryAt = retryAt;
   changed();
@@ -109,9 +110,10 @@ async function connected() {
   state.conn = "open";
   changed();
   try {
-    // Subscribe first: whatever happens while the lists load arrives as events too.
-    await rpc.call("events.subscribe");
-    const [me, friends, requests, transfers, callList, status] = await Promise.all([
+    // All sent at once, subscribe first: a session answers in order, so whatever happens
+    // while the lists load arrives as events too, without waiting a round trip for it.
+    const [, me, friends, requests, transfers, callList, status] = await Promise.all([
+      rpc.call("events.subscribe"),
       rpc.call("identity.get"),
       rpc.call("friends.list"),
       rpc.call("requests.list"),
@@ -134,6 +136,7 @@ async function connected() {
     state.convs = {};
     if (open && contacts[open]) loadHistory(open);
     state.loaded = true;
+    state.phase = "app";
     changed();
   } catch (err) {
     if (err instanceof RpcError && err.name_ !== "not_connected") toast(err.message, "error");

@@ -47,8 +47,15 @@ function sameDay(a, b) {
   );
 }
 
+// Formatters are made once: toLocaleTimeString() builds a new one per call, which costs more
+// than the rest of a message's render (a conversation formats every message it shows).
+const TIME = new Intl.DateTimeFormat([], { hour: "2-digit", minute: "2-digit" });
+const DAY = { weekday: "short", day: "numeric", month: "short" };
+const DAY_THIS_YEAR = new Intl.DateTimeFormat([], DAY);
+const DAY_OTHER_YEAR = new Intl.DateTimeFormat([], { ...DAY, year: "numeric" });
+
 export function time(ms) {
-  return new Date(ms).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  return TIME.format(new Date(ms));
 }
 
 export function day(ms) {
@@ -58,12 +65,7 @@ export function day(ms) {
   const y = new Date(now);
   y.setDate(now.getDate() - 1);
   if (sameDay(d, y)) return "Yesterday";
-  return d.toLocaleDateString([], {
-    weekday: "short",
-    day: "numeric",
-    month: "short",
-    year: d.getFullYear() === now.getFullYear() ? undefined : "numeric",
-  });
+  return (d.getFullYear() === now.getFullYear() ? DAY_THIS_YEAR : DAY_OTHER_YEAR).format(d);
 }
 
 export function dayKey(ms) {

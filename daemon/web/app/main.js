@@ -1,5 +1,5 @@
 // Entry point: render the app and start (log in, connect).
-import { render } from "../vendor/preact.module.js";
+import { render } from "./vendor/preact.module.js";
 import { html } from "./html.js";
 import { subscribe, state } from "./store.js";
 import { boot } from "./app.js";
@@ -19,7 +19,8 @@ function draw() {
   }
   const unread = Object.values(state.contacts).reduce((n, c) => n + (c.unread || 0), 0);
   const ringing = state.call && state.call.state === "ringing_in";
-  document.title = `${ringing ? "📞 " : ""}${unread ? `(${unread}) ` : ""}p2pchat`;
+  const title = `${ringing ? "📞 " : ""}${unread ? `(${unread}) ` : ""}p2pchat`;
+  if (document.title !== title) document.title = title; // each change is a trip to the browser
 }
 
 // A file dropped outside the conversation must not make the browser navigate to it.

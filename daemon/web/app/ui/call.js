@@ -1,5 +1,5 @@
 // The ringing dialog and the call panel (remote video, self-view, mute, camera, hang up, stats).
-import { useRef, useEffect, useState } from "../../vendor/hooks.module.js";
+import { useRef, useEffect, useState } from "../vendor/hooks.module.js";
 import { html } from "../html.js";
 import { state } from "../store.js";
 import { rpc } from "../app.js";

@@ -1,6 +1,7 @@
 // A conversation: history with scroll-back, delivery state, files in the timeline, the
 // composer (text, file picker, drag & drop), and the call buttons.
-import { useRef, useLayoutEffect, useState, useEffect } from "../../vendor/hooks.module.js";
+import { Component } from "../vendor/preact.module.js";
+import { useRef, useLayoutEffect, useState, useEffect } from "../vendor/hooks.module.js";
 import { html } from "../html.js";
 import { state, toast } from "../store.js";
 import { back, loadOlder, sendMessage, sendFiles, transferAction, loadHistory } from "../app.js";
@@ -47,13 +48,21 @@ function MessageState({ m }) {
     <${Icon} name="clock" /><span class="sr">pending</span></span>`;
 }
 
-function Message({ m }) {
-  return html`<li class=${`msg ${m.direction}`} data-testid="message" data-id=${m.id} data-state=${m.state} data-direction=${m.direction}>
+/** One message, drawn again only when its record changes: a new message re-renders itself,
+ * not every bubble of a long conversation (mergeMessages keeps unchanged records as they are). */
+class Message extends Component {
+  shouldComponentUpdate(next) {
+    return next.m !== this.props.m;
+  }
+
+  render({ m }) {
+    return html`<li class=${`msg ${m.direction}`} data-testid="message" data-id=${m.id} data-state=${m.state} data-direction=${m.direction}>
     <div class="bubble">
       <p class="msg-text" data-testid="msg-text">${m.text}</p>
       <span class="msg-meta">${fmt.time(m.sent_at)} <${MessageState} m=${m} /></span>
     </div>
   </li>`;
+  }
 }
 
 function Progress({ done, total }) {
@@ -94,7 +103,7 @@ function TransferCard({ t }) {
         <span data-testid="transfer-state">${text}</span>
         ${t.state === "active" &&
         html`<span class="file-rate" data-testid="transfer-rate">${fmt.bytes(done)} of ${fmt.bytes(t.size)}${ratePerSec > 0 ? ` · ${fmt.rate(ratePerSec)}` : ""}${left != null ? ` · ${fmt.duration(left)} left` : ""}</span>`}
-        ${t.error && html`<span class="file-error">${t.error}</span>`}
+        ${t.error && t.state !== "completed" && html`<span class="file-error">${t.error}</span>`}
         ${t.data_path && t.state === "completed" && html`<span class="file-path" title="how the bytes flowed">${t.data_path === "tcp" ? "direct" : "in-stream"}</span>`}
       </div>
       <div class="row-actions">
@@ -154,7 +163,8 @@ function timeline(peer) {
 function Timeline({ peer }) {
   const ref = useRef(null);
   const committed = useRef({ peer: null, first: "", last: "" }); // keys as last shown
-  const pre = useRef(null); // the scroll box just before this render changes it
+  const atBottom = useRef(true); // as of the last scroll: the newest message is in view
+  const pre = useRef(null); // the scroll box before older messages are added above
   const conv = state.convs[peer] || { messages: [], loaded: false, loading: false, done: false };
   const items = timeline(peer);
   const first = items.length ? items[0].key : "";
@@ -162,33 +172,40 @@ function Timeline({ peer }) {
   const lastItem = items[items.length - 1];
   const mine = !!(lastItem && ((lastItem.m && lastItem.m.direction === "out") || lastItem.u));
   const el = ref.current;
-  if (el) {
-    pre.current = {
-      height: el.scrollHeight,
-      top: el.scrollTop,
-      atBottom: el.scrollHeight - el.scrollTop - el.clientHeight < 80,
-    };
-  }
+  const k0 = committed.current;
+  // Layout is read only where it is needed (a read here forces the browser to lay the page
+  // out before this render, and once more after it): to keep the view still while history
+  // is added above.
+  pre.current = el && k0.peer === peer && first !== k0.first && last === k0.last
+    ? { height: el.scrollHeight, top: el.scrollTop }
+    : null;
   useLayoutEffect(() => {
     const box = ref.current;
     if (!box) return;
     const k = committed.current;
     const p = pre.current;
-    if (k.peer !== peer || !p) {
+    if (k.peer === peer && first === k.first && last === k.last) return; // nothing moved
+    if (k.peer !== peer) {
       box.scrollTop = box.scrollHeight; // a conversation opens at its newest message
-    } else if (first !== k.first && last === k.last) {
+      atBottom.current = true;
+    } else if (p) {
       box.scrollTop = box.scrollHeight - p.height + p.top; // older ones added above
-    } else if (last !== k.last && (p.atBottom || mine)) {
+    } else if (last !== k.last && (atBottom.current || mine)) {
       box.scrollTop = box.scrollHeight; // something new at the bottom, and we follow it
     }
     committed.current = { peer, first, last };
-    // A short first page that does not fill the pane: load more until it does.
-    if (conv.loaded && !conv.done && !conv.loading && box.scrollHeight <= box.clientHeight) {
+  });
+  // A short first page that does not fill the pane: load more until it does.
+  useLayoutEffect(() => {
+    const box = ref.current;
+    if (box && conv.loaded && !conv.done && !conv.loading && box.scrollHeight <= box.clientHeight) {
       loadOlder(peer);
     }
-  });
+  }, [peer, first, conv.loaded, conv.done, conv.loading]);
   const onScroll = (e) => {
-    if (e.currentTarget.scrollTop < 120) loadOlder(peer);
+    const box = e.currentTarget;
+    atBottom.current = box.scrollHeight - box.scrollTop - box.clientHeight < 80;
+    if (box.scrollTop < 120) loadOlder(peer);
   };
   return html`<div class="timeline scroll" ref=${ref} onScroll=${onScroll} data-testid="timeline" aria-live="polite">
     ${conv.loading && html`<p class="loading-older">Loading…</p>`}

@@ -1,5 +1,5 @@
 // The main pane's non-chat views: your ID/friend code/QR with "add a friend", and status.
-import { useEffect } from "../../vendor/hooks.module.js";
+import { useEffect } from "../vendor/hooks.module.js";
 import { html } from "../html.js";
 import { state, changed } from "../store.js";
 import { addFriend, copy, back, refreshStatus } from "../app.js";

@@ -1,5 +1,5 @@
 // The page's frame: log-in page, connection banner, the two panes, call overlays, toasts.
-import { useState, useEffect } from "../../vendor/hooks.module.js";
+import { useState, useEffect } from "../vendor/hooks.module.js";
 import { html } from "../html.js";
 import { state } from "../store.js";
 import { rpc } from "../app.js";
