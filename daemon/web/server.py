@@ -245,6 +245,11 @@ class Asset:
     media_type: str
     etag: str
 
+    @classmethod
+    def of(cls, body: bytes, media_type: str) -> Asset:
+        """``body`` with an ETag made from its bytes."""
+        return cls(body, media_type, '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"')
+
 
 MAX_ASSETS_BYTES: Final = 16 * 1024 * 1024
 
@@ -263,8 +268,7 @@ def load_assets(root: Path) -> dict[str, Asset]:
             total += len(body)
             if total > MAX_ASSETS_BYTES:
                 raise ValueError(f"the web app's files in {root} exceed {MAX_ASSETS_BYTES} bytes")
-            etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
-            assets[path.relative_to(root).as_posix()] = Asset(body, guard.content_type(name), etag)
+            assets[path.relative_to(root).as_posix()] = Asset.of(body, guard.content_type(name))
     return assets
 
 
@@ -405,8 +409,9 @@ class WebServer:
         self.cookie_name = guard.cookie_name(0)  # set to the bound port's before serving
         self.connections = Connections(MAX_HTTP_CONNECTIONS)
         self._websockets = 0
-        self._qr: tuple[str, Asset] | None = None  # (friend code, its QR code as SVG)
         """WebSockets accepted or being accepted (counted before the accept is awaited)."""
+        self._qr: tuple[str, Asset] | None = None
+        """The friend code last drawn, and its QR code as SVG."""
         self._url: str | None = None
         self._error = ""
         self._ready = trio.Event()
@@ -677,10 +682,10 @@ class WebServer:
     async def _friend_code(self, request: Request) -> Response:
         identity = await Session.detached(self.control, "web").invoke("identity.get", {})
         code = str(identity["friend_code"])
-        # Drawn once per code: making the QR costs ~100 ms of Python (holding the GIL even in
-        # a worker thread), which every page load would otherwise take from the daemon.
+        # Drawn once per code: making the QR takes ~11 ms of Python (the GIL held even in a
+        # worker thread; ~100 ms as a loading page saw it), which every page load would
+        # otherwise take from the daemon.
         if self._qr is None or self._qr[0] != code:
             body = await trio.to_thread.run_sync(_qr_svg, code)
-            etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
-            self._qr = (code, Asset(body, "image/svg+xml", etag))
+            self._qr = (code, Asset.of(body, "image/svg+xml"))
         return asset_response(self._qr[1], request)

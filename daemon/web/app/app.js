@@ -139,7 +139,12 @@ async function connected() {
     state.phase = "app";
     changed();
   } catch (err) {
-    if (err instanceof RpcError && err.name_ !== "not_connected") toast(err.message, "error");
+    // A lost socket is the reconnect's to handle; any other failure shows the frame (not
+    // "Loading…" for ever) with what went wrong.
+    if (!(err instanceof RpcError) || err.name_ !== "not_connected") {
+      state.phase = "app";
+      toast(err.message, "error");
+    }
   }
 }
 

@@ -20,7 +20,7 @@ function draw() {
   const unread = Object.values(state.contacts).reduce((n, c) => n + (c.unread || 0), 0);
   const ringing = state.call && state.call.state === "ringing_in";
   const title = `${ringing ? "📞 " : ""}${unread ? `(${unread}) ` : ""}p2pchat`;
-  if (document.title !== title) document.title = title; // each change is a trip to the browser
+  if (document.title !== title) document.title = title;
 }
 
 // A file dropped outside the conversation must not make the browser navigate to it.

@@ -1038,7 +1038,10 @@ async function connected() {
     state.phase = "app";
     changed();
   } catch (err) {
-    if (err instanceof RpcError && err.name_ !== "not_connected") toast(err.message, "error");
+    if (!(err instanceof RpcError) || err.name_ !== "not_connected") {
+      state.phase = "app";
+      toast(err.message, "error");
+    }
   }
 }
 var friendsTimer = null;
@@ -1920,7 +1923,6 @@ function Timeline({ peer }) {
   const ref = A2(null);
   const committed = A2({ peer: null, first: "", last: "" });
   const atBottom = A2(true);
-  const pre = A2(null);
   const conv2 = state.convs[peer] || { messages: [], loaded: false, loading: false, done: false };
   const items = timeline(peer);
   const first = items.length ? items[0].key : "";
@@ -1929,18 +1931,17 @@ function Timeline({ peer }) {
   const mine = !!(lastItem && (lastItem.m && lastItem.m.direction === "out" || lastItem.u));
   const el = ref.current;
   const k0 = committed.current;
-  pre.current = el && k0.peer === peer && first !== k0.first && last === k0.last ? { height: el.scrollHeight, top: el.scrollTop } : null;
+  const pre = el && k0.peer === peer && first !== k0.first && last === k0.last ? { height: el.scrollHeight, top: el.scrollTop } : null;
   _2(() => {
     const box = ref.current;
     if (!box) return;
     const k3 = committed.current;
-    const p3 = pre.current;
     if (k3.peer === peer && first === k3.first && last === k3.last) return;
     if (k3.peer !== peer) {
       box.scrollTop = box.scrollHeight;
       atBottom.current = true;
-    } else if (p3) {
-      box.scrollTop = box.scrollHeight - p3.height + p3.top;
+    } else if (pre) {
+      box.scrollTop = box.scrollHeight - pre.height + pre.top;
     } else if (last !== k3.last && (atBottom.current || mine)) {
       box.scrollTop = box.scrollHeight;
     }

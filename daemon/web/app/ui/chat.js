@@ -164,7 +164,6 @@ function Timeline({ peer }) {
   const ref = useRef(null);
   const committed = useRef({ peer: null, first: "", last: "" }); // keys as last shown
   const atBottom = useRef(true); // as of the last scroll: the newest message is in view
-  const pre = useRef(null); // the scroll box before older messages are added above
   const conv = state.convs[peer] || { messages: [], loaded: false, loading: false, done: false };
   const items = timeline(peer);
   const first = items.length ? items[0].key : "";
@@ -173,23 +172,22 @@ function Timeline({ peer }) {
   const mine = !!(lastItem && ((lastItem.m && lastItem.m.direction === "out") || lastItem.u));
   const el = ref.current;
   const k0 = committed.current;
-  // Layout is read only where it is needed (a read here forces the browser to lay the page
-  // out before this render, and once more after it): to keep the view still while history
-  // is added above.
-  pre.current = el && k0.peer === peer && first !== k0.first && last === k0.last
+  // The scroll box before older messages are added above, to keep the view still. Layout is
+  // read only then: a read here makes the browser lay the page out before this render, and
+  // once more after it.
+  const pre = el && k0.peer === peer && first !== k0.first && last === k0.last
     ? { height: el.scrollHeight, top: el.scrollTop }
     : null;
   useLayoutEffect(() => {
     const box = ref.current;
     if (!box) return;
     const k = committed.current;
-    const p = pre.current;
     if (k.peer === peer && first === k.first && last === k.last) return; // nothing moved
     if (k.peer !== peer) {
       box.scrollTop = box.scrollHeight; // a conversation opens at its newest message
       atBottom.current = true;
-    } else if (p) {
-      box.scrollTop = box.scrollHeight - p.height + p.top; // older ones added above
+    } else if (pre) {
+      box.scrollTop = box.scrollHeight - pre.height + pre.top; // older ones added above
     } else if (last !== k.last && (atBottom.current || mine)) {
       box.scrollTop = box.scrollHeight; // something new at the bottom, and we follow it
     }
