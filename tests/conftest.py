@@ -52,8 +52,18 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "p2pchat.db"
 
 
+DB_TEST_KEY = bytes(range(32))
+"""The key of the encrypted store in tests (any 32 bytes: SQLCipher takes it raw)."""
+
+
+@pytest.fixture(params=["plain", "encrypted"])
+def db_key(request: pytest.FixtureRequest) -> bytes | None:
+    """Every test on the database runs on both stores: plain SQLite and SQLCipher."""
+    return DB_TEST_KEY if request.param == "encrypted" else None
+
+
 @pytest.fixture
-async def db(db_path: Path) -> AsyncIterator[Database]:
+async def db(db_path: Path, db_key: bytes | None) -> AsyncIterator[Database]:
     """The identity's database on a real file, at the current schema."""
-    async with open_database(db_path) as database:
+    async with open_database(db_path, key=db_key) as database:
         yield database

@@ -22,6 +22,9 @@ from typing import Any, Final, Generic, TypeVar, cast
 
 import trio
 
+from p2pchat.storage import encryption
+from p2pchat.storage.encryption import SQLITE_DATABASE_ERRORS, SQLITE_ERRORS
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -54,11 +57,20 @@ Migration = Callable[[sqlite3.Connection], None]
 
 
 class Database:
-    """One SQLite file, one worker thread. Use as ``async with Database(path, migrations)``."""
+    """One SQLite file, one worker thread. Use as ``async with Database(path, migrations)``.
 
-    def __init__(self, path: Path, migrations: list[Migration]) -> None:
+    With a ``key`` (32 bytes) the file is SQLCipher-encrypted (:mod:`.encryption`); a plain
+    file found there is migrated to an encrypted one first. Without, it is plain SQLite.
+    """
+
+    def __init__(
+        self, path: Path, migrations: list[Migration], *, key: bytes | None = None
+    ) -> None:
+        if key is not None and len(key) != encryption.KEY_BYTES:
+            raise ValueError(f"database keys are {encryption.KEY_BYTES} bytes")
         self._path = path
         self._migrations = migrations
+        self._key = key
         self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
@@ -85,6 +97,11 @@ class Database:
             self._closed = True
             raise DatabaseError(f"cannot open database {self._path}: {failure[0]}")
         return self
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether the file is encrypted at rest (what ``status`` reports as ``at_rest``)."""
+        return self._key is not None
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
@@ -131,13 +148,31 @@ class Database:
     # --- worker thread ---------------------------------------------------------------------
 
     def _open(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=5000")
-        self._migrate(conn)
+        if self._key is None:
+            conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=True)
+            conn.row_factory = sqlite3.Row
+        else:
+            encryption.remove_leftover(self._path)
+            if encryption.file_state(self._path) == "plain":
+                encryption.encrypt_in_place(self._path, self._key)
+            conn = encryption.connect_encrypted(self._path)
+        try:
+            if self._key is not None:
+                encryption.unlock(conn, self._key)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+            except SQLITE_ERRORS as exc:
+                clear = encryption.not_a_plain_database(exc) if self._key is None else None
+                if clear is not None:
+                    raise clear from None
+                raise
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+            conn.execute("PRAGMA busy_timeout=5000")
+            self._migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
         return conn
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
@@ -215,7 +250,7 @@ class Database:
             )
             log.error("database commit failed: %s", err)
             if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
+                with contextlib.suppress(*SQLITE_ERRORS):
                     conn.execute("ROLLBACK")
             for job in batch:
                 job.result = None
@@ -225,7 +260,8 @@ class Database:
 
 
 def _translate(exc: BaseException) -> BaseException:
-    if isinstance(exc, sqlite3.OperationalError | sqlite3.DatabaseError):
+    # Both drivers' classes (sqlcipher3's do not derive from sqlite3's); the codes are SQLite's.
+    if isinstance(exc, SQLITE_DATABASE_ERRORS):
         text = str(exc)
         code = getattr(exc, "sqlite_errorcode", None)
         if code == sqlite3.SQLITE_FULL or "full" in text.lower():

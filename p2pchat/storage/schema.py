@@ -17,9 +17,10 @@ from pathlib import Path
 from p2pchat.storage.database import Database, Migration
 
 
-def open_database(path: Path) -> Database:
-    """The identity's database at ``path``, migrated to the current schema when entered."""
-    return Database(path, MIGRATIONS)
+def open_database(path: Path, *, key: bytes | None = None) -> Database:
+    """The identity's database at ``path``, migrated to the current schema when entered;
+    encrypted at rest with ``key`` (:func:`.encryption.database_key`) if given."""
+    return Database(path, MIGRATIONS, key=key)
 
 
 def _execute_all(conn: sqlite3.Connection, script: str) -> None:

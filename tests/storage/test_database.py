@@ -16,6 +16,7 @@ import trio.testing
 from p2pchat import wire
 from p2pchat.chat.friendship import ContactState
 from p2pchat.chat.store import ChatStore, IncomingMessage
+from p2pchat.storage import encryption
 from p2pchat.storage.database import Database, DatabaseError, DiskFullError
 from p2pchat.storage.schema import MIGRATIONS, open_database
 from p2pchat.storage.settings import Settings
@@ -28,8 +29,18 @@ def mid(n: int) -> bytes:
     return n.to_bytes(16, "big")
 
 
-def user_version(path: Path) -> int:
-    conn = sqlite3.connect(path)
+def raw(path: Path, key: bytes | None) -> sqlite3.Connection:
+    """A second connection to the file, beside the worker's: plain or unlocked with ``key``."""
+    if key is None:
+        return sqlite3.connect(path)
+    conn = encryption.connect_encrypted(path)
+    conn.row_factory = None  # plain tuples, like sqlite3.connect's
+    encryption.unlock(conn, key)
+    return conn
+
+
+def user_version(path: Path, key: bytes | None) -> int:
+    conn = raw(path, key)
     try:
         return int(conn.execute("PRAGMA user_version").fetchone()[0])
     finally:
@@ -61,18 +72,20 @@ def count_batches(db: Database, monkeypatch: pytest.MonkeyPatch) -> list[int]:
 # --- opening and migrations ------------------------------------------------------------------
 
 
-async def test_migrations_set_user_version_and_reopen_is_idempotent(db_path: Path) -> None:
-    async with open_database(db_path) as db:
+async def test_migrations_set_user_version_and_reopen_is_idempotent(
+    db_path: Path, db_key: bytes | None
+) -> None:
+    async with open_database(db_path, key=db_key) as db:
         await ChatStore(db).put_contact(PEER, state=ContactState.FRIEND, now=5, name="Ann")
-    assert user_version(db_path) == len(MIGRATIONS)
+    assert user_version(db_path, db_key) == len(MIGRATIONS)
     for _ in range(2):
-        async with open_database(db_path) as db:
+        async with open_database(db_path, key=db_key) as db:
             contact = await ChatStore(db).contact(PEER)
             assert contact is not None and contact.name == "Ann"
-        assert user_version(db_path) == len(MIGRATIONS)
+        assert user_version(db_path, db_key) == len(MIGRATIONS)
 
 
-async def test_each_migration_runs_once(db_path: Path) -> None:
+async def test_each_migration_runs_once(db_path: Path, db_key: bytes | None) -> None:
     calls: list[str] = []
 
     def m1(conn: sqlite3.Connection) -> None:
@@ -83,13 +96,13 @@ async def test_each_migration_runs_once(db_path: Path) -> None:
         calls.append("m2")
         conn.execute("CREATE TABLE two (x)")
 
-    async with Database(db_path, [m1]):
+    async with Database(db_path, [m1], key=db_key):
         pass
-    assert calls == ["m1"] and user_version(db_path) == 1
-    async with Database(db_path, [m1, m2]):
+    assert calls == ["m1"] and user_version(db_path, db_key) == 1
+    async with Database(db_path, [m1, m2], key=db_key):
         pass
-    assert calls == ["m1", "m2"] and user_version(db_path) == 2
-    async with Database(db_path, [m1, m2]) as db:
+    assert calls == ["m1", "m2"] and user_version(db_path, db_key) == 2
+    async with Database(db_path, [m1, m2], key=db_key) as db:
         tables = await db.run(
             lambda c: sorted(r[0] for r in c.execute("SELECT name FROM sqlite_master"))
         )
@@ -97,7 +110,7 @@ async def test_each_migration_runs_once(db_path: Path) -> None:
     assert tables == ["one", "two"]
 
 
-async def test_failed_migration_rolls_back(db_path: Path) -> None:
+async def test_failed_migration_rolls_back(db_path: Path, db_key: bytes | None) -> None:
     def m1(conn: sqlite3.Connection) -> None:
         conn.execute("CREATE TABLE one (x)")
 
@@ -106,23 +119,23 @@ async def test_failed_migration_rolls_back(db_path: Path) -> None:
         raise RuntimeError("migration exploded")
 
     with pytest.raises(DatabaseError, match="migration exploded"):
-        async with Database(db_path, [m1, bad]):
+        async with Database(db_path, [m1, bad], key=db_key):
             pass  # pragma: no cover
-    assert user_version(db_path) == 1
-    conn = sqlite3.connect(db_path)
+    assert user_version(db_path, db_key) == 1
+    conn = raw(db_path, db_key)
     names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
     conn.close()
     assert names == {"one"}
 
 
-async def test_newer_schema_is_refused(db_path: Path) -> None:
-    conn = sqlite3.connect(db_path)
+async def test_newer_schema_is_refused(db_path: Path, db_key: bytes | None) -> None:
+    conn = raw(db_path, db_key)
     conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
     conn.close()
     with pytest.raises(DatabaseError, match="newer"):
-        async with open_database(db_path):
+        async with open_database(db_path, key=db_key):
             pass  # pragma: no cover
-    assert user_version(db_path) == len(MIGRATIONS) + 1
+    assert user_version(db_path, db_key) == len(MIGRATIONS) + 1
 
 
 async def test_unopenable_paths(tmp_path: Path) -> None:
@@ -147,9 +160,11 @@ async def test_pragmas(db: Database) -> None:
     assert await db.run(fn) == ("wal", 2, 1)
 
 
-async def test_file_is_in_wal_mode_on_disk(db_path: Path, store: ChatStore) -> None:
+async def test_file_is_in_wal_mode_on_disk(
+    db_path: Path, db_key: bytes | None, store: ChatStore
+) -> None:
     await friend(store)
-    conn = sqlite3.connect(db_path)
+    conn = raw(db_path, db_key)
     try:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     finally:
@@ -159,8 +174,8 @@ async def test_file_is_in_wal_mode_on_disk(db_path: Path, store: ChatStore) -> N
 # --- Database.run semantics ------------------------------------------------------------------
 
 
-async def test_run_after_close(db_path: Path) -> None:
-    db = Database(db_path, MIGRATIONS)
+async def test_run_after_close(db_path: Path, db_key: bytes | None) -> None:
+    db = Database(db_path, MIGRATIONS, key=db_key)
     async with db:
         assert await db.run(lambda c: 42) == 42
     with pytest.raises(DatabaseError, match="closed"):
@@ -205,29 +220,33 @@ async def test_run_after_failed_open_raises(tmp_path: Path) -> None:
     assert await _run_or_detect_hang(db) == "DatabaseError"
 
 
-async def test_result_is_committed_when_run_returns(db_path: Path, db: Database) -> None:
+async def test_result_is_committed_when_run_returns(
+    db_path: Path, db_key: bytes | None, db: Database
+) -> None:
     await Settings(db).set("k", "v1")
-    reader = sqlite3.connect(db_path)
+    reader = raw(db_path, db_key)
     try:
         assert reader.execute("SELECT value FROM settings WHERE key='k'").fetchone() == ("v1",)
     finally:
         reader.close()
 
 
-async def test_non_durable_batches_commit_and_switch_sync_mode_back(db_path: Path) -> None:
+async def test_non_durable_batches_commit_and_switch_sync_mode_back(
+    db_path: Path, db_key: bytes | None
+) -> None:
     """A batch of only ``durable=False`` jobs commits with synchronous=NORMAL; the next durable
     job gets synchronous=FULL again. Both survive a close and reopen."""
 
     def sync_mode(conn: sqlite3.Connection) -> int:
         return int(conn.execute("PRAGMA synchronous").fetchone()[0])
 
-    async with open_database(db_path) as db:
+    async with open_database(db_path, key=db_key) as db:
         await db.run(lambda c: c.execute("CREATE TABLE t (x INTEGER)"))
         await db.run(lambda c: c.execute("INSERT INTO t VALUES (1)"), durable=False)
         assert await db.run(sync_mode, durable=False) == 1  # NORMAL
         await db.run(lambda c: c.execute("INSERT INTO t VALUES (2)"))
         assert await db.run(sync_mode) == 2  # FULL
-    async with open_database(db_path) as db:
+    async with open_database(db_path, key=db_key) as db:
         rows = await db.run(lambda c: c.execute("SELECT x FROM t ORDER BY x").fetchall())
         assert [r[0] for r in rows] == [1, 2]
 
@@ -339,7 +358,7 @@ async def _fill_up(db: Database) -> None:
 
 
 async def test_disk_full_keeps_committed_data(
-    db_path: Path, db: Database, store: ChatStore
+    db_path: Path, db_key: bytes | None, db: Database, store: ChatStore
 ) -> None:
     await friend(store)
     first, _ = await store.add_outgoing(PEER, mid(1), "before", now=1)
@@ -354,7 +373,7 @@ async def test_disk_full_keeps_committed_data(
     second, _ = await store.add_outgoing(PEER, mid(2), "after", now=3)
     assert second.seq == first.seq + 1
     await db.close()
-    async with open_database(db_path) as reopened:
+    async with open_database(db_path, key=db_key) as reopened:
         texts = [m.text for m in await ChatStore(reopened).history(PEER, 10)]
     assert texts == ["before", "after"]
 
@@ -375,44 +394,48 @@ async def _blob_db_full(db: Database) -> None:
     await _fill_up(db)
 
 
-async def test_disk_full_whole_transaction_rollback_is_an_error(db_path: Path) -> None:
-    async with Database(db_path, [_blob_table]) as db:
+async def test_disk_full_whole_transaction_rollback_is_an_error(
+    db_path: Path, db_key: bytes | None
+) -> None:
+    async with Database(db_path, [_blob_table], key=db_key) as db:
         await _blob_db_full(db)
         with pytest.raises(DatabaseError):
             await db.run(lambda c: c.execute("INSERT INTO blobs VALUES (randomblob(100000))"))
         assert await db.run(lambda c: c.execute("SELECT count(*) FROM blobs").fetchone()[0]) == 1
         await db.run(lambda c: c.execute("PRAGMA max_page_count = 1000000"))
         await db.run(lambda c: c.execute("INSERT INTO blobs VALUES (randomblob(100000))"))
-    async with Database(db_path, [_blob_table]) as db:
+    async with Database(db_path, [_blob_table], key=db_key) as db:
         assert await db.run(lambda c: c.execute("SELECT count(*) FROM blobs").fetchone()[0]) == 2
 
 
 async def test_disk_full_whole_transaction_rollback_is_reported_as_disk_full(
-    db_path: Path,
+    db_path: Path, db_key: bytes | None
 ) -> None:
-    async with Database(db_path, [_blob_table]) as db:
+    async with Database(db_path, [_blob_table], key=db_key) as db:
         await _blob_db_full(db)
         with pytest.raises(DiskFullError, match="disk is full"):
             await db.run(lambda c: c.execute("INSERT INTO blobs VALUES (randomblob(100000))"))
 
 
-async def test_v3_cleans_pending_texts_a_receiver_would_refuse(db_path: Path) -> None:
-    async with Database(db_path, MIGRATIONS[:2]) as old:
+async def test_v3_cleans_pending_texts_a_receiver_would_refuse(
+    db_path: Path, db_key: bytes | None
+) -> None:
+    async with Database(db_path, MIGRATIONS[:2], key=db_key) as old:
         old_store = ChatStore(old)
         await old_store.put_contact(PEER, state=ContactState.FRIEND, now=1)
         await old_store.add_outgoing(PEER, mid(1), "pasted\r\nwith \x1b[1mbold\x1b[0m\tok", now=1)
         await old_store.add_outgoing(PEER, mid(2), "fine\nline", now=2)
-    async with open_database(db_path) as db:
+    async with open_database(db_path, key=db_key) as db:
         texts = [m.text for m in await ChatStore(db).history(PEER, 10)]
     assert texts == ["pasted\ufffd\nwith \ufffd[1mbold\ufffd[0m\tok", "fine\nline"]
     assert all(wire.text_problem(t, wire.MAX_TEXT_BYTES, multiline=True) is None for t in texts)
 
 
-async def _v4_database(path: Path) -> dict[str, int]:
+async def _v4_database(path: Path, key: bytes | None) -> dict[str, int]:
     """A database as schema version 4 left it: contacts, both directions of messages (one
     conversation whose contact is gone) and a transfer; returns each peer's newest row."""
     gone = "12D3KooWPeerGone"
-    async with Database(path, MIGRATIONS[:4]) as old:
+    async with Database(path, MIGRATIONS[:4], key=key) as old:
         old_store = ChatStore(old)
         await old_store.put_contact(PEER, state=ContactState.FRIEND, now=1)
         await old_store.put_contact(OTHER, state=ContactState.FRIEND, now=1)
@@ -432,16 +455,16 @@ async def _v4_database(path: Path) -> dict[str, int]:
         newest = await old.run(incoming)
         await old_store.add_outgoing(OTHER, mid(9), "newest is ours", now=3)
         newest[OTHER] = (await old_store.history(OTHER, 1))[0].row
-    assert user_version(path) == 4
+    assert user_version(path, key) == 4
     return newest
 
 
-async def test_v5_read_marks_from_a_v4_database(db_path: Path) -> None:
+async def test_v5_read_marks_from_a_v4_database(db_path: Path, db_key: bytes | None) -> None:
     """Upgrading counts what was stored before as read (a user is not greeted with every
     old conversation unread); from then on, new messages count."""
-    newest = await _v4_database(db_path)
-    async with open_database(db_path) as db:
-        assert user_version(db_path) == len(MIGRATIONS) == 5
+    newest = await _v4_database(db_path, db_key)
+    async with open_database(db_path, key=db_key) as db:
+        assert user_version(db_path, db_key) == len(MIGRATIONS) == 5
         store = ChatStore(db)
         marks = await db.run(
             lambda c: {r[0]: r[1] for r in c.execute("SELECT peer_id, read_row FROM read_marks")}
@@ -462,15 +485,15 @@ async def test_v5_read_marks_from_a_v4_database(db_path: Path) -> None:
         )
         assert "messages_incoming" in indexes
     # Reopening runs no migration again: marks and counts stay.
-    async with open_database(db_path) as db:
+    async with open_database(db_path, key=db_key) as db:
         assert await ChatStore(db).unread_counts() == {}
         assert await ChatStore(db).read_mark(PEER) == stored[0].row
 
 
-async def test_v5_on_an_empty_v4_database(db_path: Path) -> None:
-    async with Database(db_path, MIGRATIONS[:4]):
+async def test_v5_on_an_empty_v4_database(db_path: Path, db_key: bytes | None) -> None:
+    async with Database(db_path, MIGRATIONS[:4], key=db_key):
         pass
-    async with open_database(db_path) as db:
+    async with open_database(db_path, key=db_key) as db:
         store = ChatStore(db)
         assert await store.unread_counts() == {}
         await store.put_contact(PEER, state=ContactState.FRIEND, now=1)
