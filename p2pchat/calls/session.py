@@ -54,7 +54,6 @@ log = logging.getLogger(__name__)
 MEDIA_SETUP_TIMEOUT: Final = 15.0
 CLEANUP_TIMEOUT: Final = 10.0
 STATS_TIMEOUT: Final = 3.0
-MAX_REMOTE_CANDIDATES: Final = 32
 
 
 class MediaStates:
@@ -118,7 +117,6 @@ class CallSession:
         self.lock = trio.Lock()
         self.ended = trio.Event()
         self.last_stats: tuple[float, int, int] = (0.0, 0, 0)  # time, video frames, bytes in
-        self.candidates_taken = 0
         self.finished = trio.Event()
         """Set once :meth:`finish` is done (released or not)."""
         self.released = False
@@ -265,14 +263,17 @@ class CallSession:
                     "video" if self.call.video else "audio",
                     short(self.peer),
                 )
+                self._log_dropped("offer")
                 self._events.publish("call.incoming", call=self.json())
             elif isinstance(out, RemoteRinging):
                 self.publish()
             elif isinstance(out, ApplyAnswer) and self.browser is not None:
+                self._log_dropped("answer")
                 self.browser.apply_answer(out.sdp)
                 self.publish()
             elif isinstance(out, ApplyAnswer):
                 assert self.session is not None and self.rtc is not None
+                self._log_dropped("answer")
                 try:
                     await self.rtc.call(self.session.apply_answer(out.sdp))
                 except Exception as exc:
@@ -281,15 +282,7 @@ class CallSession:
                     return
                 self.publish()
             elif isinstance(out, AddCandidate):
-                # A friend may name at most MAX_REMOTE_CANDIDATES addresses for us to probe,
-                # only while the call is being set up, and no mDNS (.local) names.
-                self.candidates_taken += 1
-                if (
-                    self.candidates_taken > MAX_REMOTE_CANDIDATES
-                    or self.call.state is CallState.ACTIVE
-                    or ".local " in out.candidate
-                ):
-                    continue
+                # Already within the call's candidate budget (p2pchat.calls.candidates).
                 if self.browser is not None:
                     self.browser.add_candidate(out.candidate, out.mid, out.index)
                 elif self.session is None:
@@ -310,6 +303,11 @@ class CallSession:
                     "the friend" if out.by_remote else "us",
                 )
                 self.ended.set()
+
+    def _log_dropped(self, what: str) -> None:
+        dropped = self.call.candidates.summary()
+        if dropped:
+            log.info("dropped candidates of %s's %s: %s", short(self.peer), what, dropped)
 
     async def add_candidate(self, candidate: str, mid: str, index: int) -> None:
         assert self.session is not None and self.rtc is not None

@@ -10,14 +10,19 @@ States (docs/PROTOCOL.md §12.2 has the full table)::
 Only one call at a time per daemon: :func:`decide_incoming` says whether a new offer rings,
 is busy, or collides with our own outgoing call to the same friend ("glare"), which is
 resolved the same way on both sides: the call with the larger ID goes ahead.
+
+What the friend sends for the media passes :class:`~p2pchat.calls.candidates.CandidateBudget`
+here, before anything acts on it: the candidate lines of their offer or answer SDP and their
+trickled candidates share one per-call cap and one address rule.
 """
 
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final, TypeAlias
 
+from p2pchat.calls.candidates import CandidateBudget
 from p2pchat.calls.frames import (
     CallAnswer,
     CallCandidate,
@@ -125,6 +130,9 @@ class Call:
     end_reason: str = ""
     ended_by_remote: bool = False
     remote_sdp: str = ""
+    """The friend's offer or answer, its candidate lines already filtered."""
+    candidates: CandidateBudget = field(default_factory=CandidateBudget, compare=False, repr=False)
+    """The friend's candidates taken so far (SDP and trickled), and what was dropped."""
     media_gone: bool = False
     """The active call's media path closed or failed; it ends at ``deadline`` unless the
     friend's ``call-end`` comes first."""
@@ -145,7 +153,7 @@ class Call:
         call = cls(
             offer.call_id, Direction.IN, offer.video, CallState.RINGING_IN, now + ring_timeout
         )
-        call.remote_sdp = offer.sdp
+        call.remote_sdp = call.candidates.filter_sdp(offer.sdp)
         return call, [Send(CallRinging(offer.call_id)), Ring()]
 
     # --- local actions ----------------------------------------------------------------------
@@ -227,7 +235,13 @@ class Call:
                 return self._end(reason, by_remote=True, tell=False)
             case CallCandidate(_, candidate, mid, index):
                 # The caller trickles from its offer on (the callee applies them once it
-                # has a peer connection), the callee from its answer on.
+                # has a peer connection), the callee from its answer on; only while the
+                # call is being set up, within the call's candidate budget (an empty one
+                # says "no more" and names nothing).
+                if self.state is CallState.ACTIVE or (
+                    candidate and not self.candidates.admit(candidate)
+                ):
+                    return []
                 return [AddCandidate(candidate, mid, index)]
             case CallRinging(_) if self.direction is Direction.OUT:
                 if self.state is CallState.OFFERING:
@@ -238,9 +252,9 @@ class Call:
                 CallState.OFFERING,
                 CallState.RINGING_OUT,
             ):
-                self.remote_sdp = sdp
+                self.remote_sdp = self.candidates.filter_sdp(sdp)
                 self._move(CallState.CONNECTING, now + CONNECT_TIMEOUT)
-                return [ApplyAnswer(sdp)]
+                return [ApplyAnswer(self.remote_sdp)]
         return self._violation()
 
     # --- internals --------------------------------------------------------------------------
