@@ -105,13 +105,19 @@ class Reach:
         if found is None:
             log.debug("%s: not found in the DHT", short(peer))
             return False
-        fresh = [a for a in found.addrs if a not in contact.addrs] or list(found.addrs)
+        # A record is signed by the friend, but a friend may point anywhere: announced
+        # addresses pass the address policy (p2pchat.net.addrpolicy), like a hello's.
+        addrs = self.net.admit(peer, found.addrs)
+        if not addrs:
+            log.debug("%s: no dialable address in the DHT's answer", short(peer))
+            return False
+        fresh = [a for a in addrs if a not in contact.addrs] or addrs
         if not await self.net.dial(peer, fresh):
-            log.debug("could not reach %s at %s", short(peer), ", ".join(found.addrs))
+            log.debug("could not reach %s at %s", short(peer), ", ".join(addrs))
             return False
         log.info("found %s through the DHT (%s)", short(peer), found.source)
         if found.source == "record":
             # Signed by the friend. (Peer-routing answers are whatever strangers told the
             # DHT; the friend's own hello frame will tell us its addresses.)
-            await self.roster.learn_addrs(peer, found.addrs)
+            await self.roster.learn_addrs(peer, tuple(addrs))
         return True

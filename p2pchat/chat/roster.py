@@ -225,7 +225,8 @@ class Roster:
         return contact
 
     async def learn_addrs(self, peer: str, addrs: tuple[str, ...]) -> None:
-        """A contact told us (or its signed record says) where it can be reached."""
+        """A contact told us (or its signed record says) where it can be reached. Callers
+        pass only what :meth:`p2pchat.net.host.Network.admit` let through."""
         contact = self._contacts.get(peer)
         if contact is None or not addrs or tuple(addrs) == contact.addrs:
             return

@@ -399,6 +399,9 @@ class Discovery:
                 addrs = [str(a) for a in peerstore.addrs(peer_id) if not is_circuit(str(a))]
             except Exception:
                 continue
+            # Saved peers are dialed as given on the next start: save only what the
+            # address policy admits for how the peer was reached (net/addrpolicy.py).
+            addrs = self.network.admit(str(peer_id), addrs)
             if addrs:
                 saved.append({"peer": str(peer_id), "addrs": dial_order(addrs)[:4]})
         if saved:

@@ -12,6 +12,12 @@ address, and drops relay circuit addresses. :class:`Network` replaces it on its 
 ``DIAL_STAGGER`` s until one connects), direct ones before relayed ones, circuits through
 the relay transport. A successful connect then costs what the handshake costs.
 
+Announced addresses (:mod:`p2pchat.net.addrpolicy`): :meth:`Network.admit` says which
+addresses a peer announced may be dialed given how it was reached (the network notes the
+remote address of every direct connection); peerstore addresses (DHT replies, identify) pass
+through it on every :meth:`Network.dial_known`; and every dial skips a (peer, address) still
+waiting out its failure backoff.
+
 Every patch to the swarm is applied through :mod:`p2pchat.net.compat`, which
 :func:`build_host` first has check that the py-libp2p internals involved are as expected.
 """
@@ -41,6 +47,7 @@ from libp2p.utils.address_validation import get_available_interfaces
 
 from p2pchat.identity import Identity
 from p2pchat.net import compat
+from p2pchat.net.addrpolicy import AddrPolicy
 from p2pchat.net.muxer import BoundedYamux
 
 log = logging.getLogger(__name__)
@@ -51,6 +58,8 @@ DIAL_STAGGER: Final = 0.3
 MAX_DIAL_ADDRS: Final = 8
 """Addresses tried per dial: peerstore addresses come from strangers (DHT replies, mDNS), and
 a peer listing a thousand must not make us knock on a thousand doors."""
+LOCAL_IPS_TTL: Final = 30.0
+"""Seconds this machine's interface addresses are cached for the address policy."""
 NEW_STREAM_TIMEOUT: Final = 10.0
 IDENTIFY_WAIT: Final = 3.0
 
@@ -60,6 +69,19 @@ CircuitDialer = Callable[[multiaddr.Multiaddr], Awaitable[INetConn]]
 
 def is_circuit(addr: str) -> bool:
     return "/p2p-circuit" in addr
+
+
+def local_ips() -> frozenset[str]:
+    """This machine's interface IPs (what an address "on this machine" can be)."""
+    ips = {"127.0.0.1", "::1"}
+    try:
+        for addr in get_available_interfaces(0, "tcp"):
+            parts = str(addr).strip("/").split("/")
+            if len(parts) >= 2 and parts[0] in ("ip4", "ip6"):
+                ips.add(parts[1])
+    except Exception as exc:  # an odd interface must not stop dialing
+        log.debug("could not list interfaces: %s", exc)
+    return frozenset(ips)
 
 
 def dial_order(addrs: Sequence[str]) -> list[str]:
@@ -105,8 +127,13 @@ def peer_protocols(host: IHost, peer_id: ID) -> list[str]:
 class ConnectionEvents(INotifee):
     """Forwards libp2p connection open/close to a callback with the peer's ID string."""
 
-    def __init__(self, on_change: Callable[[str, bool], None]) -> None:
+    def __init__(
+        self,
+        on_change: Callable[[str, bool], None],
+        on_conn: Callable[[str, str, bool], None] = lambda peer, remote, up: None,
+    ) -> None:
         self._on_change = on_change
+        self._on_conn = on_conn
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
         return None
@@ -115,10 +142,14 @@ class ConnectionEvents(INotifee):
         return None
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
-        self._on_change(str(conn.muxed_conn.peer_id), True)
+        peer = str(conn.muxed_conn.peer_id)
+        self._on_conn(peer, _remote_for_policy(conn), True)
+        self._on_change(peer, True)
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
-        self._on_change(str(conn.muxed_conn.peer_id), False)
+        peer = str(conn.muxed_conn.peer_id)
+        self._on_conn(peer, _remote_for_policy(conn), False)
+        self._on_change(peer, False)
 
     async def listen(self, network: INetwork, multiaddr: Any) -> None:
         return None
@@ -139,7 +170,11 @@ class Network:
         # Retries belong to our own reconnect loop (with backoff), not to each dial.
         compat.disable_dial_retries(swarm)
         self._on_connection_change: Callable[[str, bool], None] = lambda peer, up: None
-        swarm.register_notifee(ConnectionEvents(self._connection_changed))
+        self.policy = AddrPolicy()
+        """How each peer was reached, which announced addresses may be dialed, and the
+        per-address dial backoff (:mod:`p2pchat.net.addrpolicy`)."""
+        self._local_ips_at = -LOCAL_IPS_TTL
+        swarm.register_notifee(ConnectionEvents(self._connection_changed, self._conn_noted))
         self.circuit_dialer: CircuitDialer | None = None
         """Set by :class:`p2pchat.net.relay.Relays`: how to dial a ``/p2p-circuit`` address."""
         # Workaround (module docstring): every dial by peer ID goes through our dialer.
@@ -155,6 +190,27 @@ class Network:
 
     def _connection_changed(self, peer: str, up: bool) -> None:
         self._on_connection_change(peer, up)
+
+    def _conn_noted(self, peer: str, remote: str, up: bool) -> None:
+        self._refresh_local_ips()
+        if up:
+            self.policy.connection_opened(peer, remote)
+        else:
+            self.policy.connection_closed(peer, remote)
+
+    def _refresh_local_ips(self) -> None:
+        now = trio.current_time()
+        if now - self._local_ips_at >= LOCAL_IPS_TTL:
+            self._local_ips_at = now
+            self.policy.local_ips = local_ips()
+
+    def admit(self, peer: str, addrs: Sequence[str], *, on_lan: bool = False) -> list[str]:
+        """The addresses ``peer`` announced (hello, friend request, DHT record, mDNS with
+        ``on_lan``) that may be dialed, given how it was reached
+        (:mod:`p2pchat.net.addrpolicy`). User-given addresses (friend codes, bootstrap)
+        skip this."""
+        self._refresh_local_ips()
+        return self.policy.admit(peer, addrs, on_lan=on_lan)
 
     def set_handler(self, protocol: str, handler: StreamHandler) -> None:
         self.host.set_stream_handler(TProtocol(protocol), handler)
@@ -221,7 +277,10 @@ class Network:
         return out
 
     async def dial(self, peer: str, addrs: Sequence[str]) -> bool:
-        """Connect to ``peer`` through any of ``addrs``; True once a connection is up."""
+        """Connect to ``peer`` through any of ``addrs``; True once a connection is up.
+
+        ``addrs`` are dialed as given (the user's, or already through :meth:`admit`); only
+        the per-address failure backoff applies."""
         if self.is_connected(peer):
             return True
         try:
@@ -240,7 +299,8 @@ class Network:
             addrs = [str(a) for a in self.host.get_peerstore().addrs(peer_id)]
         except Exception:
             addrs = []
-        return [await self._dial_any(peer_id, addrs)]
+        # Peerstore addresses are what strangers (DHT replies) and the peer (identify) said.
+        return [await self._dial_any(peer_id, self.admit(str(peer_id), addrs))]
 
     def _open_connections(self, peer_id: ID) -> list[INetConn]:
         conns = self.host.get_network().get_connections(peer_id)
@@ -265,8 +325,16 @@ class Network:
     async def _race(self, peer_id: ID, addrs: Sequence[str]) -> INetConn:
         """Race ``addrs`` (in :func:`dial_order`, staggered); the first connection wins, the
         other attempts are cancelled and any that connected anyway are closed."""
-        order = dial_order(addrs)
+        candidates = dial_order(addrs)
+        order = self.policy.backoff.ready(str(peer_id), candidates, trio.current_time())
         if not order:
+            if candidates:
+                wait = (self.policy.backoff.next_try(str(peer_id), candidates) or 0.0) - (
+                    trio.current_time()
+                )
+                raise DialFailed(
+                    f"every address of {peer_id} failed recently; next try in {wait:.1f} s"
+                )
             raise DialFailed(f"no usable address known for {peer_id}")
         winner: list[INetConn] = []
         errors: list[str] = []
@@ -314,8 +382,10 @@ class Network:
             if not isinstance(exc, Exception):
                 raise  # cancelled: another address won
             errors.append(f"{text}: {exc}")
+            self.policy.backoff.failed(str(peer_id), text, trio.current_time())
             failed.set()
             return
+        self.policy.backoff.succeeded(str(peer_id), text)
         log.debug("connected to %s via %s", peer_id, text)
         winner.append(conn)
         race.cancel()  # the other attempts are no longer needed
@@ -367,6 +437,19 @@ def _kind(conn: INetConn) -> str:
     except Exception:
         relayed = "/p2p-circuit" in _remote(conn)
     return "relayed" if relayed else "direct"
+
+
+def _remote_for_policy(conn: INetConn) -> str:
+    """The remote address of a direct connection (from its socket: the swarm connection's
+    own answer falls back to peerstore addresses, which the peer announced), or a circuit
+    marker for a relayed one."""
+    if _kind(conn) == "relayed":
+        return "/p2p-circuit"
+    try:
+        addrs = conn.muxed_conn.get_transport_addresses()
+        return str(addrs[0]) if addrs else ""
+    except Exception:
+        return ""
 
 
 def _remote(conn: INetConn) -> str:

@@ -96,7 +96,9 @@ class LanDiscovery:
         peer = str(info.peer_id)
         if peer == self.me:
             return
-        addrs = [str(a) for a in info.addrs if not str(a).startswith("/ip4/0.0.0.0/")]
+        # Heard on our segment: its LAN addresses may be dialed, never loopback ones (anyone
+        # on the segment can multicast any announcement).
+        addrs = self.network.admit(peer, [str(a) for a in info.addrs], on_lan=True)
         if not addrs:
             return
         log.info("mDNS: found %s at %s", peer, ", ".join(addrs))
