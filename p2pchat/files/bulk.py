@@ -8,7 +8,10 @@ file can produce records the receiver accepts, whichever path (a direct TCP conn
 libp2p stream itself) the records travel on.
 
 Record 0 is the *hello*: its plaintext is the transfer ID, proving on a fresh TCP connection
-that the peer holds the session key before any data is read. Record ``n > 0`` carries the next
+that the peer holds the session key before any data is read. On a direct connection the
+receiver first sends a *challenge* (a fresh nonce and a proof that it holds the key, see
+:func:`make_challenge`) and the hello's associated data is that nonce, so a hello captured on
+one connection is worthless on another. Record ``n > 0`` carries the next
 chunk of the file. The nonce is ``n`` as 12 big-endian bytes; the associated data is the
 transfer ID and the chunk's file offset, so chunks cannot be replayed, reordered, moved to
 another offset or spliced in from another transfer. Nothing here does I/O or touches files.
@@ -16,10 +19,13 @@ another offset or spliced in from another transfer. Nothing here does I/O or tou
 
 from __future__ import annotations
 
+import hmac
+import os
 import struct
 from collections.abc import Callable
 from typing import Final, Protocol
 
+import blake3
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 
@@ -31,6 +37,11 @@ next to the copy and crypto, small enough to bound each side's buffers."""
 MAX_RECORD: Final = MAX_CHUNK + TAG_BYTES
 
 _HEADER: Final = struct.Struct(">I")
+
+CHALLENGE_NONCE_BYTES: Final = 16
+CHALLENGE_BYTES: Final = CHALLENGE_NONCE_BYTES + 16
+"""What the receiver sends first on a direct connection: nonce, then a 16-byte proof."""
+_CHALLENGE_CONTEXT: Final = "p2pchat 2025 file data-port challenge v2"
 
 
 class BulkError(Exception):
@@ -75,23 +86,57 @@ def _ad(tid: bytes, offset: int) -> bytes:
     return tid + offset.to_bytes(8, "big")
 
 
+def _challenge_proof(key: bytes, tid: bytes, nonce: bytes) -> bytes:
+    # A key of its own (derived, never the AEAD key itself) for a keyed BLAKE3 hash.
+    mac_key = blake3.blake3(key, derive_key_context=_CHALLENGE_CONTEXT).digest()
+    return bytes(blake3.blake3(tid + nonce, key=mac_key).digest(length=16))
+
+
+def make_challenge(key: bytes, tid: bytes) -> tuple[bytes, bytes]:
+    """The receiver's first bytes on a new direct connection, and the nonce in them.
+
+    Fresh per connection, so the sender's hello (bound to the nonce) cannot be replayed on
+    another connection; the proof shows the sender it reached the session's receiver and
+    not some other service on that port."""
+    nonce = os.urandom(CHALLENGE_NONCE_BYTES)
+    return nonce + _challenge_proof(key, tid, nonce), nonce
+
+
+def check_challenge(key: bytes, tid: bytes, challenge: bytes) -> bytes:
+    """The nonce of a receiver's challenge; :class:`BulkError` unless it proves the key."""
+    if len(challenge) != CHALLENGE_BYTES:
+        raise BulkError("malformed challenge")
+    nonce, proof = challenge[:CHALLENGE_NONCE_BYTES], challenge[CHALLENGE_NONCE_BYTES:]
+    if not hmac.compare_digest(proof, _challenge_proof(key, tid, nonce)):
+        raise BulkError("the challenge does not prove the session key")
+    return nonce
+
+
 class RecordSealer:
     """Seals the sender's records. ``seal_into`` writes header and AEAD output into a caller
     buffer so the data path copies each chunk once."""
 
     def __init__(self, suite: str, key: bytes, tid: bytes, offset: int) -> None:
         self._aead = _SUITES[suite](key)
+        self._key = key
         self._tid = tid
         self._counter = 0
         self.offset = offset
         """File offset of the next chunk."""
 
-    def hello(self) -> bytes:
+    def hello(self, binding: bytes = b"") -> bytes:
+        """Record 0. ``binding``: the nonce of the receiver's challenge on a direct
+        connection (empty on the libp2p stream, which is bound to the session already)."""
         if self._counter != 0:
             raise RuntimeError("hello must be the first record")
         out = bytearray(HEADER_BYTES + len(self._tid) + TAG_BYTES)
-        n = self._seal(memoryview(self._tid), memoryview(out), b"")
+        n = self._seal(memoryview(self._tid), memoryview(out), binding)
         return bytes(out[:n])
+
+    def answer_challenge(self, challenge: bytes) -> bytes:
+        """The nonce to bind the hello to; :class:`BulkError` if the challenge is not from
+        this session's receiver."""
+        return check_challenge(self._key, self._tid, challenge)
 
     def seal_into(self, chunk: memoryview, out: memoryview) -> int:
         """Seal the next chunk into ``out``; returns the record's length on the wire."""
@@ -127,11 +172,16 @@ class RecordOpener:
         if not 0 <= offset <= size:
             raise ValueError("offset outside the file")
         self._aead = _SUITES[suite](key)
+        self._key = key
         self._tid = tid
         self._counter = 0
         self.offset = offset
         self.size = size
         self._buf = bytearray()
+
+    def challenge(self) -> tuple[bytes, bytes]:
+        """A fresh challenge for a new direct connection, and its nonce."""
+        return make_challenge(self._key, self._tid)
 
     @property
     def greeted(self) -> bool:
@@ -154,22 +204,28 @@ class RecordOpener:
             raise BulkError("peer sent more than the offered size")
         return int(length)
 
-    def check_hello(self, record: bytes) -> None:
+    def check_hello(self, record: bytes, binding: bytes = b"") -> None:
         """Raise :class:`BulkError` unless ``record`` (as announced by its header) is this
-        session's hello. Changes nothing: a connection may be tried and dropped."""
+        session's hello, bound to ``binding`` (the connection's challenge nonce). Changes
+        nothing: a connection may be tried and dropped."""
         if self.greeted:
             raise BulkError("the hello was already received")
         try:
-            plaintext = self._aead_decrypt(record)
+            plaintext = self._aead_decrypt(record, binding)
         except InvalidTag:
             raise BulkError("a record failed authentication") from None
         if plaintext != self._tid:
             raise BulkError("hello names another transfer")
 
-    def _aead_decrypt(self, record: bytes) -> bytes:
+    def accept_hello(self, record: bytes, binding: bytes = b"") -> None:
+        """Take ``record`` as the hello (checked as by :meth:`check_hello`)."""
+        self.check_hello(record, binding)
+        self._counter = 1
+
+    def _aead_decrypt(self, record: bytes, binding: bytes) -> bytes:
         out = bytearray(max(0, len(record) - TAG_BYTES))
         try:
-            self._aead.decrypt_into(_nonce(0), record, b"", memoryview(out))
+            self._aead.decrypt_into(_nonce(0), record, binding, memoryview(out))
         except ValueError as exc:
             raise BulkError(f"bad record: {exc}") from None
         return bytes(out)

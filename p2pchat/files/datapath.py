@@ -149,8 +149,10 @@ def send_records(
     pacer: Pacer,
     chunk_size: int = MAX_CHUNK,
     stop: threading.Event | None = None,
+    binding: bytes = b"",
 ) -> None:
-    """Send the hello, then the file from ``sealer.offset`` to ``size``; then end the stream.
+    """Send the hello (bound to ``binding``, the receiver's challenge nonce), then the file
+    from ``sealer.offset`` to ``size``; then end the stream.
 
     ``source`` is an unbuffered binary file positioned at ``sealer.offset``.
     """
@@ -159,7 +161,7 @@ def send_records(
     record = bytearray(HEADER_BYTES + MAX_RECORD)
     record_view = memoryview(record)
     chunk_view = record_view[HEADER_BYTES : HEADER_BYTES + chunk_size]
-    _send_full(sock, memoryview(sealer.hello()), progress)
+    _send_full(sock, memoryview(sealer.hello(binding)), progress)
     while sealer.offset < size:
         want = min(chunk_size, size - sealer.offset)
         got = _read_full(source, chunk_view[:want])

@@ -1,5 +1,9 @@
 """The blocking file operations of transfers (run them in threads): hashing, partial files,
-and publishing a received file so that it never replaces or follows anything already there."""
+and publishing a received file so that it never replaces or follows anything already there.
+
+The incoming directory must be the user's own and writable by nobody else
+(:func:`prepare_incoming_dir`); even so, no name in it is ever followed if it is a symbolic
+link (``O_NOFOLLOW``, ``lstat``): not the partial file, not a final name found after a crash."""
 
 from __future__ import annotations
 
@@ -57,8 +61,73 @@ def hash_prefix(fd: int, length: int) -> Any:
 
 
 def hash_path(path: Path) -> bytes:
-    with open(path, "rb", buffering=0) as f:
-        return bytes(hash_prefix(f.fileno(), os.fstat(f.fileno()).st_size).digest())
+    """BLAKE3 of the regular file at ``path`` (never through a symbolic link)."""
+    fd = _open_no_follow(path, os.O_RDONLY)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeFile(f"{path} is not a regular file")
+        return bytes(hash_prefix(fd, st.st_size).digest())
+    finally:
+        os.close(fd)
+
+
+class UnsafeDirectory(Exception):
+    """The incoming directory is not safe to receive into: the daemon refuses to start."""
+
+
+class UnsafeFile(Exception):
+    """A name in the incoming directory is a symbolic link or not a regular file: it is not
+    followed, and the transfer fails with this message."""
+
+
+def prepare_incoming_dir(directory: Path) -> None:
+    """Create the incoming directory (mode 0700) if it is missing; refuse, with an error
+    saying what to do, one that is not a directory, not owned by this user, or writable by
+    its group or others (they could plant files or links where received files go).
+
+    A directory made here is set to 0700 whatever the umask; an existing one, the default
+    or one the user set in ``incoming_dir``, is never changed, only refused."""
+    created = False
+    try:
+        directory.mkdir(mode=0o700, parents=True)
+        created = True
+    except FileExistsError:
+        pass
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as exc:
+        raise UnsafeDirectory(
+            f"incoming_dir {directory} is not a usable directory: {os_reason(exc)}"
+        ) from None
+    try:
+        if created:
+            os.fchmod(fd, 0o700)
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            raise UnsafeDirectory(
+                f"incoming_dir {directory} belongs to another user (uid {st.st_uid}); "
+                "received files must go to a directory of your own"
+            )
+        writable = [who for who, bit in (("group", 0o020), ("others", 0o002)) if st.st_mode & bit]
+        if writable:
+            raise UnsafeDirectory(
+                f"incoming_dir {directory} is writable by its {' and '.join(writable)} (mode "
+                f"{stat.S_IMODE(st.st_mode):04o}), so they could plant files or links there; "
+                f"run 'chmod go-w {directory}' or set another incoming_dir"
+            )
+    finally:
+        os.close(fd)
+
+
+def _open_no_follow(path: Path, flags: int, mode: int = 0o600) -> int:
+    """``os.open`` that never follows a symbolic link at ``path`` (a clear error instead)."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW, mode)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise UnsafeFile(f"{path} is a symbolic link; it was not followed") from None
+        raise
 
 
 def open_source(path: str, size: int, mtime_ns: int | None) -> Any:
@@ -89,10 +158,14 @@ def open_partial(part: Path) -> int:
     deleted by someone. A shorter file than recorded makes the session start from zero
     (hash_prefix raises)."""
     try:
-        return os.open(part, os.O_RDWR | os.O_NOFOLLOW)
+        fd = _open_no_follow(part, os.O_RDWR)
     except FileNotFoundError:
         log.warning("partial file %s is gone; receiving from the start", part)
-        return os.open(part, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        fd = _open_no_follow(part, os.O_RDWR | os.O_CREAT | os.O_EXCL)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise UnsafeFile(f"{part} is not a regular file")
+    return fd
 
 
 def write_chunks(fd: int, offset: int, chunks: list[bytes], hasher: Any) -> None:
@@ -118,9 +191,12 @@ def link_no_replace(part: Path, final: Path) -> None:
 
     A hard link is atomic and never replaces anything. Filesystems without hard links
     (FAT, some network and FUSE mounts) get an exclusive placeholder instead, which the
-    partial file then replaces: still never someone else's file."""
+    partial file then replaces: still never someone else's file. Neither name is followed
+    if it is a symbolic link (``part`` must be a regular file)."""
+    if not stat.S_ISREG(os.lstat(part).st_mode):
+        raise UnsafeFile(f"{part} is not a regular file (a symbolic link?); it was not followed")
     try:
-        os.link(part, final)
+        os.link(part, final, follow_symlinks=False)
         return
     except FileExistsError:
         raise
@@ -144,15 +220,28 @@ def unlink_and_sync_dir(path: Path | None, directory: Path) -> None:
 
 
 def publication_state(part: Path | None, final: Path) -> str:
-    """Where an interrupted publication got to: "linked" (both names point at one file),
-    "renamed" (only the final name exists) or "not begun"."""
-    part_exists = part is not None and part.exists()
-    if not final.exists():
+    """Where an interrupted publication got to: "linked" (both names are one regular file),
+    "renamed" (only the final name exists, a regular file) or "not begun". Symbolic links
+    are never followed: a link planted under the final name is someone else's file, so
+    publishing has "not begun" (it then picks a free name); with the partial file gone it
+    raises :class:`UnsafeFile`."""
+    final_st = _lstat(final)
+    if final_st is None:
         return "not begun"
-    if part_exists:
-        assert part is not None
-        return "linked" if os.path.samefile(part, final) else "not begun"
+    part_st = _lstat(part) if part is not None else None
+    if part_st is not None:
+        same = (part_st.st_dev, part_st.st_ino) == (final_st.st_dev, final_st.st_ino)
+        return "linked" if same and stat.S_ISREG(part_st.st_mode) else "not begun"
+    if not stat.S_ISREG(final_st.st_mode):
+        raise UnsafeFile(f"{final} is not a regular file (a symbolic link?); it was not followed")
     return "renamed"
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
 
 
 def os_reason(exc: BaseException) -> str:

@@ -1,7 +1,7 @@
 """File transfers between friends: the manager wires the pieces of :mod:`p2pchat.files` and
 keeps them moving; user actions and the file protocol's streams come in here.
 
-Protocol ``/p2pchat/file/1.0.0`` (docs/PROTOCOL.md), friends only. A stream carries either one
+Protocol ``/p2pchat/file/2.0.0`` (docs/PROTOCOL.md), friends only. A stream carries either one
 *notice* (``file-offer`` or ``file-end``, :mod:`.notices`) and its reply, or one *data
 session*: the receiver's ``file-get`` (offset, cipher suite, a fresh session key, maybe a TCP
 port), the sender's ``file-data`` naming the path, then sealed records (:mod:`.bulk`) either
@@ -37,7 +37,13 @@ from p2pchat.events import EventBus
 from p2pchat.files import filenames
 from p2pchat.files.datapath import SourceChanged
 from p2pchat.files.direct import MAX_PUMP_THREADS
-from p2pchat.files.disk import create_partial, free_bytes, hash_file, os_reason
+from p2pchat.files.disk import (
+    create_partial,
+    free_bytes,
+    hash_file,
+    os_reason,
+    prepare_incoming_dir,
+)
 from p2pchat.files.notices import NOTICE_TIMEOUT, Notices
 from p2pchat.files.progress import ProgressReports
 from p2pchat.files.receiving import Receiver
@@ -104,6 +110,7 @@ class TransferManager:
             max_send_rate=config.max_send_rate,
             direct=config.direct,
             stall_timeout=config.stall_timeout,
+            announced=self._announced_addrs,
         )
         self.receiver = Receiver(
             table=self.table,
@@ -117,7 +124,11 @@ class TransferManager:
             on_session_end=self._session_ended,
         )
         self.notices = Notices(
-            table=self.table, net=chat.net, events=events, on_offered=self._auto_accept
+            table=self.table,
+            net=chat.net,
+            events=events,
+            on_offered=self._auto_accept,
+            quotas=chat.quotas,
         )
         self._links: Links[FileLink] = Links(
             lambda peer: FileLink(
@@ -133,7 +144,7 @@ class TransferManager:
     # --- lifecycle -------------------------------------------------------------------------
 
     async def load(self) -> None:
-        self.config.incoming_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        await trio.to_thread.run_sync(prepare_incoming_dir, self.config.incoming_dir)
         await self.table.load()
         self.chat.net.set_handler(
             wire.FILE_PROTOCOL, self.chat.inbound.handler("file", self._serve)
@@ -157,6 +168,12 @@ class TransferManager:
             nursery.start_soon(self.reports.run)
             task_status.started()
             await trio.sleep_forever()
+
+    def _announced_addrs(self, peer: str) -> tuple[str, ...]:
+        """The addresses a friend announced (hello, friendship, its record): the sender's
+        direct data connection may only go to one of their IPs."""
+        contact = self.chat.roster.get(peer)
+        return tuple(contact.addrs) if contact is not None else ()
 
     def _ensure_link(self, peer: str) -> None:
         link = self._links.ensure(peer)

@@ -6,12 +6,14 @@ and a repeat of it (its confirmation was lost) changes nothing."""
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Final
 
 import trio
 
 from p2pchat import wire
+from p2pchat.chat.quotas import FriendQuotas
 from p2pchat.clock import now_ms
 from p2pchat.events import EventBus
 from p2pchat.files import filenames
@@ -25,7 +27,6 @@ from p2pchat.net.streams import read_one_frame, reset
 log = logging.getLogger(__name__)
 
 NOTICE_TIMEOUT: Final = 10.0
-MAX_OPEN_OFFERS_PER_PEER: Final = 100
 
 
 class Notices:
@@ -39,11 +40,13 @@ class Notices:
         net: Network,
         events: EventBus,
         on_offered: Callable[[Transfer], Awaitable[None]],
+        quotas: FriendQuotas | None = None,
     ) -> None:
         self.table = table
         self.net = net
         self.events = events
         self._on_offered = on_offered
+        self.quotas = quotas or FriendQuotas(time.monotonic)
 
     # --- from the friend -------------------------------------------------------------------
 
@@ -72,8 +75,10 @@ class Notices:
             for t in self.table.of_peer(peer)
             if t.direction is Direction.IN and t.state not in TERMINAL
         )
-        if open_offers >= MAX_OPEN_OFFERS_PER_PEER:
-            return wire.Refused(wire.REFUSED_FULL, "too many open file offers")
+        refused = self.quotas.admit_offer(peer, open_offers)
+        if refused is not None:
+            log.info("refused a file offer from %s: %s", short(peer), refused.reason)
+            return refused
         now = now_ms()
         t = Transfer(
             tid=frame.tid,
@@ -92,6 +97,7 @@ class Notices:
             log.info("file offer %s (%d bytes) from %s", t.name, t.size, short(peer))
             self.events.publish("transfer.offered", transfer=transfer_json(t))
             await self._on_offered(t)
+        await self.table.prune_ended(peer, self.quotas.config.max_ended_transfers)
         return wire.Received()
 
     async def _on_end(self, peer: str, frame: wire.FileEnd) -> wire.Frame:

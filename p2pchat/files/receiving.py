@@ -9,6 +9,7 @@ making it, so that a daemon killed while publishing finishes the job when it res
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -25,8 +26,9 @@ from libp2p.abc import INetStream
 from p2pchat import wire
 from p2pchat.files import bulk, filenames
 from p2pchat.files.datapath import Progress, receive_records
-from p2pchat.files.direct import accept_direct, run_interruptibly, shutdown
+from p2pchat.files.direct import HELLO_TIMEOUT, accept_direct, run_interruptibly, shutdown
 from p2pchat.files.disk import (
+    UnsafeFile,
     free_bytes,
     hash_path,
     hash_prefix,
@@ -119,7 +121,7 @@ class Receiver:
                     await self._session(tid)
                 except BaseExceptionGroup as group:
                     raise sole_error(group) from None
-        except (TransferFailed, bulk.BulkError) as exc:
+        except (TransferFailed, bulk.BulkError, UnsafeFile) as exc:
             log.warning("transfer %s failed: %s", tid.hex()[:12], exc)
             await self.table.fail(tid, str(exc))
         except Exception as exc:
@@ -169,13 +171,26 @@ class Receiver:
         key = os.urandom(wire.BULK_KEY_BYTES)
         opener = bulk.RecordOpener(suite, key, t.tid, offset, t.size)
         listener = trio.socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        with listener:
+        with listener, contextlib.ExitStack() as held:
             port = await self._open_data_port(t, listener)
             stream = await self.net.open_stream(t.peer_id, wire.FILE_PROTOCOL)
             try:
-                await stream.write(wire.encode(wire.FileGet(t.tid, offset, suite, key, port)))
-                with trio.fail_after(GET_REPLY_TIMEOUT):
-                    reply = await _read_one_frame_buffered(stream)
+                sock: socket.socket | None = None
+                async with trio.open_nursery() as accepting:
+                    # Accepting starts before the request goes out: the sender reads our
+                    # challenge before it answers, so that it says "tcp" only once it has
+                    # reached us (and nothing else on that port).
+                    arrived: list[socket.socket] = []
+                    ready = trio.Event()
+                    if port:
+                        accepting.start_soon(self._accept, listener, opener, held, arrived, ready)
+                    get = wire.FileGet(t.tid, offset, suite, key, port)
+                    await stream.write(wire.encode(get))
+                    with trio.fail_after(GET_REPLY_TIMEOUT):
+                        reply = await _read_one_frame_buffered(stream)
+                    if isinstance(reply, wire.FileData) and reply.path == "tcp":
+                        sock = await self._wait_direct(t, port, arrived, ready)
+                    accepting.cancel_scope.cancel()
                 if isinstance(reply, wire.FileEnd):
                     async with self.table.locked(t.tid):
                         await self.table.apply(
@@ -196,8 +211,8 @@ class Receiver:
                 started = time.monotonic()
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._checkpoints, t.tid, fd, progress)
-                    if reply.path == "tcp":
-                        await self._receive_direct(t, listener, opener, fd, hasher, progress)
+                    if sock is not None:
+                        await self._receive_direct(sock, opener, fd, hasher, progress)
                     else:
                         await self._receive_on_stream(stream, opener, fd, hasher, progress)
                     nursery.cancel_scope.cancel()
@@ -230,26 +245,47 @@ class Receiver:
             return 0
         return port
 
+    async def _accept(
+        self,
+        listener: trio.socket.SocketType,
+        opener: bulk.RecordOpener,
+        held: contextlib.ExitStack,
+        arrived: list[socket.socket],
+        ready: trio.Event,
+    ) -> None:
+        """Accept the direct connection into ``arrived`` (closed with ``held``)."""
+        sock = await accept_direct(listener, opener, self.stall_timeout)
+        held.enter_context(sock)
+        arrived.append(sock)
+        ready.set()
+
+    async def _wait_direct(
+        self, t: Transfer, port: int, arrived: list[socket.socket], ready: trio.Event
+    ) -> socket.socket:
+        """The direct connection the sender said it made; ConnectionError if none proves
+        itself within ``HELLO_TIMEOUT`` (the next session then uses the stream)."""
+        if not port:
+            raise ConnectionError("the sender chose the direct path, but no port was offered")
+        with trio.move_on_after(HELLO_TIMEOUT):
+            await ready.wait()
+        if not arrived:
+            self._direct_failed.add(t.tid)
+            raise ConnectionError("no direct data connection arrived")
+        return arrived[0]
+
     async def _receive_direct(
         self,
-        t: Transfer,
-        listener: trio.socket.SocketType,
+        sock: socket.socket,
         opener: bulk.RecordOpener,
         fd: int,
         hasher: Any,
         progress: Progress,
     ) -> None:
-        try:
-            sock = await accept_direct(listener, opener, self.stall_timeout)
-        except trio.TooSlowError:
-            self._direct_failed.add(t.tid)
-            raise ConnectionError("no direct data connection arrived") from None
-        with sock:
-            await run_interruptibly(
-                lambda: receive_records(sock, opener, fd, hasher, progress),
-                lambda: shutdown(sock),
-                self.pumps,
-            )
+        await run_interruptibly(
+            lambda: receive_records(sock, opener, fd, hasher, progress),
+            lambda: shutdown(sock),
+            self.pumps,
+        )
 
     async def _receive_on_stream(
         self,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import trio
@@ -17,7 +18,7 @@ from libp2p.network.stream.net_stream import NetStream
 from p2pchat import wire
 from p2pchat.files import bulk
 from p2pchat.files.datapath import Pacer, Progress, SourceChanged, paced_chunk, send_records
-from p2pchat.files.direct import connect_direct, run_interruptibly, shutdown
+from p2pchat.files.direct import connect_direct, run_interruptibly, shutdown, stream_origin
 from p2pchat.files.disk import open_source, os_reason
 from p2pchat.files.progress import ProgressReports
 from p2pchat.files.sessions import Sessions, sole_error, watch_stall
@@ -36,7 +37,8 @@ STREAM_CHUNK: Final = 64 * 1024
 class Sender:
     """Serves the data requests of one identity's outgoing transfers. ``pumps`` limits the
     pump threads (shared with the receiving side); ``max_send_rate`` caps all sessions
-    together (bytes per second, 0 for none)."""
+    together (bytes per second, 0 for none); ``announced(peer)`` gives the friend's announced
+    listen addresses (from the roster)."""
 
     def __init__(
         self,
@@ -47,8 +49,11 @@ class Sender:
         max_send_rate: int,
         direct: bool,
         stall_timeout: float,
+        announced: Callable[[str], Sequence[str]],
     ) -> None:
         self.table = table
+        self.announced = announced
+        """A friend's announced listen addresses: the only IPs a direct connection may go to."""
         self.reports = reports
         self.pumps = pumps
         self.max_send_rate = max_send_rate
@@ -110,7 +115,13 @@ class Sender:
         sealer = bulk.RecordSealer(get.suite, get.key, t.tid, get.offset)
         progress = Progress(get.offset)
         self.reports.track(t.tid, progress)
-        sock = await connect_direct(stream, get.port, self.stall_timeout) if self.direct else None
+        direct = None
+        if self.direct:
+            announced = self.announced(t.peer_id)
+            direct = await connect_direct(
+                stream_origin(stream), get.port, self.stall_timeout, sealer, announced
+            )
+        sock, binding = direct if direct is not None else (None, b"")
         path = "tcp" if sock is not None else "stream"
         await stream.write(wire.encode(wire.FileData(t.tid, path)))
         await self.table.record(t.tid, data_path=path)
@@ -125,7 +136,15 @@ class Sender:
                         stop = threading.Event()
                         await run_interruptibly(
                             lambda: send_records(
-                                sock, sealer, source, t.size, progress, self._pacer, chunk, stop
+                                sock,
+                                sealer,
+                                source,
+                                t.size,
+                                progress,
+                                self._pacer,
+                                chunk,
+                                stop,
+                                binding,
                             ),
                             lambda: _stop(stop, sock),
                             self.pumps,

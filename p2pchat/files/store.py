@@ -157,6 +157,14 @@ class TransferStore:
 
         return await self._db.run(fn, durable=durable)
 
+    async def delete(self, tids: list[bytes]) -> None:
+        """Forget these transfers' records (ended ones pruned by a per-friend quota)."""
+
+        def fn(conn: sqlite3.Connection) -> None:
+            conn.executemany("DELETE FROM transfers WHERE tid = ?", [(tid,) for tid in tids])
+
+        await self._db.run(fn)
+
     async def clear_notice(self, tid: bytes, notice: str) -> None:
         """The peer confirmed ``notice``; stop owing it (unless it changed meanwhile)."""
 

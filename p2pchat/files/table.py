@@ -16,7 +16,7 @@ from p2pchat import wire
 from p2pchat.clock import now_ms
 from p2pchat.events import EventBus
 from p2pchat.files.disk import unlink_quietly
-from p2pchat.files.state import PEER_EVENTS, Direction, TEvent, TState, step
+from p2pchat.files.state import PEER_EVENTS, TERMINAL, Direction, TEvent, TState, step
 from p2pchat.files.store import Transfer, TransferStore
 from p2pchat.identity import short
 from p2pchat.locks import KeyedLocks
@@ -145,6 +145,26 @@ class TransferTable:
         t = self._transfers.get(tid)
         if t is not None:
             self._transfers[tid] = dataclasses.replace(t, updated_at=now, **fields)
+
+    async def prune_ended(self, peer: str, keep: int) -> int:
+        """Keep at most ``keep`` ended transfer records of ``peer`` (a per-friend quota, so a
+        friend offering file after file cannot grow the table for ever): the oldest ended
+        ones go first, never one that still owes the friend a notice. Received files stay on
+        disk; only the records go. Caller holds the peer's offers lock. How many went."""
+        ended = [t for t in self.of_peer(peer) if t.state in TERMINAL]
+        excess = len(ended) - keep
+        if excess <= 0:
+            return 0
+        deletable = sorted(
+            (t for t in ended if t.notice is None), key=lambda t: (t.updated_at, t.created_at)
+        )[:excess]
+        if not deletable:
+            return 0
+        await self.store.delete([t.tid for t in deletable])
+        for t in deletable:
+            self._transfers.pop(t.tid, None)
+        log.info("pruned %d ended transfer records of %s", len(deletable), short(peer))
+        return len(deletable)
 
     async def clear_notice(self, tid: bytes, notice: str) -> None:
         """The peer confirmed ``notice``; stop owing it (unless it changed meanwhile)."""

@@ -114,7 +114,13 @@ async def deliver(
     with trio.move_on_after(15):
         if path == "tcp":
             async with await trio.open_tcp_stream("127.0.0.1", get.port) as data:
-                await data.send_all(payload)
+                # The daemon's challenge comes first; the hello must be bound to its nonce.
+                challenge = b""
+                while len(challenge) < bulk.CHALLENGE_BYTES:
+                    challenge += await data.receive_some(bulk.CHALLENGE_BYTES - len(challenge))
+                sealer = bulk.RecordSealer(get.suite, get.key, get.tid, get.offset)
+                hello = sealer.hello(sealer.answer_challenge(challenge))
+                await data.send_all(hello + payload[len(hello) :])
                 with contextlib.suppress(trio.BrokenResourceError):  # closed or reset
                     await data.send_eof()
                     while await data.receive_some():

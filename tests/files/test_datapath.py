@@ -168,7 +168,7 @@ def test_link_no_replace_falls_back_where_hard_links_are_missing(
         disk.link_no_replace(part, final)
     assert final.read_bytes() == b"someone else's"
 
-    def no_links(src: object, dst: object) -> None:
+    def no_links(src: object, dst: object, **_kwargs: object) -> None:
         raise OSError(errno.EPERM, "Operation not permitted")
 
     monkeypatch.setattr(disk.os, "link", no_links)
