@@ -21,7 +21,7 @@ from typing import Any
 from p2pchat import paths
 from p2pchat.api import ApiError, Client, DaemonNotRunning
 
-from . import calls, daemonctl, files, live
+from . import calls, daemonctl, files, live, service
 from .output import (
     contact_label,
     contact_name,
@@ -99,10 +99,10 @@ def cmd_id(home: Path, args: argparse.Namespace) -> int:
     """Show the ID and friend code; fall back to the key file when the daemon is down."""
     try:
         with Client(home) as client:
-            result = client.call("identity.get")
+            result = client.call("invite.rotate" if args.new_invite else "identity.get")
     except DaemonNotRunning:
         peer_id, _ = _recorded_peer_id(home / paths.KEY_FILE)
-        if peer_id is None:
+        if peer_id is None or args.new_invite:
             raise
         if args.json:
             print_json({"peer_id": peer_id, "friend_code": None, "addrs": [], "running": False})
@@ -118,6 +118,8 @@ def cmd_id(home: Path, args: argparse.Namespace) -> int:
         return EXIT_OK
     out(f"ID:          {result.get('peer_id', '?')}")
     out(f"friend code: {result.get('friend_code', '?')}")
+    if args.new_invite:
+        err("note: new invite made; friend codes given out before now take the slower path")
     addrs = result.get("addrs") or []
     out("addresses:" + ("" if addrs else "   (none)"))
     for addr in addrs:
@@ -145,7 +147,22 @@ def cmd_status(home: Path, args: argparse.Namespace) -> int:
     out(f"pending requests: {st.get('pending_requests', 0)}")
     out(f"outbox:           {st.get('outbox', 0)} message(s) waiting for delivery")
     out(f"transfers:        {st.get('transfers_active', 0)} open (see: p2pchat transfers)")
+    quotas = st.get("quotas") or {}
+    for q in quotas.get("refusing") or []:
+        counts = ", ".join(f"{n} {kind}" for kind, n in (q.get("refused") or {}).items() if n)
+        out(
+            f"refusing:         {q.get('peer_id', '?')}: {counts or q.get('code', '?')}"
+            f" ({q.get('reason', '')})"
+        )
+    for q in quotas.get("refused_by") or []:
+        out(f"refused by:       {q.get('peer_id', '?')}: {q.get('code')} ({q.get('reason', '')})")
     out(f"home:             {st.get('home') or home}")
+    at_rest = st.get("at_rest", "?")
+    why = {
+        "encrypted": " (SQLCipher, keyed by the passphrase-protected identity)",
+        "plain": " (no passphrase: only file permissions protect history)",
+    }
+    out(f"history at rest:  {at_rest}{why.get(at_rest, '')}")
     out(f"connections:      {st.get('connections', 0)} peer(s) (see: p2pchat peers)")
     call = st.get("call")
     if call:
@@ -429,6 +446,16 @@ def cmd_daemon_status(home: Path, args: argparse.Namespace) -> int:
     return daemonctl.cmd_status(home, args.json)
 
 
+def cmd_daemon_install_service(home: Path, args: argparse.Namespace) -> int:
+    return service.cmd_install_service(
+        home, force=args.force, print_only=args.print_only, passphrase_file=args.passphrase_file
+    )
+
+
+def cmd_daemon_uninstall_service(home: Path, args: argparse.Namespace) -> int:
+    return service.cmd_uninstall_service(force=args.force)
+
+
 # --- argument parsing ----------------------------------------------------------------------
 
 
@@ -478,7 +505,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(sub, "init", cmd_init, "create the data directory and an identity", json_flag=False)
     p.add_argument("--passphrase-file", metavar="FILE", help="encrypt the key with this passphrase")
 
-    add(sub, "id", cmd_id, "show your ID, friend code and addresses")
+    p = add(sub, "id", cmd_id, "show your ID, friend code and addresses")
+    p.add_argument(
+        "--new-invite",
+        action="store_true",
+        help="make a new friend code: requests through codes given out so far (and bare IDs) "
+        "take the slower path for strangers",
+    )
 
     p = sub.add_parser("daemon", parents=[common], help="start, stop or check p2pchatd")
     dsub = p.add_subparsers(dest="daemon_command", metavar="ACTION")
@@ -500,6 +533,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--foreground", action="store_true", help="run in the foreground instead")
     add(dsub, "stop", cmd_daemon_stop, "stop p2pchatd cleanly", json_flag=False)
     add(dsub, "status", cmd_daemon_status, "is p2pchatd running? (exit 3 if not)")
+    p = add(
+        dsub,
+        "install-service",
+        cmd_daemon_install_service,
+        "write a sandboxed systemd user unit that runs p2pchatd for this --home",
+        json_flag=False,
+    )
+    p.add_argument("--force", action="store_true", help="replace an existing unit file")
+    p.add_argument(
+        "--print", dest="print_only", action="store_true", help="print the unit, write nothing"
+    )
+    p.add_argument(
+        "--passphrase-file",
+        metavar="FILE",
+        help="file holding the key passphrase (needed if the key has one: a service cannot ask)",
+    )
+    p = add(
+        dsub,
+        "uninstall-service",
+        cmd_daemon_uninstall_service,
+        "remove the unit file install-service wrote",
+        json_flag=False,
+    )
+    p.add_argument("--force", action="store_true", help="even if enabled or not written by us")
 
     add(sub, "status", cmd_status, "summary of the daemon's state")
     p = add(sub, "web", cmd_web, "print the link that opens the web app in a browser")

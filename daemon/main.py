@@ -109,10 +109,11 @@ def _operator_error(exc: BaseException) -> BaseException | None:
     """The first error in ``exc`` (or its exception groups) that an operator can act on,
     so it is logged as one clear line instead of a traceback."""
     from daemon.control import ControlSocketError
+    from p2pchat.files.disk import UnsafeDirectory
     from p2pchat.node import ListenError
     from p2pchat.storage.database import DatabaseError
 
-    if isinstance(exc, ListenError | ControlSocketError | DatabaseError):
+    if isinstance(exc, ListenError | ControlSocketError | DatabaseError | UnsafeDirectory):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:

@@ -9,7 +9,7 @@ import ipaddress
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Final
 
@@ -28,6 +28,62 @@ waits for data."""
 
 class ConfigError(Exception):
     pass
+
+
+@dataclass(frozen=True)
+class QuotaConfig:
+    """Per-friend limits (the ``quotas`` section of config.json; ARCHITECTURE.md §7).
+
+    Over a message rate a friend is paced, not refused (its stream is read at the rate):
+    alone, a friend may use about all one daemon durably stores (~2,000-5,000/s on the 2-core
+    machine: the burst and ``messages_per_s`` are for a long-offline friend's backlog and
+    scripted bulk sends); while another friend is also sending, each is paced to
+    ``shared_messages_per_s``, far above any person's typing, so a flood cannot slow the
+    others (bench/bench_flood.py).
+    """
+
+    message_burst: int = 20_000
+    messages_per_s: float = 5_000.0
+    shared_message_burst: int = 500
+    shared_messages_per_s: float = 500.0
+    """While another friend has sent within 2 s (``chat.quotas.CONTENTION_WINDOW_S``)."""
+    max_unread_messages: int = 100_000
+    """Messages from one friend stored and not yet read: reading the conversation frees it."""
+    hello_burst: int = 30
+    hellos_per_s: float = 1 / 6
+    request_burst: int = 3
+    requests_per_s: float = 1 / 60
+    """``request`` frames from a friend or a peer we asked (strangers: RequestLimiter)."""
+    max_open_offers: int = 20
+    """Incoming file offers from one friend not yet ended."""
+    max_ended_transfers: int = 1_000
+    """Ended transfer records kept per friend; older ones are pruned (files stay on disk)."""
+
+    @classmethod
+    def from_json(cls, raw: Any) -> QuotaConfig:
+        """Parse the ``quotas`` object; missing keys take their defaults. ValueError if bad."""
+        if not isinstance(raw, dict):
+            raise ValueError("'quotas' must be an object")
+        known = {f.name: f for f in fields(cls)}
+        values: dict[str, Any] = {}
+        for key, value in raw.items():
+            f = known.get(key)
+            if f is None:
+                raise ValueError(f"'quotas' has no setting {key!r} (known: {', '.join(known)})")
+            integral = f.type == "int"
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or (integral and not isinstance(value, int))
+                or not 0 < value <= 1e9
+            ):
+                kind = "a whole number" if integral else "a number"
+                raise ValueError(f"'quotas.{key}' must be {kind} above 0")
+            values[key] = value
+        return cls(**values)
+
+    def to_json(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass
@@ -59,6 +115,8 @@ class Config:
     relay_service: str = "auto"
     """Offer circuit relay v2 to others: ``auto`` while publicly reachable, or on/off."""
     relay_max_reservations: int = 128
+    relay_max_reservations_per_ip: int = 2
+    """Reservations the relay grants to peers connecting from one IP address (0: none)."""
     relay_max_circuit_bytes: int = 1 << 27
     """Bytes a relayed connection may carry (both directions) before the relay closes it."""
     relay_max_circuit_seconds: int = 600
@@ -74,6 +132,8 @@ class Config:
     of a call."""
     web: bool = True
     """Serve the web app (the control API for a browser page, behind a token)."""
+    quotas: QuotaConfig = field(default_factory=QuotaConfig)
+    """Per-friend limits (``p2pchat.chat.quotas``): an object with any of its keys."""
     web_listen: str = DEFAULT_WEB_LISTEN
     """``HOST:PORT`` of the web app (``[v6]:PORT`` for IPv6); loopback by default. Port 0
     picks a free port, which is then written back here."""
@@ -93,6 +153,7 @@ class Config:
             "mdns": self.mdns,
             "relay_service": self.relay_service,
             "relay_max_reservations": self.relay_max_reservations,
+            "relay_max_reservations_per_ip": self.relay_max_reservations_per_ip,
             "relay_max_circuit_bytes": self.relay_max_circuit_bytes,
             "relay_max_circuit_seconds": self.relay_max_circuit_seconds,
             "call_auto_answer": self.call_auto_answer,
@@ -101,6 +162,7 @@ class Config:
             "ice_servers": self.ice_servers,
             "web": self.web,
             "web_listen": self.web_listen,
+            "quotas": self.quotas.to_json(),
         }
 
     def incoming_path(self, home: Path) -> Path:
@@ -113,8 +175,8 @@ def load_config(home: Path) -> Config:
         raw = json.loads(path.read_text())
     except FileNotFoundError:
         return Config()
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from None
+    except (OSError, ValueError, RecursionError) as exc:  # RecursionError: nested too deep
+        raise ConfigError(f"cannot read {path}: {type(exc).__name__}: {exc}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path} must hold a JSON object")
     cfg = Config()
@@ -132,7 +194,11 @@ def load_config(home: Path) -> Config:
     incoming = raw.get("incoming_dir", "")
     if not isinstance(incoming, str) or "\x00" in incoming:
         raise ConfigError(f"{path}: 'incoming_dir' must be a directory path (or empty)")
-    if incoming and not Path(incoming).expanduser().is_absolute():
+    try:
+        absolute = not incoming or Path(incoming).expanduser().is_absolute()
+    except RuntimeError:  # "~name" naming no user (or no home directory to expand "~")
+        absolute = False
+    if not absolute:
         raise ConfigError(f"{path}: 'incoming_dir' must be an absolute path")
     auto = _count(raw, "auto_accept_max_bytes", path)
     rate = _count(raw, "max_send_rate", path)
@@ -170,7 +236,12 @@ def load_config(home: Path) -> Config:
     cfg.dht_mode = mode
     cfg.relay_service = relay
     cfg.mdns = mdns
-    for key in ("relay_max_reservations", "relay_max_circuit_bytes", "relay_max_circuit_seconds"):
+    for key in (
+        "relay_max_reservations",
+        "relay_max_reservations_per_ip",
+        "relay_max_circuit_bytes",
+        "relay_max_circuit_seconds",
+    ):
         if key in raw:
             setattr(cfg, key, _count(raw, key, path))
     auto_answer = raw.get("call_auto_answer", False)
@@ -198,6 +269,10 @@ def load_config(home: Path) -> Config:
             f"{path}: 'web_listen' must be HOST:PORT with an IP address or localhost as HOST "
             "(IPv6 in brackets) and a port from 0 to 65535, e.g. 127.0.0.1:0"
         )
+    try:
+        cfg.quotas = QuotaConfig.from_json(raw.get("quotas", {}))
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     cfg.web = web
     cfg.web_listen = web_listen
     cfg.call_auto_answer = auto_answer

@@ -7,7 +7,9 @@ public key (``00 24 08 01 12 20 <32-byte key>``), which always starts ``12D3KooW
 
 A bare PeerId has no checksum, so a typo in it can yield another valid-looking key. A *friend
 code* adds what the bare ID lacks: a 32-bit checksum over the whole code and the daemon's
-listen addresses as hints for the first contact (docs/PROTOCOL.md, "Friend codes").
+listen addresses as hints for the first contact (docs/PROTOCOL.md, "Friend codes"). A v2 code
+also carries the daemon's current *invite secret*: a friend request quoting it takes the
+invited path, which a flood of strangers cannot exhaust (:mod:`p2pchat.chat.invites`).
 """
 
 from __future__ import annotations
@@ -33,7 +35,10 @@ from p2pchat.wire import strict_cbor_decode
 
 _PEER_ID_PREFIX: Final = bytes([0x00, 0x24, 0x08, 0x01, 0x12, 0x20])
 CODE_PREFIX: Final = "p2pchat:"
-_CODE_VERSION: Final = 1
+_CODE_VERSION_BARE: Final = 1
+_CODE_VERSION: Final = 2
+INVITE_BYTES: Final = 8
+"""Length of the invite secret a v2 friend code carries (like Tox's "nospam")."""
 _CODE_CHECK_BYTES: Final = 4
 _CODE_MAX_CHARS: Final = 4096
 KEY_FILE_VERSION: Final = 1
@@ -107,15 +112,24 @@ def check_peer_id(peer_id: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class FriendCode:
-    """What a friend code carries: the ID and address hints for the first contact."""
+    """What a friend code carries: the ID, address hints for the first contact and (v2) the
+    invite secret that admits a request through the invited path."""
 
     peer_id: str
     addrs: tuple[str, ...] = ()
+    invite: bytes | None = None
 
     def encode(self) -> str:
-        payload = cbor2.dumps(
-            {"v": _CODE_VERSION, "k": public_key_from_peer_id(self.peer_id), "a": list(self.addrs)}
-        )
+        fields: dict[str, object] = {
+            "v": _CODE_VERSION_BARE,
+            "k": public_key_from_peer_id(self.peer_id),
+            "a": list(self.addrs),
+        }
+        if self.invite is not None:
+            if len(self.invite) != INVITE_BYTES:
+                raise ValueError(f"an invite secret is {INVITE_BYTES} bytes")
+            fields.update(v=_CODE_VERSION, i=self.invite)
+        payload = cbor2.dumps(fields)
         check = _code_checksum(payload)
         body = base64.b32encode(payload + check).decode("ascii").rstrip("=").lower()
         return CODE_PREFIX + body
@@ -155,7 +169,15 @@ def decode_friend_code(code: str) -> FriendCode:
         m = strict_cbor_decode(payload, max_depth=3)
         key = m["k"]
         addrs = m.get("a", [])
-        if m.get("v") != _CODE_VERSION or not isinstance(key, bytes) or len(key) != 32:
+        version = m.get("v")
+        invite = m.get("i") if version == _CODE_VERSION else None
+        if version not in (_CODE_VERSION_BARE, _CODE_VERSION):
+            raise ValueError("bad version")
+        if version == _CODE_VERSION and (
+            not isinstance(invite, bytes) or len(invite) != INVITE_BYTES
+        ):
+            raise ValueError("bad invite")
+        if not isinstance(key, bytes) or len(key) != 32:
             raise ValueError("bad fields")
         if not isinstance(addrs, list) or not all(
             isinstance(a, str) and a.startswith("/") for a in addrs
@@ -165,7 +187,7 @@ def decode_friend_code(code: str) -> FriendCode:
         raise IdentityError("friend code is from an unsupported version or corrupt") from None
     if not nacl.bindings.crypto_core_ed25519_is_valid_point(key):
         raise IdentityError("friend code carries an invalid public key")
-    return FriendCode(peer_id=peer_id_from_public_key(key), addrs=tuple(addrs[:16]))
+    return FriendCode(peer_id=peer_id_from_public_key(key), addrs=tuple(addrs[:16]), invite=invite)
 
 
 def parse_id_or_code(text: str) -> FriendCode:

@@ -19,17 +19,19 @@ import trio
 import p2pchat
 from p2pchat.calls.manager import CallManager, CallsConfig
 from p2pchat.chat.friendship import ContactState
+from p2pchat.chat.invites import load_or_create_invite, rotate_invite
 from p2pchat.chat.service import Chat
 from p2pchat.chat.store import ChatStore
 from p2pchat.config import Config, ice_server_tuples, pin_ports, save_config
 from p2pchat.events import EventBus
 from p2pchat.files.manager import FilesConfig, TransferManager
 from p2pchat.files.store import TransferStore
-from p2pchat.identity import FriendCode, Identity
+from p2pchat.identity import FriendCode, Identity, key_file_is_encrypted
 from p2pchat.net.discovery import Discovery, DiscoveryConfig
 from p2pchat.net.host import Network
 from p2pchat.net.relay import RelayLimitsConfig
-from p2pchat.paths import DB_FILE
+from p2pchat.paths import DB_FILE, KEY_FILE
+from p2pchat.storage.encryption import database_key
 from p2pchat.storage.schema import open_database
 from p2pchat.storage.settings import Settings
 
@@ -89,17 +91,27 @@ class Node:
         self.files: TransferManager | None = None
         self.discovery: Discovery | None = None
         self.calls: CallManager | None = None
+        self.at_rest = "plain"
 
     @property
     def peer_id(self) -> str:
         return self.identity.peer_id
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        async with open_database(self.home / DB_FILE) as db:
+        # History and transfer metadata are encrypted at rest when the key file is sealed
+        # with a passphrase (p2pchat/storage/encryption.py says why not otherwise).
+        sealed = await trio.to_thread.run_sync(key_file_is_encrypted, self.home / KEY_FILE)
+        db_key = database_key(self.identity.seed) if sealed else None
+        async with open_database(self.home / DB_FILE, key=db_key) as db:
+            self.at_rest = "encrypted" if db.encrypted else "plain"
             network = Network(self.identity)
             self.network = network
             self.chat = Chat(
-                network=network, store=ChatStore(db), events=self.events, name=self.config.name
+                network=network,
+                store=ChatStore(db),
+                events=self.events,
+                name=self.config.name,
+                quotas=self.config.quotas,
             )
             listen = self._listen_addrs()
             self.files = TransferManager(
@@ -127,6 +139,9 @@ class Node:
                 public_ips=self._public_ips,
             )
             # Handlers in place before anyone can connect.
+            self.chat.friends.gate.secret = await trio.to_thread.run_sync(
+                load_or_create_invite, self.home
+            )
             await self.chat.load()
             await self.files.load()
             self.calls.load()
@@ -172,6 +187,7 @@ class Node:
                     max_reservations=cfg.relay_max_reservations,
                     max_circuit_bytes=cfg.relay_max_circuit_bytes,
                     max_circuit_seconds=cfg.relay_max_circuit_seconds,
+                    max_reservations_per_ip=cfg.relay_max_reservations_per_ip,
                 ),
             ),
         )
@@ -221,7 +237,15 @@ class Node:
 
     def friend_code(self) -> str:
         advertised = self.discovery.advertised() if self.discovery else tuple(self.addrs())
-        return FriendCode(self.peer_id, tuple(advertised[:8])).encode()
+        invite = self.chat.friends.gate.secret if self.chat else None
+        return FriendCode(self.peer_id, tuple(advertised[:8]), invite).encode()
+
+    async def rotate_invite(self) -> str:
+        """A new invite secret: codes given out so far stop admitting requests through the
+        invited path (they and bare IDs still work, through the stranger path)."""
+        chat = self._require_chat()
+        chat.friends.gate.secret = await trio.to_thread.run_sync(rotate_invite, self.home)
+        return self.friend_code()
 
     async def status(self) -> dict[str, Any]:
         chat = self._require_chat()
@@ -243,4 +267,12 @@ class Node:
             "transfers_active": self.files.active_count() if self.files else 0,
             **(self.discovery.status() if self.discovery else {}),
             "call": self.calls.status() if self.calls else None,
+            "at_rest": self.at_rest,
+            "quotas": {
+                "refusing": chat.quotas.status(),
+                "refused_by": [
+                    {"peer_id": peer, "code": r.code, "reason": r.reason}
+                    for peer, r in chat.messages.refused_by.items()
+                ],
+            },
         }

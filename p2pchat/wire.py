@@ -21,7 +21,7 @@ import cbor2
 
 FRIEND_PROTOCOL: Final = "/p2pchat/friend/1.0.0"
 MSG_PROTOCOL: Final = "/p2pchat/msg/1.0.0"
-FILE_PROTOCOL: Final = "/p2pchat/file/1.0.0"
+FILE_PROTOCOL: Final = "/p2pchat/file/2.0.0"
 
 MAX_FRAME_BYTES: Final = 64 * 1024
 """Hard upper bound on one frame's body; a longer length prefix closes the stream."""
@@ -33,6 +33,8 @@ MAX_REQUEST_TEXT_BYTES: Final = 500
 """Longest text a stranger may attach to a friend request."""
 
 MAX_NAME_BYTES: Final = 64
+MAX_INVITE_BYTES: Final = 32
+"""Longest invite secret a friend request may quote (today's codes carry 8 bytes)."""
 MAX_ADDRS: Final = 16
 MAX_ADDR_BYTES: Final = 256
 MAX_ACK_IDS: Final = 1024
@@ -89,11 +91,13 @@ class Ack:
 
 @dataclass(frozen=True, slots=True)
 class FriendRequest:
-    """A stranger asks to become a friend (the only frame strangers may send)."""
+    """A stranger asks to become a friend (the only frame strangers may send). ``invite``
+    quotes the invite secret from the recipient's friend code, if the sender had one."""
 
     name: str
     text: str
     addrs: tuple[str, ...]
+    invite: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,6 +186,9 @@ REFUSED_BAD_FRAME: Final = "bad_frame"
 REFUSED_FULL: Final = "full"
 REFUSED_BUSY: Final = "busy"
 REFUSED_UNKNOWN: Final = "unknown_transfer"
+REFUSED_QUOTA: Final = "quota"
+"""msg: the friend's stored-unread quota is used up (only sent on msg streams, where every
+code means 'retry later'; PROTOCOL.md §3)."""
 
 
 # --- encoding ----------------------------------------------------------------------------
@@ -210,8 +217,9 @@ def _to_map(frame: Frame) -> dict[str, Any]:
             return {"t": "msg", "id": msg_id, "seq": seq, "ts": ts, "text": text}
         case Ack(msg_ids=ids):
             return {"t": "ack", "ids": list(ids)}
-        case FriendRequest(name=name, text=text, addrs=addrs):
-            return {"t": "request", "name": name, "text": text, "addrs": list(addrs)}
+        case FriendRequest(name=name, text=text, addrs=addrs, invite=invite):
+            request = {"t": "request", "name": name, "text": text, "addrs": list(addrs)}
+            return request if invite is None else {**request, "invite": invite}
         case FriendAccept(name=name, addrs=addrs):
             return {"t": "accept", "name": name, "addrs": list(addrs)}
         case FriendRemove():
@@ -430,10 +438,16 @@ def decode_frame(body: bytes) -> Frame:
                 raise FrameError("too many ids in ack")
             return Ack(msg_ids=tuple(_msg_id(i) for i in ids))
         case "request":
+            invite = m.get("invite")
+            if invite is not None and (
+                not isinstance(invite, bytes) or not 1 <= len(invite) <= MAX_INVITE_BYTES
+            ):
+                raise FrameError(f"field 'invite' must be 1 to {MAX_INVITE_BYTES} bytes")
             return FriendRequest(
                 name=_text(m, "name", MAX_NAME_BYTES),
                 text=_text(m, "text", MAX_REQUEST_TEXT_BYTES, multiline=True),
                 addrs=_addrs(m),
+                invite=invite,
             )
         case "accept":
             return FriendAccept(name=_text(m, "name", MAX_NAME_BYTES), addrs=_addrs(m))

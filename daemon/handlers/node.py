@@ -1,4 +1,5 @@
-"""The node itself: ``status``, ``identity.get``, ``daemon.shutdown``, ``peers.*``, ``dht.find``."""
+"""The node itself: ``status``, ``identity.get``, ``invite.rotate``, ``daemon.shutdown``,
+``peers.*``, ``dht.find``."""
 
 from __future__ import annotations
 
@@ -24,6 +25,17 @@ async def status(s: Session, p: Params) -> Any:
 async def identity_get(s: Session, p: Params) -> Any:
     node = s.server.node
     return {"peer_id": node.peer_id, "friend_code": node.friend_code(), "addrs": node.addrs()}
+
+
+async def invite_rotate(s: Session, p: Params) -> Any:
+    """A new invite secret: friend codes given out so far take the slower stranger path."""
+    node = s.server.node
+    try:
+        code = await node.rotate_invite()
+    except OSError as exc:
+        raise ApiError("storage_error", f"cannot write the new invite secret: {exc}") from None
+    log.info("invite secret rotated through the control API")
+    return {"peer_id": node.peer_id, "friend_code": code, "addrs": node.addrs()}
 
 
 async def shutdown(s: Session, p: Params) -> Any:
@@ -97,6 +109,7 @@ async def dht_find(s: Session, p: Params) -> Any:
 METHODS: Final[dict[str, Handler]] = {
     "status": status,
     "identity.get": identity_get,
+    "invite.rotate": invite_rotate,
     "daemon.shutdown": shutdown,
     "peers.list": peers_list,
     "peers.connect": peers_connect,

@@ -1,7 +1,8 @@
 """The friend protocol ``/p2pchat/friend/1.0.0`` and the user's friendship actions.
 
 A stream carries one *notice* (request, accept or remove) and its reply (PROTOCOL.md §4).
-Strangers may use it only for requests, rate-limited and size-limited. What a notice or a
+Strangers may use it only for requests, rate-limited and size-limited; a request quoting the
+invite secret from our friend code goes through its own budget (:mod:`.invites`). What a notice or a
 user action does to a contact is decided by the sans-IO table in :mod:`.friendship`; this
 module feeds it and applies its steps through the :class:`~.roster.Roster`. Owed notices are
 delivered by the contact's link (:mod:`.links`) through :meth:`Friends.deliver_notice`.
@@ -30,7 +31,8 @@ from p2pchat.chat.friendship import (
     on_peer,
     on_user,
 )
-from p2pchat.chat.ratelimit import RequestLimiter
+from p2pchat.chat.invites import Refusal, RequestGate
+from p2pchat.chat.quotas import FriendQuotas
 from p2pchat.chat.roster import Roster
 from p2pchat.chat.store import Contact
 from p2pchat.identity import IdentityError, parse_id_or_code, short
@@ -41,7 +43,8 @@ from p2pchat.storage.database import DatabaseError, DiskFullError
 log = logging.getLogger(__name__)
 
 FRIEND_STREAM_TIMEOUT: Final = 10.0
-MAX_PENDING_REQUESTS: Final = 200
+MAX_OUTGOING_INVITES: Final = 1024
+"""Invite secrets remembered for requests we still owe (from the codes the user added)."""
 
 
 def storage_error(exc: DatabaseError) -> ApiError:
@@ -73,13 +76,19 @@ class Friends:
         roster: Roster,
         name: str = "",
         clock: Callable[[], float] = time.monotonic,
+        quotas: FriendQuotas | None = None,
     ) -> None:
         self.net = network
         self.roster = roster
         self.events = roster.events
         self.name = name
         self.me = network.identity.peer_id
-        self._limiter = RequestLimiter(clock)
+        self.gate = RequestGate(clock)
+        """Admission of strangers' requests; the node sets ``gate.secret`` (our invite)."""
+        self._invites: dict[str, bytes] = {}
+        """peer -> the invite from the code the user added them with, quoted in our request
+        (in memory: after a restart an owed request goes without it, the stranger path)."""
+        self._quotas = quotas or FriendQuotas(clock)
         self.addr_source: Callable[[], Sequence[str]] = network.listen_addrs
         """The addresses we tell friends about (listen addresses, relay circuits)."""
 
@@ -109,6 +118,7 @@ class Friends:
                 fields["name"] = name
             if step.notice is Notice.REQUEST:
                 fields["request_text"] = message
+                self._remember_invite(peer, code.invite)
             if code.addrs:
                 known = list(current.addrs) if current else []
                 fields["addrs"] = list(dict.fromkeys([*code.addrs, *known]))[: wire.MAX_ADDRS]
@@ -194,13 +204,26 @@ class Friends:
             # Anyone not yet a friend (or asking again while pending) spends rate budget.
             unaccepted = state in (None, ContactState.REMOVED, ContactState.INCOMING)
             if kind is PeerFrame.REQUEST and unaccepted:
-                if not self._limiter.allow(peer):
+                assert isinstance(frame, wire.FriendRequest)
+                pending = sum(1 for c in self.roster.contacts() if c.state is ContactState.INCOMING)
+                admission = self.gate.admit(
+                    peer, frame.invite, pending, repeat=state is ContactState.INCOMING
+                )
+                # The same answers on both paths: a requester cannot tell whether its
+                # invite was right.
+                if admission.refused is Refusal.RATE_LIMITED:
                     log.info("rate-limited a friend request from %s", short(peer))
                     return wire.Refused(wire.REFUSED_RATE_LIMITED, "too many requests; try later")
-                pending = sum(1 for c in self.roster.contacts() if c.state is ContactState.INCOMING)
-                if pending >= MAX_PENDING_REQUESTS and state is not ContactState.INCOMING:
+                if admission.refused is Refusal.FULL:
                     log.warning("refused a friend request from %s: too many pending", short(peer))
                     return wire.Refused(wire.REFUSED_FULL, "too many pending requests")
+                log.debug("friend request from %s: %s path", short(peer), admission.path.value)
+            elif kind is PeerFrame.REQUEST and state is not ContactState.BLOCKED:
+                # A friend (or a peer we asked) re-requesting: each one rewrites the contact.
+                refused = self._quotas.admit_request(peer)
+                if refused is not None:
+                    log.info("rate-limited a friend request from friend %s", short(peer))
+                    return refused
             step = on_peer(state, kind)
             if state is ContactState.BLOCKED:
                 log.info("dropped a %s from blocked peer %s", kind.value, short(peer))
@@ -208,8 +231,9 @@ class Friends:
             fields: dict[str, Any] = {}
             if isinstance(frame, wire.FriendRequest | wire.FriendAccept):
                 fields["their_name"] = frame.name
-                if frame.addrs:
-                    fields["addrs"] = list(frame.addrs)
+                # Announced: only what the address policy admits (p2pchat.net.addrpolicy).
+                if frame.addrs and (admitted := self.net.admit(peer, frame.addrs)):
+                    fields["addrs"] = admitted
             if isinstance(frame, wire.FriendRequest) and step.state is ContactState.INCOMING:
                 fields["request_text"] = frame.text
             if step.reply is Reply.REFUSED:
@@ -227,7 +251,12 @@ class Friends:
     def notice_frame(self, contact: Contact) -> wire.Frame:
         match contact.notice:
             case Notice.REQUEST:
-                return wire.FriendRequest(self.name, contact.request_text, self.my_addrs())
+                return wire.FriendRequest(
+                    self.name,
+                    contact.request_text,
+                    self.my_addrs(),
+                    invite=self._invites.get(contact.peer_id),
+                )
             case Notice.ACCEPT:
                 return wire.FriendAccept(self.name, self.my_addrs())
             case Notice.REMOVE:
@@ -257,7 +286,17 @@ class Friends:
         async with self.roster.locked(peer):
             await self.roster.store.clear_notice(peer, notice)
             await self.roster.refresh(peer)
+        if notice is Notice.REQUEST:
+            self._invites.pop(peer, None)
         log.info("delivered %s to %s", notice.value, short(peer))
+
+    def _remember_invite(self, peer: str, invite: bytes | None) -> None:
+        """Quote ``invite`` in the request owed to ``peer`` (adding by bare ID clears it)."""
+        self._invites.pop(peer, None)
+        if invite is not None:
+            self._invites[peer] = invite
+            while len(self._invites) > MAX_OUTGOING_INVITES:
+                del self._invites[next(iter(self._invites))]
 
 
 def _action_error_text(action: UserAction, contact: Contact) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
@@ -23,6 +24,7 @@ from libp2p.abc import INetStream
 from p2pchat import wire
 from p2pchat.api import ApiError
 from p2pchat.chat.friends import check_text, storage_error
+from p2pchat.chat.quotas import FriendQuotas
 from p2pchat.chat.roster import Roster
 from p2pchat.chat.store import IncomingMessage, MessageRecord
 from p2pchat.clock import now_ms
@@ -37,6 +39,8 @@ log = logging.getLogger(__name__)
 SEND_WINDOW: Final = 512
 """Messages in flight (sent, not yet acked) per friend."""
 OUTBOX_BATCH: Final = 128
+MAX_INBOUND_STREAMS: Final = 2
+"""Message streams one friend may have open to this daemon at once."""
 
 
 def message_json(m: MessageRecord) -> dict[str, Any]:
@@ -96,13 +100,24 @@ class Messages:
     """Sending and receiving 1:1 messages."""
 
     def __init__(
-        self, *, network: Network, roster: Roster, my_addrs: Callable[[], tuple[str, ...]]
+        self,
+        *,
+        network: Network,
+        roster: Roster,
+        my_addrs: Callable[[], tuple[str, ...]],
+        quotas: FriendQuotas | None = None,
     ) -> None:
         self.net = network
         self.roster = roster
         self.store = roster.store
         self.events = roster.events
         self._my_addrs = my_addrs
+        self.quotas = quotas or FriendQuotas(time.monotonic)
+        self.refused_by: dict[str, wire.Refused] = {}
+        self._inbound: dict[str, int] = {}
+        """Message streams each friend has open to us now."""
+        """Friends whose daemon refused our messages since their last ack (for ``status``:
+        the messages stay pending and are resent after a backoff)."""
         self.on_queued: Callable[[MessageRecord], None] = lambda record: None
         """Called with each newly committed outgoing message (the links hand it over)."""
 
@@ -147,6 +162,24 @@ class Messages:
             log.info("refused a message stream from %s: not a friend", short(peer))
             await refuse(stream, wire.REFUSED_NOT_FRIEND, "you are not a friend of this peer")
             return
+        # A friend's daemon sends on one stream at a time (one link per peer; two while a
+        # reconnect overlaps). More would multiply what a paced friend can park in our
+        # receive buffers (each stream's window grows to 16 MiB), so they are refused.
+        if self._inbound.get(peer, 0) >= MAX_INBOUND_STREAMS:
+            log.info("refused a message stream from %s: too many at once", short(peer))
+            await refuse(
+                stream, wire.REFUSED_FULL, f"at most {MAX_INBOUND_STREAMS} message streams at once"
+            )
+            return
+        self._inbound[peer] = self._inbound.get(peer, 0) + 1
+        try:
+            await self._serve(stream, peer)
+        finally:
+            self._inbound[peer] -= 1
+            if not self._inbound[peer]:
+                del self._inbound[peer]
+
+    async def _serve(self, stream: INetStream, peer: str) -> None:
         decoder = wire.FrameDecoder()
         try:
             while True:
@@ -161,7 +194,16 @@ class Messages:
                             IncomingMessage(frame.msg_id, frame.seq, frame.sent_at_ms, frame.text)
                         )
                     elif isinstance(frame, wire.Hello):
-                        await self.roster.learn_addrs(peer, frame.addrs)
+                        hello_refused = self.quotas.admit_hello(peer)
+                        if hello_refused is not None:
+                            log.info(
+                                "refused a hello from %s: %s", short(peer), hello_refused.reason
+                            )
+                            await refuse(stream, hello_refused.code, hello_refused.reason)
+                            return
+                        if frame.addrs:  # announced: only what the address policy admits
+                            admitted = self.net.admit(peer, frame.addrs)
+                            await self.roster.learn_addrs(peer, tuple(admitted))
                     else:
                         raise wire.FrameError(f"unexpected {type(frame).__name__} on msg stream")
                 if batch:
@@ -169,7 +211,10 @@ class Messages:
                         log.info("closing message stream from %s: no longer a friend", short(peer))
                         await refuse(stream, wire.REFUSED_NOT_FRIEND, "not a friend")
                         return
-                    await self._store_and_ack(stream, peer, batch)
+                    refused = await self._admit_store_and_ack(stream, peer, batch)
+                    if refused is not None:
+                        await refuse(stream, refused.code, refused.reason)
+                        return
             await stream.close()
         except wire.FrameError as exc:
             log.warning("closing message stream from %s: %s", short(peer), exc)
@@ -181,6 +226,35 @@ class Messages:
         except Exception as exc:
             log_stream_failure(exc, "message stream from %s ended", peer)
             await reset(stream)
+
+    async def _admit_store_and_ack(
+        self, stream: INetStream, peer: str, batch: list[IncomingMessage]
+    ) -> wire.Refused | None:
+        """Store and ack ``batch`` as the friend's quotas allow: over the rate, paced (this
+        stream is read no further until the rest fits); over the unread cap, the refusal for
+        the rest, which is neither stored nor acked (the sender resends it later)."""
+        retry = False
+        while batch:
+            admission = self.quotas.admit_messages(
+                peer, len(batch), self.roster.unread.count(peer), retry=retry
+            )
+            if admission.taken:
+                await self._store_and_ack(stream, peer, batch[: admission.taken])
+                batch = batch[admission.taken :]
+            if admission.refused is not None:
+                log.info(
+                    "refused %d messages from %s: %s",
+                    len(batch),
+                    short(peer),
+                    admission.refused.reason,
+                )
+                return admission.refused
+            if batch:
+                if not retry:
+                    log.debug("pacing %s: %s", short(peer), "over its message rate")
+                retry = True
+                await trio.sleep(admission.wait_s)
+        return None
 
     async def _store_and_ack(
         self, stream: INetStream, peer: str, batch: list[IncomingMessage]
@@ -259,13 +333,20 @@ class Messages:
                     return
                 for frame in decoder.feed(data):
                     if isinstance(frame, wire.Ack):
+                        self.refused_by.pop(peer, None)
                         changed = await self.store.mark_delivered(peer, frame.msg_ids, now_ms())
                         in_flight.difference_update(frame.msg_ids)
                         for record in changed:
                             self.events.publish("message.delivered", message=message_json(record))
                         outbox.work.set()
                     elif isinstance(frame, wire.Refused):
-                        log.info("%s refused our messages: %s", short(peer), frame.reason)
+                        log.warning(
+                            "%s refused our messages (%s): %s",
+                            short(peer),
+                            frame.code,
+                            frame.reason,
+                        )
+                        self.refused_by[peer] = frame
                         return
                     else:
                         raise wire.FrameError(f"unexpected {type(frame).__name__} on msg stream")

@@ -1,4 +1,5 @@
-"""Token buckets for what strangers may do (friend requests), with an injected clock."""
+"""Token buckets for what strangers may do (friend requests), with an injected clock. The
+same :class:`TokenBucket` meters what friends may do (:mod:`.quotas`)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,20 @@ class TokenBucket:
             self.tokens -= 1.0
             return True
         return False
+
+    def take_up_to(self, n: int, now: float) -> int:
+        """Take as many of ``n`` whole tokens as there are; how many were taken."""
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.refill_per_s)
+        self.updated = now
+        taken = max(0, min(n, int(self.tokens)))
+        self.tokens -= taken
+        return taken
+
+    def seconds_until(self, n: int, now: float) -> float:
+        """How long until ``n`` whole tokens (at most the capacity) are there; 0 if now."""
+        tokens = min(self.capacity, self.tokens + (now - self.updated) * self.refill_per_s)
+        missing = min(float(n), self.capacity) - tokens
+        return max(0.0, missing / self.refill_per_s)
 
 
 class RequestLimiter:

@@ -17,9 +17,11 @@ from p2pchat import wire
 from p2pchat.chat.friends import Friends
 from p2pchat.chat.links import ContactLinks
 from p2pchat.chat.messages import Messages
+from p2pchat.chat.quotas import FriendQuotas
 from p2pchat.chat.reach import Reach
 from p2pchat.chat.roster import Roster
 from p2pchat.chat.store import ChatStore
+from p2pchat.config import QuotaConfig
 from p2pchat.events import EventBus
 from p2pchat.net.host import Network
 from p2pchat.net.streams import InboundStreams
@@ -36,13 +38,18 @@ class Chat:
         events: EventBus,
         name: str = "",
         clock: Callable[[], float] = time.monotonic,
+        quotas: QuotaConfig | None = None,
     ) -> None:
         self.net = network
         self.roster = Roster(store, events)
         self.reach = Reach(network, self.roster)
-        self.friends = Friends(network=network, roster=self.roster, name=name, clock=clock)
+        self.quotas = FriendQuotas(clock, quotas)
+        """What each friend may make this daemon do (files' offers are checked here too)."""
+        self.friends = Friends(
+            network=network, roster=self.roster, name=name, clock=clock, quotas=self.quotas
+        )
         self.messages = Messages(
-            network=network, roster=self.roster, my_addrs=self.friends.my_addrs
+            network=network, roster=self.roster, my_addrs=self.friends.my_addrs, quotas=self.quotas
         )
         self.links = ContactLinks(self.roster, self.reach, self.friends, self.messages)
         self.messages.on_queued = self.links.queue

@@ -748,6 +748,28 @@ CONTRACTS: Final[tuple[Contract, ...]] = (
         "_active_relays",
         reason="IsolatedCircuitRelay keys its circuits in this dict",
     ),
+    # §8 relay.IsolatedCircuitRelay._handle_reserve (reservations per IP)
+    Function(
+        f"{_RELAY}.protocol",
+        "CircuitV2Protocol._handle_reserve",
+        args=("stream", "msg"),
+        exact=True,
+        coroutine=True,
+        ours="p2pchat.net.relay:IsolatedCircuitRelay._handle_reserve",
+        reason="IsolatedCircuitRelay overrides it to cap reservations per remote IP",
+    ),
+    LooksUp(
+        f"{_RELAY}.protocol",
+        "CircuitV2Protocol._handle_hop_stream",
+        "_handle_reserve",
+        reason="RESERVE messages are handled through self._handle_reserve, our override",
+    ),
+    Attribute(
+        f"{_RELAY}.protocol",
+        "CircuitV2Protocol",
+        "resource_manager",
+        reason="the per-IP cap asks it whether a counted reservation is still held",
+    ),
     Attribute(
         f"{_RELAY}.protocol",
         "CircuitV2Protocol",

@@ -19,6 +19,11 @@ namespaces):
 - **Hole punching from both sides at once** — DCUtR initiates from both peers at the same
   moment (their simultaneous dials collide) and gives up after three attempts;
   :meth:`Relays._punch_loop` lets one side initiate and retries with backoff.
+- **Reservations per IP** — the relay caps reservations in all, not per source: one host
+  with many IDs (or one connection claiming many IDs in RESERVE's ``peer`` field) could take
+  every slot. :class:`IsolatedCircuitRelay` refuses a RESERVE for another ID than the
+  connection's and caps reservations per remote IP (:class:`ReservationsPerIp`, config
+  ``relay_max_reservations_per_ip``).
 - **Reservations** — ``RelayDiscovery`` looks for relays once at start-up (before any
   connection exists) and does not renew; :meth:`Relays._reserve` makes and renews
   reservations itself through the transport's reservation call.
@@ -33,20 +38,24 @@ import contextlib
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 import multiaddr
 import trio
-from libp2p.abc import INetConn, INetStream
+from libp2p.abc import IHost, INetConn, INetStream
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.relay.circuit_v2.config import RelayConfig, RelayRole
 from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
+from libp2p.relay.circuit_v2.pb.circuit_pb2 import HopMessage
 from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_PROTOCOL
 from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
+from libp2p.relay.circuit_v2.protocol_buffer import StatusCode, to_proto_status
 from libp2p.relay.circuit_v2.resources import RelayLimits
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
+from libp2p.relay.circuit_v2.utils import write_delimited_msg
 from libp2p.tools.anyio_service import background_trio_service
 
 from p2pchat.net import compat
@@ -72,16 +81,110 @@ RETRY_MAX: Final = 1800.0
 _RELAY_BASE = re.compile(r"^/ip[46]/[0-9a-fA-F.:]{2,45}/tcp/\d{1,5}$")
 
 
+DEFAULT_RESERVATIONS_PER_IP: Final = 2
+MAX_TRACKED_RESERVATIONS: Final = 4096
+"""Above this many remembered reservation holders, the dead ones are forgotten at once."""
+
+
 @dataclass(frozen=True, slots=True)
 class RelayLimitsConfig:
     max_reservations: int
     max_circuit_bytes: int
     max_circuit_seconds: int
+    max_reservations_per_ip: int = DEFAULT_RESERVATIONS_PER_IP
+
+
+class ReservationsPerIp:
+    """Which peers hold a reservation from which remote IP, to cap reservations per IP.
+
+    Sans-IO: ``live(peer)`` tells whether the relay still holds ``peer``'s reservation (it
+    lapses when it expires or the peer disconnects), so a slot is counted only while it is
+    held. A renewal by a holder is always admitted.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._ip_of: dict[str, str] = {}
+        self._by_ip: dict[str, set[str]] = {}
+
+    def admit(self, ip: str, peer: str, live: Callable[[str], bool]) -> bool:
+        if len(self._ip_of) > MAX_TRACKED_RESERVATIONS:
+            for held in [p for p in self._ip_of if not live(p)]:
+                self._forget(held)
+        for held in [p for p in self._by_ip.get(ip, ()) if not live(p)]:
+            self._forget(held)
+        if self._ip_of.get(peer) == ip:
+            return True
+        if len(self._by_ip.get(ip, ())) >= self.limit:
+            return False
+        self._forget(peer)  # a holder that moved to another IP counts there now
+        self._ip_of[peer] = ip
+        self._by_ip.setdefault(ip, set()).add(peer)
+        return True
+
+    def held(self, ip: str) -> int:
+        return len(self._by_ip.get(ip, ()))
+
+    def _forget(self, peer: str) -> None:
+        ip = self._ip_of.pop(peer, None)
+        if ip is None:
+            return
+        peers = self._by_ip[ip]
+        peers.discard(peer)
+        if not peers:
+            del self._by_ip[ip]
+
+
+def remote_ip(stream: INetStream) -> str | None:
+    """The IP address the stream's connection comes from (``None`` if unknown)."""
+    try:
+        remote = stream.get_remote_address()
+    except Exception:
+        return None
+    return str(remote[0]) if remote else None
 
 
 class IsolatedCircuitRelay(CircuitV2Protocol):
-    """The relay protocol with each circuit's cleanup confined to its own streams (the base
-    class's ``_relay_data`` and ``_active_relays`` are declared in :mod:`p2pchat.net.compat`)."""
+    """The relay protocol with each circuit's cleanup confined to its own streams, and
+    reservations capped per remote IP (the base class's ``_relay_data``, ``_handle_reserve``
+    and ``_active_relays`` are declared in :mod:`p2pchat.net.compat`)."""
+
+    def __init__(
+        self,
+        host: IHost,
+        *,
+        limits: RelayLimits,
+        allow_hop: bool,
+        max_reservations_per_ip: int = DEFAULT_RESERVATIONS_PER_IP,
+    ) -> None:
+        super().__init__(host, limits=limits, allow_hop=allow_hop)
+        self.per_ip = ReservationsPerIp(max_reservations_per_ip)
+
+    async def _handle_reserve(self, stream: INetStream, msg: HopMessage) -> None:
+        peer = stream.muxed_conn.peer_id
+        if msg.HasField("peer") and msg.peer.id and msg.peer.id != peer.to_bytes():
+            # The library would reserve for whatever ID the message names: one connection
+            # could take every slot under made-up IDs.
+            log.info("refused a reservation by %s for another peer ID", peer)
+            await self._refuse_reservation(stream, StatusCode.PERMISSION_DENIED)
+            return
+        ip = remote_ip(stream)
+        manager = self.resource_manager
+        if ip is None or not self.per_ip.admit(
+            ip, str(peer), lambda held: manager.has_reservation(ID.from_base58(held))
+        ):
+            log.info("refused a reservation by %s: %s already holds the most", peer, ip)
+            await self._refuse_reservation(stream, StatusCode.RESERVATION_REFUSED)
+            return
+        await super()._handle_reserve(stream, msg)
+
+    async def _refuse_reservation(self, stream: INetStream, code: StatusCode) -> None:
+        with trio.move_on_after(RESERVE_TIMEOUT):
+            try:
+                status = HopMessage(type=HopMessage.STATUS, status=to_proto_status(code))
+                await write_delimited_msg(stream, status)
+            except Exception as exc:
+                log.debug("could not send a reservation refusal: %s", exc)
 
     async def _relay_data(
         self,
@@ -160,7 +263,12 @@ class Relays:
             max_reservations=self.limits.max_reservations,
         )
         self.hop_enabled = hop
-        protocol = IsolatedCircuitRelay(host, limits=limits, allow_hop=hop)
+        protocol = IsolatedCircuitRelay(
+            host,
+            limits=limits,
+            allow_hop=hop,
+            max_reservations_per_ip=self.limits.max_reservations_per_ip,
+        )
         self._protocol = protocol
         # STOP only: dialing a circuit must not take a reservation slot at the relay.
         self._transport = CircuitV2Transport(host, protocol, RelayConfig(roles=RelayRole.STOP))

@@ -338,6 +338,10 @@ def test_id_without_daemon_reads_key_file(home: Path, capsys: pytest.CaptureFixt
     assert doc["peer_id"] == peer_id
     assert doc["friend_code"] is None
 
+    # A new invite needs the daemon (it owns the secret): no quiet fallback to the key file.
+    assert run(home, "id", "--new-invite") == 2
+    assert "not running" in capsys.readouterr().err
+
 
 def test_id_without_daemon_or_key_exits_2(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run(home, "id") == 2
@@ -437,6 +441,7 @@ def test_ambiguous_lists_candidates(
         (["requests"], "requests.list", {}),
         (["status"], "status", {}),
         (["id"], "identity.get", {}),
+        (["id", "--new-invite"], "invite.rotate", {}),
     ],
 )
 def test_commands_map_to_methods(
@@ -454,6 +459,7 @@ def test_commands_map_to_methods(
             "messages.send": lambda p: {"message": _message(text=p["text"])},
             "messages.history": lambda p: {"messages": [_message()]},
             "identity.get": lambda p: {"peer_id": ALICE, "friend_code": "p2pchat:x", "addrs": []},
+            "invite.rotate": lambda p: {"peer_id": ALICE, "friend_code": "p2pchat:y", "addrs": []},
         }
     )
     assert run(home, *argv) == 0

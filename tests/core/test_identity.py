@@ -60,6 +60,8 @@ FIXED_CODE = FriendCode(FIXED_ID).encode()
 FIXED_CODE_ADDRS = FriendCode(
     FIXED_ID, ("/ip4/192.0.2.1/tcp/4001", "/ip6/::1/udp/1/quic-v1")
 ).encode()
+FIXED_INVITE = bytes(range(1, 9))
+FIXED_CODE_INVITE = FriendCode(FIXED_ID, ("/ip4/192.0.2.1/tcp/4001",), FIXED_INVITE).encode()
 
 
 def _invalid_point() -> bytes:
@@ -228,7 +230,9 @@ def _assert_rejected(text: str) -> None:
         idm.parse_id_or_code(text)
 
 
-@pytest.mark.parametrize("code", [FIXED_CODE, FIXED_CODE_ADDRS], ids=["plain", "addrs"])
+@pytest.mark.parametrize(
+    "code", [FIXED_CODE, FIXED_CODE_ADDRS, FIXED_CODE_INVITE], ids=["plain", "addrs", "invite"]
+)
 def test_every_substitution_rejected_except_last_char(code: str) -> None:
     for pos in range(len(code) - 1):
         for typo in _substitutions(code, pos):
@@ -242,13 +246,17 @@ def test_substitution_of_last_char_rejected() -> None:
         _assert_rejected(typo)
 
 
-@pytest.mark.parametrize("code", [FIXED_CODE, FIXED_CODE_ADDRS], ids=["plain", "addrs"])
+@pytest.mark.parametrize(
+    "code", [FIXED_CODE, FIXED_CODE_ADDRS, FIXED_CODE_INVITE], ids=["plain", "addrs", "invite"]
+)
 def test_every_deletion_rejected(code: str) -> None:
     for pos in range(len(code)):
         _assert_rejected(code[:pos] + code[pos + 1 :])
 
 
-@pytest.mark.parametrize("code", [FIXED_CODE, FIXED_CODE_ADDRS], ids=["plain", "addrs"])
+@pytest.mark.parametrize(
+    "code", [FIXED_CODE, FIXED_CODE_ADDRS, FIXED_CODE_INVITE], ids=["plain", "addrs", "invite"]
+)
 def test_every_adjacent_transposition_rejected(code: str) -> None:
     for pos in range(len(code) - 1):
         a, b = code[pos], code[pos + 1]
@@ -299,7 +307,7 @@ def test_bad_codes_messages(text: str, match: str) -> None:
 
 
 def test_code_with_unsupported_version() -> None:
-    payload = cbor2.dumps({"v": 2, "k": pk_of(b"\x01" * 32), "a": []})
+    payload = cbor2.dumps({"v": 3, "k": pk_of(b"\x01" * 32), "a": [], "i": b"\x00" * 8})
     with pytest.raises(IdentityError, match="unsupported version"):
         idm.decode_friend_code(code_for_payload(payload))
 
@@ -316,6 +324,9 @@ def test_code_with_unsupported_version() -> None:
         [1, 2, 3],
         "text",
         {"v": 1, "k": b"\x01" * 32, "a": [[[["/deep"]]]]},
+        {"v": 2, "k": b"\x01" * 32, "a": []},  # v2 must carry an invite
+        {"v": 2, "k": b"\x01" * 32, "a": [], "i": b"\x00" * 7},
+        {"v": 2, "k": b"\x01" * 32, "a": [], "i": "12345678"},
     ],
     ids=repr,
 )
@@ -560,3 +571,44 @@ def test_save_overwrites_atomically(key_path: Path) -> None:
     idm.save_identity(second, key_path, b"pw", **FAST_KDF)
     assert idm.load_identity(key_path, b"pw").seed == second.seed
     assert sorted(p.name for p in key_path.parent.iterdir()) == [key_path.name]
+
+
+# --- friend code v2: the invite secret ---------------------------------------------------------
+
+
+@settings(max_examples=50, deadline=None)
+@given(seeds, addr_lists, st.binary(min_size=8, max_size=8))
+def test_friend_code_v2_round_trip(seed: bytes, addrs: tuple[str, ...], invite: bytes) -> None:
+    fc = FriendCode(id_of(seed), addrs, invite)
+    code = fc.encode()
+    assert idm.decode_friend_code(code) == fc
+    assert idm.parse_id_or_code(code) == fc
+    payload = base64.b32decode(code[len(CODE_PREFIX) :].upper() + "=" * (-len(code) % 8))
+    assert cbor2.loads(payload[:-4])["v"] == 2
+
+
+def test_v1_codes_still_decode_without_an_invite() -> None:
+    """Codes handed out before v2 existed (fixed bytes, as an old daemon wrote them)."""
+    payload = cbor2.dumps({"v": 1, "k": pk_of(b"\x42" * 32), "a": ["/ip4/192.0.2.1/tcp/4001"]})
+    fc = idm.decode_friend_code(code_for_payload(payload))
+    assert fc == FriendCode(FIXED_ID, ("/ip4/192.0.2.1/tcp/4001",))
+    assert fc.invite is None
+    assert FriendCode(FIXED_ID).encode() == FIXED_CODE  # no invite: still written as v1
+    assert idm.decode_friend_code(FIXED_CODE).invite is None
+
+
+def test_bare_id_carries_no_invite() -> None:
+    assert idm.parse_id_or_code(FIXED_ID).invite is None
+
+
+def test_codes_differ_only_by_invite() -> None:
+    other = FriendCode(FIXED_ID, ("/ip4/192.0.2.1/tcp/4001",), b"\xff" * 8).encode()
+    assert other != FIXED_CODE_INVITE
+    assert idm.decode_friend_code(other).invite == b"\xff" * 8
+    assert idm.decode_friend_code(FIXED_CODE_INVITE).invite == FIXED_INVITE
+
+
+@pytest.mark.parametrize("invite", [b"", b"\x00" * 7, b"\x00" * 9])
+def test_encode_rejects_a_wrong_size_invite(invite: bytes) -> None:
+    with pytest.raises(ValueError):
+        FriendCode(FIXED_ID, (), invite).encode()

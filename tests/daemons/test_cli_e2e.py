@@ -11,7 +11,12 @@ import sys
 from pathlib import Path
 
 import pytest
+import trio
 
+from p2pchat.chat.friendship import ContactState
+from p2pchat.chat.store import ChatStore
+from p2pchat.identity import Identity
+from p2pchat.storage.schema import open_database
 from tests.harness import REPO, Daemon, OutputLines, befriend, cli, ok, spawn_cli, wait_for
 
 pytestmark = pytest.mark.daemons
@@ -28,6 +33,7 @@ def test_daemon_lifecycle_through_the_cli(short_tmp: Path) -> None:
     assert "12D3KooW" in out
     status = json.loads(ok(cli(home, "status", "--json")))
     assert status["peer_id"].startswith("12D3KooW")
+    assert status["at_rest"] == "plain"  # no passphrase: encryption would add nothing
     assert (home.stat().st_mode & 0o777) == 0o700
     for name in ("identity.key", "p2pchat.db", "control.sock"):
         assert ((home / name).stat().st_mode & 0o777) == 0o600, name
@@ -104,6 +110,20 @@ def test_passphrase_protected_key(short_tmp: Path) -> None:
     ok(cli(home, "init", "--passphrase-file", str(secret)))
     key = json.loads((home / "identity.key").read_text())
     assert "sealed_seed" in key and "seed" not in key
+    # A database from before encryption at rest: plain, holding a friend request.
+    marker = "plain-request-4b1d"
+
+    async def plain_database() -> None:
+        async with open_database(home / "p2pchat.db") as db:
+            await ChatStore(db).put_contact(
+                Identity.generate().peer_id,
+                state=ContactState.INCOMING,
+                now=1,
+                request_text=marker,
+            )
+
+    trio.run(plain_database)
+    assert marker.encode() in (home / "p2pchat.db").read_bytes()
 
     d = Daemon(home, "dave")
     # Without the passphrase the daemon refuses to start, saying why.
@@ -123,6 +143,15 @@ def test_passphrase_protected_key(short_tmp: Path) -> None:
         d.env["P2PCHAT_PASSPHRASE"] = "correct horse"
         d.start()
         assert d.peer_id == key["peer_id"]
+        # Migrated to an encrypted database, the request kept; nothing readable on disk.
+        status = d.call("status")
+        assert status["at_rest"] == "encrypted" and status["pending_requests"] == 1
+        assert "history at rest:  encrypted" in ok(cli(home, "status"))
+        assert (home / "p2pchat.db").read_bytes()[:16] != b"SQLite format 3\x00"
+        for name in ("p2pchat.db", "p2pchat.db-wal"):
+            if (home / name).exists():
+                assert marker.encode() not in (home / name).read_bytes(), name
+        assert not (home / "p2pchat.db.encrypting").exists()
     finally:
         d.close()
 

@@ -19,7 +19,7 @@ from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
 from p2pchat import wire
-from p2pchat.identity import Identity
+from p2pchat.identity import Identity, decode_friend_code
 from p2pchat.net.host import build_host, key_pair_of
 from tests.harness import Daemon
 from tests.peers import call, connect, exchange, logged, raw_frame, read_frames_one, running
@@ -192,3 +192,28 @@ async def test_stranger_friend_requests_are_rate_limited(make_daemon: MakeDaemon
     requests = (await call(alice, "requests.list"))["requests"]
     assert [r["request_text"] for r in requests] == ["request 2"]
     await logged(alice, "rate-limited a friend request")
+
+    # The invite in alice's friend code is another way in (PROTOCOL.md §4.6), with its own
+    # budget: a peer refused on the stranger path still gets in through it. A wrong invite is
+    # a stranger's request, and so is the old one once alice rotated hers.
+    invite = decode_friend_code((await call(alice, "identity.get"))["friend_code"]).invite
+    assert invite is not None
+    wrong = bytes(b ^ 1 for b in invite)
+    async with running(build_host(Identity.generate())) as peer:
+        await connect(peer, alice)
+
+        async def ask(invite: bytes | None) -> wire.Frame:
+            request = wire.FriendRequest("spam", "", (), invite=invite)
+            (reply,) = await exchange(peer, alice, wire.FRIEND_PROTOCOL, wire.encode(request))
+            return reply
+
+        assert [await ask(wrong) for _ in range(3)] == [wire.Received()] * 3
+        refused = await ask(wrong)
+        assert isinstance(refused, wire.Refused) and refused.code == wire.REFUSED_RATE_LIMITED
+        assert await ask(invite) == wire.Received()
+        rotated = await call(alice, "invite.rotate")
+        assert rotated["friend_code"] == (await call(alice, "identity.get"))["friend_code"]
+        new_invite = decode_friend_code(rotated["friend_code"]).invite
+        assert new_invite not in (None, invite)
+        assert await ask(invite) == refused  # the old code: the stranger path, spent
+        assert await ask(new_invite) == wire.Received()
