@@ -124,7 +124,7 @@ def _log_tail(log: Path, offset: int, lines: int = LOG_TAIL_LINES) -> list[str]:
     return data.decode("utf-8", "replace").splitlines()[-lines:]
 
 
-def _key_is_encrypted(home: Path) -> bool:
+def key_is_encrypted(home: Path) -> bool:
     """Whether the key file is passphrase-protected (read as JSON: no crypto import needed)."""
     try:
         doc = json.loads((home / paths.KEY_FILE).read_text())
@@ -152,7 +152,7 @@ def cmd_start(
         if not os.path.isfile(passphrase_file):
             err(f"error: passphrase file {passphrase_file} does not exist")
             return 1
-    elif _key_is_encrypted(home) and not os.environ.get(paths.PASSPHRASE_ENV):
+    elif key_is_encrypted(home) and not os.environ.get(paths.PASSPHRASE_ENV):
         if not sys.stdin.isatty():
             err(
                 "error: the identity key is protected by a passphrase: give "

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from p2pchat import paths
 
+from .daemonctl import key_is_encrypted
 from .output import err, out
 
 SERVICE = "p2pchatd"
@@ -178,14 +179,6 @@ def _writable_dirs(home: Path) -> list[Path]:
     return dirs
 
 
-def _key_is_encrypted(home: Path) -> bool:
-    try:
-        doc = json.loads((home / paths.KEY_FILE).read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(doc, dict) and "sealed_seed" in doc
-
-
 def cmd_install_service(
     home: Path, *, force: bool, print_only: bool, passphrase_file: str | None
 ) -> int:
@@ -195,7 +188,7 @@ def cmd_install_service(
             return 1
         if os.stat(passphrase_file).st_mode & 0o077:
             err(f"warning: {passphrase_file} is readable by others: chmod 600 it")
-    elif _key_is_encrypted(home):
+    elif key_is_encrypted(home):
         err(
             "error: the identity key is protected by a passphrase, and a service cannot prompt "
             "for one. Put it in a file only you can read (first line, chmod 600) and give "

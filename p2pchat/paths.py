@@ -50,3 +50,26 @@ def read_passphrase(passphrase_file: str | None) -> bytes | None:
         return line or None
     env = os.environ.get(PASSPHRASE_ENV)
     return env.encode() if env else None
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace ``path`` with ``text`` atomically (a crash leaves the old file or the new one),
+    created 0600 and never through a planted file or symlink (``O_EXCL|O_NOFOLLOW`` on a
+    fresh random name, so concurrent writers cannot collide), and durable (file and
+    directory fsynced). Blocking: call it through ``trio.to_thread``."""
+    tmp = path.with_name(f".{path.name}.{os.urandom(8).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

@@ -321,3 +321,16 @@ class OutputLines:
         assert not self._thread.is_alive(), "the process still writes to the pipe"
         with self._cond:
             return "".join(line + "\n" for line in self._lines)
+
+
+class FakeClock:
+    """An injectable clock for sans-IO classes: time moves only when a test says so."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

@@ -16,6 +16,7 @@ from typing import Final
 import trio
 
 from daemon.web.guard import is_token
+from p2pchat.paths import write_private
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +31,7 @@ def new_token() -> str:
 def write_token(path: Path, token: str) -> None:
     """Replace the token file atomically, created 0600 (never through a symlink). The temporary
     file has a random name, so concurrent rotations cannot trip over each other's."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(token + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_private(path, token + "\n")
 
 
 def read_or_create(path: Path) -> str:

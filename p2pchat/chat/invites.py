@@ -29,6 +29,7 @@ import nacl.utils
 
 from p2pchat.chat.ratelimit import RequestLimiter
 from p2pchat.identity import INVITE_BYTES
+from p2pchat.paths import write_private
 
 log = logging.getLogger(__name__)
 
@@ -117,25 +118,7 @@ def new_invite() -> bytes:
 
 def _write_invite(path: Path, secret: bytes) -> None:
     """Write atomically with mode 0600: a crash leaves the old file or the new one."""
-    doc = {"version": INVITE_FILE_VERSION, "invite": secret.hex()}
-    # A fresh name per write: two rotations at once cannot collide, and O_EXCL|O_NOFOLLOW
-    # means no planted file or link decides the permissions.
-    tmp = path.with_name(f"{path.name}.{os.urandom(6).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    write_private(path, json.dumps({"version": INVITE_FILE_VERSION, "invite": secret.hex()}))
 
 
 def _read_invite(path: Path) -> bytes:

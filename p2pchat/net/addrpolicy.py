@@ -77,7 +77,7 @@ class Scope(enum.Enum):
     PUBLIC = "public"
 
 
-_LAN_NETS: Final = tuple(
+LAN_NETS: Final = tuple(
     ipaddress.ip_network(n)
     for n in (
         "10.0.0.0/8",
@@ -90,6 +90,8 @@ _LAN_NETS: Final = tuple(
         "fe80::/10",
     )
 )
+"""Private, shared (CGNAT), link-local and site-local ranges: what counts as a LAN (also
+for :mod:`p2pchat.net.reachability`)."""
 _DOCUMENTATION_NETS: Final = tuple(
     ipaddress.ip_network(n)
     for n in (
@@ -154,7 +156,7 @@ def classify_ip(text: str, local_ips: Iterable[str] = ()) -> Target:
         return Target.MULTICAST
     if ip in {_unwrap(ipaddress.ip_address(o.split("%", 1)[0])) for o in _valid(local_ips)}:
         return Target.SELF
-    if any(ip in net for net in _LAN_NETS):
+    if any(ip in net for net in LAN_NETS):
         return Target.LAN
     if any(ip in net for net in _DOCUMENTATION_NETS):
         return Target.DOCUMENTATION

@@ -11,25 +11,12 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Sequence
-from typing import Final
 
 from libp2p.kad_dht.kad_dht import DHTMode
 
 from p2pchat.net import records
+from p2pchat.net.addrpolicy import LAN_NETS
 from p2pchat.wire import MAX_ADDR_BYTES, text_problem
-
-_PRIVATE_NETS: Final = tuple(
-    ipaddress.ip_network(n)
-    for n in (
-        "10.0.0.0/8",
-        "172.16.0.0/12",
-        "192.168.0.0/16",
-        "100.64.0.0/10",
-        "169.254.0.0/16",
-        "fc00::/7",
-        "fe80::/10",
-    )
-)
 
 
 def ip_of(addr: str) -> str | None:
@@ -44,7 +31,7 @@ def is_private_ip(ip: str) -> bool:
         address = ipaddress.ip_address(ip)
     except ValueError:
         return False
-    return any(address in net for net in _PRIVATE_NETS)
+    return any(address in net for net in LAN_NETS)
 
 
 def is_loopback_ip(ip: str) -> bool:

@@ -38,17 +38,10 @@ from p2pchat.events import EventBus
 from p2pchat.identity import INVITE_BYTES, Identity
 from p2pchat.net.host import Network
 from p2pchat.storage.schema import open_database
+from tests.harness import FakeClock
 
 SECRET = b"\x11" * INVITE_BYTES
 WRONG = b"\x12" * INVITE_BYTES
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def stranger(i: int) -> str:

@@ -35,21 +35,11 @@ from p2pchat.files.store import Transfer, TransferStore
 from p2pchat.files.table import TransferTable
 from p2pchat.net.host import Network
 from p2pchat.storage.database import Database
+from tests.harness import FakeClock
 
 ANN = "12D3KooWAnnAnnAnnAnnAnnAnnAnnAnnAnnAnnAnnAnnAnnAnn1"
 BOB = "12D3KooWBobBobBobBobBobBobBobBobBobBobBobBobBobBob2"
 ME = "12D3KooWMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMeMe3"
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 def quotas(clock: FakeClock, **limits: float) -> FriendQuotas:

@@ -8,17 +8,7 @@ from hypothesis import strategies as st
 
 from p2pchat.chat import ratelimit
 from p2pchat.chat.ratelimit import MAX_TRACKED_PEERS, RequestLimiter, TokenBucket
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.harness import FakeClock
 
 
 @pytest.fixture
