@@ -31,6 +31,7 @@ import dis
 import importlib
 import importlib.metadata
 import inspect
+import logging
 import pkgutil
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine, Iterator, Sequence
@@ -57,6 +58,7 @@ from libp2p.peer.id import ID
 from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
+from multiaddr import Multiaddr
 
 from p2pchat.net.muxer import BoundedYamux
 
@@ -71,6 +73,8 @@ DHT_PROTOCOL_MODULES: Final[tuple[ModuleType, ...]] = (
     kad_providers,
 )
 """The modules that each hold their own copy of the Kad-DHT protocol ID."""
+
+log = logging.getLogger(__name__)
 
 
 def libp2p_version() -> str:
@@ -166,6 +170,29 @@ def disable_dcutr_auto_drive(dcutr: DCUtRProtocol) -> None:
     once (the dials collide) and gives up after three attempts; ``_punch_loop`` drives
     hole punches instead. Call before the service runs (``run()`` starts the loop)."""
     dcutr._auto_drive_loop = _no_auto_drive  # type: ignore[method-assign]
+
+
+def police_hole_punch_dials(
+    dcutr: DCUtRProtocol, may_dial: Callable[[ID, Multiaddr], bool]
+) -> None:
+    """§8 ``relay.Relays.run``: DCUtR dials what the peer says in its CONNECT message and what
+    the peerstore holds (both the peer's own word) from its unilateral upgrade and its hole
+    punch, all through ``_dial_peer``; each dial now first asks ``may_dial`` (the announced
+    address policy), and a refused address is skipped as if it had not answered."""
+    dial = dcutr._dial_peer
+
+    async def _dial_peer(
+        peer_id: ID,
+        addr: Multiaddr,
+        source: tuple[str, int] | None = None,
+        as_responder: bool = False,
+    ) -> None:
+        if not may_dial(peer_id, addr):
+            log.info("hole punch: not dialing %s for %s (address policy)", addr, peer_id)
+            return
+        await dial(peer_id, addr, source, as_responder)
+
+    dcutr._dial_peer = _dial_peer  # type: ignore[method-assign]
 
 
 def reset_hole_punch_budget(dcutr: DCUtRProtocol, peer_id: ID) -> None:
@@ -790,6 +817,26 @@ CONTRACTS: Final[tuple[Contract, ...]] = (
         "DCUtRProtocol.run",
         "_auto_drive_loop",
         reason="run() starts self._auto_drive_loop, our replacement",
+    ),
+    Function(
+        f"{_RELAY}.dcutr",
+        "DCUtRProtocol._dial_peer",
+        args=("peer_id", "addr", "source", "as_responder"),
+        exact=True,
+        coroutine=True,
+        reason="police_hole_punch_dials wraps it on the instance, passing all four",
+    ),
+    LooksUp(
+        f"{_RELAY}.dcutr",
+        "DCUtRProtocol._perform_hole_punch",
+        "_dial_peer",
+        reason="the hole punch dials through self._dial_peer, our wrapper",
+    ),
+    LooksUp(
+        f"{_RELAY}.dcutr",
+        "DCUtRProtocol._try_unilateral_upgrade",
+        "_dial_peer",
+        reason="the unilateral upgrade dials through self._dial_peer, our wrapper",
     ),
     Attribute(
         f"{_RELAY}.dcutr",

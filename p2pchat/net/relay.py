@@ -283,6 +283,7 @@ class Relays:
                     dcutr = DCUtRProtocol(host)
                     # Our _punch_loop decides who initiates (see there).
                     compat.disable_dcutr_auto_drive(dcutr)
+                    compat.police_hole_punch_dials(dcutr, self._may_punch_to)
                     await stack.enter_async_context(background_trio_service(dcutr))
                     nursery.start_soon(self._punch_loop, dcutr)
                 nursery.start_soon(self._reservation_loop)
@@ -340,6 +341,11 @@ class Relays:
             await self.network.dial(relay_id, [relay_part])
         conn: INetConn = await self._transport.dial(addr)
         return conn
+
+    def _may_punch_to(self, peer_id: ID, addr: multiaddr.Multiaddr) -> bool:
+        """Whether a hole punch may dial ``addr`` for ``peer_id``: the address policy, as for
+        any address a peer announces (the peer's CONNECT message names them)."""
+        return bool(self.network.admit(str(peer_id), [str(addr)]))
 
     async def _reservation_loop(self) -> None:
         while True:

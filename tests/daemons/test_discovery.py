@@ -197,7 +197,8 @@ def test_dht_servers_refuse_forged_stale_and_misfiled_records(make_daemon: MakeD
     assert trio.run(_store_at, boot, key, newer)
     # c holds an older copy itself (in a 3-daemon network every daemon is among the closest);
     # a lookup still returns the newest the network has, not c's own copy.
-    assert c.call("dht.find", peer_id=b.peer_id)["seq"] == found["seq"] + 1
+    # (Or newer still: b itself republishes as its routing table grows, any time now.)
+    assert c.call("dht.find", peer_id=b.peer_id)["seq"] >= found["seq"] + 1
 
 
 @pytest.mark.timeout(300)

@@ -16,6 +16,7 @@ import trio
 from libp2p.abc import INetStream
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import PeerInfo
+from libp2p.relay.circuit_v2.dcutr import DCUtRProtocol
 
 from p2pchat import wire
 from p2pchat.chat.friendship import ContactState, Step
@@ -25,6 +26,7 @@ from p2pchat.chat.roster import Roster
 from p2pchat.chat.store import ChatStore
 from p2pchat.events import EventBus
 from p2pchat.identity import Identity
+from p2pchat.net import compat
 from p2pchat.net.addrpolicy import (
     BACKOFF_MAX,
     BACKOFF_MIN,
@@ -413,3 +415,36 @@ async def test_mdns_announcements_never_admit_loopback() -> None:
     assert found == [(other, ["/ip4/10.0.9.3/tcp/4001"])]
     stored = [str(a) for a in me.host.get_peerstore().addrs(ID.from_base58(other))]
     assert stored == ["/ip4/10.0.9.3/tcp/4001"]
+
+
+@pytest.mark.skipif(_outside_ip() is None, reason="needs a non-loopback IPv4 interface")
+async def test_hole_punch_dials_pass_the_policy() -> None:
+    """DCUtR dials what a peer's CONNECT message and the peerstore name (the unilateral
+    upgrade, then the punch itself, both through ``_dial_peer``): with the policy wired in as
+    the relay wires it, a peer reached outside loopback cannot make it dial a loopback
+    service; unpoliced, the same dial reaches the service (so the check can fail)."""
+    ip = _outside_ip()
+    me, friend = Network(Identity.generate()), Network(Identity.generate())
+    fid = ID.from_base58(friend.identity.peer_id)
+    with trio.fail_after(60):
+        async with (
+            internal_service() as svc,
+            me.run(["/ip4/127.0.0.1/tcp/0"]),
+            friend.run([f"/ip4/{ip}/tcp/0"]),
+        ):
+            assert await me.dial(str(fid), friend.listen_addrs())
+            assert me.policy.scopes(str(fid)) == {Scope.SELF}
+            policed = DCUtRProtocol(me.host)
+            compat.police_hole_punch_dials(policed, lambda p, a: bool(me.admit(str(p), [str(a)])))
+            await policed._dial_peer(fid, multiaddr.Multiaddr(svc.addr))
+            await _disconnect(me, str(fid))
+            store = me.host.get_peerstore()
+            store.add_addrs(fid, [multiaddr.Multiaddr(svc.addr)], 3600)
+            await policed._try_unilateral_upgrade(fid)
+            await trio.sleep(0.2)  # a dial under way would have landed by now
+            assert svc.accepted == 0
+
+            await DCUtRProtocol(me.host)._dial_peer(fid, multiaddr.Multiaddr(svc.addr))
+            with trio.fail_after(5):
+                while svc.accepted == 0:
+                    await trio.sleep(0.01)
