@@ -149,7 +149,10 @@ def cmd_status(home: Path, args: argparse.Namespace) -> int:
     out(f"transfers:        {st.get('transfers_active', 0)} open (see: p2pchat transfers)")
     quotas = st.get("quotas") or {}
     for q in quotas.get("refusing") or []:
-        counts = ", ".join(f"{n} {kind}" for kind, n in (q.get("refused") or {}).items() if n)
+        parts = [f"{n} {kind}" for kind, n in (q.get("refused") or {}).items() if n]
+        if q.get("paced_messages"):
+            parts.append(f"{q['paced_messages']} messages paced")
+        counts = ", ".join(parts)
         out(
             f"refusing:         {q.get('peer_id', '?')}: {counts or q.get('code', '?')}"
             f" ({q.get('reason', '')})"

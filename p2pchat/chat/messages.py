@@ -39,8 +39,6 @@ log = logging.getLogger(__name__)
 SEND_WINDOW: Final = 512
 """Messages in flight (sent, not yet acked) per friend."""
 OUTBOX_BATCH: Final = 128
-MAX_INBOUND_STREAMS: Final = 2
-"""Message streams one friend may have open to this daemon at once."""
 
 
 def message_json(m: MessageRecord) -> dict[str, Any]:
@@ -162,14 +160,10 @@ class Messages:
             log.info("refused a message stream from %s: not a friend", short(peer))
             await refuse(stream, wire.REFUSED_NOT_FRIEND, "you are not a friend of this peer")
             return
-        # A friend's daemon sends on one stream at a time (one link per peer; two while a
-        # reconnect overlaps). More would multiply what a paced friend can park in our
-        # receive buffers (each stream's window grows to 16 MiB), so they are refused.
-        if self._inbound.get(peer, 0) >= MAX_INBOUND_STREAMS:
-            log.info("refused a message stream from %s: too many at once", short(peer))
-            await refuse(
-                stream, wire.REFUSED_FULL, f"at most {MAX_INBOUND_STREAMS} message streams at once"
-            )
+        too_many = self.quotas.admit_stream(peer, self._inbound.get(peer, 0))
+        if too_many is not None:
+            log.info("refused a message stream from %s: %s", short(peer), too_many.reason)
+            await refuse(stream, too_many.code, too_many.reason)
             return
         self._inbound[peer] = self._inbound.get(peer, 0) + 1
         try:

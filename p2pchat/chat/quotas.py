@@ -23,7 +23,12 @@ from p2pchat.config import QuotaConfig
 REPORT_WINDOW_S: Final = 60.0
 """A friend refused within this many seconds is reported as being refused now."""
 
-KINDS: Final = ("messages", "hellos", "requests", "offers")
+KINDS: Final = ("messages", "hellos", "requests", "offers", "streams")
+
+MAX_MESSAGE_STREAMS: Final = 2
+"""Message streams one friend may have open to this daemon at once: its daemon sends on one
+(one link per peer; two while a reconnect overlaps), and each more would be another receive
+window (up to 16 MiB) a paced friend could fill."""
 
 CONTENTION_WINDOW_S: Final = 2.0
 """Another friend that sent within this many seconds makes the shared rate apply."""
@@ -148,6 +153,20 @@ class FriendQuotas:
         contended = any(other != peer for other in recent)
         recent[peer] = now
         return contended
+
+    def admit_stream(self, peer: str, open_streams: int) -> wire.Refused | None:
+        """A new message stream from ``peer``, who has ``open_streams`` open to us already.
+        Refused ``full`` (retried by every sender) past ``MAX_MESSAGE_STREAMS``."""
+        if open_streams < MAX_MESSAGE_STREAMS:
+            return None
+        f = self._get(peer, self._clock())
+        return self._refuse(
+            f,
+            "streams",
+            1,
+            wire.REFUSED_FULL,
+            f"at most {MAX_MESSAGE_STREAMS} message streams at once",
+        )
 
     def admit_hello(self, peer: str) -> wire.Refused | None:
         """A ``hello`` (the start of each message stream from ``peer``)."""

@@ -163,7 +163,7 @@ def test_status_reports_who_is_refused_for_what_and_forgets_after_the_window() -
     clock.advance(1.0)
     [ann] = q.status()
     assert ann["peer_id"] == ANN
-    assert ann["refused"] == {"messages": 3, "hellos": 1, "requests": 0, "offers": 0}
+    assert ann["refused"] == {"messages": 3, "hellos": 1, "requests": 0, "offers": 0, "streams": 0}
     assert ann["accepted_messages"] == 5
     assert ann["code"] == wire.REFUSED_RATE_LIMITED and "hello" in ann["reason"]
     assert ann["refused_s_ago"] == 1.0
@@ -327,6 +327,8 @@ async def test_a_friend_may_hold_two_message_streams_at_once_not_more(roster: Ro
                 await trio.sleep(0.01)
         s = await receive(m, ANN, [wire.Hello(()), *msgs(5)])
         assert s.acked() == [] and s.refused() == wire.REFUSED_FULL
+        [ann] = m.quotas.status()
+        assert ann["refused"]["streams"] == 1 and "2 message streams" in ann["reason"]
         s = await receive(m, BOB, [wire.Hello(()), *msgs(1)])  # another friend: its own count
         assert s.acked() == [1]
         nursery.cancel_scope.cancel()
