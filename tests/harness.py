@@ -15,6 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, Final, TypeVar
 
+import trio
+
+from p2pchat import wire
 from p2pchat.api import ApiError, Client, DaemonNotRunning
 
 T = TypeVar("T")
@@ -342,3 +345,38 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+class FakeStream:
+    """Enough of a libp2p stream for the message protocol's receiving side: each element of
+    ``reads`` is what one read returns (one read = one batch); what we write is decoded."""
+
+    def __init__(self, *reads: list[wire.Frame]) -> None:
+        self._data = [b"".join(wire.encode(f) for f in frames) for frames in reads]
+        self.written: list[wire.Frame] = []
+        self._decoder = wire.FrameDecoder()
+
+    async def read(self, n: int = -1) -> bytes:
+        await trio.lowlevel.checkpoint()
+        return self._data.pop(0) if self._data else b""
+
+    async def write(self, data: bytes) -> None:
+        self.written.extend(self._decoder.feed(data))
+
+    async def close(self) -> None:
+        pass
+
+    async def reset(self) -> None:
+        pass
+
+    def acked(self) -> list[int]:
+        return [
+            int.from_bytes(i, "big")
+            for f in self.written
+            if isinstance(f, wire.Ack)
+            for i in f.msg_ids
+        ]
+
+    def refused(self) -> str | None:
+        codes = [f.code for f in self.written if isinstance(f, wire.Refused)]
+        return codes[-1] if codes else None

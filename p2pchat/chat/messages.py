@@ -245,7 +245,7 @@ class Messages:
                 return admission.refused
             if batch:
                 if not retry:
-                    log.debug("pacing %s: %s", short(peer), "over its message rate")
+                    log.debug("pacing %s: over its message rate", short(peer))
                 retry = True
                 await trio.sleep(admission.wait_s)
         return None

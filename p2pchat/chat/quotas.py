@@ -38,7 +38,7 @@ PACE_CHUNK: Final = 64
 
 
 @dataclass(frozen=True)
-class Admission:
+class MessageAdmission:
     """What :meth:`FriendQuotas.admit_messages` allows: store the first ``taken``; then
     either refuse the rest with ``refused``, or wait ``wait_s`` and ask again for it."""
 
@@ -97,7 +97,9 @@ class FriendQuotas:
         f.last_code, f.last_reason, f.last_refused = code, reason, self._clock()
         return wire.Refused(code, reason)
 
-    def admit_messages(self, peer: str, n: int, unread: int, *, retry: bool = False) -> Admission:
+    def admit_messages(
+        self, peer: str, n: int, unread: int, *, retry: bool = False
+    ) -> MessageAdmission:
         """Of ``n`` incoming messages from ``peer`` (who has ``unread`` messages stored and
         unread), how many may be stored now: the first ones, in order.
 
@@ -123,7 +125,7 @@ class FriendQuotas:
             taken = shared
         f.accepted_messages += taken
         if taken == n:
-            return Admission(n)
+            return MessageAdmission(n)
         if taken == room:
             refusal = self._refuse(
                 f,
@@ -132,7 +134,7 @@ class FriendQuotas:
                 wire.REFUSED_QUOTA,
                 f"{c.max_unread_messages} of your messages are unread; wait until they are read",
             )
-            return Admission(taken, refused=refusal)
+            return MessageAdmission(taken, refused=refusal)
         if not retry:
             f.paced += n - taken
         chunk = min(n - taken, PACE_CHUNK)
@@ -142,7 +144,7 @@ class FriendQuotas:
             wait, rate = f.shared.seconds_until(chunk, now), c.shared_messages_per_s
         f.last_code, f.last_refused = "paced", now
         f.last_reason = f"sending more than {rate:g} messages/s: read at that rate"
-        return Admission(taken, wait_s=wait)
+        return MessageAdmission(taken, wait_s=wait)
 
     def _note_sender(self, peer: str, now: float) -> bool:
         """Record that ``peer`` sent now; whether another friend sent within the window."""

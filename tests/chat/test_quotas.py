@@ -21,8 +21,8 @@ from p2pchat.chat.quotas import (
     CONTENTION_WINDOW_S,
     PACE_CHUNK,
     REPORT_WINDOW_S,
-    Admission,
     FriendQuotas,
+    MessageAdmission,
 )
 from p2pchat.chat.ratelimit import MAX_TRACKED_PEERS, TokenBucket
 from p2pchat.chat.roster import Roster
@@ -35,7 +35,7 @@ from p2pchat.files.store import Transfer, TransferStore
 from p2pchat.files.table import TransferTable
 from p2pchat.net.host import Network
 from p2pchat.storage.database import Database
-from tests.harness import FakeClock
+from tests.harness import FakeClock, FakeStream
 
 ANN = "12D3KooWAnnAnnAnnAnnAnnAnnAnnAnnAnnAnnAnnAnnAnnAnn1"
 BOB = "12D3KooWBobBobBobBobBobBobBobBobBobBobBobBobBobBob2"
@@ -70,16 +70,16 @@ def test_seconds_until_counts_refill_and_caps_at_capacity() -> None:
 def test_message_burst_then_rate_paces_instead_of_refusing() -> None:
     clock = FakeClock()
     q = quotas(clock, message_burst=10, messages_per_s=2)
-    assert q.admit_messages(ANN, 6, unread=0) == Admission(6)
+    assert q.admit_messages(ANN, 6, unread=0) == MessageAdmission(6)
     first = q.admit_messages(ANN, 6, unread=6)
     assert first.taken == 4 and first.refused is None
     assert first.wait_s == 1.0  # two more at 2/s
     again = q.admit_messages(ANN, 2, unread=10, retry=True)
     assert again.taken == 0 and again.wait_s == 1.0
     clock.advance(1.0)
-    assert q.admit_messages(ANN, 2, unread=10, retry=True) == Admission(2)
+    assert q.admit_messages(ANN, 2, unread=10, retry=True) == MessageAdmission(2)
     # Another friend has a bucket of its own.
-    assert q.admit_messages(BOB, 10, unread=0) == Admission(10)
+    assert q.admit_messages(BOB, 10, unread=0) == MessageAdmission(10)
     [ann] = q.status()
     assert ann["code"] == "paced" and ann["paced_messages"] == 2  # counted once
     assert ann["refused"]["messages"] == 0
@@ -94,22 +94,22 @@ def test_while_another_friend_sends_a_flooder_gets_the_shared_rate() -> None:
         shared_message_burst=10,
         shared_messages_per_s=5,
     )
-    assert q.admit_messages(ANN, 1000, unread=0) == Admission(1000)  # alone: full speed
-    assert q.admit_messages(BOB, 1, unread=0) == Admission(1)  # BOB is now sending too
+    assert q.admit_messages(ANN, 1000, unread=0) == MessageAdmission(1000)  # alone: full speed
+    assert q.admit_messages(BOB, 1, unread=0) == MessageAdmission(1)  # BOB is now sending too
     shared = q.admit_messages(ANN, 1000, unread=1000)
     assert shared.taken == 10 and shared.refused is None
     assert shared.wait_s == 10 / 5  # a chunk (at most the bucket) at the shared rate
-    assert q.admit_messages(BOB, 1, unread=1) == Admission(1)  # BOB is not held up
+    assert q.admit_messages(BOB, 1, unread=1) == MessageAdmission(1)  # BOB is not held up
     [ann] = [e for e in q.status() if e["peer_id"] == ANN]
     assert "5 messages/s" in ann["reason"]
     clock.advance(CONTENTION_WINDOW_S + 0.1)  # BOB quiet again: ANN has its own rate back
-    assert q.admit_messages(ANN, 1000, unread=1010, retry=True) == Admission(1000)
+    assert q.admit_messages(ANN, 1000, unread=1010, retry=True) == MessageAdmission(1000)
 
 
 def test_a_paced_wait_is_for_a_chunk_not_one_message() -> None:
     clock = FakeClock()
     q = quotas(clock, message_burst=100, messages_per_s=10)
-    assert q.admit_messages(ANN, 100, unread=0) == Admission(100)
+    assert q.admit_messages(ANN, 100, unread=0) == MessageAdmission(100)
     assert q.admit_messages(ANN, 500, unread=100).wait_s == PACE_CHUNK / 10
     assert q.admit_messages(ANN, 3, unread=100, retry=True).wait_s == 0.3
 
@@ -123,7 +123,7 @@ def test_unread_cap_refuses_with_quota_and_reading_frees_it() -> None:
     assert refused is not None and refused.code == wire.REFUSED_QUOTA
     assert "100" in refused.reason
     assert q.admit_messages(ANN, 1, unread=100).refused is not None
-    assert q.admit_messages(ANN, 30, unread=0) == Admission(30)  # the user read them
+    assert q.admit_messages(ANN, 30, unread=0) == MessageAdmission(30)  # the user read them
     assert q.admit_messages(BOB, 30, unread=99).taken == 1
 
 
@@ -192,40 +192,6 @@ def test_config_section_is_validated(tmp_path: Path) -> None:
 
 
 # --- where they apply, on a real database ----------------------------------------------------
-
-
-class FakeStream:
-    """Each element of ``reads`` is what one read returns (one read = one batch)."""
-
-    def __init__(self, *reads: list[wire.Frame]) -> None:
-        self._data = [b"".join(wire.encode(f) for f in frames) for frames in reads]
-        self.written: list[wire.Frame] = []
-        self._decoder = wire.FrameDecoder()
-
-    async def read(self, n: int = -1) -> bytes:
-        await trio.lowlevel.checkpoint()
-        return self._data.pop(0) if self._data else b""
-
-    async def write(self, data: bytes) -> None:
-        self.written.extend(self._decoder.feed(data))
-
-    async def close(self) -> None:
-        pass
-
-    async def reset(self) -> None:
-        pass
-
-    def acked(self) -> list[int]:
-        return [
-            int.from_bytes(i, "big")
-            for f in self.written
-            if isinstance(f, wire.Ack)
-            for i in f.msg_ids
-        ]
-
-    def refused(self) -> str | None:
-        codes = [f.code for f in self.written if isinstance(f, wire.Refused)]
-        return codes[-1] if codes else None
 
 
 def msgs(*ns: int) -> list[wire.Frame]:

@@ -29,6 +29,7 @@ from p2pchat.events import Event, EventBus
 from p2pchat.net.host import Network
 from p2pchat.storage.database import Database
 from p2pchat.storage.schema import open_database
+from tests.harness import FakeStream
 
 ANN = "12D3KooWAnnAnnAnnAnnAnnAnnAnnAnnAnnAnnAnnAnnAnnAnn1"
 BOB = "12D3KooWBobBobBobBobBobBobBobBobBobBobBobBobBobBob2"
@@ -374,28 +375,6 @@ def test_count_matches_a_model_for_any_sequence(ops: list[Op]) -> None:
 # --- the roster, the message protocol and messages.read -------------------------------------
 
 
-class FakeStream:
-    """Enough of a libp2p stream for the message protocol's receiving side."""
-
-    def __init__(self, *frames: wire.Frame) -> None:
-        self._data = [wire.encode(f) for f in frames]
-        self.written: list[wire.Frame] = []
-        self._decoder = wire.FrameDecoder()
-
-    async def read(self, n: int = -1) -> bytes:
-        await trio.lowlevel.checkpoint()
-        return self._data.pop(0) if self._data else b""
-
-    async def write(self, data: bytes) -> None:
-        self.written.extend(self._decoder.feed(data))
-
-    async def close(self) -> None:
-        pass
-
-    async def reset(self) -> None:
-        pass
-
-
 def chat_frames(*ns: int) -> list[wire.Frame]:
     return [wire.ChatMessage(mid(n), n, 1000 + n, f"message {n}") for n in ns]
 
@@ -418,7 +397,7 @@ async def befriend(roster: Roster, peer: str) -> None:
 
 
 async def receive(messages: Messages, peer: str, *ns: int) -> FakeStream:
-    stream = FakeStream(*chat_frames(*ns))
+    stream = FakeStream(*([f] for f in chat_frames(*ns)))
     await messages.serve(cast(INetStream, stream), peer)
     return stream
 
