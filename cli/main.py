@@ -152,6 +152,8 @@ def cmd_status(home: Path, args: argparse.Namespace) -> int:
         parts = [f"{n} {kind}" for kind, n in (q.get("refused") or {}).items() if n]
         if q.get("paced_messages"):
             parts.append(f"{q['paced_messages']} messages paced")
+        if q.get("cooldown_s"):
+            parts.append(f"disconnected for {fmt_duration(q['cooldown_s'])} more (cool-down)")
         counts = ", ".join(parts)
         out(
             f"refusing:         {q.get('peer_id', '?')}: {counts or q.get('code', '?')}"

@@ -58,6 +58,12 @@ class QuotaConfig:
     """Incoming file offers from one friend not yet ended."""
     max_ended_transfers: int = 1_000
     """Ended transfer records kept per friend; older ones are pruned (files stay on disk)."""
+    refusal_burst: int = 50
+    refusals_per_s: float = 1.0
+    """Refusals a friend may draw (after the burst, this many per second): an honest daemon
+    draws a few; past this the friend is disconnected for a cool-down."""
+    cooldown_s: float = 30.0
+    """The first cool-down; each one within an hour of the last doubles, up to 10 minutes."""
 
     @classmethod
     def from_json(cls, raw: Any) -> QuotaConfig:

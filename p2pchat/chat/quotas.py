@@ -7,10 +7,17 @@ callers do the I/O: nothing refused is stored or acked, so the friend's daemon k
 retries later (no data is lost). Refusals are counted per friend for ``status``
 (:meth:`FriendQuotas.status`), which lists the friends refused within the last
 ``REPORT_WINDOW_S`` seconds.
+
+Refusing is itself work (a stream negotiated, a frame written, the data the friend pushed
+into it meanwhile decrypted and dropped), so a friend that keeps drawing refusals, past a
+budget no honest daemon comes near, is *cooled down*: the callback given to
+:class:`FriendQuotas` disconnects it and keeps it away for ``cooldown_s`` (doubling for a
+repeat offender). Its daemon keeps what it had queued and resends it afterwards.
 """
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +43,13 @@ CONTENTION_WINDOW_S: Final = 2.0
 PACE_CHUNK: Final = 64
 """A paced friend is read again once this many messages fit (not one at a time)."""
 
+MAX_COOLDOWN_S: Final = 600.0
+STRIKE_MEMORY_S: Final = 3600.0
+"""A cool-down starting within this many seconds of the last one's end lasts twice as long."""
+
+CoolDownCallback = Callable[[str, float], None]
+"""Called with the friend and the seconds to keep it away when its cool-down starts."""
+
 
 @dataclass(frozen=True)
 class MessageAdmission:
@@ -54,6 +68,8 @@ class _Friend:
     """The rate while another friend is sending too (spent only then)."""
     hellos: TokenBucket
     requests: TokenBucket
+    refusals: TokenBucket
+    """The refusals it may still draw before a cool-down (``refusal_burst``, refilling)."""
     refused: dict[str, int] = field(default_factory=dict)
     accepted_messages: int = 0
     paced: int = 0
@@ -61,6 +77,10 @@ class _Friend:
     last_code: str = ""
     last_reason: str = ""
     last_refused: float | None = None
+    cooldown_until: float = -math.inf
+    cooldowns: int = 0
+    strikes: int = 0
+    """Cool-downs in a row, each within ``STRIKE_MEMORY_S`` of the last one's end."""
 
 
 class FriendQuotas:
@@ -68,9 +88,17 @@ class FriendQuotas:
     ``MAX_TRACKED_PEERS`` friends (least recently active forgotten, which only refills
     their buckets)."""
 
-    def __init__(self, clock: Callable[[], float], config: QuotaConfig | None = None) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float],
+        config: QuotaConfig | None = None,
+        *,
+        on_cooldown: CoolDownCallback | None = None,
+    ) -> None:
         self._clock = clock
         self.config = config or QuotaConfig()
+        self.on_cooldown: CoolDownCallback = on_cooldown or (lambda peer, seconds: None)
+        """Set by the owner: disconnect ``peer`` and keep it away for ``seconds``."""
         self._friends: OrderedDict[str, _Friend] = OrderedDict()
         self._senders: dict[str, float] = {}
         """Friends that sent messages within ``CONTENTION_WINDOW_S``: when to share."""
@@ -86,16 +114,42 @@ class FriendQuotas:
                 ),
                 hellos=TokenBucket(c.hello_burst, c.hellos_per_s, c.hello_burst, now),
                 requests=TokenBucket(c.request_burst, c.requests_per_s, c.request_burst, now),
+                refusals=TokenBucket(c.refusal_burst, c.refusals_per_s, c.refusal_burst, now),
             )
         self._friends[peer] = f
         while len(self._friends) > MAX_TRACKED_PEERS:
             self._friends.popitem(last=False)
         return f
 
-    def _refuse(self, f: _Friend, kind: str, n: int, code: str, reason: str) -> wire.Refused:
+    def _refuse(
+        self, peer: str, f: _Friend, kind: str, n: int, code: str, reason: str
+    ) -> wire.Refused:
+        now = self._clock()
         f.refused[kind] = f.refused.get(kind, 0) + n
-        f.last_code, f.last_reason, f.last_refused = code, reason, self._clock()
+        if now >= f.cooldown_until and not f.refusals.take(now):
+            seconds = self._start_cooldown(f, now)
+            reason = f"{reason}; refused too often: disconnected for {seconds:g} s"
+            self.on_cooldown(peer, seconds)
+        f.last_code, f.last_reason, f.last_refused = code, reason, now
         return wire.Refused(code, reason)
+
+    def _start_cooldown(self, f: _Friend, now: float) -> float:
+        if now - f.cooldown_until > STRIKE_MEMORY_S:
+            f.strikes = 0
+        seconds = min(MAX_COOLDOWN_S, self.config.cooldown_s * 2.0**f.strikes)
+        f.strikes += 1
+        f.cooldowns += 1
+        f.cooldown_until = now + seconds
+        f.refusals.tokens = f.refusals.capacity / 2  # back with half the budget, refilling
+        f.refusals.updated = f.cooldown_until  # from the end
+        return seconds
+
+    def cooling_down(self, peer: str) -> float:
+        """Seconds left of ``peer``'s cool-down; 0 when it may connect."""
+        f = self._friends.get(peer)
+        if f is None:
+            return 0.0
+        return max(0.0, f.cooldown_until - self._clock())
 
     def admit_messages(
         self, peer: str, n: int, unread: int, *, retry: bool = False
@@ -128,6 +182,7 @@ class FriendQuotas:
             return MessageAdmission(n)
         if taken == room:
             refusal = self._refuse(
+                peer,
                 f,
                 "messages",
                 n - taken,
@@ -163,6 +218,7 @@ class FriendQuotas:
             return None
         f = self._get(peer, self._clock())
         return self._refuse(
+            peer,
             f,
             "streams",
             1,
@@ -176,7 +232,7 @@ class FriendQuotas:
         if f.hellos.take(self._clock()):
             return None
         return self._refuse(
-            f, "hellos", 1, wire.REFUSED_RATE_LIMITED, "too many hellos; retry later"
+            peer, f, "hellos", 1, wire.REFUSED_RATE_LIMITED, "too many hellos; retry later"
         )
 
     def admit_request(self, peer: str) -> wire.Refused | None:
@@ -185,7 +241,7 @@ class FriendQuotas:
         if f.requests.take(self._clock()):
             return None
         return self._refuse(
-            f, "requests", 1, wire.REFUSED_RATE_LIMITED, "too many requests; try later"
+            peer, f, "requests", 1, wire.REFUSED_RATE_LIMITED, "too many requests; try later"
         )
 
     def admit_offer(self, peer: str, open_offers: int) -> wire.Refused | None:
@@ -195,6 +251,7 @@ class FriendQuotas:
             return None
         f = self._get(peer, self._clock())
         return self._refuse(
+            peer,
             f,
             "offers",
             1,
@@ -209,7 +266,8 @@ class FriendQuotas:
         shown = [
             (peer, f)
             for peer, f in self._friends.items()
-            if f.last_refused is not None and now - f.last_refused <= REPORT_WINDOW_S
+            if (f.last_refused is not None and now - f.last_refused <= REPORT_WINDOW_S)
+            or now < f.cooldown_until
         ]
         shown.sort(key=lambda item: -(item[1].last_refused or 0.0))
         return [
@@ -221,6 +279,8 @@ class FriendQuotas:
                 "refused": {kind: f.refused.get(kind, 0) for kind in KINDS},
                 "accepted_messages": f.accepted_messages,
                 "paced_messages": f.paced,
+                "cooldown_s": round(max(0.0, f.cooldown_until - now), 1),
+                "cooldowns": f.cooldowns,
             }
             for peer, f in shown
         ]

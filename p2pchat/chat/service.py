@@ -7,9 +7,10 @@ contacts' links. Files and calls build on :attr:`Chat.roster`, :attr:`Chat.reach
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
 
 import trio
 
@@ -23,8 +24,14 @@ from p2pchat.chat.roster import Roster
 from p2pchat.chat.store import ChatStore
 from p2pchat.config import QuotaConfig
 from p2pchat.events import EventBus
+from p2pchat.identity import short
 from p2pchat.net.host import Network
 from p2pchat.net.streams import InboundStreams
+
+log = logging.getLogger(__name__)
+
+DISCONNECT_GRACE_S: Final = 0.5
+"""From a friend's cool-down starting to its connections being closed."""
 
 
 class Chat:
@@ -43,8 +50,10 @@ class Chat:
         self.net = network
         self.roster = Roster(store, events)
         self.reach = Reach(network, self.roster)
-        self.quotas = FriendQuotas(clock, quotas)
+        self.quotas = FriendQuotas(clock, quotas, on_cooldown=self._cool_down)
         """What each friend may make this daemon do (files' offers are checked here too)."""
+        self._to_disconnect: set[str] = set()
+        self._disconnect_wanted = trio.Event()
         self.friends = Friends(
             network=network, roster=self.roster, name=name, clock=clock, quotas=self.quotas
         )
@@ -77,5 +86,31 @@ class Chat:
             self.reach.forget(peer)  # a contact added again starts with a fresh backoff
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
-        """Keep every contact that needs the network linked, until cancelled."""
-        await self.links.run(task_status=task_status)
+        """Keep every contact that needs the network linked, and friends that are cooling
+        down disconnected, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._disconnect_cooled)
+            await nursery.start(self.links.run)
+            task_status.started()
+
+    def _cool_down(self, peer: str, seconds: float) -> None:
+        """A friend drew too many refusals (:mod:`.quotas`): keep it away for ``seconds``."""
+        log.warning(
+            "friend %s was refused too often: disconnected and kept away for %g s "
+            "(its daemon keeps what it queued and resends it then; see status.quotas)",
+            short(peer),
+            seconds,
+        )
+        self.net.keep_away(peer, seconds)
+        self._to_disconnect.add(peer)
+        self._disconnect_wanted.set()
+
+    async def _disconnect_cooled(self) -> None:
+        while True:
+            await self._disconnect_wanted.wait()
+            self._disconnect_wanted = trio.Event()
+            # A moment for the refusal that says why to reach the friend (new connections
+            # are refused already).
+            await trio.sleep(DISCONNECT_GRACE_S)
+            while self._to_disconnect:
+                await self.net.disconnect(self._to_disconnect.pop())

@@ -44,7 +44,7 @@ from p2pchat.files.disk import (
     os_reason,
     prepare_incoming_dir,
 )
-from p2pchat.files.notices import NOTICE_TIMEOUT, Notices
+from p2pchat.files.notices import NOTICE_TIMEOUT, Notices, RefusedForNow
 from p2pchat.files.progress import ProgressReports
 from p2pchat.files.receiving import Receiver
 from p2pchat.files.sending import Sender
@@ -391,10 +391,16 @@ class FileLink(Link):
         if not await self.reach.reach(self.peer):
             return False
         delivered = 0
+        refused_kinds: set[str] = set()
         for t in self.notices.owed(self.peer):
+            if t.notice in refused_kinds:
+                continue  # the friend is full for these now: after the backoff
             try:
                 await self.notices.deliver(t)
                 delivered += 1
+            except RefusedForNow as exc:
+                log.info("file notices to %s wait: %s", short(self.peer), exc)
+                refused_kinds.add(t.notice or "")
             except Exception as exc:  # one undeliverable notice must not hold up the others
                 log_stream_failure(exc, "file notice to %s", self.peer, level=logging.INFO)
         for t in self.receiver.to_receive(self.peer):

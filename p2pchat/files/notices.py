@@ -26,6 +26,12 @@ from p2pchat.net.streams import read_one_frame, reset
 
 log = logging.getLogger(__name__)
 
+
+class RefusedForNow(trio.TooSlowError):
+    """The friend's daemon is full (too many open offers) or rate-limits us: the notice stays
+    owed, and the others of its kind wait too (each would only be refused again)."""
+
+
 NOTICE_TIMEOUT: Final = 10.0
 
 
@@ -139,7 +145,7 @@ class Notices:
         async with self.table.locked(t.tid):
             if isinstance(reply, wire.Refused):
                 if reply.code in (wire.REFUSED_FULL, wire.REFUSED_RATE_LIMITED):
-                    raise trio.TooSlowError(f"{notice} refused for now: {reply.reason}")
+                    raise RefusedForNow(f"{notice} refused for now: {reply.reason}")
                 log.info("%s for %s refused: %s", notice, t.id_hex[:12], reply.reason)
             await self.table.clear_notice(t.tid, notice)
             if notice != OFFER_NOTICE:

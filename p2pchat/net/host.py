@@ -125,15 +125,21 @@ def peer_protocols(host: IHost, peer_id: ID) -> list[str]:
 
 
 class ConnectionEvents(INotifee):
-    """Forwards libp2p connection open/close to a callback with the peer's ID string."""
+    """Forwards libp2p connection open/close to a callback with the peer's ID string.
+
+    A connection from a peer that ``kept_away`` names is closed as it opens, unseen by the
+    callbacks (they hear neither its opening nor its closing)."""
 
     def __init__(
         self,
         on_change: Callable[[str, bool], None],
         on_conn: Callable[[str, str, bool], None] = lambda peer, remote, up: None,
+        kept_away: Callable[[str], bool] = lambda peer: False,
     ) -> None:
         self._on_change = on_change
         self._on_conn = on_conn
+        self._kept_away = kept_away
+        self._closed_at_open: set[int] = set()
 
     async def opened_stream(self, network: INetwork, stream: INetStream) -> None:
         return None
@@ -143,10 +149,21 @@ class ConnectionEvents(INotifee):
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
         peer = str(conn.muxed_conn.peer_id)
+        if self._kept_away(peer):
+            self._closed_at_open.add(id(conn))
+            try:
+                with trio.move_on_after(2):
+                    await conn.close()
+            except Exception:
+                pass
+            return
         self._on_conn(peer, _remote_for_policy(conn), True)
         self._on_change(peer, True)
 
     async def disconnected(self, network: INetwork, conn: INetConn) -> None:
+        if id(conn) in self._closed_at_open:
+            self._closed_at_open.discard(id(conn))
+            return
         peer = str(conn.muxed_conn.peer_id)
         self._on_conn(peer, _remote_for_policy(conn), False)
         self._on_change(peer, False)
@@ -174,7 +191,12 @@ class Network:
         """How each peer was reached, which announced addresses may be dialed, and the
         per-address dial backoff (:mod:`p2pchat.net.addrpolicy`)."""
         self._local_ips_at = -LOCAL_IPS_TTL
-        swarm.register_notifee(ConnectionEvents(self._connection_changed, self._conn_noted))
+        self._kept_away: dict[str, float] = {}
+        """Peers refused until a time (``trio.current_time()``): :meth:`keep_away`."""
+        self._kept_away_closed: dict[str, int] = {}
+        swarm.register_notifee(
+            ConnectionEvents(self._connection_changed, self._conn_noted, self._is_kept_away)
+        )
         self.circuit_dialer: CircuitDialer | None = None
         """Set by :class:`p2pchat.net.relay.Relays`: how to dial a ``/p2p-circuit`` address."""
         # Workaround (module docstring): every dial by peer ID goes through our dialer.
@@ -245,6 +267,36 @@ class Network:
                 continue
         return ports
 
+    # --- peers kept away --------------------------------------------------------------------
+
+    def keep_away(self, peer: str, seconds: float) -> None:
+        """Have no connection with ``peer`` for ``seconds`` (a friend's cool-down,
+        :mod:`p2pchat.chat.quotas`): its new connections are closed as soon as they open and
+        we dial it no more; :meth:`disconnect` closes the open ones."""
+        now = trio.current_time()
+        for other, until in list(self._kept_away.items()):
+            if until <= now:
+                del self._kept_away[other]
+                self._kept_away_closed.pop(other, None)
+        self._kept_away[peer] = max(self._kept_away.get(peer, now), now + seconds)
+
+    def kept_away(self, peer: str) -> float:
+        """Seconds ``peer`` is still kept away (0: it is not)."""
+        return max(0.0, self._kept_away.get(peer, 0.0) - trio.current_time())
+
+    def _is_kept_away(self, peer: str) -> bool:
+        if self.kept_away(peer) <= 0:
+            return False
+        closed = self._kept_away_closed[peer] = self._kept_away_closed.get(peer, 0) + 1
+        if closed == 1 or closed % 100 == 0:  # a log line, not one per attempt
+            log.info(
+                "closed a connection from %s: kept away for %.0f more s (%d so far)",
+                peer,
+                self.kept_away(peer),
+                closed,
+            )
+        return True
+
     # --- connections ---------------------------------------------------------------------
 
     def is_connected(self, peer: str) -> bool:
@@ -310,6 +362,8 @@ class Network:
         """One dial per peer at a time: a caller that finds a dial to the same peer under way
         waits for it and shares its connection instead of opening a second one."""
         key = str(peer_id)
+        if self.kept_away(key) > 0:
+            raise DialFailed(f"{key} is kept away for {self.kept_away(key):.0f} more s")
         while (ongoing := self._dialing.get(key)) is not None:
             await ongoing.wait()
             existing = self._open_connections(peer_id)
@@ -427,7 +481,7 @@ class Network:
             return await self.host.new_stream(ID.from_base58(peer), [TProtocol(protocol)])
 
 
-class DialFailed(Exception):
+class DialFailed(ConnectionError):
     """No address of a peer led to a connection; the message lists what each attempt hit."""
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 from types import SimpleNamespace
-from typing import cast
+from typing import Any, cast
 
 import pytest
 import trio
@@ -384,3 +384,106 @@ async def test_open_offers_capped_and_ended_records_pruned(db: Database) -> None
     assert kept == {1, 2, 5, 10}
     assert kept == {int.from_bytes(t.tid, "big") for t in table.of_peer(ANN)}
     assert {int.from_bytes(t.tid, "big") for t in table.of_peer(BOB)} == {4}
+
+
+# --- cool-downs --------------------------------------------------------------------------
+
+
+def cooled(clock: FakeClock, **limits: float) -> tuple[FriendQuotas, list[tuple[str, float]]]:
+    started: list[tuple[str, float]] = []
+    q = FriendQuotas(
+        clock,
+        QuotaConfig.from_json(limits),
+        on_cooldown=lambda peer, seconds: started.append((peer, seconds)),
+    )
+    return q, started
+
+
+def test_a_friend_that_keeps_drawing_refusals_is_cooled_down() -> None:
+    clock = FakeClock()
+    q, started = cooled(clock, refusal_burst=5, refusals_per_s=1, cooldown_s=30)
+    for _ in range(5):
+        refused = q.admit_stream(ANN, 2)
+        assert refused is not None and "disconnected" not in refused.reason
+    assert started == [] and q.cooling_down(ANN) == 0
+    refused = q.admit_stream(ANN, 2)  # the sixth, with the budget spent
+    assert refused is not None and refused.code == wire.REFUSED_FULL
+    assert "refused too often: disconnected for 30 s" in refused.reason
+    assert started == [(ANN, 30.0)]
+    assert q.cooling_down(ANN) == 30.0 and q.cooling_down(BOB) == 0
+    # Refusals still drawn while it is being disconnected start no second cool-down.
+    for _ in range(20):
+        assert q.admit_offer(ANN, 20) is not None
+    assert started == [(ANN, 30.0)]
+    [ann] = q.status()
+    assert ann["cooldown_s"] == 30.0 and ann["cooldowns"] == 1
+    assert ann["refused"]["streams"] == 6 and ann["refused"]["offers"] == 20
+    # Reported for as long as it lasts, beyond the report window of its last refusal.
+    clock.advance(29.0)
+    assert q.cooling_down(ANN) == 1.0
+    assert [entry["cooldown_s"] for entry in q.status()] == [1.0]
+    clock.advance(1.0)
+    assert q.cooling_down(ANN) == 0
+
+
+def test_refusals_at_the_refill_rate_never_cool_a_friend_down() -> None:
+    """An honest daemon retrying after a backoff draws a refusal now and then."""
+    clock = FakeClock()
+    q, started = cooled(clock, refusal_burst=5, refusals_per_s=1)
+    for _ in range(1000):
+        assert q.admit_offer(ANN, 20) is not None
+        clock.advance(1.0)
+    assert started == []
+    # Being paced is not a refusal: any number of paced messages cool nothing down.
+    for _ in range(100):
+        q.admit_messages(BOB, 100_000, unread=0)
+    assert started == []
+
+
+def test_a_repeat_offender_waits_twice_as_long_each_time_up_to_ten_minutes() -> None:
+    clock = FakeClock()
+    q, started = cooled(clock, refusal_burst=4, refusals_per_s=1, cooldown_s=30)
+    for _ in range(7):
+        while q.cooling_down(ANN) == 0:
+            q.admit_stream(ANN, 2)
+        clock.advance(q.cooling_down(ANN))
+    assert [seconds for _, seconds in started] == [30, 60, 120, 240, 480, 600, 600]
+    # Back after the last one, it has half its budget (refilling from the end of it)...
+    assert [q.admit_stream(ANN, 2) is not None for _ in range(2)] == [True, True]
+    assert len(started) == 7
+    # ...and an hour of good behaviour forgives the record.
+    clock.advance(3601.0)
+    while q.cooling_down(ANN) == 0:
+        q.admit_stream(ANN, 2)
+    assert started[-1] == (ANN, 30.0)
+
+
+async def test_a_sender_refused_full_waits_with_its_other_offers() -> None:
+    """An honest daemon sending many files draws one refusal per try while the friend is
+    full, not one per file (which would cool it down); other notices still go."""
+    from p2pchat.files.manager import FileLink
+    from p2pchat.files.notices import RefusedForNow
+    from p2pchat.files.store import OFFER_NOTICE
+
+    owed = [SimpleNamespace(notice=OFFER_NOTICE, n=i) for i in range(30)]
+    owed.insert(25, SimpleNamespace(notice="canceled", n=99))
+    tried: list[int] = []
+
+    async def deliver(t: SimpleNamespace) -> None:
+        tried.append(t.n)
+        if t.notice == OFFER_NOTICE and t.n >= 20:
+            raise RefusedForNow("offer refused for now: 20 of your file offers are open")
+
+    async def reach(peer: str) -> bool:
+        return True
+
+    link = FileLink(
+        ANN,
+        roster=cast(Roster, SimpleNamespace(is_friend=lambda peer: True)),
+        reach=cast(Any, SimpleNamespace(reach=reach)),
+        notices=cast(Notices, SimpleNamespace(owed=lambda peer: owed, deliver=deliver)),
+        receiver=cast(Any, SimpleNamespace(to_receive=lambda peer: [], start=None)),
+    )
+    with trio.fail_after(5):
+        assert await link.step()  # 20 offers and the end notice delivered
+    assert tried == [*range(21), 99]
