@@ -1,27 +1,35 @@
 """Flood benchmark (issue 15, per-friend quotas): two real p2pchatd processes, alice and bob,
-honest friends; mallory, a scripted libp2p peer befriended by alice, floods alice with
-messages as fast as it can on four streams at once (each reopened at once, no backoff, when
-it ends) plus a file offer every 50 ms.
+honest friends; mallory, a scripted libp2p peer befriended by alice, floods alice.
+
+Two floods, one after the other:
+- *greedy*: mallory sends messages as fast as it can on the two message streams a friend
+  may have (never refused: alice paces it to the per-friend rate);
+- *abusive*: mallory adds two more streams (refused ``full``, each reopened at once, no
+  backoff) and a file offer every 50 ms (refused past 20 open), until alice cools it down:
+  disconnects it and closes each of its reconnections (mallory keeps retrying, its dial
+  backoff cleared before every attempt).
 
 Prints bob -> alice send -> delivered latency (p50/p95; API call on bob to bob's
 ``message.delivered`` event, i.e. stored on alice's disk and acked) with no flood (baseline,
-same run), under the flood while mallory's message burst lasts, and under the flood once
-alice paces mallory to the per-friend rate; the ratios to the baseline; how many of
-mallory's messages alice acked; what alice's ``status`` reports; alice's CPU and RSS.
+same run), beside a process that only burns one core (mallory shares this machine, and its
+flood keeps about a core busy), and in each phase: mallory's burst, mallory paced, the abuse
+until the cool-down, the cool-down; the ratios to the baseline; alice's and mallory's CPU;
+what alice's ``status`` reports.
 
-Usage: python bench/bench_flood.py [--messages 200] [--settle 1]
+Usage: python bench/bench_flood.py [--messages 200] [--settle 1] [--shared-rate N]
+       [--profile alice.svg|alice.txt] [--keep]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -39,38 +47,84 @@ from p2pchat import wire  # noqa: E402
 from tests.harness import Daemon, befriend, start_all  # noqa: E402
 from tests.peers import FakeFriend, running  # noqa: E402
 
-STREAMS = 4
-"""Message streams mallory keeps flooding at once (one shared per-friend rate at alice)."""
+GREEDY_STREAMS = 2
+"""Message streams a friend may have open at once (``chat.quotas.MAX_MESSAGE_STREAMS``)."""
+ABUSIVE_STREAMS = 2
+"""The streams mallory adds past those (each refused ``full``, and reopened at once)."""
 
 
 def cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    """CPU seconds ``pid`` used (0 once it is gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return 0.0
+    fields = stat.rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+COUNTERS = ("sent", "acked", "streams", "refused_streams", "failed_opens", "offers")
+COUNTERS += ("offers_refused",)
+
+
 class Mallory:
-    """The flooding friend, run by trio in a thread of its own."""
+    """The flooding friend, in a process of its own (so its flood shares no interpreter
+    lock with the measurements): controlled by events, reporting through counters."""
 
     def __init__(self, alice: Daemon) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.ready, self.flooding, self.abusing, self.stop = (ctx.Event() for _ in range(4))
+        self.counters = {name: ctx.Value("q", 0, lock=False) for name in COUNTERS}
+        self.process = ctx.Process(
+            target=run_mallory, args=(self, str(alice.home), alice.peer_id), daemon=True
+        )
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "process"}
+
+    def __getattr__(self, name: str) -> int:
+        counters = self.__dict__.get("counters", {})
+        if name in counters:
+            return int(counters[name].value)
+        raise AttributeError(name)
+
+    def count(self, name: str, n: int = 1) -> None:
+        self.counters[name].value += n
+
+
+def run_mallory(control: Mallory, alice_home: str, alice_peer_id: str) -> None:
+    alice = Daemon(Path(alice_home), "alice")
+    alice.peer_id = alice_peer_id
+    trio.run(Flood(control, alice).main)
+
+
+class Flood:
+    """Mallory's side, run by trio in its process."""
+
+    def __init__(self, control: Mallory, alice: Daemon) -> None:
+        self.c = control
         self.alice = alice
         self.friend = FakeFriend()
-        self.ready = threading.Event()
-        self.flooding = threading.Event()
-        self.stop = threading.Event()
-        self.sent = self.acked = self.streams = self.refused_streams = 0
-        self.offers = self.offers_refused = 0
-        self.refusals: dict[str, int] = {}
-        self.thread = threading.Thread(target=lambda: trio.run(self._main), daemon=True)
+        self.ready, self.flooding, self.abusing, self.stop = (
+            control.ready,
+            control.flooding,
+            control.abusing,
+            control.stop,
+        )
 
-    async def _main(self) -> None:
+    async def main(self) -> None:
         async with running(self.friend.host):
             await self.friend.befriend(self.alice)
             self.ready.set()
             while not self.flooding.is_set():
                 await trio.sleep(0.05)
             async with trio.open_nursery() as nursery:
+                for _ in range(GREEDY_STREAMS):
+                    nursery.start_soon(self._streams)
+                while not self.abusing.is_set() and not self.stop.is_set():
+                    await trio.sleep(0.05)
                 nursery.start_soon(self._offers)
-                for _ in range(STREAMS):
+                for _ in range(ABUSIVE_STREAMS):
                     nursery.start_soon(self._streams)
                 while not self.stop.is_set():
                     await trio.sleep(0.05)
@@ -90,18 +144,21 @@ class Mallory:
                 reply = await self.friend.offer(self.alice, offer)
             except Exception:
                 continue
-            self.offers += 1
+            self.c.count("offers", 1)
             if any(isinstance(f, wire.Refused) for f in reply):
-                self.offers_refused += 1
+                self.c.count("offers_refused", 1)
 
     async def _one_stream(self) -> None:
         peer = ID.from_base58(self.alice.peer_id)
+        # No backoff: a hostile daemon redials as fast as it can.
+        self.friend.host.get_network()._negative_peer_cache.clear()  # type: ignore[attr-defined]
         try:
             stream = await self.friend.host.new_stream(peer, [TProtocol(wire.MSG_PROTOCOL)])
         except Exception:
+            self.c.count("failed_opens", 1)
             await trio.sleep(0.01)
             return
-        self.streams += 1
+        self.c.count("streams", 1)
         done = trio.Event()
 
         async def read_replies() -> None:
@@ -113,10 +170,9 @@ class Mallory:
                         return
                     for frame in decoder.feed(data):
                         if isinstance(frame, wire.Ack):
-                            self.acked += len(frame.msg_ids)
+                            self.c.count("acked", len(frame.msg_ids))
                         elif isinstance(frame, wire.Refused):
-                            self.refused_streams += 1
-                            self.refusals[frame.code] = self.refusals.get(frame.code, 0) + 1
+                            self.c.count("refused_streams", 1)
                             return
             except Exception:
                 return
@@ -138,7 +194,7 @@ class Mallory:
                             )
                         )
                     await stream.write(b"".join(batch))
-                    self.sent += len(batch)
+                    self.c.count("sent", len(batch))
                     await trio.sleep(0)
             except Exception:
                 pass
@@ -148,6 +204,60 @@ class Mallory:
         with contextlib.suppress(Exception):
             await stream.reset()
         await trio.sleep(0.05)  # a fresh stream (a hello) every 50 ms at most
+
+
+class Meter:
+    """Alice's and mallory's CPU (from /proc), each in % of one core, between laps."""
+
+    def __init__(self, alice_pid: int, mallory_pid: int) -> None:
+        self.pids = (alice_pid, mallory_pid)
+
+    def start(self) -> None:
+        self.t0 = self.t = time.perf_counter()
+        self.cpu = [cpu_s(pid) for pid in self.pids]
+
+    def lap(self) -> tuple[float, float]:
+        t, cpu = time.perf_counter(), [cpu_s(pid) for pid in self.pids]
+        a, m = ((now - then) / (t - self.t) * 100 for now, then in zip(cpu, self.cpu, strict=True))
+        self.t, self.cpu = t, cpu
+        return a, m
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+class Profiler:
+    """py-spy on alice around one measurement, when asked for (``--profile``)."""
+
+    def __init__(self, out: str | None, pid: int) -> None:
+        self.out, self.pid = out, pid
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        if self.out:
+            fmt = "raw" if self.out.endswith(".txt") else "flamegraph"
+            self.proc = subprocess.Popen(
+                ["py-spy", "record", "--pid", str(self.pid), "-o", self.out, "--format", fmt],
+                stdout=subprocess.DEVNULL,
+            )
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(2)
+            self.proc.wait(30)
+
+
+def wait_until(condition: Any, failure: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise SystemExit(failure)
+        time.sleep(0.2)
+
+
+def cooldown(status: dict[str, Any]) -> float:
+    refusing = status.get("quotas", {}).get("refusing", [])
+    return max((entry.get("cooldown_s", 0.0) for entry in refusing), default=0.0)
 
 
 def paced(status: dict[str, Any]) -> bool:
@@ -173,19 +283,34 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--settle", type=float, default=1.0, help="flood seconds before measuring")
+    parser.add_argument(
+        "--profile", metavar="SVG", help="record alice with py-spy while mallory is paced"
+    )
+    parser.add_argument(
+        "--shared-rate", type=float, help="alice's quotas.shared_messages_per_s (default: its own)"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the daemons' directories")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bench-flood-"))
     alice, bob = Daemon(workdir / "alice", "alice"), Daemon(workdir / "bob", "bob")
     try:
+        if args.shared_rate is not None:
+            alice.configure(quotas={"shared_messages_per_s": args.shared_rate})
         start_all([alice, bob])
         befriend(bob, alice)
         mallory = Mallory(alice)
-        mallory.thread.start()
+        mallory.process.start()
         if not mallory.ready.wait(60):
             raise SystemExit("mallory could not befriend alice")
         events = EventQueue(bob)
         latencies(bob, events, 20, "warm-up")
+        assert alice.proc is not None
+        pid = alice.proc.pid
+        assert mallory.process.pid is not None
+        meter = Meter(pid, mallory.process.pid)
+        meter.start()
         base = latencies(bob, events, args.messages, "baseline")
+        base_cpu = meter.lap()
         # Mallory runs on this machine, and its flood keeps about one core busy: the same
         # measurement beside a process that only burns one core bounds what is the machine's
         # CPU rather than alice's handling of the flood.
@@ -195,77 +320,117 @@ def main() -> None:
         finally:
             burner.kill()
             burner.wait()
-        assert alice.proc is not None
-        cpu0, t0 = cpu_s(alice.proc.pid), time.perf_counter()
-        own0 = time.process_time()  # this process: mallory's flood thread (and the API calls)
+        spy = Profiler(args.profile, pid)
+
+        # --- greedy: two streams, never refused, paced --------------------------------------
+        meter.start()
         mallory.flooding.set()
         time.sleep(args.settle)
-        flood = latencies(bob, events, args.messages, "flood")
-        burst_spent = time.perf_counter() - t0
-        deadline = time.monotonic() + 120
-        while not paced(alice.call("status")):  # mallory's burst used up: now read at the rate
-            if time.monotonic() > deadline:
-                raise SystemExit("mallory was never paced")
-            time.sleep(0.2)
-        paced_at = time.perf_counter() - t0
+        burst = latencies(bob, events, args.messages, "burst")
+        burst_cpu = meter.lap()
+        wait_until(lambda: paced(alice.call("status")), "mallory was never paced")
+        paced_at = meter.elapsed()
         # Mallory's streams first fill the receive windows alice grew while reading its
         # burst (up to 16 MiB each); the steady state is measured after that has settled.
         time.sleep(args.settle)
-        cpu1, own1, t1 = cpu_s(alice.proc.pid), time.process_time(), time.perf_counter()
-        sustained = latencies(bob, events, args.messages * 2, "sustained")
-        steady_cpu = (cpu_s(alice.proc.pid) - cpu1) / (time.perf_counter() - t1)
-        steady_own = (time.process_time() - own1) / (time.perf_counter() - t1)
+        meter.lap()
+        spy.start()
+        steady = latencies(bob, events, args.messages * 2, "paced")
+        spy.stop()
+        steady_cpu = meter.lap()
+        acked_greedy, greedy_s = mallory.acked, meter.elapsed()
+
+        # --- abusive: refused streams and offers, until the cool-down ------------------------
+        abuse0 = time.perf_counter()
+        mallory.abusing.set()
+        abuse: list[float] = []
+        while cooldown(alice.call("status")) <= 0:
+            abuse += latencies(bob, events, 20, "abuse")
+            if time.perf_counter() - abuse0 > 120:
+                raise SystemExit("mallory was never cooled down")
+        cooled_after = time.perf_counter() - abuse0
+        abuse_cpu = meter.lap()
+        refused_before = mallory.refused_streams, mallory.offers_refused
+        time.sleep(args.settle)
+        meter.lap()
+        opens0 = mallory.failed_opens
+        cooling = latencies(bob, events, args.messages * 2, "cooling")
+        cooling_cpu = meter.lap()
         status = alice.call("status")
-        cpu = (cpu_s(alice.proc.pid) - cpu0) / (time.perf_counter() - t0)
-        own = (time.process_time() - own0) / (time.perf_counter() - t0)
-        rss = rss_mb(alice.proc.pid)
-        elapsed = time.perf_counter() - t0
+        opens = mallory.failed_opens - opens0
+        left = cooldown(status)
+        rss = rss_mb(pid)
+        elapsed = meter.elapsed()
         mallory.stop.set()
-        mallory.thread.join(10)
+        mallory.process.join(10)
+        # The same once mallory is gone: what the flood left behind (a bigger database)
+        # rather than what it does.
+        time.sleep(args.settle)
+        meter.lap()
+        after = latencies(bob, events, args.messages, "after")
+        after_cpu = meter.lap()
         events.close()
         stored = alice.call("friends.list")
         unread = {c["display_name"]: c["unread"] for c in stored["contacts"]}
-        b50, b95 = pct(base, 50) * 1000, pct(base, 95) * 1000
-        f50, f95 = pct(flood, 50) * 1000, pct(flood, 95) * 1000
-        c50, c95 = pct(busy, 50) * 1000, pct(busy, 95) * 1000
-        print(f"bob->alice send->delivered, no flood:    p50 {b50:7.1f} ms  p95 {b95:7.1f} ms")
+
+        # The reference: no flood, before it and after it (pooled: this machine's latency
+        # drifts by ~20% within a run, and the flood leaves a bigger database behind).
+        reference = base + after
+        b50, b95 = pct(reference, 50) * 1000, pct(reference, 95) * 1000
+
+        def row(label: str, sample: list[float], extra: str = "") -> None:
+            p50, p95 = pct(sample, 50) * 1000, pct(sample, 95) * 1000
+            print(
+                f"  {label:<44} p50 {p50:6.1f} ms  p95 {p95:6.1f} ms  "
+                f"({p50 / b50:.2f}x, {p95 / b95:.2f}x){extra}"
+            )
+
         print(
-            f"bob->alice send->delivered, no flood, one core busy: p50 {c50:7.1f} ms  "
-            f"p95 {c95:7.1f} ms  ({c50 / b50:.2f}x, {c95 / b95:.2f}x)"
+            f"bob->alice send->delivered ({len(base)} messages each unless said; ratios to "
+            f"the reference, both no-flood runs pooled):"
         )
-        s50, s95 = pct(sustained, 50) * 1000, pct(sustained, 95) * 1000
+        print(f"  {'no flood (reference)':<44} p50 {b50:6.1f} ms  p95 {b95:6.1f} ms")
+        row("no flood, before the flood", base, f"  alice {base_cpu[0]:.0f}% CPU")
+        row("no flood, one core busy", busy)
+        row("greedy: mallory's burst", burst, f"  alice {burst_cpu[0]:.0f}% CPU")
+        row(
+            f"greedy: mallory paced (from {paced_at + args.settle:.1f} s)",
+            steady,
+            f"  alice {steady_cpu[0]:.0f}%, mallory {steady_cpu[1]:.0f}% CPU",
+        )
+        row(
+            f"abusive, until cooled down ({cooled_after:.1f} s)",
+            abuse,
+            f"  alice {abuse_cpu[0]:.0f}% CPU",
+        )
+        row(
+            "abusive, mallory cooling down",
+            cooling,
+            f"  alice {cooling_cpu[0]:.0f}%, mallory {cooling_cpu[1]:.0f}% CPU",
+        )
+        row("no flood, after it (mallory gone)", after, f"  alice {after_cpu[0]:.0f}% CPU")
         print(
-            f"bob->alice send->delivered, flood while mallory's burst lasts "
-            f"(0-{burst_spent:.1f} s): p50 {f50:7.1f} ms  p95 {f95:7.1f} ms"
-            f"  ({f50 / b50:.2f}x, {f95 / b95:.2f}x)"
+            f"mallory greedy ({greedy_s:.1f} s): alice acked {acked_greedy} messages "
+            f"({acked_greedy / greedy_s:.0f}/s); in all sent {mallory.sent}, acked "
+            f"{mallory.acked}, the rest neither stored nor acked"
         )
         print(
-            f"bob->alice send->delivered, flood with mallory paced "
-            f"(from {paced_at + args.settle:.1f} s):    p50 {s50:7.1f} ms  p95 {s95:7.1f} ms"
-            f"  ({s50 / b50:.2f}x, {s95 / b95:.2f}x)"
+            f"mallory abusive: {mallory.streams} streams, {refused_before[0]} refused before "
+            f"the cool-down; {mallory.offers} offers, {refused_before[1]} "
+            f"refused; while cooling down {opens} failed stream opens "
+            f"({opens / (sum(cooling) or 1):.0f}/s), {left:.0f} s of cool-down left"
         )
-        print(
-            f"mallory ({elapsed:.1f} s of flood): sent {mallory.sent} messages, alice acked "
-            f"{mallory.acked} ({mallory.acked / elapsed:.0f}/s), refused or dropped "
-            f"{mallory.sent - mallory.acked}; {mallory.streams} streams, "
-            f"{mallory.refused_streams} refused {mallory.refusals}; "
-            f"{mallory.offers} offers, {mallory.offers_refused} refused"
-        )
-        print(
-            f"alice during the flood: CPU {cpu * 100:.0f}% of one core, RSS {rss:.0f} MB; "
-            f"mallory (this process) {own * 100:.0f}% of one core, on {os.cpu_count()} cores"
-        )
-        print(
-            f"  while mallory is paced (the last measurement): alice {steady_cpu * 100:.0f}%, "
-            f"mallory {steady_own * 100:.0f}% of one core"
-        )
+        print(f"alice RSS {rss:.0f} MB; {os.cpu_count()} cores; {elapsed:.1f} s of flood in all")
         print(f"alice unread per friend after: {unread}")
         quotas: dict[str, Any] = status.get("quotas", {})
         print(f"alice status.quotas.refusing: {quotas.get('refusing')}")
     finally:
         alice.close()
         bob.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+        if args.keep:
+            print(f"daemons' directories kept in {workdir}")
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":
