@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import multiprocessing
 import os
 import shutil
@@ -93,6 +94,8 @@ class Mallory:
 
 
 def run_mallory(control: Mallory, alice_home: str, alice_peer_id: str) -> None:
+    # Its refused dials are expected: py-libp2p would log each one at ERROR.
+    logging.getLogger("libp2p").setLevel(logging.CRITICAL)
     alice = Daemon(Path(alice_home), "alice")
     alice.peer_id = alice_peer_id
     trio.run(Flood(control, alice).main)
@@ -359,6 +362,10 @@ def main() -> None:
         status = alice.call("status")
         opens = mallory.failed_opens - opens0
         left = cooldown(status)
+        quotas: dict[str, Any] = status.get("quotas", {})
+        closed = max(
+            (e.get("connections_closed", 0) for e in quotas.get("refusing", [])), default=0
+        )
         rss = rss_mb(pid)
         elapsed = meter.elapsed()
         mallory.stop.set()
@@ -418,11 +425,12 @@ def main() -> None:
             f"mallory abusive: {mallory.streams} streams, {refused_before[0]} refused before "
             f"the cool-down; {mallory.offers} offers, {refused_before[1]} "
             f"refused; while cooling down {opens} failed stream opens "
-            f"({opens / (sum(cooling) or 1):.0f}/s), {left:.0f} s of cool-down left"
+            f"({opens / (sum(cooling) or 1):.0f}/s), {left:.0f} s of cool-down left; alice "
+            f"closed {closed} of its connections after the handshake and "
+            f"{quotas.get('connections_throttled')} from its address before it"
         )
         print(f"alice RSS {rss:.0f} MB; {os.cpu_count()} cores; {elapsed:.1f} s of flood in all")
         print(f"alice unread per friend after: {unread}")
-        quotas: dict[str, Any] = status.get("quotas", {})
         print(f"alice status.quotas.refusing: {quotas.get('refusing')}")
     finally:
         alice.close()

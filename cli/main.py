@@ -153,7 +153,9 @@ def cmd_status(home: Path, args: argparse.Namespace) -> int:
         if q.get("paced_messages"):
             parts.append(f"{q['paced_messages']} messages paced")
         if q.get("cooldown_s"):
-            parts.append(f"disconnected for {fmt_duration(q['cooldown_s'])} more (cool-down)")
+            closed = q.get("connections_closed") or 0
+            tail = f", {closed} reconnections closed" if closed else ""
+            parts.append(f"disconnected for {fmt_duration(q['cooldown_s'])} more (cool-down{tail})")
         counts = ", ".join(parts)
         out(
             f"refusing:         {q.get('peer_id', '?')}: {counts or q.get('code', '?')}"

@@ -247,6 +247,10 @@ class Node:
         chat.friends.gate.secret = await trio.to_thread.run_sync(rotate_invite, self.home)
         return self.friend_code()
 
+    def _closed_connections(self, peer: str) -> int:
+        """Connections from ``peer`` closed as they opened while it was kept away."""
+        return self.network.kept.closed(peer) if self.network else 0
+
     async def status(self) -> dict[str, Any]:
         chat = self._require_chat()
         contacts = chat.roster.contacts()
@@ -269,7 +273,11 @@ class Node:
             "call": self.calls.status() if self.calls else None,
             "at_rest": self.at_rest,
             "quotas": {
-                "refusing": chat.quotas.status(),
+                "refusing": [
+                    {**entry, "connections_closed": self._closed_connections(entry["peer_id"])}
+                    for entry in chat.quotas.status()
+                ],
+                "connections_throttled": self.network.kept.throttled if self.network else 0,
                 "refused_by": [
                     {"peer_id": peer, "code": r.code, "reason": r.reason}
                     for peer, r in chat.messages.refused_by.items()

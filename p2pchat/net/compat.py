@@ -27,6 +27,7 @@ in tests/net/test_compat.py (the tests there run each contract and break each on
 
 from __future__ import annotations
 
+import contextlib
 import dis
 import importlib
 import importlib.metadata
@@ -117,6 +118,28 @@ def replace_dial_peer(
     even after a success, dials one TCP address and drops circuits; every dial by peer ID
     (``host.connect``, ``new_stream``, so the DHT's) goes through ``dial`` instead."""
     swarm.dial_peer = dial  # type: ignore[method-assign,assignment]
+
+
+def gate_inbound(swarm: Swarm, admit: Callable[[str], bool]) -> None:
+    """§8 ``Network.__init__`` (kept-away peers): close an inbound connection whose remote IP
+    ``admit`` refuses before its handshake; py-libp2p's own ``ConnectionGate`` has only static
+    allow and deny lists."""
+    handle = swarm._do_handle_inbound_connection
+
+    async def _do_handle_inbound_connection(
+        read_write_closer: Any, maddr: Any, failure_event: Any
+    ) -> None:
+        try:
+            remote = read_write_closer.get_remote_address()
+        except Exception:
+            remote = None
+        if remote is not None and not admit(str(remote[0])):
+            with contextlib.suppress(Exception):
+                await read_write_closer.close()
+            return
+        await handle(read_write_closer, maddr, failure_event)
+
+    swarm._do_handle_inbound_connection = _do_handle_inbound_connection  # type: ignore[method-assign]
 
 
 async def _no_auto_connect() -> None:
@@ -644,6 +667,28 @@ CONTRACTS: Final[tuple[Contract, ...]] = (
         "BasicHost.connect",
         "dial_peer",
         reason="host.connect dials through the swarm's dial_peer, our replacement",
+    ),
+    # §8 net.Network.__init__ (kept-away peers): compat.gate_inbound
+    Function(
+        _SWARM,
+        "Swarm._do_handle_inbound_connection",
+        args=("read_write_closer", "maddr", "failure_event"),
+        exact=True,
+        coroutine=True,
+        reason="gate_inbound wraps it on the swarm to close throttled connections first",
+    ),
+    LooksUp(
+        _SWARM,
+        "Swarm._handle_inbound_connection",
+        "_do_handle_inbound_connection",
+        reason="each inbound connection is handled through self._do_handle_inbound_connection",
+    ),
+    Function(
+        "libp2p.io.trio",
+        "TrioTCPStream.get_remote_address",
+        exact=True,
+        coroutine=False,
+        reason="gate_inbound reads the remote (IP, port) of each inbound TCP connection",
     ),
     # §8 net.Network.__init__ (AutoConnector)
     Attribute(

@@ -48,6 +48,7 @@ from libp2p.utils.address_validation import get_available_interfaces
 from p2pchat.identity import Identity
 from p2pchat.net import compat
 from p2pchat.net.addrpolicy import AddrPolicy
+from p2pchat.net.keepaway import KeptAway
 from p2pchat.net.muxer import BoundedYamux
 
 log = logging.getLogger(__name__)
@@ -127,14 +128,15 @@ def peer_protocols(host: IHost, peer_id: ID) -> list[str]:
 class ConnectionEvents(INotifee):
     """Forwards libp2p connection open/close to a callback with the peer's ID string.
 
-    A connection from a peer that ``kept_away`` names is closed as it opens, unseen by the
-    callbacks (they hear neither its opening nor its closing)."""
+    A connection that ``kept_away`` (given the peer and the connection's remote address)
+    refuses is closed as it opens, unseen by the callbacks (they hear neither its opening nor
+    its closing)."""
 
     def __init__(
         self,
         on_change: Callable[[str, bool], None],
         on_conn: Callable[[str, str, bool], None] = lambda peer, remote, up: None,
-        kept_away: Callable[[str], bool] = lambda peer: False,
+        kept_away: Callable[[str, str], bool] = lambda peer, remote: False,
     ) -> None:
         self._on_change = on_change
         self._on_conn = on_conn
@@ -149,7 +151,7 @@ class ConnectionEvents(INotifee):
 
     async def connected(self, network: INetwork, conn: INetConn) -> None:
         peer = str(conn.muxed_conn.peer_id)
-        if self._kept_away(peer):
+        if self._kept_away(peer, _remote_for_policy(conn)):
             self._closed_at_open.add(id(conn))
             try:
                 with trio.move_on_after(2):
@@ -191,9 +193,10 @@ class Network:
         """How each peer was reached, which announced addresses may be dialed, and the
         per-address dial backoff (:mod:`p2pchat.net.addrpolicy`)."""
         self._local_ips_at = -LOCAL_IPS_TTL
-        self._kept_away: dict[str, float] = {}
-        """Peers refused until a time (``trio.current_time()``): :meth:`keep_away`."""
-        self._kept_away_closed: dict[str, int] = {}
+        self.kept = KeptAway()
+        """Peers refused for a while, and the inbound throttle on their addresses
+        (:meth:`keep_away`)."""
+        compat.gate_inbound(swarm, self._admit_inbound)
         swarm.register_notifee(
             ConnectionEvents(self._connection_changed, self._conn_noted, self._is_kept_away)
         )
@@ -271,23 +274,25 @@ class Network:
 
     def keep_away(self, peer: str, seconds: float) -> None:
         """Have no connection with ``peer`` for ``seconds`` (a friend's cool-down,
-        :mod:`p2pchat.chat.quotas`): its new connections are closed as soon as they open and
-        we dial it no more; :meth:`disconnect` closes the open ones."""
-        now = trio.current_time()
-        for other, until in list(self._kept_away.items()):
-            if until <= now:
-                del self._kept_away[other]
-                self._kept_away_closed.pop(other, None)
-        self._kept_away[peer] = max(self._kept_away.get(peer, now), now + seconds)
+        :mod:`p2pchat.chat.quotas`): its new connections are closed as soon as they open,
+        the addresses it connected from are throttled (:mod:`p2pchat.net.keepaway`), and we
+        dial it no more; :meth:`disconnect` closes the open ones."""
+        ips: set[str] = set()
+        try:
+            for conn in self.host.get_network().get_connections(ID.from_base58(peer)):
+                ip = _ip_of(_remote_for_policy(conn))
+                if ip:
+                    ips.add(ip)
+        except Exception:
+            pass
+        self.kept.keep_away(peer, seconds, ips, trio.current_time())
 
     def kept_away(self, peer: str) -> float:
         """Seconds ``peer`` is still kept away (0: it is not)."""
-        return max(0.0, self._kept_away.get(peer, 0.0) - trio.current_time())
+        return self.kept.remaining(peer, trio.current_time())
 
-    def _is_kept_away(self, peer: str) -> bool:
-        if self.kept_away(peer) <= 0:
-            return False
-        closed = self._kept_away_closed[peer] = self._kept_away_closed.get(peer, 0) + 1
+    def _is_kept_away(self, peer: str, remote: str) -> bool:
+        closed = self.kept.refuse_connection(peer, _ip_of(remote), trio.current_time())
         if closed == 1 or closed % 100 == 0:  # a log line, not one per attempt
             log.info(
                 "closed a connection from %s: kept away for %.0f more s (%d so far)",
@@ -295,7 +300,10 @@ class Network:
                 self.kept_away(peer),
                 closed,
             )
-        return True
+        return closed > 0
+
+    def _admit_inbound(self, ip: str) -> bool:
+        return self.kept.admit_inbound(ip, trio.current_time())
 
     # --- connections ---------------------------------------------------------------------
 
@@ -504,6 +512,12 @@ def _remote_for_policy(conn: INetConn) -> str:
         return str(addrs[0]) if addrs else ""
     except Exception:
         return ""
+
+
+def _ip_of(addr: str) -> str:
+    """The IP of a ``/ip4/…`` or ``/ip6/…`` multiaddr; empty for anything else."""
+    parts = addr.split("/")
+    return parts[2] if len(parts) > 2 and parts[1] in ("ip4", "ip6") else ""
 
 
 def _remote(conn: INetConn) -> str:

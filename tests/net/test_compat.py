@@ -308,6 +308,7 @@ async def test_network_patches_its_swarm() -> None:
     assert swarm.auto_connector.maybe_connect is compat._no_auto_connect
     assert await swarm.auto_connector.maybe_connect() is None
     assert swarm.retry_config.max_retries == 0
+    assert "_do_handle_inbound_connection" in vars(swarm)  # gate_inbound, on this swarm only
     import libp2p.stream_muxer.muxer_multistream as muxer_multistream
 
     from p2pchat.net.muxer import BoundedYamux
