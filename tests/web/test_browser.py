@@ -163,6 +163,13 @@ def test_befriend_chat_and_files(
     page_a.get_by_test_id("composer").press("Enter")
     expect(last_text(pb)).to_have_text("Très bien! Here are the photos from the trip.")
 
+    # A burst while Bob's conversation is open: marked read once shown, none left unread
+    # (one read mark for the burst; those arriving while it is on its way get another).
+    for i in range(5):
+        a.call("messages.send", friend=b.peer_id, text=f"and {i}")
+    expect(last_text(pb)).to_have_text("and 4")
+    wait_for(lambda: (b.contact(a.peer_id) or {})["unread"] == 0, what="Bob's page to read all")
+
     # A file by the file input: Bob accepts it in his page; progress, speed and ETA show.
     payload = os.urandom(3 * 1024 * 1024 + 123)
     src = tmp_path / "holiday photos.bin"

@@ -230,11 +230,31 @@ export async function loadOlder(peer) {
 }
 
 const reading = new Set();
+const readAgain = new Set(); // asked while a messages.read was on its way: one more after it
+const readTimers = new Map();
+const READ_DELAY_MS = 150;
+
+/** A message arrived: mark it read a moment later, once for a burst of them, and after this
+ * page has shown it (the daemon's write then does not compete with that render). */
+function markReadSoon(peer) {
+  if (readTimers.has(peer)) return;
+  readTimers.set(
+    peer,
+    setTimeout(() => {
+      readTimers.delete(peer);
+      markReadIfOpen(peer);
+    }, READ_DELAY_MS),
+  );
+}
 
 /** messages.read for the open conversation when it has unread messages and is in view. */
 export async function markReadIfOpen(peer) {
   const contact = state.contacts[peer];
-  if (!contact || !contact.unread || reading.has(peer)) return;
+  if (!contact || !contact.unread) return;
+  if (reading.has(peer)) {
+    readAgain.add(peer);
+    return;
+  }
   if (state.view !== "chat" || state.selected !== peer) return;
   if (document.visibilityState !== "visible" || !rpc.open) return;
   if (window.matchMedia("(max-width: 700px)").matches && state.pane !== "main") return;
@@ -247,6 +267,7 @@ export async function markReadIfOpen(peer) {
     // retried on the next message or view change
   } finally {
     reading.delete(peer);
+    if (readAgain.delete(peer)) markReadSoon(peer);
   }
 }
 
@@ -276,7 +297,7 @@ function onEvent(ev) {
       const c = state.convs[m.peer_id];
       if (c && c.loaded) c.messages = mergeMessages(c.messages, [m]);
       changed();
-      markReadIfOpen(m.peer_id);
+      markReadSoon(m.peer_id);
       break;
     }
     case "message.delivered": {

@@ -1115,9 +1115,26 @@ async function loadOlder(peer) {
   }
 }
 var reading = /* @__PURE__ */ new Set();
+var readAgain = /* @__PURE__ */ new Set();
+var readTimers = /* @__PURE__ */ new Map();
+var READ_DELAY_MS = 150;
+function markReadSoon(peer) {
+  if (readTimers.has(peer)) return;
+  readTimers.set(
+    peer,
+    setTimeout(() => {
+      readTimers.delete(peer);
+      markReadIfOpen(peer);
+    }, READ_DELAY_MS)
+  );
+}
 async function markReadIfOpen(peer) {
   const contact = state.contacts[peer];
-  if (!contact || !contact.unread || reading.has(peer)) return;
+  if (!contact || !contact.unread) return;
+  if (reading.has(peer)) {
+    readAgain.add(peer);
+    return;
+  }
   if (state.view !== "chat" || state.selected !== peer) return;
   if (document.visibilityState !== "visible" || !rpc.open) return;
   if (window.matchMedia("(max-width: 700px)").matches && state.pane !== "main") return;
@@ -1129,6 +1146,7 @@ async function markReadIfOpen(peer) {
   } catch (err) {
   } finally {
     reading.delete(peer);
+    if (readAgain.delete(peer)) markReadSoon(peer);
   }
 }
 document.addEventListener("visibilitychange", () => {
@@ -1151,7 +1169,7 @@ function onEvent(ev) {
       const c3 = state.convs[m3.peer_id];
       if (c3 && c3.loaded) c3.messages = mergeMessages(c3.messages, [m3]);
       changed();
-      markReadIfOpen(m3.peer_id);
+      markReadSoon(m3.peer_id);
       break;
     }
     case "message.delivered": {
@@ -1919,6 +1937,15 @@ function timeline(peer) {
   for (const u3 of Object.values(state.uploads)) if (u3.friend === peer) out.push({ key: u3.key, u: u3 });
   return out;
 }
+var following = /* @__PURE__ */ new WeakSet();
+function followBottom(box) {
+  if (following.has(box)) return;
+  following.add(box);
+  requestAnimationFrame(() => {
+    following.delete(box);
+    box.scrollTop = box.scrollHeight;
+  });
+}
 function Timeline({ peer }) {
   const ref = A2(null);
   const committed = A2({ peer: null, first: "", last: "" });
@@ -1943,7 +1970,7 @@ function Timeline({ peer }) {
     } else if (pre) {
       box.scrollTop = box.scrollHeight - pre.height + pre.top;
     } else if (last !== k3.last && (atBottom.current || mine)) {
-      box.scrollTop = box.scrollHeight;
+      followBottom(box);
     }
     committed.current = { peer, first, last };
   });
@@ -1984,7 +2011,7 @@ function Composer({ contact }) {
     const a3 = area.current;
     if (!a3) return;
     a3.style.height = "auto";
-    a3.style.height = `${Math.min(a3.scrollHeight, 160)}px`;
+    if (text) a3.style.height = `${Math.min(a3.scrollHeight, 160)}px`;
   }, [text]);
   const send = async () => {
     const t4 = text;

@@ -160,6 +160,18 @@ function timeline(peer) {
   return out;
 }
 
+const following = new WeakSet();
+
+/** Scroll ``box`` to its end before the next frame is drawn (once per frame). */
+function followBottom(box) {
+  if (following.has(box)) return;
+  following.add(box);
+  requestAnimationFrame(() => {
+    following.delete(box);
+    box.scrollTop = box.scrollHeight;
+  });
+}
+
 function Timeline({ peer }) {
   const ref = useRef(null);
   const committed = useRef({ peer: null, first: "", last: "" }); // keys as last shown
@@ -189,7 +201,9 @@ function Timeline({ peer }) {
     } else if (pre) {
       box.scrollTop = box.scrollHeight - pre.height + pre.top; // older ones added above
     } else if (last !== k.last && (atBottom.current || mine)) {
-      box.scrollTop = box.scrollHeight; // something new at the bottom, and we follow it
+      // Something new at the bottom, and we follow it: just before the next frame, so a
+      // burst of renders lays the page out once, and not here in the middle of the render.
+      followBottom(box);
     }
     committed.current = { peer, first, last };
   });
@@ -231,8 +245,10 @@ function Composer({ contact }) {
   useLayoutEffect(() => {
     const a = area.current;
     if (!a) return;
+    // Grow with the text, up to a limit. Measuring lays the page out, so an empty composer
+    // (as after each send) just goes back to its one-line height.
     a.style.height = "auto";
-    a.style.height = `${Math.min(a.scrollHeight, 160)}px`;
+    if (text) a.style.height = `${Math.min(a.scrollHeight, 160)}px`;
   }, [text]);
   const send = async () => {
     const t = text;
