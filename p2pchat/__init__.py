@@ -7,7 +7,8 @@ nothing here imports ``daemon`` or ``cli`` (``tests/core/test_layers.py`` checks
    frame format of the friend, msg and file protocols, sans-IO), ``paths``, ``config``,
    ``events`` (fan-out to API subscribers), ``locks``, ``api`` (control-API vocabulary and
    the blocking client the CLI uses: it must stay importable without trio or libp2p);
-2. ``storage``: the SQLite worker, schema and settings;
+2. ``storage``: the SQLite worker, schema and settings; ``ratchet``: Olm key bundles and
+   sessions between friends (sans-IO over vodozemac);
 3. ``net``: libp2p host, streams, links, DHT, records, discovery, relays, library patches;
 4. ``chat``: roster, friend handshake, messages;
 5. ``files`` and ``calls``: transfers and calls between friends;
