@@ -321,14 +321,47 @@ def cmd_friends_list(home: Path, args: argparse.Namespace) -> int:
         _call(home, "friends.list"),
         "contacts",
         "no friends yet (add one with: p2pchat friends add ID_OR_CODE)",
-        ["STATE", "ONLINE", "OUTBOX", ""],  # last: "3 unread", blank when none
+        ["STATE", "ONLINE", "OUTBOX", "", ""],  # "verified", "3 unread": blank when not
         lambda c: [
             str(c.get("state", "?")),
             "online" if c.get("online") else "offline",
             str(c.get("outbox", 0)),
+            "verified" if c.get("verified") else "",
             fmt_unread(c),
         ],
     )
+    return EXIT_OK
+
+
+def cmd_verify(home: Path, args: argparse.Namespace) -> int:
+    """Show the safety number with a friend; ``--confirm`` / ``--revoke`` set the mark."""
+    if args.confirm or args.revoke:
+        result = _call(home, "friends.verify", friend=args.friend, verified=bool(args.confirm))
+    else:
+        result = _call(home, "friends.verification", friend=args.friend)
+    if args.json:
+        print_json(result)
+        return EXIT_OK
+    v = result.get("verification") or {}
+    contact = result.get("contact")
+    who = contact_label(contact) if isinstance(contact, dict) else args.friend
+    groups = str(v.get("safety_number", "")).split()
+    out(f"Safety number with {who}:")
+    out("")
+    for i in range(0, len(groups), 4):
+        out("    " + " ".join(groups[i : i + 4]))
+    out("")
+    if v.get("verified"):
+        out("Status: verified (you confirmed that your friend's p2pchat shows the same number)")
+    elif v.get("changed"):
+        out("Status: CHANGED since you verified it: compare the number again before trusting")
+    else:
+        out("Status: not verified")
+        out(
+            "Compare it with the number your friend's p2pchat shows for you, in person or on"
+            " a call you trust."
+        )
+        out(f"If it is the same: p2pchat verify {args.friend} --confirm")
     return EXIT_OK
 
 
@@ -595,6 +628,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(fsub, "rename", cmd_friends_rename, "set your name for a friend")
     p.add_argument("friend", metavar="FRIEND", help="name, ID or ID prefix")
     p.add_argument("name", metavar="NAME", help="the new name")
+
+    p = add(sub, "verify", cmd_verify, "show (and confirm) the safety number with a friend")
+    p.add_argument("friend", metavar="FRIEND", help="name, ID or ID prefix")
+    mark = p.add_mutually_exclusive_group()
+    mark.add_argument(
+        "--confirm", action="store_true", help="the numbers match: mark the friend verified"
+    )
+    mark.add_argument("--revoke", action="store_true", help="mark the friend not verified")
 
     add(sub, "requests", cmd_requests, "list incoming friend requests")
     for name, func, help_text in (

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Final
 
-from daemon.params import Handler, Params, str_param
+from daemon.params import Handler, Params, bool_param, str_param
+from p2pchat.api import ApiError
 from p2pchat.chat.friendship import ContactState, UserAction
+from p2pchat.clock import now_ms
+from p2pchat.identity import short
 
 if TYPE_CHECKING:
     from daemon.control import Session
+    from p2pchat.chat.verified import Verification
 
 
 async def friends_list(s: Session, p: Params) -> Any:
@@ -37,6 +41,48 @@ async def friends_rename(s: Session, p: Params) -> Any:
     chat = s.server.chat
     contact = await chat.friends.rename(str_param(p, "friend"), str_param(p, "name"))
     return {"contact": chat.roster.contact_json(contact)}
+
+
+def verification_json(v: Verification) -> dict[str, Any]:
+    return {
+        "peer_id": v.peer_id,
+        "safety_number": v.safety_number,
+        "verified": v.verified,
+        "verified_at": v.verified_at,
+        "changed": v.changed,
+    }
+
+
+def _verifiable(s: Session, p: Params) -> str:
+    contact = s.server.chat.roster.resolve(str_param(p, "friend"))
+    if contact.state not in (ContactState.FRIEND, ContactState.OUTGOING):
+        raise ApiError(
+            "not_friend",
+            f"{contact.display_name or short(contact.peer_id)} is not a friend "
+            f"({contact.state.value}): only friends, and those you asked, can be verified",
+        )
+    return contact.peer_id
+
+
+async def friends_verification(s: Session, p: Params) -> Any:
+    roster = s.server.chat.roster
+    peer = _verifiable(s, p)
+    return {
+        "verification": verification_json(await roster.verified.get(peer)),
+        "contact": roster.contact_json(roster.resolve(peer)),
+    }
+
+
+async def friends_verify(s: Session, p: Params) -> Any:
+    chat = s.server.chat
+    peer = _verifiable(s, p)
+    if bool_param(p, "verified", True):
+        v = await chat.roster.verified.mark(peer, now_ms())
+    else:
+        v = await chat.roster.verified.unmark(peer)
+    contact = chat.roster.contact_json(chat.roster.resolve(peer))
+    chat.roster.events.publish("contact.updated", contact=contact)
+    return {"verification": verification_json(v), "contact": contact}
 
 
 def user_action(action: UserAction) -> Handler:
@@ -72,6 +118,8 @@ METHODS: Final[dict[str, Handler]] = {
     "friends.list": friends_list,
     "friends.add": friends_add,
     "friends.rename": friends_rename,
+    "friends.verification": friends_verification,
+    "friends.verify": friends_verify,
     "friends.remove": user_action(UserAction.REMOVE),
     "friends.block": user_action(UserAction.BLOCK),
     "friends.unblock": user_action(UserAction.UNBLOCK),

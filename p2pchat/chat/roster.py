@@ -21,6 +21,7 @@ from p2pchat.api import ApiError
 from p2pchat.chat.friendship import DELETE, ContactState, Step
 from p2pchat.chat.store import ChatStore, Contact
 from p2pchat.chat.unread import UnreadCounts
+from p2pchat.chat.verified import VerifiedMarks
 from p2pchat.clock import now_ms
 from p2pchat.events import EventBus
 from p2pchat.identity import short
@@ -33,7 +34,7 @@ ConnectionListener = Callable[[str, bool], None]
 
 
 def contact_json(
-    contact: Contact, *, online: bool, outbox: int = 0, unread: int = 0
+    contact: Contact, *, online: bool, outbox: int = 0, unread: int = 0, verified: bool = False
 ) -> dict[str, Any]:
     return {
         "peer_id": contact.peer_id,
@@ -46,6 +47,7 @@ def contact_json(
         "addrs": list(contact.addrs),
         "outbox": outbox,
         "unread": unread,
+        "verified": verified,
         "created_at": contact.created_at,
         "updated_at": contact.updated_at,
     }
@@ -54,13 +56,16 @@ def contact_json(
 class Roster:
     """The contacts of one identity: cache, lookups, state changes and who is online."""
 
-    def __init__(self, store: ChatStore, events: EventBus) -> None:
+    def __init__(self, store: ChatStore, events: EventBus, me: str = "") -> None:
+        """``me``: our own ID, for safety numbers (tests of other parts may leave it out)."""
         self.store = store
         self.events = events
         self._contacts: dict[str, Contact] = {}
         self.unread = UnreadCounts(store)
         """Each conversation's unread count (kept apart from contacts: history, and what
         was read of it, outlive a contact)."""
+        self.verified = VerifiedMarks(store, me)
+        """The friends whose safety number the user confirmed (kept apart likewise)."""
         # Contacts keep their lock; strangers' locks are dropped when idle, so strangers
         # cannot grow this table.
         self._locks: KeyedLocks[str] = KeyedLocks(keep=lambda peer: peer in self._contacts)
@@ -73,6 +78,7 @@ class Roster:
         for contact in await self.store.contacts():
             self._contacts[contact.peer_id] = contact
         await self.unread.load()
+        await self.verified.load()
 
     # --- lookups -----------------------------------------------------------------------------
 
@@ -92,7 +98,11 @@ class Roster:
     def contact_json(self, contact: Contact, outbox: int = 0) -> dict[str, Any]:
         peer = contact.peer_id
         return contact_json(
-            contact, online=self.is_online(peer), outbox=outbox, unread=self.unread.count(peer)
+            contact,
+            online=self.is_online(peer),
+            outbox=outbox,
+            unread=self.unread.count(peer),
+            verified=self.verified.is_verified(peer),
         )
 
     def resolve(self, text: str) -> Contact:

@@ -48,7 +48,7 @@ class Chat:
         quotas: QuotaConfig | None = None,
     ) -> None:
         self.net = network
-        self.roster = Roster(store, events)
+        self.roster = Roster(store, events, network.identity.peer_id)
         self.reach = Reach(network, self.roster)
         self.quotas = FriendQuotas(clock, quotas, on_cooldown=self._cool_down)
         """What each friend may make this daemon do (files' offers are checked here too)."""

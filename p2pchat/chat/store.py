@@ -400,6 +400,33 @@ class ChatStore:
 
         return await self._db.run(fn)
 
+    # --- verified friends (p2pchat.chat.verified) --------------------------------------------
+
+    async def verified_marks(self) -> dict[str, tuple[str, int]]:
+        """Every verified peer: (the safety number confirmed, when)."""
+
+        def fn(conn: sqlite3.Connection) -> dict[str, tuple[str, int]]:
+            rows = conn.execute("SELECT peer_id, safety_number, verified_at FROM verified")
+            return {r[0]: (str(r[1]), int(r[2])) for r in rows}
+
+        return await self._db.run(fn)
+
+    async def set_verified(self, peer_id: str, safety_number: str, now: int) -> None:
+        def fn(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO verified (peer_id, safety_number, verified_at) VALUES (?, ?, ?) "
+                "ON CONFLICT (peer_id) DO UPDATE SET safety_number = excluded.safety_number, "
+                "verified_at = excluded.verified_at",
+                (peer_id, safety_number, now),
+            )
+
+        await self._db.run(fn)
+
+    async def clear_verified(self, peer_id: str) -> None:
+        await self._db.run(
+            lambda conn: conn.execute("DELETE FROM verified WHERE peer_id = ?", (peer_id,))
+        )
+
     async def history(
         self, peer_id: str, limit: int, before_row: int | None = None
     ) -> list[MessageRecord]:

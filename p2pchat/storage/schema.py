@@ -3,9 +3,9 @@
 The version is ``PRAGMA user_version``: migration *n* brings a database from version *n - 1*
 to *n*, inside the worker's transaction (:mod:`.database`). To change the schema, append a
 migration; never edit one, since databases out there have run it already. The tables belong
-to their concerns, which keep their queries next to their code: ``contacts``, ``messages``
-and ``read_marks`` (:mod:`p2pchat.chat.store`), ``transfers`` (:mod:`p2pchat.files.store`),
-``settings`` (:mod:`.settings`).
+to their concerns, which keep their queries next to their code: ``contacts``, ``messages``,
+``read_marks`` and ``verified`` (:mod:`p2pchat.chat.store`), ``transfers``
+(:mod:`p2pchat.files.store`), ``settings`` (:mod:`.settings`).
 """
 
 from __future__ import annotations
@@ -150,4 +150,27 @@ def _schema_v5(conn: sqlite3.Connection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [_schema_v1, _schema_v2, _schema_v3, _schema_v4, _schema_v5]
+def _schema_v6(conn: sqlite3.Connection) -> None:
+    # Verified friends (p2pchat.chat.verified): the safety number the user confirmed, per
+    # peer, apart from ``contacts`` like read marks: a friend removed and added again has
+    # the same key, so what the user checked still holds.
+    _execute_all(
+        conn,
+        """
+        CREATE TABLE verified (
+            peer_id       TEXT PRIMARY KEY,
+            safety_number TEXT NOT NULL,
+            verified_at   INTEGER NOT NULL
+        )
+        """,
+    )
+
+
+MIGRATIONS: list[Migration] = [
+    _schema_v1,
+    _schema_v2,
+    _schema_v3,
+    _schema_v4,
+    _schema_v5,
+    _schema_v6,
+]

@@ -15,7 +15,16 @@ from tests.harness import REPO
 ENGINE = REPO / "p2pchat"
 
 CORE = {"identity", "wire", "paths", "config", "events", "locks", "api", "clock"}
-LAYERS = {"core": 0, "storage": 1, "ratchet": 1, "net": 2, "chat": 3, "files": 4, "calls": 4, "node": 5}
+LAYERS = {
+    "core": 0,
+    "storage": 1,
+    "ratchet": 1,
+    "net": 2,
+    "chat": 3,
+    "files": 4,
+    "calls": 4,
+    "node": 5,
+}
 CLI_MAY_IMPORT = {"p2pchat", "p2pchat.api", "p2pchat.paths", "p2pchat.identity"}
 
 

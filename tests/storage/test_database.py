@@ -464,7 +464,7 @@ async def test_v5_read_marks_from_a_v4_database(db_path: Path, db_key: bytes | N
     old conversation unread); from then on, new messages count."""
     newest = await _v4_database(db_path, db_key)
     async with open_database(db_path, key=db_key) as db:
-        assert user_version(db_path, db_key) == len(MIGRATIONS) == 5
+        assert user_version(db_path, db_key) == len(MIGRATIONS)
         store = ChatStore(db)
         marks = await db.run(
             lambda c: {r[0]: r[1] for r in c.execute("SELECT peer_id, read_row FROM read_marks")}
@@ -488,6 +488,28 @@ async def test_v5_read_marks_from_a_v4_database(db_path: Path, db_key: bytes | N
     async with open_database(db_path, key=db_key) as db:
         assert await ChatStore(db).unread_counts() == {}
         assert await ChatStore(db).read_mark(PEER) == stored[0].row
+
+
+async def test_v6_verified_marks_from_a_v5_database(db_path: Path, db_key: bytes | None) -> None:
+    """Upgrading adds an empty ``verified`` table; contacts and history are untouched."""
+    async with Database(db_path, MIGRATIONS[:5], key=db_key) as old:
+        old_store = ChatStore(old)
+        await old_store.put_contact(PEER, state=ContactState.FRIEND, now=1)
+        await old_store.add_incoming(PEER, [IncomingMessage(mid(1), 1, 1, "before")], now=1)
+    assert user_version(db_path, db_key) == 5
+    async with open_database(db_path, key=db_key) as db:
+        assert user_version(db_path, db_key) == 6
+        store = ChatStore(db)
+        assert await store.verified_marks() == {}
+        assert [m.text for m in await store.history(PEER, 10)] == ["before"]
+        await store.set_verified(PEER, "12345 " * 11 + "12345", now=7)
+        await store.set_verified(PEER, "54321", now=8)  # confirmed again: the latest wins
+        assert await store.verified_marks() == {PEER: ("54321", 8)}
+    async with open_database(db_path, key=db_key) as db:
+        store = ChatStore(db)
+        assert await store.verified_marks() == {PEER: ("54321", 8)}
+        await store.clear_verified(PEER)
+        assert await store.verified_marks() == {}
 
 
 async def test_v5_on_an_empty_v4_database(db_path: Path, db_key: bytes | None) -> None:
