@@ -21,6 +21,8 @@ import cbor2
 
 FRIEND_PROTOCOL: Final = "/p2pchat/friend/1.0.0"
 MSG_PROTOCOL: Final = "/p2pchat/msg/1.0.0"
+MSG2_PROTOCOL: Final = "/p2pchat/msg/2.0.0"
+"""Messages sealed with each pair's Olm session (PROTOCOL.md §5.4); proposed first."""
 FILE_PROTOCOL: Final = "/p2pchat/file/2.0.0"
 
 MAX_FRAME_BYTES: Final = 64 * 1024
@@ -40,6 +42,12 @@ MAX_ADDR_BYTES: Final = 256
 MAX_ACK_IDS: Final = 1024
 MSG_ID_BYTES: Final = 16
 MAX_REASON_BYTES: Final = 200
+MAX_KEYS_BYTES: Final = 2048
+"""Longest key bundle (``p2pchat.ratchet.bundle.MAX_BUNDLE_BYTES``)."""
+MAX_SEALED_BYTES: Final = 24 * 1024
+"""Longest sealed message body: a 16 KiB text, its framing and Olm's overhead fit."""
+SEALED_KINDS: Final = (0, 1)
+"""Olm message types: 0 pre-key (starts a session), 1 normal."""
 
 TRANSFER_ID_BYTES: Final = 16
 MAX_FILE_NAME_BYTES: Final = 255
@@ -67,9 +75,33 @@ class FrameError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class Hello:
-    """First frame on a msg stream: the sender's current listen addresses (hints)."""
+    """First frame on a msg stream: the sender's current listen addresses (hints). On msg/2.0.0
+    also its key bundle (``keys``: its Olm identity key, signed) and whether it needs one of
+    the receiver's one-time keys to start a session (``want_key``)."""
 
     addrs: tuple[str, ...]
+    keys: bytes | None = None
+    want_key: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    """msg/2.0.0, receiver to sender, answering a hello that wants a key: the receiver's key
+    bundle with a fresh one-time key."""
+
+    bundle: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SealedMessage:
+    """msg/2.0.0: one chat message sealed with the pair's Olm session (``kind``, ``body``: the
+    Olm message); its ID, sequence number and time travel beside it, for acks and order."""
+
+    msg_id: bytes
+    seq: int
+    sent_at_ms: int
+    kind: int
+    body: bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +199,8 @@ class FileData:
 
 Frame: TypeAlias = (
     Hello
+    | Keys
+    | SealedMessage
     | ChatMessage
     | Ack
     | FriendRequest
@@ -186,6 +220,8 @@ REFUSED_BAD_FRAME: Final = "bad_frame"
 REFUSED_FULL: Final = "full"
 REFUSED_BUSY: Final = "busy"
 REFUSED_UNKNOWN: Final = "unknown_transfer"
+REFUSED_UNDECRYPTABLE: Final = "undecryptable"
+"""msg/2.0.0: a sealed message did not open; the sender starts a new session and reseals."""
 REFUSED_QUOTA: Final = "quota"
 """msg: the friend's stored-unread quota is used up (only sent on msg streams, where every
 code means 'retry later'; PROTOCOL.md §3)."""
@@ -211,8 +247,17 @@ def encode_varint(value: int) -> bytes:
 
 def _to_map(frame: Frame) -> dict[str, Any]:
     match frame:
-        case Hello(addrs=addrs):
-            return {"t": "hello", "addrs": list(addrs)}
+        case Hello(addrs=addrs, keys=keys, want_key=want_key):
+            hello: dict[str, Any] = {"t": "hello", "addrs": list(addrs)}
+            if keys is not None:
+                hello["keys"] = keys
+            if want_key:
+                hello["want_key"] = True
+            return hello
+        case Keys(bundle=bundle):
+            return {"t": "keys", "bundle": bundle}
+        case SealedMessage(msg_id=msg_id, seq=seq, sent_at_ms=ts, kind=kind, body=body):
+            return {"t": "sealed", "id": msg_id, "seq": seq, "ts": ts, "kind": kind, "body": body}
         case ChatMessage(msg_id=msg_id, seq=seq, sent_at_ms=ts, text=text):
             return {"t": "msg", "id": msg_id, "seq": seq, "ts": ts, "text": text}
         case Ack(msg_ids=ids):
@@ -424,7 +469,32 @@ def decode_frame(body: bytes) -> Frame:
         raise FrameError("frame has no type")
     match t:
         case "hello":
-            return Hello(addrs=_addrs(m))
+            keys = m.get("keys")
+            if keys is not None and not (isinstance(keys, bytes) and len(keys) <= MAX_KEYS_BYTES):
+                raise FrameError(f"field 'keys' must be at most {MAX_KEYS_BYTES} bytes")
+            want_key = m.get("want_key", False)
+            if not isinstance(want_key, bool):
+                raise FrameError("field 'want_key' must be true or false")
+            return Hello(addrs=_addrs(m), keys=keys, want_key=want_key)
+        case "keys":
+            bundle = _need(m, "bundle", bytes)
+            if len(bundle) > MAX_KEYS_BYTES:
+                raise FrameError(f"field 'bundle' must be at most {MAX_KEYS_BYTES} bytes")
+            return Keys(bundle=bundle)
+        case "sealed":
+            kind = _need(m, "kind", int)
+            if kind not in SEALED_KINDS:
+                raise FrameError("field 'kind' must be 0 or 1")
+            body = _need(m, "body", bytes)
+            if not 1 <= len(body) <= MAX_SEALED_BYTES:
+                raise FrameError(f"field 'body' must be 1 to {MAX_SEALED_BYTES} bytes")
+            return SealedMessage(
+                msg_id=_msg_id(m.get("id")),
+                seq=_uint(m, "seq"),
+                sent_at_ms=_uint(m, "ts"),
+                kind=kind,
+                body=body,
+            )
         case "msg":
             return ChatMessage(
                 msg_id=_msg_id(m.get("id")),

@@ -26,7 +26,8 @@ from p2pchat.api import ApiError
 from p2pchat.chat.friends import check_text, storage_error
 from p2pchat.chat.quotas import FriendQuotas
 from p2pchat.chat.roster import Roster
-from p2pchat.chat.store import IncomingMessage, MessageRecord
+from p2pchat.chat.sealing import SealFailed, Sealing
+from p2pchat.chat.store import IncomingMessage, MessageRecord, Opener
 from p2pchat.clock import now_ms
 from p2pchat.identity import short
 from p2pchat.net.host import Network
@@ -39,6 +40,8 @@ log = logging.getLogger(__name__)
 SEND_WINDOW: Final = 512
 """Messages in flight (sent, not yet acked) per friend."""
 OUTBOX_BATCH: Final = 128
+KEYS_TIMEOUT: Final = 10.0
+"""Seconds a sender waits for the receiver's keys before it gives up this round."""
 
 
 def message_json(m: MessageRecord) -> dict[str, Any]:
@@ -104,8 +107,11 @@ class Messages:
         roster: Roster,
         my_addrs: Callable[[], tuple[str, ...]],
         quotas: FriendQuotas | None = None,
+        sealing: Sealing | None = None,
     ) -> None:
         self.net = network
+        self.sealing = sealing
+        """Olm sessions: with it, msg/2.0.0 (sealed) is proposed first and served."""
         self.roster = roster
         self.store = roster.store
         self.events = roster.events
@@ -175,6 +181,12 @@ class Messages:
 
     async def _serve(self, stream: INetStream, peer: str) -> None:
         decoder = wire.FrameDecoder()
+        sealing = (
+            self.sealing
+            if self.sealing is not None and stream.get_protocol() == wire.MSG2_PROTOCOL
+            else None
+        )
+        opener: Opener | None = None
         try:
             while True:
                 data = await read_some(stream)
@@ -184,8 +196,24 @@ class Messages:
                 batch: list[IncomingMessage] = []
                 for frame in frames:
                     if isinstance(frame, wire.ChatMessage):
+                        if sealing is not None:
+                            raise wire.FrameError("a plain message on msg/2.0.0")
                         batch.append(
                             IncomingMessage(frame.msg_id, frame.seq, frame.sent_at_ms, frame.text)
+                        )
+                    elif isinstance(frame, wire.SealedMessage):
+                        if sealing is None:
+                            raise wire.FrameError("a sealed message on msg/1.0.0")
+                        if opener is None:
+                            raise wire.FrameError("a sealed message before the hello")
+                        batch.append(
+                            IncomingMessage(
+                                frame.msg_id,
+                                frame.seq,
+                                frame.sent_at_ms,
+                                "",
+                                sealed=(frame.kind, frame.body),
+                            )
                         )
                     elif isinstance(frame, wire.Hello):
                         hello_refused = self.quotas.admit_hello(peer)
@@ -198,6 +226,15 @@ class Messages:
                         if frame.addrs:  # announced: only what the address policy admits
                             admitted = self.net.admit(peer, frame.addrs)
                             await self.roster.learn_addrs(peer, tuple(admitted))
+                        if sealing is not None:
+                            try:
+                                keys = sealing.check_hello_keys(peer, frame.keys)
+                            except SealFailed as exc:
+                                raise wire.FrameError(str(exc)) from None
+                            opener = sealing.opener(peer, keys.identity_key)
+                            if frame.want_key:
+                                bundle = await sealing.fresh_bundle()
+                                await stream.write(wire.encode(wire.Keys(bundle)))
                     else:
                         raise wire.FrameError(f"unexpected {type(frame).__name__} on msg stream")
                 if batch:
@@ -205,7 +242,7 @@ class Messages:
                         log.info("closing message stream from %s: no longer a friend", short(peer))
                         await refuse(stream, wire.REFUSED_NOT_FRIEND, "not a friend")
                         return
-                    refused = await self._admit_store_and_ack(stream, peer, batch)
+                    refused = await self._admit_store_and_ack(stream, peer, batch, opener)
                     if refused is not None:
                         await refuse(stream, refused.code, refused.reason)
                         return
@@ -213,6 +250,10 @@ class Messages:
         except wire.FrameError as exc:
             log.warning("closing message stream from %s: %s", short(peer), exc)
             await refuse(stream, wire.REFUSED_BAD_FRAME, str(exc))
+        except SealFailed as exc:
+            # Neither stored nor acked: the sender starts a new session and seals again.
+            log.warning("a sealed message from %s did not open: %s", short(peer), exc)
+            await refuse(stream, wire.REFUSED_UNDECRYPTABLE, str(exc)[: wire.MAX_REASON_BYTES])
         except DatabaseError as exc:
             # Not acked, so the sender keeps the messages and retries later.
             log.error("could not store messages from %s (not acked): %s", short(peer), exc)
@@ -222,7 +263,11 @@ class Messages:
             await reset(stream)
 
     async def _admit_store_and_ack(
-        self, stream: INetStream, peer: str, batch: list[IncomingMessage]
+        self,
+        stream: INetStream,
+        peer: str,
+        batch: list[IncomingMessage],
+        opener: Opener | None = None,
     ) -> wire.Refused | None:
         """Store and ack ``batch`` as the friend's quotas allow: over the rate, paced (this
         stream is read no further until the rest fits); over the unread cap, the refusal for
@@ -233,7 +278,7 @@ class Messages:
                 peer, len(batch), self.roster.unread.count(peer), retry=retry
             )
             if admission.taken:
-                await self._store_and_ack(stream, peer, batch[: admission.taken])
+                await self._store_and_ack(stream, peer, batch[: admission.taken], opener)
                 batch = batch[admission.taken :]
             if admission.refused is not None:
                 log.info(
@@ -251,7 +296,11 @@ class Messages:
         return None
 
     async def _store_and_ack(
-        self, stream: INetStream, peer: str, batch: list[IncomingMessage]
+        self,
+        stream: INetStream,
+        peer: str,
+        batch: list[IncomingMessage],
+        opener: Opener | None = None,
     ) -> None:
         # Announce before acking: if the ack is lost, the resend is a no-op insert and would
         # never produce the event. Each event's contact carries the unread count with its
@@ -264,7 +313,7 @@ class Messages:
                 contact=self.roster.contact_json(contact) if contact else None,
             )
 
-        await self.roster.unread.add_incoming(peer, batch, now_ms(), announce)
+        await self.roster.unread.add_incoming(peer, batch, now_ms(), announce, opener)
         ids = [m.msg_id for m in batch]
         for start in range(0, len(ids), wire.MAX_ACK_IDS):
             await stream.write(wire.encode(wire.Ack(tuple(ids[start : start + wire.MAX_ACK_IDS]))))
@@ -278,10 +327,22 @@ class Messages:
         then waits for more. After any failure, the next stream resends everything still
         pending from the start; the receiver's idempotent store drops the duplicates.
         """
-        stream = await self.net.open_stream(peer, wire.MSG_PROTOCOL)
+        protocols = [wire.MSG2_PROTOCOL, wire.MSG_PROTOCOL] if self.sealing else [wire.MSG_PROTOCOL]
+        stream = await self.net.open_stream(peer, *protocols)
+        sealing = self.sealing if stream.get_protocol() == wire.MSG2_PROTOCOL else None
         in_flight: set[bytes] = set()  # sent, not yet acked
         try:
-            await stream.write(wire.encode(wire.Hello(self._my_addrs())))
+            if sealing is not None:
+                want_key = not await sealing.has_session(peer)
+                hello = wire.Hello(self._my_addrs(), keys=sealing.hello_keys, want_key=want_key)
+                await stream.write(wire.encode(hello))
+                if want_key:
+                    bundle = await self._read_keys(peer, stream)
+                    if bundle is None:
+                        return
+                    await sealing.start(peer, bundle)
+            else:
+                await stream.write(wire.encode(wire.Hello(self._my_addrs())))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(
                     self._read_acks, peer, stream, outbox, in_flight, nursery.cancel_scope
@@ -300,16 +361,47 @@ class Messages:
                     if not batch:
                         await outbox.work.wait(30.0)
                         continue
-                    payload = b"".join(
-                        wire.encode(wire.ChatMessage(m.msg_id, m.seq, m.sent_at, m.text))
-                        for m in batch
-                    )
+                    if sealing is not None:
+                        sealed = await sealing.seal(peer, batch)
+                        payload = b"".join(wire.encode(f) for f in sealed)
+                    else:
+                        payload = b"".join(
+                            wire.encode(wire.ChatMessage(m.msg_id, m.seq, m.sent_at, m.text))
+                            for m in batch
+                        )
                     in_flight.update(m.msg_id for m in batch)
                     await stream.write(payload)
                     last_seq = batch[-1].seq
                 nursery.cancel_scope.cancel()
+        except SealFailed as exc:
+            log.warning("cannot seal messages for %s: %s", short(peer), exc)
         finally:
             await reset(stream)
+
+    async def _read_keys(self, peer: str, stream: INetStream) -> bytes | None:
+        """The receiver's answer to a hello that wants a key: its bundle, or None if it
+        refused us (recorded like any refusal)."""
+        decoder = wire.FrameDecoder()
+        with trio.fail_after(KEYS_TIMEOUT):
+            while True:
+                data = await read_some(stream)
+                if not data:
+                    raise SealFailed("the stream ended before the friend sent its keys")
+                frames = decoder.feed(data)
+                if not frames:
+                    continue
+                first = frames[0]
+                if len(frames) > 1:
+                    raise SealFailed("unexpected frames after the friend's keys")
+                if isinstance(first, wire.Keys):
+                    return first.bundle
+                if isinstance(first, wire.Refused):
+                    log.warning(
+                        "%s refused our messages (%s): %s", short(peer), first.code, first.reason
+                    )
+                    self.refused_by[peer] = first
+                    return None
+                raise SealFailed(f"expected the friend's keys, got {type(first).__name__}")
 
     async def _read_acks(
         self,
@@ -341,6 +433,8 @@ class Messages:
                             frame.reason,
                         )
                         self.refused_by[peer] = frame
+                        if frame.code == wire.REFUSED_UNDECRYPTABLE and self.sealing:
+                            await self.sealing.forget(peer)
                         return
                     else:
                         raise wire.FrameError(f"unexpected {type(frame).__name__} on msg stream")

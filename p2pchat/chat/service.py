@@ -21,6 +21,7 @@ from p2pchat.chat.messages import Messages
 from p2pchat.chat.quotas import FriendQuotas
 from p2pchat.chat.reach import Reach
 from p2pchat.chat.roster import Roster
+from p2pchat.chat.sealing import Sealing
 from p2pchat.chat.store import ChatStore
 from p2pchat.config import QuotaConfig
 from p2pchat.events import EventBus
@@ -57,8 +58,14 @@ class Chat:
         self.friends = Friends(
             network=network, roster=self.roster, name=name, clock=clock, quotas=self.quotas
         )
+        self.sealing = Sealing(store, network.identity)
+        """Our Olm account and each friend's sessions (msg/2.0.0)."""
         self.messages = Messages(
-            network=network, roster=self.roster, my_addrs=self.friends.my_addrs, quotas=self.quotas
+            network=network,
+            roster=self.roster,
+            my_addrs=self.friends.my_addrs,
+            quotas=self.quotas,
+            sealing=self.sealing,
         )
         self.links = ContactLinks(self.roster, self.reach, self.friends, self.messages)
         self.messages.on_queued = self.links.queue
@@ -68,12 +75,12 @@ class Chat:
         """Load contacts and install the stream handlers and connection callback. Call it
         before the host listens, so no early stream or connection goes unseen."""
         await self.roster.load()
+        await self.sealing.load()
         self.net.set_handler(
             wire.FRIEND_PROTOCOL, self.inbound.handler("friend", self.friends.serve)
         )
-        self.net.set_handler(
-            wire.MSG_PROTOCOL, self.inbound.handler("message", self.messages.serve)
-        )
+        for protocol in (wire.MSG2_PROTOCOL, wire.MSG_PROTOCOL):
+            self.net.set_handler(protocol, self.inbound.handler("message", self.messages.serve))
         self.roster.add_change_listener(self.links.contact_changed)
         # First connection listener: links react before files and discovery do.
         self.roster.add_connection_listener(self.links.connection_changed)

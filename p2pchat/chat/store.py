@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -126,6 +126,12 @@ class IncomingMessage:
     seq: int
     sent_at: int
     text: str
+    sealed: tuple[int, bytes] | None = None
+    """msg/2.0.0: the Olm message (kind, body) ``text`` is still to be opened from."""
+
+
+Opener = Callable[[sqlite3.Connection, list[IncomingMessage]], list[IncomingMessage]]
+"""Opens sealed messages inside the job that stores them (:mod:`p2pchat.chat.sealing`)."""
 
 
 class ChatStore:
@@ -133,6 +139,11 @@ class ChatStore:
 
     def __init__(self, db: Database) -> None:
         self._db = db
+
+    @property
+    def db(self) -> Database:
+        """The database, for the concerns that keep their own tables in it (sealing)."""
+        return self._db
 
     # --- contacts ----------------------------------------------------------------------------
 
@@ -269,13 +280,31 @@ class ChatStore:
         return await self._db.run(fn)
 
     async def add_incoming(
-        self, peer_id: str, messages: Sequence[IncomingMessage], now: int
+        self,
+        peer_id: str,
+        messages: Sequence[IncomingMessage],
+        now: int,
+        opener: Opener | None = None,
     ) -> list[MessageRecord]:
-        """Store received messages; returns only the ones not seen before (idempotent)."""
+        """Store received messages; returns only the ones not seen before (idempotent).
+        Sealed ones are opened by ``opener`` in the same transaction, after the duplicates
+        are left out (a message key opens once: a resend must not be opened again); if it
+        raises, nothing is stored."""
 
         def fn(conn: sqlite3.Connection) -> list[MessageRecord]:
             stored: list[MessageRecord] = []
-            for m in messages:
+            fresh = [
+                m
+                for m in messages
+                if conn.execute(
+                    "SELECT 1 FROM messages WHERE peer_id = ? AND outgoing = 0 AND msg_id = ?",
+                    (peer_id, m.msg_id),
+                ).fetchone()
+                is None
+            ]
+            if opener is not None and any(m.sealed for m in fresh):
+                fresh = opener(conn, fresh)
+            for m in fresh:
                 row = conn.execute(
                     "INSERT INTO messages (peer_id, msg_id, outgoing, seq, sent_at, stored_at,"
                     " text, state) VALUES (?,?,0,?,?,?,?,?) ON CONFLICT DO NOTHING RETURNING *",
@@ -304,8 +333,8 @@ class ChatStore:
             changed: list[MessageRecord] = []
             for msg_id in msg_ids:
                 row = conn.execute(
-                    "UPDATE messages SET state = ?, delivered_at = ? WHERE peer_id = ? AND "
-                    "outgoing = 1 AND msg_id = ? AND state = ? RETURNING *",
+                    "UPDATE messages SET state = ?, delivered_at = ?, sealed = NULL WHERE "
+                    "peer_id = ? AND outgoing = 1 AND msg_id = ? AND state = ? RETURNING *",
                     (
                         MessageState.DELIVERED.value,
                         now,

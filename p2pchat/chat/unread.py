@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from p2pchat.chat.store import ChatStore, IncomingMessage, MessageRecord
+from p2pchat.chat.store import ChatStore, IncomingMessage, MessageRecord, Opener
 from p2pchat.locks import KeyedLocks
 
 
@@ -42,12 +42,13 @@ class UnreadCounts:
         messages: Sequence[IncomingMessage],
         now: int,
         announce: Callable[[MessageRecord], None] = lambda record: None,
+        opener: Opener | None = None,
     ) -> list[MessageRecord]:
         """Store received messages (:meth:`ChatStore.add_incoming`) and count the new ones.
         ``announce`` is called for each, right after it is counted, so whatever it publishes
         carries the count including that message."""
         async with self._locks.hold(peer):
-            stored = await self._store.add_incoming(peer, messages, now)
+            stored = await self._store.add_incoming(peer, messages, now, opener)
             for record in stored:
                 # Only incoming messages are ever stored here: every one counts.
                 self._counts[peer] = self._counts.get(peer, 0) + 1

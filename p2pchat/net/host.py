@@ -484,9 +484,13 @@ class Network:
         except Exception as exc:
             log.debug("disconnect %s: %s", peer, exc)
 
-    async def open_stream(self, peer: str, protocol: str) -> INetStream:
+    async def open_stream(self, peer: str, *protocols: str) -> INetStream:
+        """A stream to ``peer`` speaking the first of ``protocols`` it supports (the newest
+        first; ``stream.get_protocol()`` says which)."""
         with trio.fail_after(NEW_STREAM_TIMEOUT):
-            return await self.host.new_stream(ID.from_base58(peer), [TProtocol(protocol)])
+            return await self.host.new_stream(
+                ID.from_base58(peer), [TProtocol(p) for p in protocols]
+            )
 
 
 class DialFailed(ConnectionError):

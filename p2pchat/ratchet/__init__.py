@@ -3,5 +3,5 @@ identity, sans-IO (issue 13; PROTOCOL.md §13).
 
 ``bundle`` signs and checks the public keys a friend needs to start a session with us;
 ``pair`` holds one friend's session: seal and open message bodies, pickled for the database.
-Not on the wire yet: messages still travel inside Noise only.
+``p2pchat.chat.sealing`` keeps their state in the database and seals msg/2.0.0 messages.
 """

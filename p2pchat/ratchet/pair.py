@@ -133,6 +133,11 @@ class PairSession:
     def pickle(self, key: bytes) -> str:
         return self._session.pickle(key)
 
+    @property
+    def session_id(self) -> str:
+        """The same on both sides of the session."""
+        return self._session.session_id
+
     def seal(self, plaintext: bytes) -> Sealed:
         """Encrypt with the next message key (the state changes: pickle it with the message)."""
         kind, body = self._session.encrypt(plaintext).to_parts()

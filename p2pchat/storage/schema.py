@@ -4,7 +4,8 @@ The version is ``PRAGMA user_version``: migration *n* brings a database from ver
 to *n*, inside the worker's transaction (:mod:`.database`). To change the schema, append a
 migration; never edit one, since databases out there have run it already. The tables belong
 to their concerns, which keep their queries next to their code: ``contacts``, ``messages``,
-``read_marks`` and ``verified`` (:mod:`p2pchat.chat.store`), ``transfers``
+``read_marks`` and ``verified`` (:mod:`p2pchat.chat.store`), ``olm_account`` and
+``olm_sessions`` (:mod:`p2pchat.chat.sealing`), ``transfers``
 (:mod:`p2pchat.files.store`), ``settings`` (:mod:`.settings`).
 """
 
@@ -166,6 +167,30 @@ def _schema_v6(conn: sqlite3.Connection) -> None:
     )
 
 
+def _schema_v7(conn: sqlite3.Connection) -> None:
+    # End-to-end Olm sessions (p2pchat.chat.sealing, PROTOCOL.md §5.4): our account (one row),
+    # each friend's sessions (a few, newest used first), and the sealed form of each
+    # outgoing message until it is delivered, so a resend repeats the very same ciphertext
+    # (sealing it again would take the next message key, or after a crash the same one).
+    _execute_all(
+        conn,
+        """
+        CREATE TABLE olm_account (
+            id     INTEGER PRIMARY KEY CHECK (id = 1),
+            pickle TEXT NOT NULL
+        );
+        CREATE TABLE olm_sessions (
+            peer_id    TEXT NOT NULL,
+            session_id TEXT NOT NULL,
+            pickle     TEXT NOT NULL,
+            used_at    INTEGER NOT NULL,
+            PRIMARY KEY (peer_id, session_id)
+        );
+        ALTER TABLE messages ADD COLUMN sealed BLOB
+        """,
+    )
+
+
 MIGRATIONS: list[Migration] = [
     _schema_v1,
     _schema_v2,
@@ -173,4 +198,5 @@ MIGRATIONS: list[Migration] = [
     _schema_v4,
     _schema_v5,
     _schema_v6,
+    _schema_v7,
 ]
