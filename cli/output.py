@@ -117,6 +117,10 @@ def fmt_message(message: Mapping[str, Any], names: Mapping[str, str]) -> str:
     text = str(message.get("text", ""))
     if message.get("direction") == "out":
         mark = DELIVERED_MARK if message.get("state") == "delivered" else PENDING_MARK
+        holders = message.get("holders") or 0
+        if message.get("state") == "pending" and isinstance(holders, int) and holders > 0:
+            where = "1 friend" if holders == 1 else f"{holders} friends"
+            return f"{when}  me -> {mark} {text}  (stored for delivery at {where})"
         return f"{when}  me -> {mark} {text}"
     pid = str(message.get("peer_id", ""))
     return f"{when}  {names.get(pid) or short_id(pid)}: {text}"
@@ -152,6 +156,12 @@ def fmt_event(event: Mapping[str, Any], names: Mapping[str, str]) -> str:
         pid = str(msg.get("peer_id", ""))
         to = names.get(pid) or short_id(pid)
         return f"{DELIVERED_MARK} delivered to {to}: {msg.get('text', '')} [{msg.get('id', '')}]"
+    if kind == "message.stored":
+        msg = event.get("message") or {}
+        pid = str(msg.get("peer_id", ""))
+        to = names.get(pid) or short_id(pid)
+        n = msg.get("holders", 0)
+        return f"{PENDING_MARK} stored for {to} at {n} friend(s): {msg.get('text', '')}"
     if kind == "friend.request":
         text = str(contact.get("request_text", "")) if isinstance(contact, Mapping) else ""
         suffix = f": {text}" if text else ""

@@ -11,7 +11,8 @@ nothing here imports ``daemon`` or ``cli`` (``tests/core/test_layers.py`` checks
    sessions between friends (sans-IO over vodozemac);
 3. ``net``: libp2p host, streams, links, DHT, records, discovery, relays, library patches;
 4. ``chat``: roster, friend handshake, messages;
-5. ``files`` and ``calls``: transfers and calls between friends;
+5. ``files``, ``calls`` and ``mailbox``: transfers and calls between friends, and messages
+   held by friends for friends who are offline;
 6. ``node``: one identity's engine, wiring all of the above under one nursery.
 
 The package ``__init__`` modules import nothing, so ``import p2pchat.api`` stays light.

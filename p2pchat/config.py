@@ -140,6 +140,13 @@ class Config:
     """Serve the web app (the control API for a browser page, behind a token)."""
     quotas: QuotaConfig = field(default_factory=QuotaConfig)
     """Per-friend limits (``p2pchat.chat.quotas``): an object with any of its keys."""
+    mailbox: bool = True
+    """Hold messages for offline friends of ours that other friends send them (envelopes we
+    cannot read; :mod:`p2pchat.mailbox`). Our own messages use other friends either way."""
+    mailbox_max_bytes: int = 64 * 1024 * 1024
+    """What we hold for others at most, in bytes."""
+    mailbox_max_days: float = 7.0
+    """How long we hold an envelope at most."""
     web_listen: str = DEFAULT_WEB_LISTEN
     """``HOST:PORT`` of the web app (``[v6]:PORT`` for IPv6); loopback by default. Port 0
     picks a free port, which is then written back here."""
@@ -168,6 +175,9 @@ class Config:
             "ice_servers": self.ice_servers,
             "web": self.web,
             "web_listen": self.web_listen,
+            "mailbox": self.mailbox,
+            "mailbox_max_bytes": self.mailbox_max_bytes,
+            "mailbox_max_days": self.mailbox_max_days,
             "quotas": self.quotas.to_json(),
         }
 
@@ -275,6 +285,17 @@ def load_config(home: Path) -> Config:
             f"{path}: 'web_listen' must be HOST:PORT with an IP address or localhost as HOST "
             "(IPv6 in brackets) and a port from 0 to 65535, e.g. 127.0.0.1:0"
         )
+    mailbox = raw.get("mailbox", True)
+    if not isinstance(mailbox, bool):
+        raise ConfigError(f"{path}: 'mailbox' must be true or false")
+    mailbox_bytes = _count(raw, "mailbox_max_bytes", path) if "mailbox_max_bytes" in raw else None
+    days = raw.get("mailbox_max_days", 7.0)
+    if isinstance(days, bool) or not isinstance(days, int | float) or not 0.01 <= days <= 365:
+        raise ConfigError(f"{path}: 'mailbox_max_days' must be 0.01 to 365 days")
+    cfg.mailbox = mailbox
+    if mailbox_bytes is not None:
+        cfg.mailbox_max_bytes = mailbox_bytes
+    cfg.mailbox_max_days = float(days)
     try:
         cfg.quotas = QuotaConfig.from_json(raw.get("quotas", {}))
     except ValueError as exc:

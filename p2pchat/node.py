@@ -27,6 +27,8 @@ from p2pchat.events import EventBus
 from p2pchat.files.manager import FilesConfig, TransferManager
 from p2pchat.files.store import TransferStore
 from p2pchat.identity import FriendCode, Identity, key_file_is_encrypted
+from p2pchat.mailbox.service import Mailbox
+from p2pchat.mailbox.store import Limits, MailboxStore
 from p2pchat.net.discovery import Discovery, DiscoveryConfig
 from p2pchat.net.host import Network
 from p2pchat.net.relay import RelayLimitsConfig
@@ -89,6 +91,7 @@ class Node:
         self.network: Network | None = None
         self.chat: Chat | None = None
         self.files: TransferManager | None = None
+        self.mailbox: Mailbox | None = None
         self.discovery: Discovery | None = None
         self.calls: CallManager | None = None
         self.at_rest = "plain"
@@ -112,6 +115,18 @@ class Node:
                 events=self.events,
                 name=self.config.name,
                 quotas=self.config.quotas,
+            )
+            self.mailbox = Mailbox(
+                self.chat,
+                MailboxStore(
+                    db,
+                    Limits(
+                        max_bytes=self.config.mailbox_max_bytes,
+                        max_seconds=int(self.config.mailbox_max_days * 86400),
+                    ),
+                ),
+                self.events,
+                hold=self.config.mailbox,
             )
             listen = self._listen_addrs()
             self.files = TransferManager(
@@ -143,6 +158,7 @@ class Node:
                 load_or_create_invite, self.home
             )
             await self.chat.load()
+            await self.mailbox.load()
             await self.files.load()
             self.calls.load()
             async with network.run(listen):
@@ -156,6 +172,7 @@ class Node:
                 discovery = self._discovery(network, Settings(db), self.chat)
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.chat.run)
+                    await nursery.start(self.mailbox.run)
                     await nursery.start(self.files.run)
                     await nursery.start(discovery.run)
                     await nursery.start(self.calls.run)
@@ -272,6 +289,7 @@ class Node:
             **(self.discovery.status() if self.discovery else {}),
             "call": self.calls.status() if self.calls else None,
             "at_rest": self.at_rest,
+            "mailbox": await self.mailbox.status() if self.mailbox else None,
             "quotas": {
                 "refusing": [
                     {**entry, "connections_closed": self._closed_connections(entry["peer_id"])}

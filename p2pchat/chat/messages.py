@@ -56,6 +56,7 @@ def message_json(m: MessageRecord) -> dict[str, Any]:
         "sent_at": m.sent_at,
         "stored_at": m.stored_at,
         "delivered_at": m.delivered_at,
+        "holders": m.holders,
     }
 
 

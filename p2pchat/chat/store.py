@@ -54,6 +54,9 @@ class MessageRecord:
     delivered_at: int | None
     text: str
     state: MessageState
+    holders: int = 0
+    """Outgoing and pending: how many friends hold it for the offline recipient
+    (:mod:`p2pchat.mailbox`); only :meth:`ChatStore.history` reads it."""
 
 
 def _contact(row: sqlite3.Row) -> Contact:
@@ -82,6 +85,7 @@ def _message(row: sqlite3.Row) -> MessageRecord:
         delivered_at=row["delivered_at"],
         text=row["text"],
         state=MessageState(row["state"]),
+        holders=int(row["holders"]) if "holders" in row.keys() else 0,  # noqa: SIM118
     )
 
 
@@ -345,6 +349,11 @@ class ChatStore:
                 ).fetchone()
                 if row is not None:
                     changed.append(_message(row))
+                    # Whoever holds it for the friend need not be remembered any more.
+                    conn.execute(
+                        "DELETE FROM mailbox_deposits WHERE peer_id = ? AND msg_id = ?",
+                        (peer_id, msg_id),
+                    )
             return changed
 
         # Losing this in a power cut only means the message is sent again and deduplicated.
@@ -463,7 +472,10 @@ class ChatStore:
 
         def fn(conn: sqlite3.Connection) -> list[MessageRecord]:
             rows = conn.execute(
-                "SELECT * FROM messages WHERE peer_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
+                "SELECT *, CASE WHEN state = 'pending' THEN (SELECT COUNT(*) FROM"
+                " mailbox_deposits d WHERE d.peer_id = messages.peer_id AND d.msg_id ="
+                " messages.msg_id) ELSE 0 END AS holders FROM messages"
+                " WHERE peer_id = ? AND id < ? ORDER BY id DESC LIMIT ?",
                 (peer_id, before_row if before_row is not None else 2**62, limit),
             ).fetchall()
             return [_message(r) for r in reversed(rows)]

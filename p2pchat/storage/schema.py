@@ -5,7 +5,8 @@ to *n*, inside the worker's transaction (:mod:`.database`). To change the schema
 migration; never edit one, since databases out there have run it already. The tables belong
 to their concerns, which keep their queries next to their code: ``contacts``, ``messages``,
 ``read_marks`` and ``verified`` (:mod:`p2pchat.chat.store`), ``olm_account`` and
-``olm_sessions`` (:mod:`p2pchat.chat.sealing`), ``transfers``
+``olm_sessions`` (:mod:`p2pchat.chat.sealing`), ``mailbox``, ``mailbox_deposits`` and
+``mailbox_receipts`` (:mod:`p2pchat.mailbox.store`), ``transfers``
 (:mod:`p2pchat.files.store`), ``settings`` (:mod:`.settings`).
 """
 
@@ -191,6 +192,42 @@ def _schema_v7(conn: sqlite3.Connection) -> None:
     )
 
 
+def _schema_v8(conn: sqlite3.Connection) -> None:
+    # Store and forward (p2pchat.mailbox, PROTOCOL.md §14): the envelopes this daemon holds
+    # for its friends' friends while they are offline, and, for our own pending messages,
+    # which holders took them (an outgoing message held somewhere shows "stored for delivery").
+    _execute_all(
+        conn,
+        """
+        CREATE TABLE mailbox (
+            envelope_id BLOB PRIMARY KEY,
+            recipient   TEXT NOT NULL,
+            depositor   TEXT NOT NULL,
+            size        INTEGER NOT NULL,
+            expires_at  INTEGER NOT NULL,
+            stored_at   INTEGER NOT NULL,
+            envelope    BLOB NOT NULL
+        );
+        CREATE INDEX mailbox_by_recipient ON mailbox (recipient, stored_at);
+        CREATE INDEX mailbox_by_depositor ON mailbox (depositor);
+        CREATE INDEX mailbox_by_expiry ON mailbox (expires_at);
+        CREATE TABLE mailbox_deposits (
+            peer_id     TEXT NOT NULL,
+            msg_id      BLOB NOT NULL,
+            holder      TEXT NOT NULL,
+            envelope_id BLOB NOT NULL,
+            stored_at   INTEGER NOT NULL,
+            PRIMARY KEY (peer_id, msg_id, holder)
+        );
+        CREATE TABLE mailbox_receipts (
+            peer_id TEXT NOT NULL,
+            msg_id  BLOB NOT NULL,
+            PRIMARY KEY (peer_id, msg_id)
+        )
+        """,
+    )
+
+
 MIGRATIONS: list[Migration] = [
     _schema_v1,
     _schema_v2,
@@ -199,4 +236,5 @@ MIGRATIONS: list[Migration] = [
     _schema_v5,
     _schema_v6,
     _schema_v7,
+    _schema_v8,
 ]

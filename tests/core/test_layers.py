@@ -23,6 +23,7 @@ LAYERS = {
     "chat": 3,
     "files": 4,
     "calls": 4,
+    "mailbox": 4,
     "node": 5,
 }
 CLI_MAY_IMPORT = {"p2pchat", "p2pchat.api", "p2pchat.paths", "p2pchat.identity"}

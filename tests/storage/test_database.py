@@ -454,7 +454,11 @@ async def _v4_database(path: Path, key: bytes | None) -> dict[str, int]:
 
         newest = await old.run(incoming)
         await old_store.add_outgoing(OTHER, mid(9), "newest is ours", now=3)
-        newest[OTHER] = (await old_store.history(OTHER, 1))[0].row
+        newest[OTHER] = await old.run(
+            lambda c: c.execute(
+                "SELECT MAX(id) FROM messages WHERE peer_id = ?", (OTHER,)
+            ).fetchone()[0]
+        )
     assert user_version(path, key) == 4
     return newest
 

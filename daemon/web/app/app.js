@@ -300,6 +300,7 @@ function onEvent(ev) {
       markReadSoon(m.peer_id);
       break;
     }
+    case "message.stored":
     case "message.delivered": {
       const m = ev.message;
       const c = state.convs[m.peer_id];

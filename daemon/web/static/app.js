@@ -1172,6 +1172,7 @@ function onEvent(ev) {
       markReadSoon(m3.peer_id);
       break;
     }
+    case "message.stored":
     case "message.delivered": {
       const m3 = ev.message;
       const c3 = state.convs[m3.peer_id];
@@ -1834,6 +1835,11 @@ function MessageState({ m: m3 }) {
   if (m3.state === "delivered") {
     return html`<span class="msg-state delivered" data-testid="msg-state" data-state="delivered" title=${`delivered ${m3.delivered_at ? time(m3.delivered_at) : ""}`}>
       <${Icon} name="checks" /><span class="sr">delivered</span></span>`;
+  }
+  if (m3.holders > 0) {
+    const where = m3.holders === 1 ? "1 friend holds it" : `${m3.holders} friends hold it`;
+    return html`<span class="msg-state stored" data-testid="msg-state" data-state="stored" title=${`stored for delivery: ${where} until your friend is back`}>
+      <${Icon} name="clock" /><span class="sr">stored for delivery (${where})</span></span>`;
   }
   return html`<span class="msg-state pending" data-testid="msg-state" data-state="pending" title="not yet delivered: waits in your daemon's outbox">
     <${Icon} name="clock" /><span class="sr">pending</span></span>`;

@@ -44,6 +44,11 @@ function MessageState({ m }) {
     return html`<span class="msg-state delivered" data-testid="msg-state" data-state="delivered" title=${`delivered ${m.delivered_at ? fmt.time(m.delivered_at) : ""}`}>
       <${Icon} name="checks" /><span class="sr">delivered</span></span>`;
   }
+  if (m.holders > 0) {
+    const where = m.holders === 1 ? "1 friend holds it" : `${m.holders} friends hold it`;
+    return html`<span class="msg-state stored" data-testid="msg-state" data-state="stored" title=${`stored for delivery: ${where} until your friend is back`}>
+      <${Icon} name="clock" /><span class="sr">stored for delivery (${where})</span></span>`;
+  }
   return html`<span class="msg-state pending" data-testid="msg-state" data-state="pending" title="not yet delivered: waits in your daemon's outbox">
     <${Icon} name="clock" /><span class="sr">pending</span></span>`;
 }

@@ -1,0 +1,1 @@
+"""Holding messages for offline friends (PROTOCOL.md §14)."""
