@@ -15,6 +15,7 @@ invited path, which a flood of strangers cannot exhaust (:mod:`p2pchat.chat.invi
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import os
@@ -219,8 +220,9 @@ class Identity:
     def public_key(self) -> bytes:
         return bytes(self._key.verify_key)
 
-    @property
+    @functools.cached_property
     def peer_id(self) -> str:
+        # Cached: base58 encoding costs ~50 us in Python, and the key never changes.
         return peer_id_from_public_key(self.public_key)
 
     def sign(self, data: bytes) -> bytes:

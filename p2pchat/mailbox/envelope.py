@@ -12,6 +12,7 @@ itself an Olm message of the pair's session (:mod:`p2pchat.chat.sealing`), for f
 
 from __future__ import annotations
 
+import functools
 import os
 import struct
 from dataclasses import dataclass
@@ -39,6 +40,17 @@ MAX_RECEIPT_IDS: Final = 512
 """Message IDs one receipt envelope names (512 x 16 bytes fits the first bucket but one)."""
 CONTENT_MSG: Final = "msg"
 CONTENT_RECEIPT: Final = "receipt"
+
+
+@functools.lru_cache(maxsize=1024)
+def _ed25519_key(peer_id: str) -> bytes:
+    """The key an ID embeds (base58 decoding is slow in Python; one's friends are few)."""
+    return public_key_from_peer_id(peer_id)
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_canonical(peer_id: str) -> bool:
+    return check_peer_id(peer_id) == peer_id
 
 
 class EnvelopeError(ValueError):
@@ -119,7 +131,7 @@ def parse_envelope(raw: bytes, now: float) -> Envelope:
     if not isinstance(to, str) or len(to) > 64:
         raise EnvelopeError("the envelope's recipient is not an ID")
     try:
-        if check_peer_id(to) != to:
+        if not _is_canonical(to):
             raise EnvelopeError("the envelope's recipient is not a canonical ID")
     except IdentityError as exc:
         raise EnvelopeError(f"the envelope's recipient: {exc}") from None
@@ -147,17 +159,25 @@ def seal_envelope(
         {"from": sender.peer_id, "body": body, "sig": sender.sign(signed)}, canonical=True
     )
     padded = _pad(inner)
-    recipient_key = nacl.signing.VerifyKey(public_key_from_peer_id(to)).to_curve25519_public_key()
+    recipient_key = nacl.signing.VerifyKey(_ed25519_key(to)).to_curve25519_public_key()
     box = nacl.public.SealedBox(recipient_key).encrypt(padded)
     return Envelope(to, envelope_id, expires, bytes(box))
 
 
-def open_envelope(recipient: Identity, envelope: Envelope) -> Opened:
-    """Open an envelope addressed to ``recipient``; raises :class:`EnvelopeError` if it is
-    not for us, was altered, or is not signed by the sender it names."""
+def box_key(recipient: Identity) -> nacl.public.PrivateKey:
+    """The Curve25519 key that opens boxes for ``recipient`` (derive once, open many)."""
+    return nacl.signing.SigningKey(recipient.seed).to_curve25519_private_key()
+
+
+def open_envelope(
+    recipient: Identity, envelope: Envelope, key: nacl.public.PrivateKey | None = None
+) -> Opened:
+    """Open an envelope addressed to ``recipient`` (``key``: its :func:`box_key`); raises
+    :class:`EnvelopeError` if it is not for us, was altered, or is not signed by the sender
+    it names."""
     if envelope.to != recipient.peer_id:
         raise EnvelopeError("the envelope is addressed to someone else")
-    private = nacl.signing.SigningKey(recipient.seed).to_curve25519_private_key()
+    private = key or box_key(recipient)
     try:
         padded = nacl.public.SealedBox(private).decrypt(envelope.box)
     except nacl.exceptions.CryptoError:
@@ -173,7 +193,7 @@ def open_envelope(recipient: Identity, envelope: Envelope) -> Opened:
     if not isinstance(sender, str) or not isinstance(body, bytes) or not isinstance(sig, bytes):
         raise EnvelopeError("the envelope's content has fields of the wrong types")
     try:
-        sender_key = public_key_from_peer_id(sender)
+        sender_key = _ed25519_key(sender)
     except IdentityError as exc:
         raise EnvelopeError(f"the envelope's sender: {exc}") from None
     signed = _signed_bytes(sender, envelope.to, envelope.envelope_id, envelope.expires, body)

@@ -40,6 +40,7 @@ from p2pchat.mailbox.envelope import (
     HeldMessage,
     HeldReceipt,
     Opened,
+    box_key,
     open_envelope,
     parse_envelope,
     seal_envelope,
@@ -438,73 +439,85 @@ class Mailbox:
 
     async def _receive(self, holder: str, held: Sequence[bytes]) -> list[bytes]:
         """Open and store what a holder handed over; returns the envelope IDs it may delete
-        (stored, or never going to be: altered, or not from a friend). One the database
+        (stored, or never going to be: altered, or not from a friend). What the database
         could not take is kept by the holder for the next fetch."""
         opened = await trio.to_thread.run_sync(self._open_all, holder, held)
         taken: list[bytes] = []
+        messages: dict[str, list[tuple[bytes, HeldMessage]]] = {}
         for envelope_id, item in opened:
-            if item is not None:
+            if item is None:
+                taken.append(envelope_id)
+            elif not self.roster.is_friend(item.sender):
+                log.info(
+                    "dropped an envelope held by %s: its sender is not a friend", short(holder)
+                )
+                taken.append(envelope_id)
+            elif isinstance(item.content, HeldMessage):
+                messages.setdefault(item.sender, []).append((envelope_id, item.content))
+            else:
                 try:
-                    await self._accept(holder, item)
+                    await self._receipt(holder, item.sender, item.content)
                 except DatabaseError as exc:
                     log.error("cannot store what %s held for us: %s", short(holder), exc)
-                    break
-            taken.append(envelope_id)
+                    continue
+                taken.append(envelope_id)
+        for sender, items in messages.items():
+            try:
+                taken += await self._store_held(holder, sender, items)
+            except DatabaseError as exc:
+                log.error("cannot store what %s held for us: %s", short(holder), exc)
         return taken
 
-    def _open_all(self, holder: str, held: Sequence[bytes]) -> list[tuple[bytes, Opened | None]]:
-        me = self.net.identity
-        results: list[tuple[bytes, Opened | None]] = []
-        for raw in held:
+    async def _receipt(self, holder: str, sender: str, receipt: HeldReceipt) -> None:
+        changed = await self.messages.mark_delivered(sender, receipt.msg_ids, now_ms())
+        for record in changed:
+            self.events.publish("message.delivered", message=message_json(record))
+        if changed:
+            log.info(
+                "%d messages to %s reported delivered via %s",
+                len(changed),
+                short(sender),
+                short(holder),
+            )
+
+    async def _store_held(
+        self, holder: str, sender: str, items: list[tuple[bytes, HeldMessage]]
+    ) -> list[bytes]:
+        """Store one sender's held messages in one transaction with its Olm state; if one
+        does not open, each alone (the others still go in). Returns the envelope IDs dealt
+        with."""
+        if len(items) > 1:
             try:
-                envelope = parse_envelope(raw, 0)
-            except EnvelopeError as exc:
-                log.warning("%s handed over a broken envelope: %s", short(holder), exc)
-                self.counts["altered"] += 1
-                continue  # no ID we can trust to name it: the holder drops it at expiry
+                await self._store_messages(holder, sender, [m for _, m in items])
+                return [envelope_id for envelope_id, _ in items]
+            except SealFailed:
+                pass  # nothing was stored: find the one that does not open
+        taken: list[bytes] = []
+        for envelope_id, message in items:
             try:
-                results.append((envelope.envelope_id, open_envelope(me, envelope)))
-            except EnvelopeError as exc:
+                await self._store_messages(holder, sender, [message])
+            except SealFailed as exc:
+                # Its sender still has it pending and delivers it directly when it can.
                 log.warning(
-                    "an envelope held by %s was altered or forged and is dropped: %s",
+                    "a message from %s held by %s did not open: %s",
+                    short(sender),
                     short(holder),
                     exc,
                 )
-                self.counts["altered"] += 1
-                results.append((envelope.envelope_id, None))
-        return results
+                self.counts["unopened"] += 1
+            taken.append(envelope_id)
+        return taken
 
-    async def _accept(self, holder: str, opened: Opened) -> None:
-        sender = opened.sender
-        if not self.roster.is_friend(sender):
-            log.info("dropped an envelope held by %s: its sender is not a friend", short(holder))
-            return
-        content = opened.content
-        if isinstance(content, HeldReceipt):
-            changed = await self.messages.mark_delivered(sender, content.msg_ids, now_ms())
-            for record in changed:
-                self.events.publish("message.delivered", message=message_json(record))
-            if changed:
-                log.info(
-                    "%d messages to %s reported delivered via %s",
-                    len(changed),
-                    short(sender),
-                    short(holder),
-                )
-            return
-        try:
-            keys = self.sealing.check_hello_keys(sender, content.keys)
-        except SealFailed as exc:
-            log.warning("a held message from %s has unusable keys: %s", short(sender), exc)
-            self.counts["unopened"] += 1
-            return
-        incoming = IncomingMessage(
-            content.msg_id,
-            content.seq,
-            content.sent_at_ms,
-            "",
-            sealed=(content.kind, content.body),
-        )
+    async def _store_messages(
+        self, holder: str, sender: str, messages: Sequence[HeldMessage]
+    ) -> None:
+        keys = self.sealing.check_hello_keys(sender, messages[0].keys)  # SealFailed if bad
+        if any(m.keys != messages[0].keys for m in messages[1:]):
+            raise SealFailed("held messages from one sender carry different keys")
+        incoming = [
+            IncomingMessage(m.msg_id, m.seq, m.sent_at_ms, "", sealed=(m.kind, m.body))
+            for m in messages
+        ]
 
         def announce(record: MessageRecord) -> None:
             contact = self.roster.get(sender)
@@ -514,22 +527,34 @@ class Mailbox:
                 contact=self.roster.contact_json(contact) if contact else None,
             )
 
-        try:
-            stored = await self.roster.unread.add_incoming(
-                sender,
-                [incoming],
-                now_ms(),
-                announce,
-                self.sealing.opener(sender, keys.identity_key),
-            )
-        except SealFailed as exc:
-            # Its sender still has it pending and delivers it directly when it can.
-            log.warning(
-                "a message from %s held by %s did not open: %s", short(sender), short(holder), exc
-            )
-            self.counts["unopened"] += 1
-            return
+        opener = self.sealing.opener(sender, keys.identity_key)
+        stored = await self.roster.unread.add_incoming(sender, incoming, now_ms(), announce, opener)
         if stored:
-            self.counts["fetched"] += 1
-            log.info("received a message from %s held by %s", short(sender), short(holder))
-        await self.store.owe_receipts(sender, [content.msg_id])
+            self.counts["fetched"] += len(stored)
+            log.info(
+                "received %d messages from %s held by %s", len(stored), short(sender), short(holder)
+            )
+        await self.store.owe_receipts(sender, [m.msg_id for m in messages])
+
+    def _open_all(self, holder: str, held: Sequence[bytes]) -> list[tuple[bytes, Opened | None]]:
+        me = self.net.identity
+        key = box_key(me)
+        results: list[tuple[bytes, Opened | None]] = []
+        for raw in held:
+            try:
+                envelope = parse_envelope(raw, 0)
+            except EnvelopeError as exc:
+                log.warning("%s handed over a broken envelope: %s", short(holder), exc)
+                self.counts["altered"] += 1
+                continue  # no ID we can trust to name it: the holder drops it at expiry
+            try:
+                results.append((envelope.envelope_id, open_envelope(me, envelope, key)))
+            except EnvelopeError as exc:
+                log.warning(
+                    "an envelope held by %s was altered or forged and is dropped: %s",
+                    short(holder),
+                    exc,
+                )
+                self.counts["altered"] += 1
+                results.append((envelope.envelope_id, None))
+        return results
