@@ -170,6 +170,7 @@ class Node:
                     )
                 await self._pin_ports(network, listen)
                 discovery = self._discovery(network, Settings(db), self.chat)
+                self.mailbox.closest = discovery.closest_servers  # DHT holders
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.chat.run)
                     await nursery.start(self.mailbox.run)

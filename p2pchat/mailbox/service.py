@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 import trio
@@ -27,6 +27,7 @@ from libp2p.abc import INetStream
 
 from p2pchat import wire
 from p2pchat.chat.messages import message_json
+from p2pchat.chat.ratelimit import RequestLimiter
 from p2pchat.chat.sealing import SealFailed
 from p2pchat.chat.service import Chat
 from p2pchat.chat.store import IncomingMessage, MessageRecord
@@ -64,6 +65,15 @@ REFUSED_BACKOFF_S: Final = 300.0
 PASS_BATCH: Final = 64
 MAX_PER_PASS: Final = 2048
 ANSWER_TIMEOUT_S: Final = 30.0
+DHT_FETCH_INTERVAL_S: Final = 300.0
+"""How often we ask the DHT nodes nearest our ID for what they hold for us."""
+DHT_HOLDERS_TTL_S: Final = 600.0
+"""How long a lookup of the nodes nearest a friend's ID is reused."""
+DHT_FETCH_FROM: Final = 6
+"""Nodes nearest our ID we fetch from (a sender hands to the ``HOLDERS`` nearest it finds)."""
+
+ClosestPeers = Callable[[str, int], Awaitable[list[str]]]
+"""The DHT servers nearest an ID (:meth:`p2pchat.net.discovery.Discovery.closest_servers`)."""
 
 
 class Mailbox:
@@ -87,6 +97,27 @@ class Mailbox:
         self._refused: dict[tuple[str, str], float] = {}
         """(holder, recipient) -> monotonic time until which that holder is not asked."""
         self.counts = {"deposited": 0, "fetched": 0, "altered": 0, "unopened": 0, "refused": 0}
+        self.closest: ClosestPeers | None = None
+        """The DHT, once discovery runs: holders when no friend can hold (PROTOCOL.md §14.3)."""
+        self._dht_holders: dict[str, tuple[float, list[str]]] = {}
+        self._dht_fetched = trio.Event()
+        """Set after each round of fetching from the DHT nodes nearest us (for tests)."""
+        # Deposits under the DHT rules, from peers that need not be friends: per depositor,
+        # over all, and per recipient.
+        self._dht_depositors = RequestLimiter(
+            time.monotonic,
+            per_peer_burst=100,
+            per_peer_per_s=2.0,
+            global_burst=1000,
+            global_per_s=50.0,
+        )
+        self._dht_recipients = RequestLimiter(
+            time.monotonic,
+            per_peer_burst=200,
+            per_peer_per_s=2.0,
+            global_burst=10**9,
+            global_per_s=10.0**9,
+        )
 
     async def load(self) -> None:
         self.net.set_handler(MAILBOX_PROTOCOL, self.chat.inbound.handler("mailbox", self.serve))
@@ -112,6 +143,7 @@ class Mailbox:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._courier)
             nursery.start_soon(self._purge)
+            nursery.start_soon(self._dht_fetch_loop)
             task_status.started()
 
     async def status(self) -> dict[str, Any]:
@@ -128,10 +160,8 @@ class Mailbox:
     # --- holding ------------------------------------------------------------------------------
 
     async def serve(self, stream: INetStream, peer: str) -> None:
-        if not self.roster.is_friend(peer):
-            log.info("refused a mailbox stream from %s: not a friend", short(peer))
-            await refuse(stream, wire.REFUSED_NOT_FRIEND, "only friends may use this mailbox")
-            return
+        # Strangers too: a DHT node near a recipient's ID holds for anyone (within the DHT
+        # limits), and a recipient fetches from such nodes; each sees only its own envelopes.
         decoder = MailboxDecoder()
         try:
             while True:
@@ -183,10 +213,18 @@ class Mailbox:
             return refused(
                 frames.REFUSED_NOT_HELD_FOR, "deliver it directly: the recipient is here"
             )
-        if not self.roster.is_friend(envelope.to):
-            return refused(
-                frames.REFUSED_NOT_HELD_FOR, "the recipient is not a friend of this holder"
-            )
+        # Friends' friends: the generous limits. Anyone else: as a DHT node near the
+        # recipient's ID, rate-limited by depositor and recipient, in a smaller space.
+        via_dht = not (self.roster.is_friend(depositor) and self.roster.is_friend(envelope.to))
+        if via_dht:
+            if self.closest is None:
+                return refused(
+                    frames.REFUSED_NOT_HELD_FOR, "the recipient is not a friend of this holder"
+                )
+            if not self._dht_depositors.allow(depositor):
+                return refused(wire.REFUSED_RATE_LIMITED, "too many deposits from you; slow down")
+            if not self._dht_recipients.allow(envelope.to):
+                return refused(wire.REFUSED_RATE_LIMITED, "too many deposits for that recipient")
         # Held at most as long as we allow, whatever the envelope asks (its expiry is signed).
         capped = Envelope(
             envelope.to,
@@ -195,13 +233,18 @@ class Mailbox:
             envelope.box,
         )
         try:
-            await self.store.hold(capped, raw, depositor, int(now))
+            await self.store.hold(capped, raw, depositor, int(now), via_dht=via_dht)
         except QuotaFull as exc:
             return refused(frames.REFUSED_QUOTA, str(exc))
         except DatabaseError as exc:
             log.error("cannot hold an envelope from %s: %s", short(depositor), exc)
             return wire.Refused(wire.REFUSED_FULL, "the holder cannot store it now; try later")
-        log.debug("holding an envelope from %s for %s", short(depositor), short(envelope.to))
+        log.debug(
+            "holding an envelope from %s for %s%s",
+            short(depositor),
+            short(envelope.to),
+            " (as a DHT node)" if via_dht else "",
+        )
         return frames.Stored(envelope.envelope_id)
 
     async def _hand_over(self, stream: INetStream, recipient: str) -> None:
@@ -257,6 +300,20 @@ class Mailbox:
             if h != recipient and self._refused.get((h, recipient), 0.0) <= now
         ]
 
+    async def _candidates(self, recipient: str) -> list[str]:
+        """Who to hand what waits for ``recipient`` to: connected friends that have not
+        refused to hold for it lately, else the DHT nodes nearest its ID."""
+        friends = self._holders_for(recipient)
+        if friends or self.closest is None:
+            return friends
+        now = time.monotonic()
+        cached = self._dht_holders.get(recipient)
+        if cached is None or cached[0] <= now:
+            found = await self.closest(recipient, HOLDERS)
+            self._dht_holders[recipient] = (now + (DHT_HOLDERS_TTL_S if found else 30.0), found)
+            cached = self._dht_holders[recipient]
+        return [h for h in cached[1] if self._refused.get((h, recipient), 0.0) <= now]
+
     async def _deposit_pending(self) -> bool:
         """Hand what waits for offline friends to connected ones; True if some messages were
         too fresh to hand over yet."""
@@ -265,10 +322,11 @@ class Mailbox:
         for peer in sorted(sizes):
             if self.net.is_connected(peer) or not self.roster.is_friend(peer):
                 continue
-            if not self._holders_for(peer):
-                continue
             if not await self.sealing.has_session(peer):
                 log.debug("no end-to-end session with %s yet: its messages wait", short(peer))
+                continue
+            holders = await self._candidates(peer)
+            if not holders:
                 continue
             last_seq, done = 0, 0
             while done < MAX_PER_PASS:
@@ -279,10 +337,12 @@ class Mailbox:
                 due = [m for m in batch if now_ms() - m.stored_at >= DEPOSIT_AFTER_S * 1000]
                 fresh_left = fresh_left or len(due) < len(batch)
                 if due:
-                    await self._deposit_messages(peer, due)
+                    await self._deposit_messages(peer, due, holders)
         return fresh_left
 
-    async def _deposit_messages(self, peer: str, records: Sequence[MessageRecord]) -> None:
+    async def _deposit_messages(
+        self, peer: str, records: Sequence[MessageRecord], holders: Sequence[str]
+    ) -> None:
         held = await self.store.holders_of(peer, [m.msg_id for m in records])
         need = [m for m in records if len(held[m.msg_id]) < HOLDERS]
         if not need:
@@ -293,7 +353,7 @@ class Mailbox:
             log.info("cannot seal messages for %s to hold: %s", short(peer), exc)
             return
         keys = self.sealing.hello_keys
-        for holder in self._holders_for(peer):
+        for holder in holders:
             todo = [
                 (m, HeldMessage(f.msg_id, f.seq, f.sent_at_ms, f.kind, f.body, keys))
                 for m, f in zip(need, sealed, strict=True)
@@ -375,7 +435,7 @@ class Mailbox:
                 # Connected, it resends what it has pending and our direct ack says it.
                 await self.store.receipts_sent(peer, ids)
                 continue
-            holders = self._holders_for(peer)[:HOLDERS]
+            holders = (await self._candidates(peer))[:HOLDERS]
             if not holders:
                 continue
             contents = [HeldReceipt(tuple(ids[i : i + 512])) for i in range(0, len(ids), 512)]
@@ -386,6 +446,27 @@ class Mailbox:
                 delivered = delivered or len(stored) == len(envelopes)
             if delivered:
                 await self.store.receipts_sent(peer, ids)
+
+    async def _dht_fetch_loop(self) -> None:
+        """Ask the DHT nodes nearest our ID for what they hold for us: soon after start
+        (once the DHT has peers), then every ``DHT_FETCH_INTERVAL_S``."""
+        while True:
+            wait = DHT_FETCH_INTERVAL_S
+            if self.closest is not None:
+                nearest = await self.closest(self.net.identity.peer_id, DHT_FETCH_FROM)
+                for holder in nearest:
+                    if not self.roster.is_friend(holder):  # friends are fetched from anyway
+                        try:
+                            await self._fetch(holder)
+                        except DatabaseError as exc:
+                            log.error("mailbox: cannot use the database: %s", exc)
+                if not nearest:
+                    wait = 2.0  # the DHT is not up yet (a lookup itself waits for peers)
+                self._dht_fetched.set()
+                self._dht_fetched = trio.Event()
+            else:
+                wait = 1.0
+            await trio.sleep(wait)
 
     async def _fetch(self, holder: str) -> None:
         """Take what ``holder`` holds for us."""
@@ -535,6 +616,7 @@ class Mailbox:
                 "received %d messages from %s held by %s", len(stored), short(sender), short(holder)
             )
         await self.store.owe_receipts(sender, [m.msg_id for m in messages])
+        self._wake.set()  # the courier sends the receipt
 
     def _open_all(self, holder: str, held: Sequence[bytes]) -> list[tuple[bytes, Opened | None]]:
         me = self.net.identity

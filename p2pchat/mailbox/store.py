@@ -25,6 +25,12 @@ class Limits:
     """The part of ``max_bytes`` one depositor may fill (a friend cannot take it all)."""
     recipient_share: float = 0.5
     """The part of ``max_bytes`` held for one recipient."""
+    dht_share: float = 1 / 8
+    """The part of ``max_bytes`` held for peers that are not both our friends (as a DHT
+    node near the recipient's ID)..."""
+    dht_depositor_share: float = 1 / 64
+    dht_recipient_share: float = 1 / 32
+    """...of which one depositor may fill this part, and one recipient have this part."""
 
 
 class QuotaFull(Exception):
@@ -53,9 +59,12 @@ class MailboxStore:
 
     # --- holder side --------------------------------------------------------------------------
 
-    async def hold(self, envelope: Envelope, raw: bytes, depositor: str, now: int) -> bool:
+    async def hold(
+        self, envelope: Envelope, raw: bytes, depositor: str, now: int, *, via_dht: bool = False
+    ) -> bool:
         """Store ``raw`` (parsed as ``envelope``) for its recipient within the limits
-        (raises :class:`QuotaFull`); False if it was held already (a retried deposit)."""
+        (raises :class:`QuotaFull`); False if it was held already (a retried deposit).
+        ``via_dht``: neither depositor nor recipient need be a friend; smaller limits."""
         limits = self.limits
         size = len(raw)
 
@@ -64,22 +73,42 @@ class MailboxStore:
                 "SELECT 1 FROM mailbox WHERE envelope_id = ?", (envelope.envelope_id,)
             ).fetchone():
                 return False
-            total, by_depositor, for_recipient = conn.execute(
-                "SELECT COALESCE(SUM(size), 0), "
-                "COALESCE(SUM(CASE WHEN depositor = ? THEN size END), 0), "
-                "COALESCE(SUM(CASE WHEN recipient = ? THEN size END), 0) FROM mailbox",
-                (depositor, envelope.to),
+            # The depositor's and recipient's use is counted within the same kind of
+            # holding (friends', or the DHT's) as this envelope.
+            total, dht, by_depositor, for_recipient = conn.execute(
+                "SELECT COALESCE(SUM(size), 0), COALESCE(SUM(CASE WHEN via_dht THEN size END), 0),"
+                " COALESCE(SUM(CASE WHEN depositor = ? AND via_dht = ? THEN size END), 0), "
+                "COALESCE(SUM(CASE WHEN recipient = ? AND via_dht = ? THEN size END), 0) "
+                "FROM mailbox",
+                (depositor, int(via_dht), envelope.to, int(via_dht)),
             ).fetchone()
             if total + size > limits.max_bytes:
                 raise QuotaFull(f"this holder is full ({limits.max_bytes} bytes)")
-            if by_depositor + size > limits.max_bytes * limits.depositor_share:
+            if via_dht:
+                if dht + size > limits.max_bytes * limits.dht_share:
+                    raise QuotaFull("this holder holds all it holds for strangers already")
+                depositor_cap = limits.max_bytes * limits.dht_depositor_share
+                recipient_cap = limits.max_bytes * limits.dht_recipient_share
+            else:
+                depositor_cap = limits.max_bytes * limits.depositor_share
+                recipient_cap = limits.max_bytes * limits.recipient_share
+            if by_depositor + size > depositor_cap:
                 raise QuotaFull("you hold your share of this holder's space already")
-            if for_recipient + size > limits.max_bytes * limits.recipient_share:
+            if for_recipient + size > recipient_cap:
                 raise QuotaFull("this holder holds its most for that recipient already")
             conn.execute(
                 "INSERT INTO mailbox (envelope_id, recipient, depositor, size, expires_at,"
-                " stored_at, envelope) VALUES (?,?,?,?,?,?,?)",
-                (envelope.envelope_id, envelope.to, depositor, size, envelope.expires, now, raw),
+                " stored_at, via_dht, envelope) VALUES (?,?,?,?,?,?,?,?)",
+                (
+                    envelope.envelope_id,
+                    envelope.to,
+                    depositor,
+                    size,
+                    envelope.expires,
+                    now,
+                    int(via_dht),
+                    raw,
+                ),
             )
             return True
 

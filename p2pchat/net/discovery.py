@@ -329,6 +329,31 @@ class Discovery:
                 return Lookup(peer, info, "peer-routing", None, time.monotonic() - started)
         return None
 
+    async def closest_servers(self, key_peer: str, count: int) -> list[str]:
+        """The DHT servers closest to ``key_peer``'s ID that a network lookup finds (our
+        own ID excluded; empty before the DHT is up). Their addresses are left in the
+        peerstore, so a stream to them dials. For holders of a peer's envelopes."""
+        if self.dht is None:
+            return []
+        if self.routing_table_size() == 0:
+            with trio.move_on_after(JOIN_WAIT):
+                await self._joined.wait()
+        me = self.identity.peer_id
+        found: list[ID] = []
+        with trio.move_on_after(LOOKUP_TIMEOUT):
+            try:
+                found = await self.dht.peer_routing.find_closest_peers_network(
+                    ID.from_base58(key_peer).to_bytes()
+                )
+            except Exception as exc:  # the library raises many types on dead peers
+                log.debug("closest-peers lookup for %s failed: %s", key_peer, exc)
+        if not found:
+            found = self.dht.routing_table.find_local_closest_peers(
+                ID.from_base58(key_peer).to_bytes(), count + 2
+            )
+        closest = [p.to_base58() for p in found]
+        return [p for p in closest if p not in (me, key_peer)][:count]
+
     async def _find_peer(self, peer: str) -> tuple[str, ...]:
         assert self.dht is not None
         try:

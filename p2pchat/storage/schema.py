@@ -194,7 +194,8 @@ def _schema_v7(conn: sqlite3.Connection) -> None:
 
 def _schema_v8(conn: sqlite3.Connection) -> None:
     # Store and forward (p2pchat.mailbox, PROTOCOL.md §14): the envelopes this daemon holds
-    # for its friends' friends while they are offline, and, for our own pending messages,
+    # for its friends' friends while they are offline (or, ``via_dht``, for any peer whose ID
+    # is near ours, within smaller limits), and, for our own pending messages,
     # which holders took them (an outgoing message held somewhere shows "stored for delivery").
     _execute_all(
         conn,
@@ -206,6 +207,7 @@ def _schema_v8(conn: sqlite3.Connection) -> None:
             size        INTEGER NOT NULL,
             expires_at  INTEGER NOT NULL,
             stored_at   INTEGER NOT NULL,
+            via_dht     INTEGER NOT NULL,
             envelope    BLOB NOT NULL
         );
         CREATE INDEX mailbox_by_recipient ON mailbox (recipient, stored_at);

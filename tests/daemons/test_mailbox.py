@@ -14,7 +14,7 @@ import cbor2
 import pytest
 
 from p2pchat.mailbox.envelope import BUCKETS
-from tests.harness import Daemon, befriend, cli, ok, send_and_wait, wait_for
+from tests.harness import Daemon, befriend, cli, ok, send_and_wait, start_all, wait_for
 
 pytestmark = pytest.mark.daemons
 
@@ -156,3 +156,61 @@ def test_an_altered_envelope_is_detected_and_the_message_comes_from_another_hold
     )
     mine(bob, alice, TEXT)  # once
     assert bob.call("status")["mailbox"]["fetched"] == 1
+
+
+def dht_rows(daemons: list[Daemon], recipient: str) -> list[str]:
+    """The daemons holding an envelope for ``recipient`` as DHT nodes."""
+    return [
+        d.name
+        for d in daemons
+        if any(r["recipient"] == recipient and r["via_dht"] for r in mailbox_rows(d))
+    ]
+
+
+@pytest.mark.timeout(300)
+def test_with_no_mutual_friend_dht_nodes_near_the_recipient_hold_it(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    """Ten daemons in one DHT; alice and bob have no friend in common: the nodes nearest
+    bob's ID hold alice's message, and the nodes nearest alice's ID bob's receipt."""
+    boot = make_daemon("boot")
+    others = [make_daemon(n, start=False) for n in ("alice", "bob", *(f"n{i}" for i in range(7)))]
+    start_all(others, "--bootstrap", boot.bootstrap_addr())
+    alice, bob, *nodes = others
+    everyone = [boot, *others]
+    wait_for(
+        lambda: all(d.call("status")["dht_peers"] >= 3 for d in everyone),
+        timeout=60,
+        what="every routing table",
+    )
+    befriend(alice, bob)
+    send_and_wait(alice, bob, "hello while we are both here")
+    bob.stop()
+    wait_for(lambda: not (alice.contact(bob.peer_id) or {}).get("online"), what="bob offline")
+
+    alice.call("messages.send", friend=bob.peer_id, text=TEXT)
+    wait_for(lambda: mine(alice, bob, TEXT)["holders"] >= 1, timeout=60, what="DHT holders")
+    holders = dht_rows([boot, *nodes], bob.peer_id)
+    assert holders, "no DHT node holds it"
+    alice.stop()
+
+    bob.start("--bootstrap", boot.bootstrap_addr())
+    wait_for(
+        lambda: any(m["text"] == TEXT for m in bob.history(alice.peer_id)),
+        timeout=90,
+        what="bob to fetch the message from the DHT nodes near him",
+    )
+    mine(bob, alice, TEXT)
+    wait_for(
+        lambda: dht_rows([boot, *nodes], alice.peer_id),
+        timeout=60,
+        what="bob's receipt to be held near alice",
+    )
+    bob.stop()
+
+    alice.start("--bootstrap", boot.bootstrap_addr())
+    wait_for(
+        lambda: mine(alice, bob, TEXT)["state"] == "delivered",
+        timeout=90,
+        what="alice to fetch bob's receipt",
+    )

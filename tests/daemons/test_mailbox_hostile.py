@@ -22,7 +22,7 @@ from p2pchat.identity import Identity
 from p2pchat.mailbox import frames
 from p2pchat.mailbox.envelope import HeldReceipt, seal_envelope
 from tests.harness import Daemon, befriend, wait_for
-from tests.peers import FakeFriend, call, running
+from tests.peers import FakeFriend, call, connect, running
 
 pytestmark = pytest.mark.daemons
 
@@ -61,7 +61,6 @@ async def test_a_holder_refuses_what_it_should_and_keeps_the_rest(
     await trio.to_thread.run_sync(befriend, bob, carol)
     await trio.to_thread.run_sync(bob.stop)
     mallory = FakeFriend()
-    stranger = Identity.generate()
     async with running(mallory.host):
         await mallory.befriend(carol)
         me = mallory.identity
@@ -77,7 +76,6 @@ async def test_a_holder_refuses_what_it_should_and_keeps_the_rest(
             carol,
             frames.Deposit(b"\xa0"),  # not an envelope
             frames.Deposit(cbor2.dumps({**cbor2.loads(kept), "exp": 5})),  # expired
-            frames.Deposit(for_(stranger.peer_id)),  # for someone carol does not know
             frames.Deposit(for_(carol.peer_id)),  # for carol herself
             frames.Deposit(for_(me.peer_id)),  # for mallory herself
             frames.Deposit(kept),
@@ -85,18 +83,16 @@ async def test_a_holder_refuses_what_it_should_and_keeps_the_rest(
             frames.Deposit(for_(bob.peer_id)),
             frames.Deposit(for_(bob.peer_id)),  # past mallory's share
         )
-        assert [code(a) for a in answers[:5]] == [
+        assert [code(a) for a in answers[:4]] == [
             "bad_frame",
             "bad_frame",
-            "not_friend",
             "not_friend",
             "not_friend",
         ]
-        assert isinstance(answers[2], wire.Refused)
-        assert "not a friend of this holder" in answers[2].reason
-        assert answers[5] == answers[6] == frames.Stored(kept_id)
-        assert isinstance(answers[7], frames.Stored)
-        assert code(answers[8]) == "quota" and "share" in str(answers[8])
+        assert isinstance(answers[2], wire.Refused) and "directly" in answers[2].reason
+        assert answers[4] == answers[5] == frames.Stored(kept_id)
+        assert isinstance(answers[6], frames.Stored)
+        assert code(answers[7]) == "quota" and "share" in str(answers[7])
         status = (await call(carol, "status"))["mailbox"]
         assert (status["held_envelopes"], status["held_for"]) == (2, 1)
 
@@ -129,12 +125,31 @@ async def test_a_holder_refuses_what_it_should_and_keeps_the_rest(
         assert (await call(bob, "status"))["mailbox"]["fetched"] == 0
 
 
-async def test_a_stranger_cannot_use_a_holder(make_daemon: Callable[..., Daemon]) -> None:
+async def test_a_stranger_gets_dht_limits_and_nothing_of_anyone_else(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    """As a DHT node, carol holds for peers that are not her friends: at most 100 deposits
+    in a burst from one of them, and it can never fetch or delete what is held for others."""
     carol = await trio.to_thread.run_sync(partial(make_daemon, "carol"))
     stranger = FakeFriend()
+    someone = Identity.generate()
     async with running(stranger.host):
-        from tests.peers import connect
-
         await connect(stranger.host, carol)
-        answers = await session(stranger, carol, frames.Fetch())
-        assert code(answers[0]) == "not_friend"
+        me = stranger.identity
+        later = int(time.time()) + 3600
+        envelopes = [
+            seal_envelope(me, someone.peer_id, HeldReceipt((os.urandom(16),)), later).encode()
+            for _ in range(101)
+        ]
+        answers = await session(stranger, carol, *(frames.Deposit(e) for e in envelopes))
+        assert all(isinstance(a, frames.Stored) for a in answers[:100]), answers[:100]
+        assert code(answers[100]) == "rate_limited"
+        # Someone else (here: the stranger again, on behalf of nobody) fetches: nothing.
+        other = FakeFriend()
+        async with running(other.host):
+            await connect(other.host, carol)
+            taken = tuple(cbor2.loads(e)["id"] for e in envelopes[:3])
+            answers = await session(other, carol, frames.Fetch(), frames.Taken(taken))
+            assert answers == [frames.End(False), frames.Deleted(0)]
+        status = (await call(carol, "status"))["mailbox"]
+        assert (status["held_envelopes"], status["held_for"]) == (100, 1)
