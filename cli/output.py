@@ -119,7 +119,7 @@ def fmt_message(message: Mapping[str, Any], names: Mapping[str, str]) -> str:
         mark = DELIVERED_MARK if message.get("state") == "delivered" else PENDING_MARK
         holders = message.get("holders") or 0
         if message.get("state") == "pending" and isinstance(holders, int) and holders > 0:
-            where = "1 friend" if holders == 1 else f"{holders} friends"
+            where = "1 holder" if holders == 1 else f"{holders} holders"
             return f"{when}  me -> {mark} {text}  (stored for delivery at {where})"
         return f"{when}  me -> {mark} {text}"
     pid = str(message.get("peer_id", ""))
@@ -161,7 +161,7 @@ def fmt_event(event: Mapping[str, Any], names: Mapping[str, str]) -> str:
         pid = str(msg.get("peer_id", ""))
         to = names.get(pid) or short_id(pid)
         n = msg.get("holders", 0)
-        return f"{PENDING_MARK} stored for {to} at {n} friend(s): {msg.get('text', '')}"
+        return f"{PENDING_MARK} stored for delivery to {to} at {n} holder(s): {msg.get('text', '')}"
     if kind == "friend.request":
         text = str(contact.get("request_text", "")) if isinstance(contact, Mapping) else ""
         suffix = f": {text}" if text else ""

@@ -55,7 +55,7 @@ def test_a_message_reaches_an_offline_friend_through_a_mutual_friend(
     wait_for(lambda: mine(alice, bob, TEXT)["holders"] == 1, what="carol to hold the message")
     assert mine(alice, bob, TEXT)["state"] == "pending"
     shown = ok(cli(alice.home, "history", bob.peer_id))
-    assert f"{TEXT}  (stored for delivery at 1 friend)" in shown
+    assert f"{TEXT}  (stored for delivery at 1 holder)" in shown
     rows = mailbox_rows(carol)
     assert [r["recipient"] for r in rows] == [bob.peer_id]
     # What carol holds tells her the recipient and a padded size, nothing else.

@@ -413,3 +413,41 @@ def test_video_calls_browser_to_browser_and_to_cli(
     assert (last_call(a)["reason"], last_call(a)["ended_by"]) == ("hangup", "friend")
     assert pa.errors == [], pa.errors
     assert pb.errors == [], pb.errors
+
+
+@pytest.mark.timeout(180)
+def test_a_message_held_for_an_offline_friend_shows_as_stored_then_delivered(
+    make_daemon: Callable[..., Daemon], pages: Callable[..., WebPage], tmp_path: Path
+) -> None:
+    """Bob is offline; carol, a friend of both, holds alice's message: alice's page shows it
+    stored for delivery (live, from ``message.stored``), then delivered once bob is back."""
+    a, b, c = (make_daemon(n, start=False) for n in ("alice", "bob", "carol"))
+    start_all([a, b, c])
+    for x, y in ((a, b), (a, c), (b, c)):
+        befriend(x, y)
+    a.call("messages.send", friend=b.peer_id, text="while we are both here")
+    wait_for(
+        lambda: any(m["state"] == "delivered" for m in a.history(b.peer_id)),
+        what="the first message (the pair's Olm session)",
+    )
+    b.stop()
+    wait_for(lambda: not (a.contact(b.peer_id) or {}).get("online"), what="bob offline")
+    pa = pages(a)
+    open_chat(pa, b.peer_id)
+    pa.page.get_by_test_id("composer").fill("for when you are back")
+    pa.page.get_by_test_id("composer").press("Enter")
+    mine = pa.page.locator("[data-testid=message][data-direction=out]").last
+    state = mine.get_by_test_id("msg-state")
+    expect(state).to_have_attribute("data-state", "stored", timeout=20_000)
+    expect(state).to_have_text("stored for delivery · 1 holder")
+    pa.shot("a-stored-for-delivery", clean=True)
+    pa.page.reload()  # from history too, not only from the event
+    open_chat(pa, b.peer_id)
+    mine = pa.page.locator("[data-testid=message][data-direction=out]").last
+    expect(mine.get_by_test_id("msg-state")).to_have_attribute("data-state", "stored")
+    b.start()
+    expect(mine.get_by_test_id("msg-state")).to_have_attribute(
+        "data-state", "delivered", timeout=30_000
+    )
+    assert sum(m["text"] == "for when you are back" for m in b.history(a.peer_id)) == 1
+    assert pa.errors == [], pa.errors

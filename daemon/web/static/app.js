@@ -1837,9 +1837,9 @@ function MessageState({ m: m3 }) {
       <${Icon} name="checks" /><span class="sr">delivered</span></span>`;
   }
   if (m3.holders > 0) {
-    const where = m3.holders === 1 ? "1 friend holds it" : `${m3.holders} friends hold it`;
-    return html`<span class="msg-state stored" data-testid="msg-state" data-state="stored" title=${`stored for delivery: ${where} until your friend is back`}>
-      <${Icon} name="clock" /><span class="sr">stored for delivery (${where})</span></span>`;
+    const where = m3.holders === 1 ? "1 holder" : `${m3.holders} holders`;
+    return html`<span class="msg-state stored" data-testid="msg-state" data-state="stored" title=${`stored for delivery at ${where}: your friend gets it when back online, even if you are not`}>
+      <${Icon} name="clock" /><span class="stored-label">stored for delivery · ${where}</span></span>`;
   }
   return html`<span class="msg-state pending" data-testid="msg-state" data-state="pending" title="not yet delivered: waits in your daemon's outbox">
     <${Icon} name="clock" /><span class="sr">pending</span></span>`;

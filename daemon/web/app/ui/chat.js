@@ -45,9 +45,10 @@ function MessageState({ m }) {
       <${Icon} name="checks" /><span class="sr">delivered</span></span>`;
   }
   if (m.holders > 0) {
-    const where = m.holders === 1 ? "1 friend holds it" : `${m.holders} friends hold it`;
-    return html`<span class="msg-state stored" data-testid="msg-state" data-state="stored" title=${`stored for delivery: ${where} until your friend is back`}>
-      <${Icon} name="clock" /><span class="sr">stored for delivery (${where})</span></span>`;
+    // Held by other friends (or DHT nodes near the friend's ID) while the friend is offline.
+    const where = m.holders === 1 ? "1 holder" : `${m.holders} holders`;
+    return html`<span class="msg-state stored" data-testid="msg-state" data-state="stored" title=${`stored for delivery at ${where}: your friend gets it when back online, even if you are not`}>
+      <${Icon} name="clock" /><span class="stored-label">stored for delivery · ${where}</span></span>`;
   }
   return html`<span class="msg-state pending" data-testid="msg-state" data-state="pending" title="not yet delivered: waits in your daemon's outbox">
     <${Icon} name="clock" /><span class="sr">pending</span></span>`;
