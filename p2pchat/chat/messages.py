@@ -304,8 +304,16 @@ class Messages:
         opener: Opener | None = None,
     ) -> None:
         # Announce before acking: if the ack is lost, the resend is a no-op insert and would
-        # never produce the event. Each event's contact carries the unread count with its
-        # message counted.
+        # never produce the event.
+        await self.roster.unread.add_incoming(peer, batch, now_ms(), self.announcer(peer), opener)
+        ids = [m.msg_id for m in batch]
+        for start in range(0, len(ids), wire.MAX_ACK_IDS):
+            await stream.write(wire.encode(wire.Ack(tuple(ids[start : start + wire.MAX_ACK_IDS]))))
+
+    def announcer(self, peer: str) -> Callable[[MessageRecord], None]:
+        """What publishes ``message.received`` for each new message from ``peer`` as it is
+        counted (so the event's contact carries the unread count with it counted)."""
+
         def announce(record: MessageRecord) -> None:
             contact = self.roster.get(peer)
             self.events.publish(
@@ -314,10 +322,7 @@ class Messages:
                 contact=self.roster.contact_json(contact) if contact else None,
             )
 
-        await self.roster.unread.add_incoming(peer, batch, now_ms(), announce, opener)
-        ids = [m.msg_id for m in batch]
-        for start in range(0, len(ids), wire.MAX_ACK_IDS):
-            await stream.write(wire.encode(wire.Ack(tuple(ids[start : start + wire.MAX_ACK_IDS]))))
+        return announce
 
     # --- sender side (the friend's link calls this) -----------------------------------------
 

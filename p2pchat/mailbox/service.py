@@ -600,15 +600,8 @@ class Mailbox:
             for m in messages
         ]
 
-        def announce(record: MessageRecord) -> None:
-            contact = self.roster.get(sender)
-            self.events.publish(
-                "message.received",
-                message=message_json(record),
-                contact=self.roster.contact_json(contact) if contact else None,
-            )
-
         opener = self.sealing.opener(sender, keys.identity_key)
+        announce = self.chat.messages.announcer(sender)
         stored = await self.roster.unread.add_incoming(sender, incoming, now_ms(), announce, opener)
         if stored:
             self.counts["fetched"] += len(stored)
