@@ -522,7 +522,8 @@ class Mailbox:
         """Open and store what a holder handed over; returns the envelope IDs it may delete
         (stored, or never going to be: altered, or not from a friend). What the database
         could not take is kept by the holder for the next fetch."""
-        opened = await trio.to_thread.run_sync(self._open_all, holder, held)
+        opened, altered = await trio.to_thread.run_sync(self._open_all, holder, held)
+        self.counts["altered"] += altered
         taken: list[bytes] = []
         messages: dict[str, list[tuple[bytes, HeldMessage]]] = {}
         for envelope_id, item in opened:
@@ -611,17 +612,23 @@ class Mailbox:
         await self.store.owe_receipts(sender, [m.msg_id for m in messages])
         self._wake.set()  # the courier sends the receipt
 
-    def _open_all(self, holder: str, held: Sequence[bytes]) -> list[tuple[bytes, Opened | None]]:
+    def _open_all(
+        self, holder: str, held: Sequence[bytes]
+    ) -> tuple[list[tuple[bytes, Opened | None]], int]:
+        """(In a worker thread.) Each envelope's ID and what it opened to (None: altered),
+        and how many were altered or broken; a broken one has no ID we can trust, so it is
+        left out (the holder drops it at expiry)."""
         me = self.net.identity
         key = box_key(me)
         results: list[tuple[bytes, Opened | None]] = []
+        altered = 0
         for raw in held:
             try:
                 envelope = parse_envelope(raw, 0)
             except EnvelopeError as exc:
                 log.warning("%s handed over a broken envelope: %s", short(holder), exc)
-                self.counts["altered"] += 1
-                continue  # no ID we can trust to name it: the holder drops it at expiry
+                altered += 1
+                continue
             try:
                 results.append((envelope.envelope_id, open_envelope(me, envelope, key)))
             except EnvelopeError as exc:
@@ -630,6 +637,6 @@ class Mailbox:
                     short(holder),
                     exc,
                 )
-                self.counts["altered"] += 1
+                altered += 1
                 results.append((envelope.envelope_id, None))
-        return results
+        return results, altered
