@@ -87,7 +87,7 @@ class Mailbox:
         self.net = chat.net
         self.roster = chat.roster
         self.sealing = chat.sealing
-        self.messages = chat.roster.store
+        self.chat_store = chat.roster.store
         self.store = store
         self.events = events
         self.hold = hold
@@ -100,8 +100,6 @@ class Mailbox:
         self.closest: ClosestPeers | None = None
         """The DHT, once discovery runs: holders when no friend can hold (PROTOCOL.md §14.3)."""
         self._dht_holders: dict[str, tuple[float, list[str]]] = {}
-        self._dht_fetched = trio.Event()
-        """Set after each round of fetching from the DHT nodes nearest us (for tests)."""
         # Deposits under the DHT rules, from peers that need not be friends: per depositor,
         # over all, and per recipient.
         self._dht_depositors = RequestLimiter(
@@ -249,9 +247,9 @@ class Mailbox:
 
     async def _hand_over(self, stream: INetStream, recipient: str) -> None:
         held = await self.store.held_for(recipient, int(time.time()), frames.MAX_TAKEN_IDS)
-        payload = b"".join(frames.encode(frames.Held(h.raw)) for h in held)
-        more = len(held) == frames.MAX_TAKEN_IDS
-        await stream.write(payload + frames.encode(frames.End(more)))
+        for h in held:  # one at a time: up to 256 x 40 KiB are never in one buffer
+            await stream.write(frames.encode(frames.Held(h.raw)))
+        await stream.write(frames.encode(frames.End(len(held) == frames.MAX_TAKEN_IDS)))
         if held:
             log.info("handed %d envelopes to %s", len(held), short(recipient))
 
@@ -318,7 +316,7 @@ class Mailbox:
         """Hand what waits for offline friends to connected ones; True if some messages were
         too fresh to hand over yet."""
         fresh_left = False
-        sizes = await self.messages.outbox_sizes()
+        sizes = await self.chat_store.outbox_sizes()
         for peer in sorted(sizes):
             if self.net.is_connected(peer) or not self.roster.is_friend(peer):
                 continue
@@ -330,7 +328,7 @@ class Mailbox:
                 continue
             last_seq, done = 0, 0
             while done < MAX_PER_PASS:
-                batch = await self.messages.outbox(peer, last_seq, PASS_BATCH)
+                batch = await self.chat_store.outbox(peer, last_seq, PASS_BATCH)
                 if not batch:
                     break
                 last_seq, done = batch[-1].seq, done + len(batch)
@@ -363,15 +361,18 @@ class Mailbox:
                 continue
             envelopes = await trio.to_thread.run_sync(self._seal_all, peer, [c for _, c in todo])
             stored = await self._deposit_at(holder, peer, envelopes)
-            for (m, _), envelope in zip(todo, envelopes, strict=True):
-                if envelope.envelope_id not in stored:
-                    continue
+            taken = [
+                (m, envelope)
+                for (m, _), envelope in zip(todo, envelopes, strict=True)
+                if envelope.envelope_id in stored
+            ]
+            counts = await self.store.record_deposits(
+                peer, holder, [(m.msg_id, e.envelope_id) for m, e in taken], now_ms()
+            )
+            for m, _ in taken:
                 held[m.msg_id].add(holder)
-                count = await self.store.record_deposit(
-                    peer, m.msg_id, holder, envelope.envelope_id, now_ms()
-                )
                 self.counts["deposited"] += 1
-                shown = {**message_json(m), "holders": count}
+                shown = {**message_json(m), "holders": counts[m.msg_id]}
                 self.events.publish("message.stored", message=shown)
             if len(stored) < len(envelopes):
                 break  # refused (or failed): the next holder, at the next pass
@@ -395,13 +396,9 @@ class Mailbox:
                 await stream.write(
                     b"".join(frames.encode(frames.Deposit(e.encode())) for e in chunk)
                 )
-                answers: list[frames.MailboxFrame] = []
-                with trio.fail_after(ANSWER_TIMEOUT_S):
-                    while len(answers) < len(chunk):
-                        data = await read_some(stream)
-                        if not data:
-                            raise wire.FrameError("the holder closed the stream")
-                        answers.extend(decoder.feed(data))
+                wanted = len(chunk)
+                # (used up before the loop moves on)
+                answers = await _read_until(stream, decoder, lambda got: len(got) >= wanted)  # noqa: B023
                 for answer in answers:
                     if isinstance(answer, frames.Stored):
                         stored.add(answer.envelope_id)
@@ -440,8 +437,9 @@ class Mailbox:
                 continue
             contents = [HeldReceipt(tuple(ids[i : i + 512])) for i in range(0, len(ids), 512)]
             delivered = False
+            # The same envelopes at each holder: a receipt that arrives twice changes nothing.
+            envelopes = await trio.to_thread.run_sync(self._seal_all, peer, contents)
             for holder in holders:
-                envelopes = await trio.to_thread.run_sync(self._seal_all, peer, contents)
                 stored = await self._deposit_at(holder, peer, envelopes)
                 delivered = delivered or len(stored) == len(envelopes)
             if delivered:
@@ -462,8 +460,6 @@ class Mailbox:
                             log.error("mailbox: cannot use the database: %s", exc)
                 if not nearest:
                     wait = 2.0  # the DHT is not up yet (a lookup itself waits for peers)
-                self._dht_fetched.set()
-                self._dht_fetched = trio.Event()
             else:
                 wait = 1.0
             await trio.sleep(wait)
@@ -476,20 +472,13 @@ class Mailbox:
             decoder = MailboxDecoder()
             for _ in range(64):
                 await stream.write(frames.encode(frames.Fetch()))
-                held: list[bytes] = []
-                end: frames.End | None = None
-                with trio.fail_after(ANSWER_TIMEOUT_S):
-                    while end is None:
-                        data = await read_some(stream)
-                        if not data:
-                            raise wire.FrameError("the holder closed the stream")
-                        for frame in decoder.feed(data):
-                            if isinstance(frame, frames.Held) and end is None:
-                                held.append(frame.envelope)
-                            elif isinstance(frame, frames.End) and end is None:
-                                end = frame
-                            else:
-                                raise wire.FrameError(f"unexpected {type(frame).__name__}")
+                got = await _read_until(
+                    stream, decoder, lambda got: any(isinstance(f, frames.End) for f in got)
+                )
+                end = got[-1]
+                held = [f.envelope for f in got[:-1] if isinstance(f, frames.Held)]
+                if not isinstance(end, frames.End) or len(held) < len(got) - 1:
+                    raise wire.FrameError("the holder answered a fetch with other frames")
                 if len(held) > frames.MAX_TAKEN_IDS:
                     raise wire.FrameError("the holder handed over more than it may at once")
                 if not held:
@@ -497,15 +486,8 @@ class Mailbox:
                 taken = await self._receive(holder, held)
                 if taken:
                     await stream.write(frames.encode(frames.Taken(tuple(taken))))
-                    with trio.fail_after(ANSWER_TIMEOUT_S):
-                        answer = None
-                        while answer is None:
-                            data = await read_some(stream)
-                            if not data:
-                                raise wire.FrameError("the holder closed the stream")
-                            got = decoder.feed(data)
-                            answer = got[0] if got else None
-                    if not isinstance(answer, frames.Deleted):
+                    answers = await _read_until(stream, decoder, bool)
+                    if len(answers) != 1 or not isinstance(answers[0], frames.Deleted):
                         raise wire.FrameError("the holder did not answer what we took")
                 if not end.more or len(taken) < len(held):
                     break
@@ -551,7 +533,7 @@ class Mailbox:
         return taken
 
     async def _receipt(self, holder: str, sender: str, receipt: HeldReceipt) -> None:
-        changed = await self.messages.mark_delivered(sender, receipt.msg_ids, now_ms())
+        changed = await self.chat_store.mark_delivered(sender, receipt.msg_ids, now_ms())
         for record in changed:
             self.events.publish("message.delivered", message=message_json(record))
         if changed:
@@ -640,3 +622,20 @@ class Mailbox:
                 altered += 1
                 results.append((envelope.envelope_id, None))
         return results, altered
+
+
+async def _read_until(
+    stream: INetStream,
+    decoder: MailboxDecoder,
+    done: Callable[[list[frames.MailboxFrame]], bool],
+) -> list[frames.MailboxFrame]:
+    """The frames a peer answers with, read until ``done`` says they are all there (within
+    ``ANSWER_TIMEOUT_S``); :class:`~p2pchat.wire.FrameError` if it ends the stream first."""
+    got: list[frames.MailboxFrame] = []
+    with trio.fail_after(ANSWER_TIMEOUT_S):
+        while not done(got):
+            data = await read_some(stream)
+            if not data:
+                raise wire.FrameError("the peer closed the stream before it answered")
+            got.extend(decoder.feed(data))
+    return got

@@ -174,25 +174,29 @@ class MailboxStore:
 
         return await self._db.run(fn)
 
-    async def record_deposit(
-        self, peer_id: str, msg_id: bytes, holder: str, envelope_id: bytes, now: int
-    ) -> int:
-        """The holder took our message; returns how many holders hold it now. Nothing is
-        recorded for a message no longer pending (delivered meanwhile)."""
+    async def record_deposits(
+        self, peer_id: str, holder: str, taken: Sequence[tuple[bytes, bytes]], now: int
+    ) -> dict[bytes, int]:
+        """The holder took these (message ID, envelope ID) of ours; returns how many holders
+        hold each message now. Nothing is recorded for a message no longer pending
+        (delivered meanwhile)."""
 
-        def fn(conn: sqlite3.Connection) -> int:
-            conn.execute(
-                "INSERT INTO mailbox_deposits (peer_id, msg_id, holder, envelope_id, stored_at)"
-                " SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM messages WHERE peer_id = ?"
-                " AND outgoing = 1 AND msg_id = ? AND state = 'pending')"
-                " ON CONFLICT DO UPDATE SET envelope_id = excluded.envelope_id",
-                (peer_id, msg_id, holder, envelope_id, now, peer_id, msg_id),
-            )
-            row = conn.execute(
-                "SELECT COUNT(*) FROM mailbox_deposits WHERE peer_id = ? AND msg_id = ?",
-                (peer_id, msg_id),
-            ).fetchone()
-            return int(row[0])
+        def fn(conn: sqlite3.Connection) -> dict[bytes, int]:
+            counts: dict[bytes, int] = {}
+            for msg_id, envelope_id in taken:
+                conn.execute(
+                    "INSERT INTO mailbox_deposits (peer_id, msg_id, holder, envelope_id,"
+                    " stored_at) SELECT ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM messages"
+                    " WHERE peer_id = ? AND outgoing = 1 AND msg_id = ? AND state = 'pending')"
+                    " ON CONFLICT DO UPDATE SET envelope_id = excluded.envelope_id",
+                    (peer_id, msg_id, holder, envelope_id, now, peer_id, msg_id),
+                )
+                row = conn.execute(
+                    "SELECT COUNT(*) FROM mailbox_deposits WHERE peer_id = ? AND msg_id = ?",
+                    (peer_id, msg_id),
+                ).fetchone()
+                counts[msg_id] = int(row[0])
+            return counts
 
         # Lost in a power cut, a deposit is only made again (and deduplicated on arrival).
         return await self._db.run(fn, durable=False)

@@ -87,9 +87,15 @@ async def test_deposits_are_counted_while_pending_and_forgotten_once_delivered(
     chat, store = ChatStore(db), MailboxStore(db)
     await chat.put_contact(BOB.peer_id, state=ContactState.FRIEND, now=1)
     record, _ = await chat.add_outgoing(BOB.peer_id, b"\x07" * 16, "hi", 1)
-    assert await store.record_deposit(BOB.peer_id, record.msg_id, "carol", b"\x01" * 16, 2) == 1
-    assert await store.record_deposit(BOB.peer_id, record.msg_id, "dave", b"\x02" * 16, 2) == 2
-    assert await store.record_deposit(BOB.peer_id, record.msg_id, "dave", b"\x03" * 16, 2) == 2
+    assert (await store.record_deposits(BOB.peer_id, "carol", [(record.msg_id, b"\x01" * 16)], 2))[
+        record.msg_id
+    ] == 1
+    assert (await store.record_deposits(BOB.peer_id, "dave", [(record.msg_id, b"\x02" * 16)], 2))[
+        record.msg_id
+    ] == 2
+    assert (await store.record_deposits(BOB.peer_id, "dave", [(record.msg_id, b"\x03" * 16)], 2))[
+        record.msg_id
+    ] == 2
     assert (await chat.history(BOB.peer_id, 10))[0].holders == 2
     assert await store.holders_of(BOB.peer_id, [record.msg_id]) == {
         record.msg_id: {"carol", "dave"}
@@ -99,7 +105,9 @@ async def test_deposits_are_counted_while_pending_and_forgotten_once_delivered(
     assert (shown.state.value, shown.holders) == ("delivered", 0)
     assert await store.holders_of(BOB.peer_id, [record.msg_id]) == {record.msg_id: set()}
     # A deposit answered after the delivery is not recorded.
-    assert await store.record_deposit(BOB.peer_id, record.msg_id, "erin", b"\x04" * 16, 4) == 0
+    assert (await store.record_deposits(BOB.peer_id, "erin", [(record.msg_id, b"\x04" * 16)], 4))[
+        record.msg_id
+    ] == 0
 
 
 async def test_receipts_owed_until_sent(db: Database) -> None:
