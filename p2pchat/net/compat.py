@@ -576,7 +576,8 @@ _RELAY: Final = "libp2p.relay.circuit_v2"
 _MDNS: Final = "libp2p.discovery.mdns"
 
 CONTRACTS: Final[tuple[Contract, ...]] = (
-    # §8 muxer.install, muxer.BoundedYamux, muxer.BoundedYamux._write_frame
+    # §8 muxer.install, muxer.BoundedYamux, muxer.BoundedYamux._write_frame, .start,
+    # .handle_incoming
     Class(
         _MULTISTREAM,
         "Yamux",
@@ -596,7 +597,31 @@ CONTRACTS: Final[tuple[Contract, ...]] = (
         exact=True,
         coroutine=True,
         ours="p2pchat.net.muxer:BoundedYamux._write_frame",
-        reason="BoundedYamux overrides it to shield each frame write from cancellation",
+        reason="BoundedYamux overrides it to queue each frame for its one sender task",
+    ),
+    Function(
+        _YAMUX,
+        "Yamux.start",
+        args=(),
+        exact=True,
+        coroutine=True,
+        ours="p2pchat.net.muxer:BoundedYamux.start",
+        reason="BoundedYamux runs its sender task beside the stock start",
+    ),
+    Function(
+        _YAMUX,
+        "Yamux.handle_incoming",
+        args=(),
+        exact=True,
+        coroutine=True,
+        ours="p2pchat.net.muxer:BoundedYamux.handle_incoming",
+        reason="BoundedYamux notes the receive loop's task, whose frames are queued unawaited",
+    ),
+    LooksUp(
+        _YAMUX,
+        "Yamux.handle_incoming",
+        "_write_frame",
+        reason="the receive loop's answers (ping replies, ACKs, RSTs) go through _write_frame",
     ),
     Attribute(
         _YAMUX,

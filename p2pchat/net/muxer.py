@@ -14,24 +14,37 @@ meets it on a new stream's first frame, it closes the offending connection, as g
 does; on a later DATA frame the loop only marks that stream finished, so its reader sees the
 end. Either way nothing more is buffered. The wire format is untouched.
 
-Cancel-safe writes: py-libp2p writes a frame by Noise-encrypting it (which uses up a nonce)
-and then sending it on the socket. A write cancelled in between (a timeout, a nursery
-ending; reads send window updates too) leaves the frame unsent or half sent, the peer fails
-to decrypt the next one ("Failed authentication of message") and closes the connection,
-killing every stream on it. :meth:`BoundedYamux._write_frame` therefore shields each frame's
-write from cancellation; the caller's cancellation takes effect right after. A frame that
-cannot be written within ``FRAME_WRITE_TIMEOUT`` means a dead peer: the connection is closed
-rather than left half-written.
+One writer at a time, and a receive loop that never waits to write. Stock py-libp2p writes
+from whichever task makes a frame, including its receive loop (ping replies, stream ACKs and
+RSTs); while the socket is full that loop stops reading, so two peers sending pings and data
+at once could each wait for the other to read until the frame timeout cut the connection
+(seen in CI under load). Here frames go through one queue, in order: the receive loop only
+queues its answers (at most ``MAX_PENDING_ANSWERS``; a peer asking for more while taking no
+data is closed) and goes on reading; any other caller writes itself when no one else is
+writing (the common case: no task switch), otherwise the current writer takes its frame
+too, batching what queued up into one Noise message; what a writer leaves queued, and the
+receive loop's answers, the connection's sender task writes. Flow control still holds
+writers back, since each waits for its own frame.
 
-Remove this module when py-libp2p enforces its windows and makes frame writes atomic.
+A frame is never half written (py-libp2p's writes were not cancel-safe: a frame cancelled
+after Noise encrypted it, or midway through the socket write, made the peer fail to decrypt
+the next one, "Failed authentication of message", and close the connection, killing every
+stream): the writer writes shielded and the caller's cancellation lands right after; a
+caller cancelled while waiting for another writer leaves its frame to be written whole. A
+write that takes longer than ``FRAME_WRITE_TIMEOUT`` means a dead peer: the connection is
+closed rather than left half-written.
+
+Remove this module when py-libp2p enforces its windows and writes from one task.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import Any, Final
 
 import trio
+from libp2p.io.exceptions import ConnectionClosedError
 from libp2p.stream_muxer.exceptions import MuxedConnUnavailable
 from libp2p.stream_muxer.yamux.yamux import DEFAULT_WINDOW_SIZE, Yamux
 
@@ -44,7 +57,13 @@ WINDOW_SLACK_BYTES: Final = 64 * 1024
 """Tolerance over the advertised window, for frames already in flight when it shrank."""
 
 FRAME_WRITE_TIMEOUT: Final = 30.0
-"""Seconds one frame (at most 64 KiB) may take to write before the peer counts as dead."""
+"""Seconds one write (at most ``SEND_BATCH_BYTES``) may take before the peer counts as dead."""
+
+SEND_BATCH_BYTES: Final = 256 * 1024
+"""Queued frames the sender joins into one write (Noise splits it into messages)."""
+
+MAX_PENDING_ANSWERS: Final = 4096
+"""Frames the receive loop may have queued and unwritten (ping replies, ACKs, RSTs)."""
 
 
 class YamuxLimitError(OSError):
@@ -92,24 +111,140 @@ class _BoundedBuffers(dict[int, bytearray]):
         super().__setitem__(stream_id, _BoundedBuffer(bytes(buffer), self._muxer, stream_id))
 
 
+class _Frame:
+    """One queued frame; ``done`` (absent for the receive loop's answers) is set once the
+    frame is written or the connection has failed (then ``error`` says why)."""
+
+    __slots__ = ("data", "done", "error")
+
+    def __init__(self, data: bytes, done: trio.Event | None) -> None:
+        self.data = data
+        self.done = done
+        self.error: BaseException | None = None
+
+
 class BoundedYamux(Yamux):
-    """py-libp2p's Yamux, with bounded receive buffers and a stream cap (see module doc)."""
+    """py-libp2p's Yamux, with bounded receive buffers, a stream cap and one sender task
+    (see module doc)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.stream_buffers = _BoundedBuffers(self)
+        self._outbox: deque[_Frame] = deque()
+        self._writing = False
+        self._sender_waiting = trio.lowlevel.ParkingLot()
+        self._pending_answers = 0
+        self._send_error: BaseException | None = None
+        self._receiver: trio.lowlevel.Task | None = None
+
+    async def start(self) -> None:
+        """The stock start (receive loop, pings, sweeper), with the sender beside it."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._send_loop)
+            try:
+                await super().start()
+            finally:
+                nursery.cancel_scope.cancel()
+                self._fail_outbox(ConnectionClosedError(f"connection to {self.peer_id} closed"))
+
+    async def handle_incoming(self) -> None:
+        """The stock receive loop; remembered so that its own frames are queued, not awaited."""
+        self._receiver = trio.lowlevel.current_task()
+        await super().handle_incoming()
 
     async def _write_frame(self, data: bytes) -> None:
-        """Write one frame whole or not at all, whatever cancellation arrives meanwhile."""
-        deadline = trio.current_time() + FRAME_WRITE_TIMEOUT
-        with trio.CancelScope(shield=True, deadline=deadline) as scope:
-            await super()._write_frame(data)
-        if scope.cancelled_caught:  # half a frame may be out: the connection is unusable
-            log.info("peer %s took no data for %.0f s: closing", self.peer_id, FRAME_WRITE_TIMEOUT)
-            with trio.CancelScope(shield=True, deadline=trio.current_time() + 1):
-                await self.secured_conn.close()
-            raise MuxedConnUnavailable(f"writing to {self.peer_id} timed out")
-        await trio.lowlevel.checkpoint_if_cancelled()  # the caller's cancellation lands here
+        """Write one frame whole, in order with every other. The receive loop only queues
+        its frames (they must never wait for the peer to read) and goes on. Any other caller
+        writes itself when no one else is writing (then shielded: a frame is never cut in
+        half, the caller's cancellation lands right after), else waits for the writer to
+        take its frame too; cancelled while waiting, it leaves the frame to be written."""
+        if self._send_error is not None:
+            raise ConnectionClosedError(f"writing to {self.peer_id}: {self._send_error}")
+        if trio.lowlevel.current_task() is self._receiver:
+            if self._pending_answers >= MAX_PENDING_ANSWERS:
+                raise YamuxLimitError(
+                    f"peer {self.peer_id} takes no data but asked for {MAX_PENDING_ANSWERS} answers"
+                )
+            self._pending_answers += 1
+            self._outbox.append(_Frame(data, None))
+            if not self._writing:
+                self._sender_waiting.unpark_all()
+            await trio.lowlevel.checkpoint()
+            return
+        frame = _Frame(data, trio.Event())
+        self._outbox.append(frame)
+        if self._writing:
+            assert frame.done is not None
+            await frame.done.wait()
+        else:
+            with trio.CancelScope(shield=True):
+                await self._write_queued(until=frame)
+        if frame.error is not None:
+            raise ConnectionClosedError(f"writing to {self.peer_id}: {frame.error}")
+        await trio.lowlevel.checkpoint_if_cancelled()  # a writer's cancellation lands here
+
+    async def _send_loop(self) -> None:
+        """Write what the receive loop queued, and what a writer left queued, when no
+        caller is writing."""
+        while True:
+            while self._send_error is None and (not self._outbox or self._writing):
+                await self._sender_waiting.park()
+            if self._send_error is not None:
+                return
+            await self._write_queued(until=None)
+
+    async def _write_queued(self, until: _Frame | None) -> None:
+        """As the one writer: write queued frames in order, a batch at a time, until
+        ``until`` is written (``None``: until the queue is empty) or the connection fails."""
+        self._writing = True
+        try:
+            while self._outbox:
+                batch: list[_Frame] = []
+                size = 0
+                while self._outbox and size < SEND_BATCH_BYTES:
+                    queued = self._outbox.popleft()
+                    batch.append(queued)
+                    size += len(queued.data)
+                data = batch[0].data if len(batch) == 1 else b"".join(f.data for f in batch)
+                try:
+                    with trio.move_on_after(FRAME_WRITE_TIMEOUT) as scope:
+                        await self.secured_conn.write(data)
+                except Exception as exc:  # the transport's errors, whatever their type
+                    self._fail_outbox(exc, batch)
+                    return
+                if scope.cancelled_caught:  # part of a batch may be out: unusable connection
+                    log.info(
+                        "peer %s took no data for %.0f s: closing",
+                        self.peer_id,
+                        FRAME_WRITE_TIMEOUT,
+                    )
+                    error = MuxedConnUnavailable(f"writing to {self.peer_id} timed out")
+                    self._fail_outbox(error, batch)
+                    with trio.CancelScope(shield=True, deadline=trio.current_time() + 1):
+                        await self.secured_conn.close()
+                    return
+                for written in batch:
+                    if written.done is None:
+                        self._pending_answers -= 1
+                    else:
+                        written.done.set()
+                if until is not None and until.done is not None and until.done.is_set():
+                    return
+        finally:
+            self._writing = False
+            if self._outbox:  # left for the sender task
+                self._sender_waiting.unpark_all()
+
+    def _fail_outbox(self, error: BaseException, batch: list[_Frame] | None = None) -> None:
+        """Fail the frames in flight and queued, and every later write, with ``error``."""
+        if self._send_error is None:
+            self._send_error = error
+            self._sender_waiting.unpark_all()
+        for frame in [*(batch or ()), *self._outbox]:
+            frame.error = error
+            if frame.done is not None:
+                frame.done.set()
+        self._outbox.clear()
 
 
 def install() -> None:

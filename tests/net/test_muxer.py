@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import random
+import struct
+from collections.abc import AsyncIterator
 from types import SimpleNamespace
 from typing import Any, cast
 
 import libp2p.stream_muxer.muxer_multistream as muxer_multistream
+import libp2p.stream_muxer.yamux.yamux as yamux
 import pytest
 import trio
-from libp2p.stream_muxer.exceptions import MuxedConnUnavailable
+import trio.testing
+from libp2p.io.exceptions import ConnectionClosedError
 
 from p2pchat.identity import Identity
 from p2pchat.net import muxer
@@ -120,45 +124,158 @@ async def test_cancelled_writes_do_not_break_the_connection() -> None:
             assert got == b"still there?"
 
 
-class _StuckConnection:
-    """A secured connection whose peer takes no data (a frozen process, a dead link)."""
+class _FakeSecureConn:
+    """A secured connection under the test's control: ``incoming`` is what the peer sends,
+    ``writable`` gates our writes (unset: the peer takes no data, like a frozen process)."""
 
     is_initiator = True
 
-    def __init__(self) -> None:
+    def __init__(self, write_delay: float = 0.0) -> None:
         self.closed = False
+        self.written: list[bytes] = []
+        self.writable = trio.Event()
+        self.write_delay = write_delay
+        self._send, self._receive = trio.open_memory_channel[bytes](100)
+        self._pending = b""
+
+    def feed(self, data: bytes) -> None:
+        self._send.send_nowait(data)
+
+    async def read(self, n: int = -1) -> bytes:
+        if not self._pending:
+            try:
+                self._pending = await self._receive.receive()
+            except trio.EndOfChannel:
+                return b""
+        data, self._pending = self._pending[:n], self._pending[n:]
+        return data
 
     async def write(self, data: bytes) -> None:
-        await trio.sleep_forever()
+        await self.writable.wait()
+        await trio.sleep(self.write_delay)
+        self.written.append(data)
 
     async def close(self) -> None:
         self.closed = True
+        self._send.close()
+
+    def get_remote_address(self) -> tuple[str, int]:
+        return ("127.0.0.1", 1)
+
+
+def _frame(typ: int, flags: int, stream_id: int, length: int, body: bytes = b"") -> bytes:
+    return struct.pack(yamux.YAMUX_HEADER_FORMAT, 0, typ, flags, stream_id, length) + body
+
+
+@contextlib.asynccontextmanager
+async def _running(conn: _FakeSecureConn) -> AsyncIterator[BoundedYamux]:
+    mux = BoundedYamux(cast(Any, conn), cast(Any, "peer"))
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(mux.start)
+        await mux.event_started.wait()
+        yield mux
+        nursery.cancel_scope.cancel()
+
+
+async def test_the_receive_loop_goes_on_reading_while_the_peer_takes_no_data() -> None:
+    """Both peers sending while neither reads deadlocked py-libp2p: its receive loop waits
+    to write a ping reply, so it stops reading, so the other side's loop waits too. Here the
+    loop queues its answers and goes on: a stream the peer opens, and its data, still arrive
+    while nothing can be written."""
+    conn = _FakeSecureConn()
+    with trio.fail_after(10):
+        async with _running(conn) as mux:
+            conn.feed(_frame(yamux.TYPE_PING, yamux.FLAG_SYN, 0, 7))
+            conn.feed(_frame(yamux.TYPE_WINDOW_UPDATE, yamux.FLAG_SYN, 2, 0))
+            conn.feed(_frame(yamux.TYPE_DATA, 0, 2, 5, b"hello"))
+            stream = await mux.accept_stream()
+            while bytes(mux.stream_buffers.get(2, b"")) != b"hello":
+                await trio.sleep(0.01)
+            assert stream.stream_id == 2
+            assert conn.written == []  # the ping reply and the ACK wait for the socket
+            conn.writable.set()
+            while len(b"".join(conn.written)) < 24:
+                await trio.sleep(0.01)
+    ping_reply, ack = b"".join(conn.written)[:12], b"".join(conn.written)[12:24]
+    assert ping_reply == _frame(yamux.TYPE_PING, yamux.FLAG_ACK, 0, 7)
+    assert ack == _frame(yamux.TYPE_WINDOW_UPDATE, yamux.FLAG_ACK, 2, 0)
+
+
+async def test_a_peer_that_asks_for_answers_but_takes_no_data_is_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(muxer, "MAX_PENDING_ANSWERS", 5)
+    conn = _FakeSecureConn()
+    with trio.fail_after(10):
+        async with _running(conn) as mux:
+            for n in range(10):
+                conn.feed(_frame(yamux.TYPE_PING, yamux.FLAG_SYN, 0, n))
+            await mux.event_shutting_down.wait()
+    assert conn.written == []
 
 
 async def test_a_frame_that_cannot_be_written_closes_the_connection(autojump_clock: Any) -> None:
-    conn = _StuckConnection()
-    yamux = BoundedYamux(cast(Any, conn), cast(Any, "peer"))
-    started = trio.current_time()
-    # The caller's own timeout does not cut the frame in half...
-    with trio.move_on_after(1) as caller:
-        with pytest.raises(MuxedConnUnavailable, match="timed out"):
-            await yamux._write_frame(b"\x00" * 12)
-    assert not caller.cancelled_caught
-    # ...the frame deadline ends it, and the half-written connection is closed.
-    assert trio.current_time() - started == pytest.approx(muxer.FRAME_WRITE_TIMEOUT)
-    assert conn.closed
+    conn = _FakeSecureConn()
+    async with _running(conn) as mux:
+        started = trio.current_time()
+        # The caller's own timeout does not cut the frame in half...
+        with trio.move_on_after(1) as caller:
+            with pytest.raises(ConnectionClosedError, match="timed out"):
+                await mux._write_frame(b"\x00" * 12)
+        assert not caller.cancelled_caught
+        # ...the write deadline ends it, and the half-written connection is closed.
+        assert trio.current_time() - started == pytest.approx(muxer.FRAME_WRITE_TIMEOUT)
+        assert conn.closed
+        with pytest.raises(ConnectionClosedError, match="timed out"):
+            await mux._write_frame(b"\x00" * 12)  # and later writes fail at once
 
 
 async def test_a_cancelled_caller_still_writes_the_whole_frame() -> None:
-    written: list[bytes] = []
+    conn = _FakeSecureConn(write_delay=0.05)
+    conn.writable.set()
+    async with _running(conn) as mux:
+        with trio.move_on_after(0.01) as caller:
+            await mux._write_frame(b"frame")
+        assert caller.cancelled_caught  # the caller was cancelled, after the frame went out
+        assert conn.written == [b"frame"]
 
-    class Slow(_StuckConnection):
+
+async def test_a_caller_cancelled_while_another_writes_leaves_its_frame_to_be_written() -> None:
+    conn = _FakeSecureConn(write_delay=0.05)
+    conn.writable.set()
+    async with _running(conn) as mux, trio.open_nursery() as nursery:
+        nursery.start_soon(mux._write_frame, b"first")
+        await trio.testing.wait_all_tasks_blocked()
+        with trio.move_on_after(0.01) as caller:
+            await mux._write_frame(b"second")
+        assert caller.cancelled_caught
+        assert conn.written == []  # cancelled while "first" was still being written
+        with trio.fail_after(5):
+            while len(conn.written) < 2:
+                await trio.sleep(0.01)
+    assert conn.written == [b"first", b"second"]  # the sender task wrote it, whole
+
+
+async def test_queued_frames_go_out_in_order_in_one_write() -> None:
+    conn = _FakeSecureConn()
+    async with _running(conn) as mux, trio.open_nursery() as nursery:
+        for n in range(5):
+            nursery.start_soon(mux._write_frame, bytes([n]) * 3)
+            await trio.testing.wait_all_tasks_blocked()  # each queues before the next starts
+        await trio.sleep(0.01)
+        conn.writable.set()
+    # The first caller wrote its own frame; the four queued meanwhile went out together,
+    # after it, in order.
+    assert conn.written == [b"\x00" * 3, b"".join(bytes([n]) * 3 for n in range(1, 5))]
+
+
+async def test_writes_after_the_connection_failed_raise() -> None:
+    class Broken(_FakeSecureConn):
         async def write(self, data: bytes) -> None:
-            await trio.sleep(0.05)
-            written.append(data)
+            raise ConnectionClosedError("reset by peer")
 
-    yamux = BoundedYamux(cast(Any, Slow()), cast(Any, "peer"))
-    with trio.move_on_after(0.01) as caller:
-        await yamux._write_frame(b"frame")
-    assert caller.cancelled_caught  # the caller was cancelled, after the frame went out
-    assert written == [b"frame"]
+    conn = Broken()
+    async with _running(conn) as mux:
+        for _ in range(2):
+            with pytest.raises(ConnectionClosedError, match="reset by peer"), trio.fail_after(5):
+                await mux._write_frame(b"x")
