@@ -29,10 +29,9 @@ writers back, since each waits for its own frame.
 A frame is never half written (py-libp2p's writes were not cancel-safe: a frame cancelled
 after Noise encrypted it, or midway through the socket write, made the peer fail to decrypt
 the next one, "Failed authentication of message", and close the connection, killing every
-stream): the writer writes shielded and the caller's cancellation lands right after; a
-caller cancelled while waiting for another writer leaves its frame to be written whole. A
-write that takes longer than ``FRAME_WRITE_TIMEOUT`` means a dead peer: the connection is
-closed rather than left half-written.
+stream): a caller waits for its frame shielded, whoever writes it, and its cancellation
+lands right after. A write that takes longer than ``FRAME_WRITE_TIMEOUT`` means a dead
+peer: the connection is closed rather than left half-written.
 
 Remove this module when py-libp2p enforces its windows and writes from one task.
 """
@@ -133,19 +132,24 @@ class BoundedYamux(Yamux):
         self._outbox: deque[_Frame] = deque()
         self._writing = False
         self._sender_waiting = trio.lowlevel.ParkingLot()
+        self._sender_running = False
         self._pending_answers = 0
         self._send_error: BaseException | None = None
         self._receiver: trio.lowlevel.Task | None = None
 
     async def start(self) -> None:
-        """The stock start (receive loop, pings, sweeper), with the sender beside it."""
+        """The stock start (receive loop, pings, sweeper), with the sender beside it. Once
+        it ends (the connection's tasks cancelled, as when the daemon stops) the socket may
+        still be open: callers then write everything queued themselves (a call's hang-up
+        sent during shutdown still goes out)."""
         async with trio.open_nursery() as nursery:
+            self._sender_running = True
             nursery.start_soon(self._send_loop)
             try:
                 await super().start()
             finally:
+                self._sender_running = False
                 nursery.cancel_scope.cancel()
-                self._fail_outbox(ConnectionClosedError(f"connection to {self.peer_id} closed"))
 
     async def handle_incoming(self) -> None:
         """The stock receive loop; remembered so that its own frames are queued, not awaited."""
@@ -155,9 +159,9 @@ class BoundedYamux(Yamux):
     async def _write_frame(self, data: bytes) -> None:
         """Write one frame whole, in order with every other. The receive loop only queues
         its frames (they must never wait for the peer to read) and goes on. Any other caller
-        writes itself when no one else is writing (then shielded: a frame is never cut in
-        half, the caller's cancellation lands right after), else waits for the writer to
-        take its frame too; cancelled while waiting, it leaves the frame to be written."""
+        writes itself when no one else is writing, else waits for the writer to take its
+        frame too; either way shielded, so a frame is never cut in half and the caller's
+        cancellation lands once its frame is out."""
         if self._send_error is not None:
             raise ConnectionClosedError(f"writing to {self.peer_id}: {self._send_error}")
         if trio.lowlevel.current_task() is self._receiver:
@@ -173,12 +177,18 @@ class BoundedYamux(Yamux):
             return
         frame = _Frame(data, trio.Event())
         self._outbox.append(frame)
-        if self._writing:
-            assert frame.done is not None
-            await frame.done.wait()
-        else:
-            with trio.CancelScope(shield=True):
+        # Shielded either way: a frame handed over is written before its caller goes on (a
+        # hang-up sent as a daemon stops goes out before the connection closes). The
+        # writer's own deadline bounds the wait; this one is only a backstop.
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + 2 * FRAME_WRITE_TIMEOUT):
+            if self._writing:
+                assert frame.done is not None
+                await frame.done.wait()
+            else:
                 await self._write_queued(until=frame)
+        if frame.done is not None and not frame.done.is_set():
+            frame.error = MuxedConnUnavailable(f"writing to {self.peer_id} timed out")
+            self._fail_outbox(frame.error)
         if frame.error is not None:
             raise ConnectionClosedError(f"writing to {self.peer_id}: {frame.error}")
         await trio.lowlevel.checkpoint_if_cancelled()  # a writer's cancellation lands here
@@ -207,7 +217,10 @@ class BoundedYamux(Yamux):
                     size += len(queued.data)
                 data = batch[0].data if len(batch) == 1 else b"".join(f.data for f in batch)
                 try:
-                    with trio.move_on_after(FRAME_WRITE_TIMEOUT) as scope:
+                    # Shielded, for the sender task too: cancelled as the connection's
+                    # tasks end, it still finishes the batch rather than cut a frame.
+                    deadline = trio.current_time() + FRAME_WRITE_TIMEOUT
+                    with trio.CancelScope(shield=True, deadline=deadline) as scope:
                         await self.secured_conn.write(data)
                 except Exception as exc:  # the transport's errors, whatever their type
                     self._fail_outbox(exc, batch)
@@ -228,12 +241,16 @@ class BoundedYamux(Yamux):
                         self._pending_answers -= 1
                     else:
                         written.done.set()
-                if until is not None and until.done is not None and until.done.is_set():
-                    return
+                if self._written(until) and self._sender_running:
+                    return  # the sender task takes the rest; without it, this writer does
         finally:
             self._writing = False
             if self._outbox:  # left for the sender task
                 self._sender_waiting.unpark_all()
+
+    @staticmethod
+    def _written(frame: _Frame | None) -> bool:
+        return frame is not None and frame.done is not None and frame.done.is_set()
 
     def _fail_outbox(self, error: BaseException, batch: list[_Frame] | None = None) -> None:
         """Fail the frames in flight and queued, and every later write, with ``error``."""

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from wsproto import ConnectionType, WSConnection
+from wsproto.connection import ConnectionState
 from wsproto.events import (
     AcceptConnection,
     CloseConnection,
@@ -154,7 +155,9 @@ class WsClient:
                     if event.message_finished:
                         return dict(json.loads(text))
                 elif isinstance(event, Ping):
-                    self.sock.sendall(self.conn.send(event.response()))
+                    # A Close read in the same batch already ended the connection for sending.
+                    if self.conn.state == ConnectionState.OPEN:
+                        self.sock.sendall(self.conn.send(event.response()))
                 elif isinstance(event, CloseConnection):
                     raise Closed(event.code)
             self._pending.extend(self._events())
