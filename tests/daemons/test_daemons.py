@@ -207,6 +207,84 @@ def test_kill9_sender_mid_burst_delivers_every_message_exactly_once(
     assert [m["seq"] for m in got] == list(range(1, len(attempted) + 1))
 
 
+def _delivered(sender: Daemon, friend: str, text: str) -> None:
+    sent = sender.call("messages.send", friend=friend, text=text)["message"]["id"]
+    wait_for(
+        lambda: any(
+            m["id"] == sent and m["state"] == "delivered" for m in sender.history(friend, 20)
+        ),
+        timeout=30,
+        what=f"{text!r} delivered",
+    )
+
+
+def test_kill9_receiver_mid_burst_keeps_the_olm_session_in_step(make_daemon: MakeDaemon) -> None:
+    """kill -9 the receiver while sealed messages pour in (between receiving a message and
+    storing what it opened to, for whichever was in flight); restart it. Every message
+    arrives once, in order, and the session goes on in both directions: nothing failed to
+    open, and neither side had to start a new session."""
+    alice, bob = make_daemon("alice"), make_daemon("bob")
+    befriend(alice, bob)
+    _delivered(alice, "bob", "first")
+    _delivered(bob, "alice", "first back")
+    sessions = {d.name: d.log_text().count("started an end-to-end session") for d in (alice, bob)}
+    total = 1500
+    done = threading.Event()
+
+    def burst() -> None:
+        with alice.client() as c:
+            for i in range(total):
+                c.call("messages.send", friend="bob", text=f"m{i:04d}")
+        done.set()
+
+    sender = threading.Thread(target=burst)
+    sender.start()
+    seen: list[int] = []
+
+    def arriving() -> bool:
+        seen.append(sum(m["direction"] == "in" for m in bob.history("alice", limit=1000)))
+        return seen[-1] >= 200
+
+    wait_for(arriving, timeout=60, interval=0.01, what="200 messages at bob")
+    bob.kill9()
+    assert seen[-1] < total, "the burst should still be arriving when bob is killed"
+    sender.join(60)
+    assert done.is_set()
+    bob.start()
+    wait_for(
+        lambda: all(m["state"] == "delivered" for m in alice.history("bob", limit=1000)),
+        timeout=90,
+        what="every message delivered after the restart",
+    )
+    got: list[dict[str, Any]] = []
+    before = None
+    while True:  # all of bob's history with alice, paged back
+        page = bob.call(
+            "messages.history",
+            friend="alice",
+            limit=1000,
+            **({"before": before} if before is not None else {}),
+        )["messages"]
+        got = page + got
+        if len(page) < 1000:
+            break
+        before = page[0]["row"]
+    texts = [m["text"] for m in got if m["direction"] == "in"]
+    assert texts == ["first"] + [f"m{i:04d}" for i in range(total)]
+    # The same sessions carry on, both ways.
+    _delivered(bob, "alice", "after the crash")
+    _delivered(alice, "bob", "still in step")
+    assert [m["text"] for m in alice.history("bob", 5) if m["direction"] == "in"][-1:] == [
+        "after the crash"
+    ]
+    assert [m["text"] for m in bob.history("alice", 5) if m["direction"] == "in"][-1:] == [
+        "still in step"
+    ]
+    for d in (alice, bob):
+        assert "did not open" not in d.log_text(), d.name
+        assert d.log_text().count("started an end-to-end session") == sessions[d.name], d.name
+
+
 def test_mistyped_id_or_code_is_rejected_and_nothing_is_added(make_daemon: MakeDaemon) -> None:
     alice, bob = make_daemon("alice"), make_daemon("bob")
     code = bob.code()
