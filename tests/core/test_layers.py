@@ -24,6 +24,7 @@ LAYERS = {
     "files": 4,
     "calls": 4,
     "mailbox": 4,
+    "groups": 4,
     "node": 5,
 }
 CLI_MAY_IMPORT = {"p2pchat", "p2pchat.api", "p2pchat.paths", "p2pchat.identity"}
