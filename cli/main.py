@@ -354,7 +354,12 @@ def cmd_verify(home: Path, args: argparse.Namespace) -> int:
     if v.get("verified"):
         out("Status: verified (you confirmed that your friend's p2pchat shows the same number)")
     elif v.get("changed"):
-        out("Status: CHANGED since you verified it: compare the number again before trusting")
+        out(
+            "Status: CHANGED since you verified it: your friend's end-to-end keys are not the"
+            " ones you verified (a reinstall, or someone else using their identity)."
+        )
+        out("Compare the number again, in person or on a call you trust, before trusting it.")
+        out(f"If it is the same: p2pchat verify {args.friend} --confirm")
     else:
         out("Status: not verified")
         out(

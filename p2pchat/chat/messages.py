@@ -232,6 +232,7 @@ class Messages:
                                 keys = sealing.check_hello_keys(peer, frame.keys)
                             except SealFailed as exc:
                                 raise wire.FrameError(str(exc)) from None
+                            await self._saw_keys(peer, keys.identity_key)
                             opener = sealing.opener(peer, keys.identity_key)
                             if frame.want_key:
                                 bundle = await sealing.fresh_bundle()
@@ -346,7 +347,8 @@ class Messages:
                     bundle = await self._read_keys(peer, stream)
                     if bundle is None:
                         return
-                    await sealing.start(peer, bundle)
+                    started = await sealing.start(peer, bundle)
+                    await self._saw_keys(peer, started.identity_key)
             else:
                 await stream.write(wire.encode(wire.Hello(self._my_addrs())))
             async with trio.open_nursery() as nursery:
@@ -383,6 +385,22 @@ class Messages:
             log.warning("cannot seal messages for %s: %s", short(peer), exc)
         finally:
             await reset(stream)
+
+    async def _saw_keys(self, peer: str, olm_key: bytes) -> None:
+        """Note the end-to-end identity key ``peer`` presents: a change is logged, and a
+        verified friend shows as no longer verified until the user compares again."""
+        verified = self.roster.verified
+        was_verified = verified.is_verified(peer)
+        if not await verified.saw_keys(peer, olm_key, now_ms()):
+            return
+        log.warning(
+            "the end-to-end keys of %s changed%s",
+            short(peer),
+            ": it was verified, compare safety numbers again" if was_verified else "",
+        )
+        contact = self.roster.get(peer)
+        if contact is not None:
+            self.events.publish("contact.updated", contact=self.roster.contact_json(contact))
 
     async def _read_keys(self, peer: str, stream: INetStream) -> bytes | None:
         """The receiver's answer to a hello that wants a key: its bundle, or None if it

@@ -92,9 +92,9 @@ class Sealing:
 
         return await self._db.run(fn)
 
-    async def start(self, peer: str, raw_bundle: bytes) -> None:
+    async def start(self, peer: str, raw_bundle: bytes) -> KeyBundle:
         """A new session to ``peer`` from the bundle it sent (checked: signed by ``peer``,
-        with a one-time key); raises :class:`SealFailed` otherwise."""
+        with a one-time key), and that bundle; raises :class:`SealFailed` otherwise."""
         try:
             bundle = parse_bundle(peer, raw_bundle, time.time())
         except ValueError as exc:
@@ -112,6 +112,7 @@ class Sealing:
         except SealError as exc:
             raise SealFailed(str(exc)) from None
         log.info("started an end-to-end session with %s", short(peer))
+        return bundle
 
     async def seal(self, peer: str, records: Sequence[MessageRecord]) -> list[wire.SealedMessage]:
         """The sealed frames of ``records`` (outgoing, pending): the stored sealed form of

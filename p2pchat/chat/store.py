@@ -440,25 +440,70 @@ class ChatStore:
 
     # --- verified friends (p2pchat.chat.verified) --------------------------------------------
 
-    async def verified_marks(self) -> dict[str, tuple[str, int]]:
-        """Every verified peer: (the safety number confirmed, when)."""
+    async def verified_marks(self) -> dict[str, tuple[str, int, bytes | None]]:
+        """Every verified peer: (the safety number confirmed, when, the Olm identity key it
+        had then; ``None`` for a mark older than schema 9 until the key is next seen)."""
 
-        def fn(conn: sqlite3.Connection) -> dict[str, tuple[str, int]]:
-            rows = conn.execute("SELECT peer_id, safety_number, verified_at FROM verified")
-            return {r[0]: (str(r[1]), int(r[2])) for r in rows}
+        def fn(conn: sqlite3.Connection) -> dict[str, tuple[str, int, bytes | None]]:
+            rows = conn.execute("SELECT peer_id, safety_number, verified_at, olm_key FROM verified")
+            return {
+                r[0]: (str(r[1]), int(r[2]), bytes(r[3]) if r[3] is not None else None)
+                for r in rows
+            }
 
         return await self._db.run(fn)
 
-    async def set_verified(self, peer_id: str, safety_number: str, now: int) -> None:
+    async def set_verified(
+        self, peer_id: str, safety_number: str, now: int, olm_key: bytes | None = None
+    ) -> None:
         def fn(conn: sqlite3.Connection) -> None:
             conn.execute(
-                "INSERT INTO verified (peer_id, safety_number, verified_at) VALUES (?, ?, ?) "
-                "ON CONFLICT (peer_id) DO UPDATE SET safety_number = excluded.safety_number, "
-                "verified_at = excluded.verified_at",
-                (peer_id, safety_number, now),
+                "INSERT INTO verified (peer_id, safety_number, verified_at, olm_key) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (peer_id) DO UPDATE SET "
+                "safety_number = excluded.safety_number, verified_at = excluded.verified_at, "
+                "olm_key = excluded.olm_key",
+                (peer_id, safety_number, now, olm_key),
             )
 
         await self._db.run(fn)
+
+    async def olm_identity_keys(self) -> dict[str, bytes]:
+        """The Olm identity key each peer last presented."""
+
+        def fn(conn: sqlite3.Connection) -> dict[str, bytes]:
+            rows = conn.execute("SELECT peer_id, identity_key FROM olm_identity_keys")
+            return {r[0]: bytes(r[1]) for r in rows}
+
+        return await self._db.run(fn)
+
+    async def note_olm_key(self, peer_id: str, key: bytes, now: int) -> bytes | None:
+        """Record the Olm identity key ``peer_id`` presents; the previous one if it changed.
+        A verification stored before keys were recorded takes the first key seen after."""
+
+        def fn(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT identity_key FROM olm_identity_keys WHERE peer_id = ?", (peer_id,)
+            ).fetchone()
+            previous = bytes(row[0]) if row is not None else None
+            if previous is None:
+                conn.execute(
+                    "INSERT INTO olm_identity_keys (peer_id, identity_key, first_seen) "
+                    "VALUES (?, ?, ?)",
+                    (peer_id, key, now),
+                )
+            elif previous != key:
+                conn.execute(
+                    "UPDATE olm_identity_keys SET identity_key = ?, changed_at = ? "
+                    "WHERE peer_id = ?",
+                    (key, now, peer_id),
+                )
+            conn.execute(
+                "UPDATE verified SET olm_key = ? WHERE peer_id = ? AND olm_key IS NULL",
+                (previous if previous is not None else key, peer_id),
+            )
+            return previous if previous is not None and previous != key else None
+
+        return await self._db.run(fn)
 
     async def clear_verified(self, peer_id: str) -> None:
         await self._db.run(

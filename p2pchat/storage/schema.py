@@ -4,7 +4,7 @@ The version is ``PRAGMA user_version``: migration *n* brings a database from ver
 to *n*, inside the worker's transaction (:mod:`.database`). To change the schema, append a
 migration; never edit one, since databases out there have run it already. The tables belong
 to their concerns, which keep their queries next to their code: ``contacts``, ``messages``,
-``read_marks`` and ``verified`` (:mod:`p2pchat.chat.store`), ``olm_account`` and
+``read_marks``, ``verified`` and ``olm_identity_keys`` (:mod:`p2pchat.chat.store`), ``olm_account`` and
 ``olm_sessions`` (:mod:`p2pchat.chat.sealing`), ``mailbox``, ``mailbox_deposits`` and
 ``mailbox_receipts`` (:mod:`p2pchat.mailbox.store`), ``transfers``
 (:mod:`p2pchat.files.store`), ``settings`` (:mod:`.settings`).
@@ -230,6 +230,24 @@ def _schema_v8(conn: sqlite3.Connection) -> None:
     )
 
 
+def _schema_v9(conn: sqlite3.Connection) -> None:
+    # The Olm identity key each peer last presented (signed by its libp2p key, §13.1), and the
+    # one a verification covered: a verified friend whose end-to-end keys change (a reinstall,
+    # or someone holding its identity key) is flagged until the user compares again.
+    _execute_all(
+        conn,
+        """
+        ALTER TABLE verified ADD COLUMN olm_key BLOB;
+        CREATE TABLE olm_identity_keys (
+            peer_id      TEXT PRIMARY KEY,
+            identity_key BLOB NOT NULL,
+            first_seen   INTEGER NOT NULL,
+            changed_at   INTEGER
+        )
+        """,
+    )
+
+
 MIGRATIONS: list[Migration] = [
     _schema_v1,
     _schema_v2,
@@ -239,4 +257,5 @@ MIGRATIONS: list[Migration] = [
     _schema_v6,
     _schema_v7,
     _schema_v8,
+    _schema_v9,
 ]

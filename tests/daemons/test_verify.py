@@ -4,13 +4,14 @@ says why."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Callable
 
 import pytest
 
 from p2pchat.api import ApiError
 from p2pchat.identity import Identity
-from tests.harness import Daemon, befriend, cli, ok
+from tests.harness import Daemon, befriend, cli, ok, wait_for
 
 pytestmark = pytest.mark.daemons
 
@@ -62,3 +63,55 @@ def test_friends_see_one_safety_number_and_confirmations_are_kept(
     assert err.value.name == "invalid_params"
     failed = cli(alice.home, "verify", "nobody")
     assert failed.returncode != 0 and "no contact matches" in failed.stderr
+
+
+def _delivered(sender: Daemon, friend: str, text: str) -> None:
+    sent = sender.call("messages.send", friend=friend, text=text)["message"]["id"]
+    wait_for(
+        lambda: any(m["id"] == sent and m["state"] == "delivered" for m in sender.history(friend)),
+        timeout=30,
+        what=f"{text!r} delivered",
+    )
+
+
+def test_a_verified_friend_whose_end_to_end_keys_change_is_flagged(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    """Bob loses his end-to-end state (as a reinstall that kept only identity.key would):
+    his daemon makes a new Olm account. Alice had verified him: once his new keys reach her,
+    he shows as changed, not verified, until she compares again. Messages flow meanwhile."""
+    alice, bob = make_daemon("alice"), make_daemon("bob")
+    befriend(alice, bob)
+    _delivered(bob, "alice", "with my first keys")
+    alice.call("friends.verify", friend=bob.peer_id)
+    assert alice.contact(bob.peer_id)["verified"] is True  # type: ignore[index]
+
+    bob.stop()
+    with sqlite3.connect(bob.home / "p2pchat.db") as db:
+        db.execute("DELETE FROM olm_account")
+        db.execute("DELETE FROM olm_sessions")
+    events = alice.client(timeout=30)
+    stream = events.events()  # subscribed before bob can present his new keys
+    bob.start()
+    _delivered(bob, "alice", "with new keys")
+    updated = next(
+        e for e in stream if e["type"] == "contact.updated" and e["contact"]["verified"] is False
+    )
+    assert updated["contact"]["peer_id"] == bob.peer_id
+    events.close()
+    v = alice.call("friends.verification", friend=bob.peer_id)["verification"]
+    assert (v["verified"], v["changed"]) == (False, True)
+    assert "keys of" in alice.log_text() and "compare safety numbers again" in alice.log_text()
+    shown = ok(cli(alice.home, "verify", bob.peer_id[-8:]))
+    assert "Status: CHANGED" in shown and "--confirm" in shown, shown
+    assert [m["text"] for m in alice.history(bob.peer_id) if m["direction"] == "in"] == [
+        "with my first keys",
+        "with new keys",
+    ]
+    _delivered(alice, "bob", "still reaches you")  # her old session is replaced
+
+    alice.call("friends.verify", friend=bob.peer_id)  # compared again
+    alice.restart()
+    v = alice.call("friends.verification", friend=bob.peer_id)["verification"]
+    assert (v["verified"], v["changed"]) == (True, False)
+    assert alice.contact(bob.peer_id)["verified"] is True  # type: ignore[index]

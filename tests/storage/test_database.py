@@ -508,10 +508,10 @@ async def test_v6_verified_marks_from_a_v5_database(db_path: Path, db_key: bytes
         assert [m.text for m in await store.history(PEER, 10)] == ["before"]
         await store.set_verified(PEER, "12345 " * 11 + "12345", now=7)
         await store.set_verified(PEER, "54321", now=8)  # confirmed again: the latest wins
-        assert await store.verified_marks() == {PEER: ("54321", 8)}
+        assert await store.verified_marks() == {PEER: ("54321", 8, None)}
     async with open_database(db_path, key=db_key) as db:
         store = ChatStore(db)
-        assert await store.verified_marks() == {PEER: ("54321", 8)}
+        assert await store.verified_marks() == {PEER: ("54321", 8, None)}
         await store.clear_verified(PEER)
         assert await store.verified_marks() == {}
 
