@@ -4,9 +4,9 @@ The version is ``PRAGMA user_version``: migration *n* brings a database from ver
 to *n*, inside the worker's transaction (:mod:`.database`). To change the schema, append a
 migration; never edit one, since databases out there have run it already. The tables belong
 to their concerns, which keep their queries next to their code: ``contacts``, ``messages``,
-``read_marks``, ``verified`` and ``olm_identity_keys`` (:mod:`p2pchat.chat.store`), ``olm_account`` and
-``olm_sessions`` (:mod:`p2pchat.chat.sealing`), ``mailbox``, ``mailbox_deposits`` and
-``mailbox_receipts`` (:mod:`p2pchat.mailbox.store`), ``transfers``
+``read_marks``, ``verified`` and ``olm_identity_keys`` (:mod:`p2pchat.chat.store`),
+``olm_account`` and ``olm_sessions`` (:mod:`p2pchat.chat.sealing`), ``mailbox``,
+``mailbox_deposits`` and ``mailbox_receipts`` (:mod:`p2pchat.mailbox.store`), ``transfers``
 (:mod:`p2pchat.files.store`), ``settings`` (:mod:`.settings`).
 """
 
