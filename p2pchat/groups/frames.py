@@ -1,0 +1,249 @@
+"""The group protocol ``/p2pchat/group/1.0.0`` (PROTOCOL.md §15.4): its frames, sans-IO.
+
+Frames are length-prefixed CBOR maps like the other p2pchat protocols
+(:class:`p2pchat.wire.FrameReader`); a refusal is the same ``refused`` frame. Every frame
+names its group. Two members open a stream with ``sync`` (what each holds: the membership
+log's head and the message vector, §15.3) and then send each other what the other lacks:
+membership entries (``log``), sender keys sealed to the peer (``key``), messages (``msg``),
+and updated vectors (``have``, the group's receipts).
+
+Under construction (issue 12): no daemon speaks this protocol yet.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Final, TypeAlias
+
+import cbor2
+
+from p2pchat import wire
+from p2pchat.groups.membership import GROUP_ID_BYTES, MAX_ENTRY_BYTES
+from p2pchat.groups.timeline import MAX_CLOCK
+from p2pchat.ratchet.megolm import MAX_SEALED_BYTES
+from p2pchat.wire import FrameError, FrameReader, Refused, strict_cbor_decode
+
+GROUP_PROTOCOL: Final = "/p2pchat/group/1.0.0"
+MAX_VECTOR_SENDERS: Final = 1024
+"""Senders one vector names (members now and before: a group's whole history)."""
+MAX_ENTRIES_PER_FRAME: Final = 64
+MAX_SESSION_ID_CHARS: Final = 64
+MAX_OLM_BYTES: Final = 4096
+"""A sender key sealed with Olm: the 229-byte key plus Olm's overhead, with room."""
+KEY_BYTES: Final = 32
+MSG_ID_BYTES: Final = 16
+_MAX_UINT: Final = 2**63 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Sync:
+    """What the sender holds of the group: its log's head version, and per sender (by
+    Ed25519 key) the seq up to which it holds every message."""
+
+    group_id: bytes
+    head: int
+    have: tuple[tuple[bytes, int], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    """Membership entries (§15.1), in version order."""
+
+    group_id: bytes
+    entries: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class WantLog:
+    """Send me the membership entries after this version."""
+
+    group_id: bytes
+    after: int
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    """The sender's key for one Megolm session (§15.2), sealed to the receiver with their
+    pairwise Olm session (§13.2): ``olm_kind`` and ``olm_body`` as in a sealed message."""
+
+    group_id: bytes
+    session_id: str
+    olm_kind: int
+    olm_body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One group message, from its sender or relayed by any member that holds it."""
+
+    group_id: bytes
+    msg_id: bytes
+    sender: bytes
+    """The Ed25519 key of the member who wrote it (the session's owner, §15.2)."""
+    seq: int
+    clock: int
+    version: int
+    """The membership version the sender had when it sent it."""
+    session_id: str
+    body: bytes
+    """The Megolm message; inside, the same id, seq, clock and version, and the text."""
+
+
+@dataclass(frozen=True, slots=True)
+class Have:
+    """The sender's vector after taking messages: receipts for what they now hold."""
+
+    group_id: bytes
+    have: tuple[tuple[bytes, int], ...]
+
+
+GroupFrame: TypeAlias = Sync | Log | WantLog | Key | Message | Have | Refused
+
+
+def _vector(have: tuple[tuple[bytes, int], ...]) -> dict[bytes, int]:
+    return dict(have)
+
+
+def _to_map(frame: GroupFrame) -> dict[str, Any]:
+    match frame:
+        case Sync(group_id=g, head=head, have=have):
+            return {"t": "sync", "g": g, "head": head, "have": _vector(have)}
+        case Log(group_id=g, entries=entries):
+            return {"t": "log", "g": g, "entries": list(entries)}
+        case WantLog(group_id=g, after=after):
+            return {"t": "want-log", "g": g, "after": after}
+        case Key(group_id=g, session_id=session, olm_kind=kind, olm_body=body):
+            return {"t": "key", "g": g, "session": session, "kind": kind, "olm": body}
+        case Message() as m:
+            return {
+                "t": "msg",
+                "g": m.group_id,
+                "id": m.msg_id,
+                "from": m.sender,
+                "seq": m.seq,
+                "clock": m.clock,
+                "v": m.version,
+                "session": m.session_id,
+                "body": m.body,
+            }
+        case Have(group_id=g, have=have):
+            return {"t": "have", "g": g, "have": _vector(have)}
+        case Refused(code=code, reason=reason):
+            return {"t": "refused", "code": code, "reason": reason}
+    raise TypeError(f"not a group frame: {frame!r}")  # pragma: no cover
+
+
+def encode(frame: GroupFrame) -> bytes:
+    body = cbor2.dumps(_to_map(frame), canonical=True)
+    decode(body)  # what we send obeys the rules we apply to what we receive
+    return wire.encode_varint(len(body)) + body
+
+
+_FIELDS: Final = {
+    "sync": {"t", "g", "head", "have"},
+    "log": {"t", "g", "entries"},
+    "want-log": {"t", "g", "after"},
+    "key": {"t", "g", "session", "kind", "olm"},
+    "msg": {"t", "g", "id", "from", "seq", "clock", "v", "session", "body"},
+    "have": {"t", "g", "have"},
+}
+
+
+def decode(body: bytes) -> GroupFrame:
+    """One group frame body (without its length prefix), checked."""
+    m = strict_cbor_decode(body, max_depth=3)
+    if not isinstance(m, dict) or not isinstance(m.get("t"), str):
+        raise FrameError("a group frame must be a CBOR map with a type")
+    kind = m["t"]
+    if kind == "refused":
+        frame = wire.decode_frame(body)
+        assert isinstance(frame, Refused)
+        return frame
+    fields = _FIELDS.get(kind)
+    if fields is None:
+        raise FrameError(f"unknown group frame type {kind[:32]!r}")
+    if set(m) != fields:
+        raise FrameError(f"a {kind} frame has exactly the fields {', '.join(sorted(fields))}")
+    g = _bytes(m, "g", GROUP_ID_BYTES, GROUP_ID_BYTES)
+    match kind:
+        case "sync":
+            return Sync(g, _uint(m, "head"), _have(m))
+        case "log":
+            entries = m["entries"]
+            if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_ENTRIES_PER_FRAME:
+                raise FrameError(f"field 'entries' must list 1 to {MAX_ENTRIES_PER_FRAME} entries")
+            for entry in entries:
+                if not isinstance(entry, bytes) or not 1 <= len(entry) <= MAX_ENTRY_BYTES:
+                    raise FrameError(f"an entry must be 1 to {MAX_ENTRY_BYTES} bytes")
+            return Log(g, tuple(entries))
+        case "want-log":
+            return WantLog(g, _uint(m, "after"))
+        case "key":
+            kind_value = m["kind"]
+            if kind_value not in (0, 1) or isinstance(kind_value, bool):
+                raise FrameError("field 'kind' must be 0 (pre-key) or 1 (normal)")
+            return Key(g, _session(m), kind_value, _bytes(m, "olm", 1, MAX_OLM_BYTES))
+        case "msg":
+            seq, clock = _uint(m, "seq"), _uint(m, "clock")
+            if seq < 1:
+                raise FrameError("field 'seq' starts at 1")
+            if not 1 <= clock < MAX_CLOCK:
+                raise FrameError(f"field 'clock' must be 1 to {MAX_CLOCK - 1}")
+            return Message(
+                g,
+                _bytes(m, "id", MSG_ID_BYTES, MSG_ID_BYTES),
+                _bytes(m, "from", KEY_BYTES, KEY_BYTES),
+                seq,
+                clock,
+                _uint(m, "v"),
+                _session(m),
+                _bytes(m, "body", 1, MAX_SEALED_BYTES),
+            )
+        case _:  # "have"
+            return Have(g, _have(m))
+
+
+def _bytes(m: dict[str, Any], name: str, low: int, high: int) -> bytes:
+    value = m[name]
+    if not isinstance(value, bytes) or not low <= len(value) <= high:
+        size = f"{low} bytes" if low == high else f"{low} to {high} bytes"
+        raise FrameError(f"field {name!r} must be {size}")
+    return value
+
+
+def _uint(m: dict[str, Any], name: str) -> int:
+    value = m[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_UINT:
+        raise FrameError(f"field {name!r} must be an unsigned integer")
+    return value
+
+
+def _session(m: dict[str, Any]) -> str:
+    value = m["session"]
+    if (
+        not isinstance(value, str)
+        or not 1 <= len(value) <= MAX_SESSION_ID_CHARS
+        or not value.isascii()
+        or not value.isprintable()
+    ):
+        raise FrameError(f"field 'session' must be 1 to {MAX_SESSION_ID_CHARS} printable ASCII")
+    return value
+
+
+def _have(m: dict[str, Any]) -> tuple[tuple[bytes, int], ...]:
+    have = m["have"]
+    if not isinstance(have, dict) or len(have) > MAX_VECTOR_SENDERS:
+        raise FrameError(f"field 'have' must map at most {MAX_VECTOR_SENDERS} senders to seqs")
+    out = []
+    for key, seq in have.items():
+        if not isinstance(key, bytes) or len(key) != KEY_BYTES:
+            raise FrameError(f"a sender in 'have' must be a {KEY_BYTES}-byte key")
+        if isinstance(seq, bool) or not isinstance(seq, int) or not 0 <= seq <= _MAX_UINT:
+            raise FrameError("a seq in 'have' must be an unsigned integer")
+        out.append((key, seq))
+    return tuple(sorted(out))
+
+
+class GroupDecoder(FrameReader[GroupFrame]):
+    def __init__(self) -> None:
+        super().__init__(decode)
