@@ -232,7 +232,7 @@ class Messages:
                                 keys = sealing.check_hello_keys(peer, frame.keys)
                             except SealFailed as exc:
                                 raise wire.FrameError(str(exc)) from None
-                            await self._saw_keys(peer, keys.identity_key)
+                            await self.note_keys(peer, keys.identity_key)
                             opener = sealing.opener(peer, keys.identity_key)
                             if frame.want_key:
                                 bundle = await sealing.fresh_bundle()
@@ -348,7 +348,7 @@ class Messages:
                     if bundle is None:
                         return
                     started = await sealing.start(peer, bundle)
-                    await self._saw_keys(peer, started.identity_key)
+                    await self.note_keys(peer, started.identity_key)
             else:
                 await stream.write(wire.encode(wire.Hello(self._my_addrs())))
             async with trio.open_nursery() as nursery:
@@ -386,9 +386,10 @@ class Messages:
         finally:
             await reset(stream)
 
-    async def _saw_keys(self, peer: str, olm_key: bytes) -> None:
-        """Note the end-to-end identity key ``peer`` presents: a change is logged, and a
-        verified friend shows as no longer verified until the user compares again."""
+    async def note_keys(self, peer: str, olm_key: bytes) -> None:
+        """Note the end-to-end identity key ``peer`` presents (in a hello, a bundle, or held
+        messages): a change is logged, and a verified friend shows as no longer verified
+        until the user compares again."""
         verified = self.roster.verified
         was_verified = verified.is_verified(peer)
         if not await verified.saw_keys(peer, olm_key, now_ms()):

@@ -38,6 +38,8 @@ class VerifiedMarks:
         self._keys: dict[str, bytes] = {}
         self._numbers: dict[str, str] = {}
         """Safety numbers of marked peers (computing one costs ~1 ms: done once)."""
+        self._lock = trio.Lock()
+        """Changes run one at a time: memory follows the database in the same order."""
 
     async def load(self) -> None:
         self._marks = await self._store.verified_marks()
@@ -78,22 +80,25 @@ class VerifiedMarks:
             peer not in self._marks or self._marks[peer][2] is not None
         ):
             return False
-        previous = await self._store.note_olm_key(peer, olm_key, now)
-        self._keys[peer] = olm_key
-        mark = self._marks.get(peer)
-        if mark is not None and mark[2] is None:  # a mark older than recorded keys
-            self._marks[peer] = (mark[0], mark[1], previous if previous is not None else olm_key)
-        return previous is not None
+        async with self._lock:
+            previous = await self._store.note_olm_key(peer, olm_key, now)
+            self._keys[peer] = olm_key
+            mark = self._marks.get(peer)
+            if mark is not None and mark[2] is None:  # a mark older than recorded keys
+                self._marks[peer] = (mark[0], mark[1], previous or olm_key)
+            return previous is not None
 
     async def mark(self, peer: str, now: int) -> Verification:
         number = await self._number(peer)
-        key = self._keys.get(peer)
-        await self._store.set_verified(peer, number, now, key)
-        self._marks[peer] = (number, now, key)
-        self._numbers[peer] = number
+        async with self._lock:
+            key = self._keys.get(peer)
+            await self._store.set_verified(peer, number, now, key)
+            self._marks[peer] = (number, now, key)
+            self._numbers[peer] = number
         return await self.get(peer)
 
     async def unmark(self, peer: str) -> Verification:
-        await self._store.clear_verified(peer)
-        self._marks.pop(peer, None)
+        async with self._lock:
+            await self._store.clear_verified(peer)
+            self._marks.pop(peer, None)
         return await self.get(peer)

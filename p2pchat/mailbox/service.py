@@ -583,6 +583,7 @@ class Mailbox:
             for m in messages
         ]
 
+        await self.chat.messages.note_keys(sender, keys.identity_key)
         opener = self.sealing.opener(sender, keys.identity_key)
         announce = self.chat.messages.announcer(sender)
         stored = await self.roster.unread.add_incoming(sender, incoming, now_ms(), announce, opener)

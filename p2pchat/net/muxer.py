@@ -58,8 +58,9 @@ WINDOW_SLACK_BYTES: Final = 64 * 1024
 FRAME_WRITE_TIMEOUT: Final = 30.0
 """Seconds one write (at most ``SEND_BATCH_BYTES``) may take before the peer counts as dead."""
 
-SEND_BATCH_BYTES: Final = 256 * 1024
-"""Queued frames the sender joins into one write (Noise splits it into messages)."""
+SEND_BATCH_BYTES: Final = 64 * 1024
+"""Queued frames joined into one write (a frame bigger than this goes alone): each write is
+one Noise message or about one, bounded like a single frame for ``FRAME_WRITE_TIMEOUT``."""
 
 MAX_PENDING_ANSWERS: Final = 4096
 """Frames the receive loop may have queued and unwritten (ping replies, ACKs, RSTs)."""
@@ -178,17 +179,14 @@ class BoundedYamux(Yamux):
         frame = _Frame(data, trio.Event())
         self._outbox.append(frame)
         # Shielded either way: a frame handed over is written before its caller goes on (a
-        # hang-up sent as a daemon stops goes out before the connection closes). The
-        # writer's own deadline bounds the wait; this one is only a backstop.
-        with trio.CancelScope(shield=True, deadline=trio.current_time() + 2 * FRAME_WRITE_TIMEOUT):
+        # hang-up sent as a daemon stops goes out before the connection closes). The wait
+        # ends: every write has a deadline, and a failed one fails every queued frame.
+        with trio.CancelScope(shield=True):
             if self._writing:
                 assert frame.done is not None
                 await frame.done.wait()
             else:
                 await self._write_queued(until=frame)
-        if frame.done is not None and not frame.done.is_set():
-            frame.error = MuxedConnUnavailable(f"writing to {self.peer_id} timed out")
-            self._fail_outbox(frame.error)
         if frame.error is not None:
             raise ConnectionClosedError(f"writing to {self.peer_id}: {frame.error}")
         await trio.lowlevel.checkpoint_if_cancelled()  # a writer's cancellation lands here
@@ -211,7 +209,9 @@ class BoundedYamux(Yamux):
             while self._outbox:
                 batch: list[_Frame] = []
                 size = 0
-                while self._outbox and size < SEND_BATCH_BYTES:
+                while self._outbox and (
+                    not batch or size + len(self._outbox[0].data) <= SEND_BATCH_BYTES
+                ):
                     queued = self._outbox.popleft()
                     batch.append(queued)
                     size += len(queued.data)
@@ -223,7 +223,7 @@ class BoundedYamux(Yamux):
                     with trio.CancelScope(shield=True, deadline=deadline) as scope:
                         await self.secured_conn.write(data)
                 except Exception as exc:  # the transport's errors, whatever their type
-                    self._fail_outbox(exc, batch)
+                    await self._give_up(exc, batch)
                     return
                 if scope.cancelled_caught:  # part of a batch may be out: unusable connection
                     log.info(
@@ -232,9 +232,7 @@ class BoundedYamux(Yamux):
                         FRAME_WRITE_TIMEOUT,
                     )
                     error = MuxedConnUnavailable(f"writing to {self.peer_id} timed out")
-                    self._fail_outbox(error, batch)
-                    with trio.CancelScope(shield=True, deadline=trio.current_time() + 1):
-                        await self.secured_conn.close()
+                    await self._give_up(error, batch)
                     return
                 for written in batch:
                     if written.done is None:
@@ -247,6 +245,16 @@ class BoundedYamux(Yamux):
             self._writing = False
             if self._outbox:  # left for the sender task
                 self._sender_waiting.unpark_all()
+
+    async def _give_up(self, error: BaseException, batch: list[_Frame]) -> None:
+        """A write failed or timed out: fail every frame and close the connection (its
+        receive loop then ends too, rather than go on with a connection that cannot send)."""
+        self._fail_outbox(error, batch)
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + 1):
+            try:
+                await self.secured_conn.close()
+            except Exception as exc:  # already closed, or the transport's own error
+                log.debug("closing the connection to %s: %s", self.peer_id, exc)
 
     @staticmethod
     def _written(frame: _Frame | None) -> bool:

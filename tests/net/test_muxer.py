@@ -288,3 +288,4 @@ async def test_writes_after_the_connection_failed_raise() -> None:
         for _ in range(2):
             with pytest.raises(ConnectionClosedError, match="reset by peer"), trio.fail_after(5):
                 await mux._write_frame(b"x")
+        assert conn.closed  # a connection that cannot send is closed, so its reader ends too
