@@ -46,11 +46,24 @@ class Opened:
     replayed message opens again to the same index; the store keeps one)."""
 
 
-class SenderKey:
+class _Session:
+    """What both ends' Megolm sessions have: an ID and an encrypted pickle."""
+
+    _session: vodozemac.GroupSession | vodozemac.InboundGroupSession
+
+    def pickle(self, key: bytes) -> str:
+        return str(self._session.pickle(key))
+
+    @property
+    def session_id(self) -> str:
+        return str(self._session.session_id)
+
+
+class SenderKey(_Session):
     """Our outbound Megolm session for one group."""
 
     def __init__(self, session: vodozemac.GroupSession, created_at: float) -> None:
-        self._session = session
+        self._session: vodozemac.GroupSession = session
         self.created_at = created_at
 
     @classmethod
@@ -63,13 +76,6 @@ class SenderKey:
             return cls(vodozemac.GroupSession.from_pickle(pickled, key), created_at)
         except ValueError as exc:
             raise GroupSealError(f"the stored sender key cannot be read: {exc}") from None
-
-    def pickle(self, key: bytes) -> str:
-        return self._session.pickle(key)
-
-    @property
-    def session_id(self) -> str:
-        return self._session.session_id
 
     @property
     def next_index(self) -> int:
@@ -85,11 +91,11 @@ class SenderKey:
         return bytes(self._session.encrypt(plaintext).to_bytes())
 
 
-class ReceivedKey:
+class ReceivedKey(_Session):
     """One member's sender key, as shared with us."""
 
     def __init__(self, session: vodozemac.InboundGroupSession) -> None:
-        self._session = session
+        self._session: vodozemac.InboundGroupSession = session
 
     @classmethod
     def from_shared(cls, shared: bytes) -> ReceivedKey:
@@ -107,13 +113,6 @@ class ReceivedKey:
             return cls(vodozemac.InboundGroupSession.from_pickle(pickled, key))
         except ValueError as exc:
             raise GroupSealError(f"the stored sender key cannot be read: {exc}") from None
-
-    def pickle(self, key: bytes) -> str:
-        return self._session.pickle(key)
-
-    @property
-    def session_id(self) -> str:
-        return self._session.session_id
 
     @property
     def first_index(self) -> int:
