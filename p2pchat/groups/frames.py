@@ -18,7 +18,7 @@ from typing import Any, Final, TypeAlias
 import cbor2
 
 from p2pchat import wire
-from p2pchat.groups.membership import GROUP_ID_BYTES, MAX_ENTRY_BYTES
+from p2pchat.groups.membership import GROUP_ID_BYTES, HASH_BYTES, MAX_ENTRY_BYTES
 from p2pchat.groups.timeline import MAX_CLOCK
 from p2pchat.ratchet.megolm import MAX_SEALED_BYTES
 from p2pchat.wire import FrameError, FrameReader, Refused, strict_cbor_decode
@@ -37,11 +37,13 @@ _MAX_UINT: Final = 2**63 - 1
 
 @dataclass(frozen=True, slots=True)
 class Sync:
-    """What the sender holds of the group: its log's head version, and per sender (by
-    Ed25519 key) the seq up to which it holds every message."""
+    """What the sender holds of the group: its log's head (version and entry hash: two
+    branches of one length differ by hash), and per sender (by Ed25519 key) the seq up to
+    which it holds every message."""
 
     group_id: bytes
     head: int
+    head_hash: bytes
     have: tuple[tuple[bytes, int], ...]
 
 
@@ -106,8 +108,8 @@ def _vector(have: tuple[tuple[bytes, int], ...]) -> dict[bytes, int]:
 
 def _to_map(frame: GroupFrame) -> dict[str, Any]:
     match frame:
-        case Sync(group_id=g, head=head, have=have):
-            return {"t": "sync", "g": g, "head": head, "have": _vector(have)}
+        case Sync(group_id=g, head=head, head_hash=head_hash, have=have):
+            return {"t": "sync", "g": g, "head": head, "hash": head_hash, "have": _vector(have)}
         case Log(group_id=g, entries=entries):
             return {"t": "log", "g": g, "entries": list(entries)}
         case WantLog(group_id=g, after=after):
@@ -140,7 +142,7 @@ def encode(frame: GroupFrame) -> bytes:
 
 
 _FIELDS: Final = {
-    "sync": {"t", "g", "head", "have"},
+    "sync": {"t", "g", "head", "hash", "have"},
     "log": {"t", "g", "entries"},
     "want-log": {"t", "g", "after"},
     "key": {"t", "g", "session", "kind", "olm"},
@@ -167,7 +169,8 @@ def decode(body: bytes) -> GroupFrame:
     g = _bytes(m, "g", GROUP_ID_BYTES, GROUP_ID_BYTES)
     match kind:
         case "sync":
-            return Sync(g, _uint(m, "head"), _have(m))
+            head_hash = _bytes(m, "hash", HASH_BYTES, HASH_BYTES)
+            return Sync(g, _uint(m, "head"), head_hash, _have(m))
         case "log":
             entries = m["entries"]
             if not isinstance(entries, list) or not 1 <= len(entries) <= MAX_ENTRIES_PER_FRAME:
@@ -180,7 +183,7 @@ def decode(body: bytes) -> GroupFrame:
             return WantLog(g, _uint(m, "after"))
         case "key":
             kind_value = m["kind"]
-            if kind_value not in (0, 1) or isinstance(kind_value, bool):
+            if type(kind_value) is not int or kind_value not in (0, 1):
                 raise FrameError("field 'kind' must be 0 (pre-key) or 1 (normal)")
             return Key(g, _session(m), kind_value, _bytes(m, "olm", 1, MAX_OLM_BYTES))
         case "msg":

@@ -13,8 +13,15 @@ branches differ, the entry by the more senior author wins (the group's owner, th
 admins in the order they were made admins, then other members; the entry hash decides
 between two entries by one author). The losing branch is dropped; :class:`Replaced` lists
 its entries so that their authors can make again the changes that still apply. Seniority,
-not a hash, decides between authors, so an admin who was removed cannot undo that by
-grinding entries until one wins.
+not a hash, decides between authors, so a junior admin cannot win against a senior one's
+change by grinding entries.
+
+Not solved yet (so this log is not used by the daemon): a fork may start at any earlier
+version, so an admin who was later removed can still sign an entry at a version where it
+outranked the author of the entry there, and that branch wins, dropping its removal. Members
+also compare only head versions, so two branches of one length go unnoticed. Both need
+branch-aware resolution (a removal on one branch defeats the removed author's branch) over
+every entry a member has seen, and head hashes in ``sync`` (issue 12).
 
 Sans-IO: bytes in, a checked entry or a :class:`MembershipError` out; nothing here does I/O.
 """
@@ -28,6 +35,7 @@ from enum import Enum
 from typing import Any, Final
 
 import cbor2
+import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
@@ -164,7 +172,7 @@ def parse_entry(raw: bytes) -> Entry:
         envelope = strict_cbor_decode(raw, max_depth=2)
         if not isinstance(envelope, dict) or set(envelope) != {"v", "body", "sig"}:
             raise MembershipError("an entry is a map of exactly v, body and sig")
-        if envelope["v"] != ENTRY_VERSION:
+        if type(envelope["v"]) is not int or envelope["v"] != ENTRY_VERSION:
             raise MembershipError(f"unsupported entry version {envelope['v']!r}")
         body, signature = envelope["body"], envelope["sig"]
         if not isinstance(body, bytes) or not isinstance(signature, bytes):
@@ -172,6 +180,10 @@ def parse_entry(raw: bytes) -> Entry:
         fields = strict_cbor_decode(body, max_depth=1)
     except FrameError as exc:
         raise MembershipError(f"malformed entry: {exc}") from None
+    # One encoding per entry: anyone could otherwise re-pack a signed entry into new bytes,
+    # and so a new hash, and have it compete with itself in a fork.
+    if cbor2.dumps(envelope, canonical=True) != raw or cbor2.dumps(fields, canonical=True) != body:
+        raise MembershipError("the entry is not in canonical CBOR")
     if not isinstance(fields, dict) or not all(isinstance(k, str) for k in fields):
         raise MembershipError("an entry body is a map with text keys")
     try:
@@ -213,7 +225,9 @@ def parse_entry(raw: bytes) -> Entry:
         )
         if problem is not None:
             raise MembershipError(f"the group name {problem}")
-    return Entry(group_id, version, prev, op, author, target, name, at_ms, raw, _entry_hash(raw))
+    return Entry(
+        group_id, version, prev, op, author, target, name, at_ms, raw, _entry_hash(body, signature)
+    )
 
 
 def _natural(value: Any) -> bool:
@@ -223,15 +237,15 @@ def _natural(value: Any) -> bool:
 def _peer_of(key: Any, what: str) -> str:
     if not isinstance(key, bytes) or len(key) != 32:
         raise MembershipError(f"the {what} is not a 32-byte Ed25519 key")
-    try:
-        nacl.signing.VerifyKey(key)
-    except (nacl.exceptions.ValueError, nacl.exceptions.TypeError):
-        raise MembershipError(f"the {what} is not a valid Ed25519 key") from None
+    if not nacl.bindings.crypto_core_ed25519_is_valid_point(key):
+        raise MembershipError(f"the {what} is not a valid Ed25519 key")
     return peer_id_from_public_key(key)
 
 
-def _entry_hash(raw: bytes) -> bytes:
-    return hashlib.blake2b(raw, digest_size=HASH_BYTES).digest()
+def _entry_hash(body: bytes, signature: bytes) -> bytes:
+    """What names an entry: its signed body and the signature (Ed25519 signatures as
+    libsodium checks them cannot be altered into another valid one)."""
+    return hashlib.blake2b(body + signature, digest_size=HASH_BYTES).digest()
 
 
 # --- the rules ------------------------------------------------------------------------------

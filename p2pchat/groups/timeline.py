@@ -1,14 +1,16 @@
 """A group's messages as one member knows them: nothing lost, nothing twice, one order for
 all (PROTOCOL.md §15.3). Sans-IO.
 
-Each sender numbers its group messages 1, 2, 3, … (``seq``) and stamps each with a Lamport
-clock one above the highest it has seen in the group. A member keeps, per sender, how far it
-holds every message without a hole (``have``); two members compare those vectors to learn
-what each lacks (:meth:`Timeline.missing_for`), so a member that was offline gets what it
-missed from whichever member it meets first. Messages show in the order (Lamport, sender,
-seq): per-sender order is kept (a sender's clock only grows) and every member that holds the
-same messages shows them the same way, whatever order they arrived in. How many members hold
-a message follows from their vectors (:func:`members_holding`): the group's receipts.
+Each sender numbers its group messages 1, 2, 3, … (``seq``) and stamps each with a hybrid
+Lamport clock: one above the highest it has seen in the group, and at least its wall clock
+in milliseconds (a clock far ahead of the receiver's time is refused until that time comes).
+A member keeps, per sender, how far it holds every message without a hole (``have``); two
+members compare those vectors to learn what each lacks (:meth:`Timeline.missing_for`), so a
+member that was offline gets what it missed from whichever member it meets first. Messages
+show in the order (Lamport, sender, seq): per-sender order is kept (a sender's clock only
+grows) and every member that holds the same messages shows them the same way, whatever order
+they arrived in. How many members hold a message follows from their vectors
+(:func:`members_holding`): the group's receipts.
 """
 
 from __future__ import annotations
@@ -23,6 +25,10 @@ MAX_AHEAD: Final = 1000
 what one member can make another hold out of order is bounded."""
 MAX_CLOCK: Final = 2**53
 """Lamport clocks stay below this (exact in JSON and JavaScript)."""
+MAX_AHEAD_MS: Final = 10 * 60 * 1000
+"""Clocks are hybrid: at least the sender's wall clock in ms. One further ahead of ours than
+this is refused for now (sync brings it again once it is no longer ahead), so no member can
+push the group's clock to its end."""
 
 
 @dataclass(frozen=True, order=True)
@@ -92,19 +98,22 @@ class Timeline:
     def clock(self) -> int:
         return self._clock
 
-    def next_stamp(self, sender: str) -> tuple[int, int]:
-        """(seq, clock) for the next message ``sender`` (we) sends."""
+    def next_stamp(self, sender: str, now_ms: int) -> tuple[int, int]:
+        """(seq, clock) for the next message ``sender`` (we) sends at ``now_ms``."""
         held = self._senders.get(sender)
         seq = 1 + (max([held.through, *held.ahead]) if held else 0)
-        return seq, self._clock + 1
+        return seq, max(self._clock + 1, now_ms)
 
-    def receive(self, ref: MessageRef) -> Outcome:
-        """Take a message ref (from its sender or from any member syncing us)."""
+    def receive(self, ref: MessageRef, now_ms: int) -> Outcome:
+        """Take a message ref (from its sender or from any member syncing us) at ``now_ms``
+        by our clock."""
         if not isinstance(ref.seq, int) or ref.seq < 1:
             return Refused("a message's seq starts at 1")
         if not 1 <= ref.clock < MAX_CLOCK:
             return Refused(f"a message's clock is between 1 and {MAX_CLOCK}")
-        held = self._senders.setdefault(ref.sender, _Sender())
+        if ref.clock > now_ms + MAX_AHEAD_MS:
+            return Refused("the message's clock is ahead of ours: it comes again later")
+        held = self._senders.get(ref.sender) or _Sender()
         known = held.ids.get(ref.seq)
         if known is not None:
             if known == ref.msg_id:
@@ -115,6 +124,7 @@ class Timeline:
         problem = self._clock_problem(held, ref)
         if problem is not None:
             return Refused(problem)
+        self._senders[ref.sender] = held  # only now: refused messages leave nothing behind
         held.ids[ref.seq] = ref.msg_id
         held.clocks[ref.seq] = ref.clock
         bisect.insort(held.seqs, ref.seq)

@@ -32,8 +32,8 @@ G = b"g" * 16
 K1, K2 = b"\x01" * 32, b"\x02" * 32
 
 FRAMES = [
-    Sync(G, 7, ((K1, 3), (K2, 0))),
-    Sync(G, 0, ()),
+    Sync(G, 7, b"h" * 32, ((K1, 3), (K2, 0))),
+    Sync(G, 0, b"\x00" * 32, ()),
     Log(G, (b"entry one", b"entry two")),
     WantLog(G, 12),
     Key(G, "lmOlXfu8kPxgeyqFsuReGcG+N8WdIKOvbE8fd9vxDxI", 0, b"olm" * 100),
@@ -93,6 +93,7 @@ MSG = FRAMES[5]
         (mutate(MSG, body=b"x" * (64 * 1024 + 1)), "'body' must be"),
         (mutate(MSG, extra=1), "exactly the fields"),
         (mutate(MSG, body=...), "exactly the fields"),
+        (mutate(FRAMES[0], hash=b"h" * 31), "'hash' must be 32 bytes"),
         (mutate(FRAMES[0], have={b"k": 1}), "32-byte key"),
         (mutate(FRAMES[0], have={K1: -1}), "unsigned integer"),
         (mutate(FRAMES[0], have=[1, 2]), "must map at most"),
@@ -108,6 +109,7 @@ MSG = FRAMES[5]
         (mutate(FRAMES[2], entries=["text"]), "an entry must be"),
         (mutate(FRAMES[4], kind=2), "'kind' must be 0"),
         (mutate(FRAMES[4], kind=False), "'kind' must be 0"),
+        (mutate(FRAMES[4], kind=1.0), "'kind' must be 0"),
         (mutate(FRAMES[4], olm=b"x" * 4097), "'olm' must be"),
         (mutate(FRAMES[3], after=-5), "'after' must be"),
         (cbor2.dumps({"t": "gossip", "g": G}), "unknown group frame type"),
@@ -137,7 +139,9 @@ def test_garbage_gives_frame_errors_only(data: bytes) -> None:
 @settings(max_examples=300, deadline=None)
 @given(
     st.dictionaries(
-        st.sampled_from(["t", "g", "head", "have", "entries", "after", "session", "kind", "olm"]),
+        st.sampled_from(
+            ["t", "g", "head", "hash", "have", "entries", "after", "session", "kind", "olm"]
+        ),
         st.one_of(
             st.sampled_from(["sync", "log", "want-log", "key", "msg", "have"]),
             st.binary(max_size=40),

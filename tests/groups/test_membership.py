@@ -3,6 +3,7 @@ forks resolved alike by every member whatever order entries arrive in. No networ
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import cbor2
@@ -260,6 +261,40 @@ def test_garbage_is_refused_never_crashes(raw: bytes) -> None:
     assert log.state.version == 0
 
 
+def test_an_entry_packed_into_other_bytes_is_refused_and_undoes_nothing() -> None:
+    """Anyone holding an entry could re-pack its signed body and signature into other CBOR
+    (key order, integer widths, a float or boolean version): a new hash for the same entry,
+    which could then compete with the original in a fork."""
+    log = group(admins=(BOB,))
+    added = log.propose(OWNER, Op.ADD, T, target=CAROL.peer_id)
+    log.propose(OWNER, Op.REMOVE, T, target=CAROL.peer_id)
+    before = log.state
+    envelope = cbor2.loads(added)
+    versions = [b"\x01", b"\x18\x01", b"\x19\x00\x01", b"\x1a\x00\x00\x00\x01"]  # widths of 1
+    fields = {
+        "v": lambda enc: b"\x61v" + enc,
+        "body": lambda enc: cbor2.dumps("body") + cbor2.dumps(envelope["body"]),
+        "sig": lambda enc: cbor2.dumps("sig") + cbor2.dumps(envelope["sig"]),
+    }
+    repacked = {
+        b"\xa3" + b"".join(fields[k](enc) for k in order)
+        for order in itertools.permutations(fields)
+        for enc in versions
+    } | {
+        cbor2.dumps({**envelope, "v": 1.0}, canonical=True),
+        cbor2.dumps({**envelope, "v": True}, canonical=True),
+    }
+    repacked.discard(added)
+    assert len(repacked) == 25  # among them, almost surely some with a lower hash
+    for raw in repacked:
+        outcome = log.receive(raw)
+        assert isinstance(outcome, Refused), outcome
+        assert "canonical" in outcome.reason or "version" in outcome.reason, outcome
+        assert log.state == before
+    assert log.receive(added) == Duplicate()
+    assert CAROL.peer_id not in log.state.members
+
+
 # --- forks ---------------------------------------------------------------------------------
 
 
@@ -286,7 +321,9 @@ def test_of_two_changes_at_once_the_more_senior_authors_wins_everywhere() -> Non
     assert at_owner.state == at_bob.state == at_carol.state
 
 
-def test_a_removed_admin_cannot_grind_an_entry_that_undoes_the_removal() -> None:
+def test_a_junior_admin_cannot_grind_a_win_over_a_senior_admins_change() -> None:
+    """At the version where a senior admin removed it, no entry of the junior admin wins,
+    whatever its hash. (A fork at an earlier version is not defended yet: see the module.)"""
     base = group(admins=(BOB, CAROL), members=(DAVE,))
     at_bob, at_carol = copy(base), copy(base)
     removal = at_bob.propose(BOB, Op.REMOVE, T, target=CAROL.peer_id)
@@ -310,7 +347,7 @@ def test_one_authors_two_entries_at_one_version_resolve_by_hash_alike() -> None:
     assert first.state == second.state
 
 
-def test_an_entry_on_a_branch_we_dropped_is_refused_until_its_base_arrives() -> None:
+def test_entries_of_a_losing_branch_are_refused() -> None:
     base = group(admins=(BOB,))
     at_owner, at_bob = copy(base), copy(base)
     bob_1 = at_bob.propose(BOB, Op.ADD, T, target=CAROL.peer_id)
