@@ -253,6 +253,19 @@ def send_and_wait(a: Daemon, b: Daemon, text: str, timeout: float = 15) -> None:
     )
 
 
+def send_and_wait_delivered(sender: Daemon, friend: str, text: str, timeout: float = 30) -> None:
+    """``sender`` sends ``friend`` (anything ``friend`` params take) ``text``; returns once
+    the friend's acknowledgement made it ``delivered`` at the sender."""
+    sent = sender.call("messages.send", friend=friend, text=text)["message"]["id"]
+    wait_for(
+        lambda: any(
+            m["id"] == sent and m["state"] == "delivered" for m in sender.history(friend, 20)
+        ),
+        timeout=timeout,
+        what=f"{text!r} delivered",
+    )
+
+
 # --- the CLI ----------------------------------------------------------------------------
 
 

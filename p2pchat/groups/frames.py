@@ -102,14 +102,10 @@ class Have:
 GroupFrame: TypeAlias = Sync | Log | WantLog | Key | Message | Have | Refused
 
 
-def _vector(have: tuple[tuple[bytes, int], ...]) -> dict[bytes, int]:
-    return dict(have)
-
-
 def _to_map(frame: GroupFrame) -> dict[str, Any]:
     match frame:
         case Sync(group_id=g, head=head, head_hash=head_hash, have=have):
-            return {"t": "sync", "g": g, "head": head, "hash": head_hash, "have": _vector(have)}
+            return {"t": "sync", "g": g, "head": head, "hash": head_hash, "have": dict(have)}
         case Log(group_id=g, entries=entries):
             return {"t": "log", "g": g, "entries": list(entries)}
         case WantLog(group_id=g, after=after):
@@ -129,7 +125,7 @@ def _to_map(frame: GroupFrame) -> dict[str, Any]:
                 "body": m.body,
             }
         case Have(group_id=g, have=have):
-            return {"t": "have", "g": g, "have": _vector(have)}
+            return {"t": "have", "g": g, "have": dict(have)}
         case Refused(code=code, reason=reason):
             return {"t": "refused", "code": code, "reason": reason}
     raise TypeError(f"not a group frame: {frame!r}")  # pragma: no cover

@@ -78,8 +78,8 @@ class _Sender:
     def __init__(self) -> None:
         self.through = 0
         """Every seq up to this is held."""
-        self.ahead: dict[int, MessageRef] = {}
-        """Held past a hole."""
+        self.ahead: set[int] = set()
+        """Seqs held past a hole."""
         self.ids: dict[int, bytes] = {}
         self.clocks: dict[int, int] = {}
         self.seqs: list[int] = []
@@ -101,7 +101,7 @@ class Timeline:
     def next_stamp(self, sender: str, now_ms: int) -> tuple[int, int]:
         """(seq, clock) for the next message ``sender`` (we) sends at ``now_ms``."""
         held = self._senders.get(sender)
-        seq = 1 + (max([held.through, *held.ahead]) if held else 0)
+        seq = 1 + (held.seqs[-1] if held and held.seqs else 0)
         return seq, max(self._clock + 1, now_ms)
 
     def receive(self, ref: MessageRef, now_ms: int) -> Outcome:
@@ -131,10 +131,10 @@ class Timeline:
         if ref.seq == held.through + 1:
             held.through += 1
             while held.through + 1 in held.ahead:
-                held.ahead.pop(held.through + 1)
+                held.ahead.remove(held.through + 1)
                 held.through += 1
         else:
-            held.ahead[ref.seq] = ref
+            held.ahead.add(ref.seq)
         self._clock = max(self._clock, ref.clock)
         bisect.insort(self._order, ref.position)
         return Accepted(ref.position)

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from p2pchat.api import ApiError
-from tests.harness import Daemon, assert_stays, befriend, wait_for
+from tests.harness import Daemon, assert_stays, befriend, send_and_wait_delivered, wait_for
 
 pytestmark = pytest.mark.daemons
 
@@ -207,17 +207,6 @@ def test_kill9_sender_mid_burst_delivers_every_message_exactly_once(
     assert [m["seq"] for m in got] == list(range(1, len(attempted) + 1))
 
 
-def _delivered(sender: Daemon, friend: str, text: str) -> None:
-    sent = sender.call("messages.send", friend=friend, text=text)["message"]["id"]
-    wait_for(
-        lambda: any(
-            m["id"] == sent and m["state"] == "delivered" for m in sender.history(friend, 20)
-        ),
-        timeout=30,
-        what=f"{text!r} delivered",
-    )
-
-
 def test_kill9_receiver_mid_burst_keeps_the_olm_session_in_step(make_daemon: MakeDaemon) -> None:
     """kill -9 the receiver while sealed messages pour in (between receiving a message and
     storing what it opened to, for whichever was in flight); restart it. Every message
@@ -225,8 +214,8 @@ def test_kill9_receiver_mid_burst_keeps_the_olm_session_in_step(make_daemon: Mak
     open, and neither side had to start a new session."""
     alice, bob = make_daemon("alice"), make_daemon("bob")
     befriend(alice, bob)
-    _delivered(alice, "bob", "first")
-    _delivered(bob, "alice", "first back")
+    send_and_wait_delivered(alice, "bob", "first")
+    send_and_wait_delivered(bob, "alice", "first back")
     sessions = {d.name: d.log_text().count("started an end-to-end session") for d in (alice, bob)}
     total = 1500
     done = threading.Event()
@@ -272,8 +261,8 @@ def test_kill9_receiver_mid_burst_keeps_the_olm_session_in_step(make_daemon: Mak
     texts = [m["text"] for m in got if m["direction"] == "in"]
     assert texts == ["first"] + [f"m{i:04d}" for i in range(total)]
     # The same sessions carry on, both ways.
-    _delivered(bob, "alice", "after the crash")
-    _delivered(alice, "bob", "still in step")
+    send_and_wait_delivered(bob, "alice", "after the crash")
+    send_and_wait_delivered(alice, "bob", "still in step")
     assert [m["text"] for m in alice.history("bob", 5) if m["direction"] == "in"][-1:] == [
         "after the crash"
     ]

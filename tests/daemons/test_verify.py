@@ -11,7 +11,7 @@ import pytest
 
 from p2pchat.api import ApiError
 from p2pchat.identity import Identity
-from tests.harness import Daemon, befriend, cli, ok, wait_for
+from tests.harness import Daemon, befriend, cli, ok, send_and_wait_delivered
 
 pytestmark = pytest.mark.daemons
 
@@ -65,15 +65,6 @@ def test_friends_see_one_safety_number_and_confirmations_are_kept(
     assert failed.returncode != 0 and "no contact matches" in failed.stderr
 
 
-def _delivered(sender: Daemon, friend: str, text: str) -> None:
-    sent = sender.call("messages.send", friend=friend, text=text)["message"]["id"]
-    wait_for(
-        lambda: any(m["id"] == sent and m["state"] == "delivered" for m in sender.history(friend)),
-        timeout=30,
-        what=f"{text!r} delivered",
-    )
-
-
 def test_a_verified_friend_whose_end_to_end_keys_change_is_flagged(
     make_daemon: Callable[..., Daemon],
 ) -> None:
@@ -82,7 +73,7 @@ def test_a_verified_friend_whose_end_to_end_keys_change_is_flagged(
     he shows as changed, not verified, until she compares again. Messages flow meanwhile."""
     alice, bob = make_daemon("alice"), make_daemon("bob")
     befriend(alice, bob)
-    _delivered(bob, "alice", "with my first keys")
+    send_and_wait_delivered(bob, "alice", "with my first keys")
     alice.call("friends.verify", friend=bob.peer_id)
     assert alice.contact(bob.peer_id)["verified"] is True  # type: ignore[index]
 
@@ -93,7 +84,7 @@ def test_a_verified_friend_whose_end_to_end_keys_change_is_flagged(
     events = alice.client(timeout=30)
     stream = events.events()  # subscribed before bob can present his new keys
     bob.start()
-    _delivered(bob, "alice", "with new keys")
+    send_and_wait_delivered(bob, "alice", "with new keys")
     updated = next(
         e for e in stream if e["type"] == "contact.updated" and e["contact"]["verified"] is False
     )
@@ -108,7 +99,7 @@ def test_a_verified_friend_whose_end_to_end_keys_change_is_flagged(
         "with my first keys",
         "with new keys",
     ]
-    _delivered(alice, "bob", "still reaches you")  # her old session is replaced
+    send_and_wait_delivered(alice, "bob", "still reaches you")  # her old session is replaced
 
     alice.call("friends.verify", friend=bob.peer_id)  # compared again
     alice.restart()
