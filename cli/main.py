@@ -21,7 +21,7 @@ from typing import Any
 from p2pchat import paths
 from p2pchat.api import ApiError, Client, DaemonNotRunning
 
-from . import calls, daemonctl, files, live, service
+from . import calls, daemonctl, files, groups, live, service
 from .output import (
     contact_label,
     contact_name,
@@ -470,6 +470,20 @@ def cmd_history(home: Path, args: argparse.Namespace) -> int:
 
 
 def cmd_chat(home: Path, args: argparse.Namespace) -> int:
+    with Client(home) as client:
+        try:
+            client.call("messages.history", friend=args.friend, limit=1)
+            friend = True
+        except ApiError as exc:
+            if exc.name != "not_found":
+                raise
+            friend = False
+        group = groups.is_group(client, args.friend)
+    if friend and group:
+        err(f"error: {args.friend!r} names a friend and a group; use an ID instead")
+        return EXIT_FAIL
+    if group:
+        return groups.run_group_chat(home, args.friend, args.history)
     return live.run_chat(home, args.friend, args.history, args.receipts)
 
 
@@ -667,8 +681,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=_positive_int, metavar="N", help="newest N messages")
     p.add_argument("--before", type=int, metavar="ROW", help="page back from this row")
 
-    p = add(sub, "chat", cmd_chat, "interactive conversation", json_flag=False)
-    p.add_argument("friend", metavar="FRIEND", help="name, ID or ID prefix")
+    groups.add_parsers(sub, add, common)
+
+    p = add(
+        sub,
+        "chat",
+        cmd_chat,
+        "interactive conversation (with a friend or a group)",
+        json_flag=False,
+    )
+    p.add_argument("friend", metavar="FRIEND_OR_GROUP", help="name, ID or ID prefix")
     p.add_argument(
         "--history", type=int, default=20, metavar="N", help="messages shown first (default 20)"
     )

@@ -22,7 +22,7 @@ from typing import Any, Final, Protocol
 
 import trio
 
-from daemon.handlers import calls, events, files, friends, messages, node, web
+from daemon.handlers import calls, events, files, friends, groups, messages, node, web
 from daemon.params import Handler
 from p2pchat.api import (
     INTERNAL_ERROR,
@@ -57,6 +57,7 @@ HANDLER_MODULES: Final[tuple[HandlerModule, ...]] = (
     events,
     friends,
     messages,
+    groups,
     files,
     calls,
     web,

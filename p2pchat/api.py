@@ -46,6 +46,8 @@ ERROR_CODES: Final[dict[str, int]] = {
     "busy": 1015,
     "media_error": 1016,
     "unauthorized": 1017,
+    "not_allowed": 1018,
+    "not_member": 1019,
 }
 
 

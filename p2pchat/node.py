@@ -26,6 +26,8 @@ from p2pchat.config import Config, ice_server_tuples, pin_ports, save_config
 from p2pchat.events import EventBus
 from p2pchat.files.manager import FilesConfig, TransferManager
 from p2pchat.files.store import TransferStore
+from p2pchat.groups.service import Groups
+from p2pchat.groups.store import GroupStore
 from p2pchat.identity import FriendCode, Identity, key_file_is_encrypted
 from p2pchat.mailbox.service import Mailbox
 from p2pchat.mailbox.store import Limits, MailboxStore
@@ -33,6 +35,7 @@ from p2pchat.net.discovery import Discovery, DiscoveryConfig
 from p2pchat.net.host import Network
 from p2pchat.net.relay import RelayLimitsConfig
 from p2pchat.paths import DB_FILE, KEY_FILE
+from p2pchat.ratchet.pair import pickle_key
 from p2pchat.storage.encryption import database_key
 from p2pchat.storage.schema import open_database
 from p2pchat.storage.settings import Settings
@@ -92,6 +95,7 @@ class Node:
         self.chat: Chat | None = None
         self.files: TransferManager | None = None
         self.mailbox: Mailbox | None = None
+        self.groups: Groups | None = None
         self.discovery: Discovery | None = None
         self.calls: CallManager | None = None
         self.at_rest = "plain"
@@ -128,6 +132,7 @@ class Node:
                 self.events,
                 hold=self.config.mailbox,
             )
+            self.groups = Groups(self.chat, GroupStore(db, pickle_key(self.identity)), self.events)
             listen = self._listen_addrs()
             self.files = TransferManager(
                 chat=self.chat,
@@ -159,6 +164,7 @@ class Node:
             )
             await self.chat.load()
             await self.mailbox.load()
+            await self.groups.load()
             await self.files.load()
             self.calls.load()
             async with network.run(listen):
@@ -174,6 +180,7 @@ class Node:
                 async with trio.open_nursery() as nursery:
                     await nursery.start(self.chat.run)
                     await nursery.start(self.mailbox.run)
+                    await nursery.start(self.groups.run)
                     await nursery.start(self.files.run)
                     await nursery.start(discovery.run)
                     await nursery.start(self.calls.run)
@@ -291,6 +298,7 @@ class Node:
             "call": self.calls.status() if self.calls else None,
             "at_rest": self.at_rest,
             "mailbox": await self.mailbox.status() if self.mailbox else None,
+            "groups": self.groups.status() if self.groups else None,
             "quotas": {
                 "refusing": [
                     {**entry, "connections_closed": self._closed_connections(entry["peer_id"])}

@@ -143,6 +143,39 @@ class Sealing:
 
         return await self._db.run(fn)
 
+    async def seal_bytes(self, peer: str, plaintext: bytes) -> Sealed:
+        """``plaintext`` sealed with our newest session with ``peer`` (group keys, §15.2);
+        :class:`SealFailed` if there is none yet."""
+
+        def fn(conn: sqlite3.Connection) -> Sealed:
+            session = self._newest_session(conn, peer)
+            if session is None:
+                raise SealFailed("no end-to-end session with this member yet")
+            sealed = session.seal(plaintext)
+            self._save_session(conn, peer, session, used=False)
+            return sealed
+
+        return await self._db.run(fn)
+
+    async def open_bytes(self, peer: str, their_identity_key: bytes, sealed: Sealed) -> bytes:
+        """Open what ``peer`` sealed with :meth:`seal_bytes` (a pre-key message starts our
+        side of the session); :class:`SealFailed` says why not."""
+
+        def fn(conn: sqlite3.Connection) -> bytes:
+            sessions = self._sessions(conn, peer)
+            plaintext, session = self._open_one(sessions, sealed)
+            if session is None:
+                account = self._account(conn)
+                try:
+                    session, plaintext = account.accept(their_identity_key, sealed)
+                except SealError as exc:
+                    raise SealFailed(str(exc)) from None
+                self._save_account(conn, account)
+            self._save_session(conn, peer, session, used=True)
+            return plaintext
+
+        return await self._db.run(fn)
+
     async def forget(self, peer: str) -> None:
         """Drop our sessions with ``peer`` and the sealed form of what we owe it: the next
         stream starts a new session and seals those messages again (after ``undecryptable``,

@@ -7,7 +7,7 @@ log's head and the message vector, §15.3) and then send each other what the oth
 membership entries (``log``), sender keys sealed to the peer (``key``), messages (``msg``),
 and updated vectors (``have``, the group's receipts).
 
-Under construction (issue 12): no daemon speaks this protocol yet.
+The daemon's side of it is :mod:`p2pchat.groups.channel`.
 """
 
 from __future__ import annotations
@@ -20,8 +20,27 @@ import cbor2
 from p2pchat import wire
 from p2pchat.groups.membership import GROUP_ID_BYTES, HASH_BYTES, MAX_ENTRY_BYTES
 from p2pchat.groups.timeline import MAX_CLOCK
+from p2pchat.ratchet.bundle import MAX_BUNDLE_BYTES
 from p2pchat.ratchet.megolm import MAX_SEALED_BYTES
 from p2pchat.wire import FrameError, FrameReader, Refused, strict_cbor_decode
+
+__all__ = [
+    "GROUP_PROTOCOL",
+    "Addrs",
+    "Bundle",
+    "GroupDecoder",
+    "GroupFrame",
+    "Have",
+    "Key",
+    "Log",
+    "Message",
+    "Refused",
+    "Sync",
+    "WantBundle",
+    "WantLog",
+    "decode",
+    "encode",
+]
 
 GROUP_PROTOCOL: Final = "/p2pchat/group/1.0.0"
 MAX_VECTOR_SENDERS: Final = 1024
@@ -57,10 +76,37 @@ class Log:
 
 @dataclass(frozen=True, slots=True)
 class WantLog:
-    """Send me the membership entries after this version."""
+    """Send me the membership entries from this version on (0: the whole log, which is
+    how an invited friend asks for the group it is invited to)."""
 
     group_id: bytes
-    after: int
+    first: int
+
+
+@dataclass(frozen=True, slots=True)
+class Bundle:
+    """The sender's Olm key bundle (§13.1), signed by its libp2p key: with no one-time key
+    at the start of a stream (its identity key, to check the pre-key messages it sends), with
+    one when asked (to start a session with a member that is not a friend)."""
+
+    group_id: bytes
+    bundle: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class WantBundle:
+    """Send me a bundle with a one-time key: I owe you a sender key and have no session."""
+
+    group_id: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Addrs:
+    """Where the sender reaches other members (by Ed25519 key): hints, each address checked
+    by the receiver's address policy, so members who are not friends find each other."""
+
+    group_id: bytes
+    peers: tuple[tuple[bytes, tuple[str, ...]], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,7 +145,9 @@ class Have:
     have: tuple[tuple[bytes, int], ...]
 
 
-GroupFrame: TypeAlias = Sync | Log | WantLog | Key | Message | Have | Refused
+GroupFrame: TypeAlias = (
+    Sync | Log | WantLog | Bundle | WantBundle | Addrs | Key | Message | Have | Refused
+)
 
 
 def _to_map(frame: GroupFrame) -> dict[str, Any]:
@@ -108,8 +156,14 @@ def _to_map(frame: GroupFrame) -> dict[str, Any]:
             return {"t": "sync", "g": g, "head": head, "hash": head_hash, "have": dict(have)}
         case Log(group_id=g, entries=entries):
             return {"t": "log", "g": g, "entries": list(entries)}
-        case WantLog(group_id=g, after=after):
-            return {"t": "want-log", "g": g, "after": after}
+        case WantLog(group_id=g, first=first):
+            return {"t": "want-log", "g": g, "from": first}
+        case Bundle(group_id=g, bundle=bundle):
+            return {"t": "bundle", "g": g, "bundle": bundle}
+        case WantBundle(group_id=g):
+            return {"t": "want-bundle", "g": g}
+        case Addrs(group_id=g, peers=peers):
+            return {"t": "addrs", "g": g, "peers": {k: list(a) for k, a in peers}}
         case Key(group_id=g, session_id=session, olm_kind=kind, olm_body=body):
             return {"t": "key", "g": g, "session": session, "kind": kind, "olm": body}
         case Message() as m:
@@ -140,7 +194,10 @@ def encode(frame: GroupFrame) -> bytes:
 _FIELDS: Final = {
     "sync": {"t", "g", "head", "hash", "have"},
     "log": {"t", "g", "entries"},
-    "want-log": {"t", "g", "after"},
+    "want-log": {"t", "g", "from"},
+    "bundle": {"t", "g", "bundle"},
+    "want-bundle": {"t", "g"},
+    "addrs": {"t", "g", "peers"},
     "key": {"t", "g", "session", "kind", "olm"},
     "msg": {"t", "g", "id", "from", "seq", "clock", "v", "session", "body"},
     "have": {"t", "g", "have"},
@@ -176,7 +233,13 @@ def decode(body: bytes) -> GroupFrame:
                     raise FrameError(f"an entry must be 1 to {MAX_ENTRY_BYTES} bytes")
             return Log(g, tuple(entries))
         case "want-log":
-            return WantLog(g, _uint(m, "after"))
+            return WantLog(g, _uint(m, "from"))
+        case "bundle":
+            return Bundle(g, _bytes(m, "bundle", 1, MAX_BUNDLE_BYTES))
+        case "want-bundle":
+            return WantBundle(g)
+        case "addrs":
+            return Addrs(g, _peers(m))
         case "key":
             kind_value = m["kind"]
             if type(kind_value) is not int or kind_value not in (0, 1):
@@ -227,6 +290,35 @@ def _session(m: dict[str, Any]) -> str:
     ):
         raise FrameError(f"field 'session' must be 1 to {MAX_SESSION_ID_CHARS} printable ASCII")
     return value
+
+
+def _peers(m: dict[str, Any]) -> tuple[tuple[bytes, tuple[str, ...]], ...]:
+    peers = m["peers"]
+    if not isinstance(peers, dict) or len(peers) > MAX_VECTOR_SENDERS:
+        raise FrameError(f"field 'peers' must map at most {MAX_VECTOR_SENDERS} members")
+    out = []
+    for key, addrs in peers.items():
+        if not isinstance(key, bytes) or len(key) != KEY_BYTES:
+            raise FrameError(f"a member in 'peers' must be a {KEY_BYTES}-byte key")
+        if (
+            not isinstance(addrs, list)
+            or len(addrs) > wire.MAX_ADDRS
+            or not all(_is_multiaddr(a) for a in addrs)
+        ):
+            raise FrameError(
+                f"a member's addresses are at most {wire.MAX_ADDRS} multiaddr texts of at "
+                f"most {wire.MAX_ADDR_BYTES} bytes"
+            )
+        out.append((key, tuple(addrs)))
+    return tuple(sorted(out))
+
+
+def _is_multiaddr(addr: Any) -> bool:
+    return (
+        isinstance(addr, str)
+        and addr.startswith("/")
+        and wire.text_problem(addr, wire.MAX_ADDR_BYTES) is None
+    )
 
 
 def _have(m: dict[str, Any]) -> tuple[tuple[bytes, int], ...]:

@@ -397,6 +397,14 @@ class MembershipLog:
     def entries(self) -> tuple[Entry, ...]:
         return tuple(self._entries)
 
+    def state_at(self, version: int) -> GroupState | None:
+        """The group as of ``version`` (None if the log does not reach it)."""
+        return self._states[version] if 0 <= version < len(self._states) else None
+
+    def ever_members(self) -> frozenset[str]:
+        """Everyone who was a member at some version: whose old messages may be relayed."""
+        return frozenset().union(*(s.members for s in self._states))
+
     def since(self, version: int) -> list[bytes]:
         """The raw entries after ``version``, for a member that has up to it."""
         return [e.raw for e in self._entries[max(version + 1, 0) :]]

@@ -107,24 +107,10 @@ class Timeline:
     def receive(self, ref: MessageRef, now_ms: int) -> Outcome:
         """Take a message ref (from its sender or from any member syncing us) at ``now_ms``
         by our clock."""
-        if not isinstance(ref.seq, int) or ref.seq < 1:
-            return Refused("a message's seq starts at 1")
-        if not 1 <= ref.clock < MAX_CLOCK:
-            return Refused(f"a message's clock is between 1 and {MAX_CLOCK}")
-        if ref.clock > now_ms + MAX_AHEAD_MS:
-            return Refused("the message's clock is ahead of ours: it comes again later")
-        held = self._senders.get(ref.sender) or _Sender()
-        known = held.ids.get(ref.seq)
-        if known is not None:
-            if known == ref.msg_id:
-                return Duplicate()
-            return Refused(f"message {ref.seq} of that sender is already another message")
-        if ref.seq > held.through + MAX_AHEAD:
-            return Refused(f"message {ref.seq} is too far ahead of {held.through + 1}: sync first")
-        problem = self._clock_problem(held, ref)
+        problem = self.check(ref, now_ms)
         if problem is not None:
-            return Refused(problem)
-        self._senders[ref.sender] = held  # only now: refused messages leave nothing behind
+            return problem
+        held = self._senders.setdefault(ref.sender, _Sender())
         held.ids[ref.seq] = ref.msg_id
         held.clocks[ref.seq] = ref.clock
         bisect.insort(held.seqs, ref.seq)
@@ -138,6 +124,26 @@ class Timeline:
         self._clock = max(self._clock, ref.clock)
         bisect.insort(self._order, ref.position)
         return Accepted(ref.position)
+
+    def check(self, ref: MessageRef, now_ms: int) -> Duplicate | Refused | None:
+        """What :meth:`receive` would answer if not :class:`Accepted` (None: it would take
+        it), changing nothing: a caller checks before it opens and stores the message."""
+        if not isinstance(ref.seq, int) or ref.seq < 1:
+            return Refused("a message's seq starts at 1")
+        if not 1 <= ref.clock < MAX_CLOCK:
+            return Refused(f"a message's clock is between 1 and {MAX_CLOCK}")
+        if ref.clock > now_ms + MAX_AHEAD_MS:
+            return Refused("the message's clock is ahead of ours: it comes again later")
+        held = self._senders.get(ref.sender) or _Sender()  # refused: nothing left behind
+        known = held.ids.get(ref.seq)
+        if known is not None:
+            if known == ref.msg_id:
+                return Duplicate()
+            return Refused(f"message {ref.seq} of that sender is already another message")
+        if ref.seq > held.through + MAX_AHEAD:
+            return Refused(f"message {ref.seq} is too far ahead of {held.through + 1}: sync first")
+        problem = self._clock_problem(held, ref)
+        return Refused(problem) if problem is not None else None
 
     @staticmethod
     def _clock_problem(held: _Sender, ref: MessageRef) -> str | None:
@@ -172,6 +178,10 @@ class Timeline:
             theirs = their_have.get(sender, 0)
             out.extend((sender, seq) for seq in held.seqs[bisect.bisect_right(held.seqs, theirs) :])
         return out
+
+    def holds(self, sender: str, seq: int) -> bool:
+        held = self._senders.get(sender)
+        return held is not None and seq in held.ids
 
     def ordered(self) -> list[Position]:
         """Every message held, in the order every member shows them."""

@@ -7,7 +7,8 @@ to their concerns, which keep their queries next to their code: ``contacts``, ``
 ``read_marks``, ``verified`` and ``olm_identity_keys`` (:mod:`p2pchat.chat.store`),
 ``olm_account`` and ``olm_sessions`` (:mod:`p2pchat.chat.sealing`), ``mailbox``,
 ``mailbox_deposits`` and ``mailbox_receipts`` (:mod:`p2pchat.mailbox.store`), ``transfers``
-(:mod:`p2pchat.files.store`), ``settings`` (:mod:`.settings`).
+(:mod:`p2pchat.files.store`), ``groups`` and the ``group_*`` tables
+(:mod:`p2pchat.groups.store`), ``settings`` (:mod:`.settings`).
 """
 
 from __future__ import annotations
@@ -248,6 +249,78 @@ def _schema_v9(conn: sqlite3.Connection) -> None:
     )
 
 
+def _schema_v10(conn: sqlite3.Connection) -> None:
+    # Groups (PROTOCOL.md §15): each group's membership log, its messages (opened: held
+    # sealed too, to pass on to members who lack them), messages waiting for their sender's
+    # key, our sender keys and who still needs each, and the keys members gave us.
+    _execute_all(
+        conn,
+        """
+        CREATE TABLE groups (
+            group_id   BLOB PRIMARY KEY,
+            status     TEXT NOT NULL,
+            inviter    TEXT NOT NULL DEFAULT '',
+            created_at INTEGER NOT NULL,
+            updated_at INTEGER NOT NULL
+        );
+        CREATE TABLE group_log (
+            group_id BLOB NOT NULL,
+            version  INTEGER NOT NULL,
+            raw      BLOB NOT NULL,
+            PRIMARY KEY (group_id, version)
+        );
+        CREATE TABLE group_messages (
+            id         INTEGER PRIMARY KEY,
+            group_id   BLOB NOT NULL,
+            sender     TEXT NOT NULL,
+            seq        INTEGER NOT NULL,
+            clock      INTEGER NOT NULL,
+            msg_id     BLOB NOT NULL,
+            version    INTEGER NOT NULL,
+            session_id TEXT NOT NULL,
+            body       BLOB NOT NULL,
+            text       TEXT NOT NULL,
+            sent_at    INTEGER NOT NULL,
+            stored_at  INTEGER NOT NULL,
+            UNIQUE (group_id, sender, seq)
+        );
+        CREATE INDEX group_messages_order ON group_messages (group_id, clock, sender, seq);
+        CREATE TABLE group_pending (
+            group_id   BLOB NOT NULL,
+            sender     TEXT NOT NULL,
+            seq        INTEGER NOT NULL,
+            msg_id     BLOB NOT NULL,
+            session_id TEXT NOT NULL,
+            frame      BLOB NOT NULL,
+            stored_at  INTEGER NOT NULL,
+            PRIMARY KEY (group_id, sender, seq, msg_id)
+        );
+        CREATE TABLE group_sender_keys (
+            group_id   BLOB NOT NULL,
+            session_id TEXT NOT NULL,
+            pickle     TEXT NOT NULL,
+            shared     BLOB NOT NULL,
+            members    BLOB NOT NULL,
+            created_at INTEGER NOT NULL,
+            PRIMARY KEY (group_id, session_id)
+        );
+        CREATE TABLE group_keys_owed (
+            group_id   BLOB NOT NULL,
+            session_id TEXT NOT NULL,
+            member     TEXT NOT NULL,
+            PRIMARY KEY (group_id, session_id, member)
+        );
+        CREATE TABLE group_received_keys (
+            group_id   BLOB NOT NULL,
+            session_id TEXT NOT NULL,
+            sender     TEXT NOT NULL,
+            pickle     TEXT NOT NULL,
+            PRIMARY KEY (group_id, session_id)
+        )
+        """,
+    )
+
+
 MIGRATIONS: list[Migration] = [
     _schema_v1,
     _schema_v2,
@@ -258,4 +331,5 @@ MIGRATIONS: list[Migration] = [
     _schema_v7,
     _schema_v8,
     _schema_v9,
+    _schema_v10,
 ]

@@ -17,11 +17,14 @@ from p2pchat.groups.frames import (
     MAX_ENTRIES_PER_FRAME,
     MAX_VECTOR_SENDERS,
     GroupDecoder,
+    Addrs,
+    Bundle,
     Have,
     Key,
     Log,
     Message,
     Sync,
+    WantBundle,
     WantLog,
     decode,
     encode,
@@ -40,6 +43,9 @@ FRAMES = [
     Message(G, b"i" * 16, K1, 1, 9, 4, "session", b"megolm body"),
     Have(G, ((K1, 10),)),
     Refused("not_member", "you are not a member of this group"),
+    Bundle(G, b"signed bundle"),
+    WantBundle(G),
+    Addrs(G, ((K1, ("/ip4/127.0.0.1/tcp/4001",)), (K2, ()))),
 ]
 
 
@@ -111,7 +117,13 @@ MSG = FRAMES[5]
         (mutate(FRAMES[4], kind=False), "'kind' must be 0"),
         (mutate(FRAMES[4], kind=1.0), "'kind' must be 0"),
         (mutate(FRAMES[4], olm=b"x" * 4097), "'olm' must be"),
-        (mutate(FRAMES[3], after=-5), "'after' must be"),
+        (mutate(FRAMES[3], **{"from": -5}), "'from' must be"),
+        (mutate(FRAMES[8], bundle=b""), "'bundle' must be"),
+        (mutate(FRAMES[8], bundle=b"b" * 2049), "'bundle' must be"),
+        (mutate(FRAMES[10], peers={b"k": []}), "32-byte key"),
+        (mutate(FRAMES[10], peers={K1: ["/ip4/1.2.3.4"] * 17}), "at most 16"),
+        (mutate(FRAMES[10], peers={K1: ["not an address"]}), "multiaddr"),
+        (mutate(FRAMES[10], peers={K1: [7]}), "multiaddr"),
         (cbor2.dumps({"t": "gossip", "g": G}), "unknown group frame type"),
         (cbor2.dumps(["t", "msg"]), "must be a CBOR map"),
         (b"\xff", "invalid CBOR"),
@@ -140,10 +152,25 @@ def test_garbage_gives_frame_errors_only(data: bytes) -> None:
 @given(
     st.dictionaries(
         st.sampled_from(
-            ["t", "g", "head", "hash", "have", "entries", "after", "session", "kind", "olm"]
+            [
+                "t",
+                "g",
+                "head",
+                "hash",
+                "have",
+                "entries",
+                "from",
+                "session",
+                "kind",
+                "olm",
+                "bundle",
+                "peers",
+            ]
         ),
         st.one_of(
-            st.sampled_from(["sync", "log", "want-log", "key", "msg", "have"]),
+            st.sampled_from(
+                ["sync", "log", "want-log", "key", "msg", "have", "bundle", "want-bundle", "addrs"]
+            ),
             st.binary(max_size=40),
             st.integers(min_value=-3, max_value=2**64),
             st.lists(st.binary(max_size=8), max_size=3),

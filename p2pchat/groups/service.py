@@ -1,0 +1,1020 @@
+"""Groups for one identity: their membership, messages and sender keys, kept in step with
+the other members over ``/p2pchat/group/1.0.0`` (PROTOCOL.md §15).
+
+Every member keeps a stream (:class:`~p2pchat.groups.channel.Channel`) with every other
+member it can reach, one per group, whether or not they are friends: the membership log says
+who they are, so a member who is not a friend is let in for that group's protocol only (1:1
+protocols still refuse it). On a new stream each side says what it holds (``sync``) and sends
+what the other lacks: membership entries, the sender keys it owes (sealed with Olm), and
+messages by the vectors of §15.3, its own or anyone's. Afterwards a member sends its own new
+messages at once to every member it has a stream with, and after taking messages tells its
+members its new vector (``have``): that is the group's receipt, and whoever sees that a member
+lacks something it holds sends it, so a member that was offline catches up from whoever it
+meets first, and one that a sender cannot reach gets it through the others.
+
+The sans-IO pieces decide everything: :mod:`.membership` (who may change what),
+:mod:`.timeline` (order, what is missing), :mod:`.keys` (when to replace our key) and
+:mod:`.content` (what is sealed inside). This module is the glue and the I/O.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
+
+import trio
+from libp2p.abc import INetStream
+
+from p2pchat.api import ApiError
+from p2pchat.chat.sealing import SealFailed
+from p2pchat.chat.service import Chat
+from p2pchat.events import EventBus
+from p2pchat.groups import frames
+from p2pchat.groups.channel import Channel
+from p2pchat.groups.content import (
+    ContentError,
+    key_plaintext,
+    message_plaintext,
+    open_content,
+    open_key,
+)
+from p2pchat.groups.frames import GROUP_PROTOCOL, MAX_ENTRIES_PER_FRAME, GroupFrame
+from p2pchat.groups.keys import plan_keys
+from p2pchat.groups.membership import (
+    Appended,
+    Gap,
+    GroupState,
+    MembershipError,
+    MembershipLog,
+    Op,
+    Replaced,
+)
+from p2pchat.groups.membership import Duplicate as LogDuplicate
+from p2pchat.groups.membership import Refused as LogRefused
+from p2pchat.groups.store import GroupMessage, GroupStatus, GroupStore
+from p2pchat.groups.timeline import Duplicate, MessageRef, Refused, Timeline
+from p2pchat.identity import (
+    IdentityError,
+    peer_id_from_public_key,
+    public_key_from_peer_id,
+    short,
+)
+from p2pchat.net.link import Link, Links, Wakeup
+from p2pchat.net.streams import read_some, refuse
+from p2pchat.ratchet.megolm import GroupSealError, ReceivedKey
+from p2pchat.ratchet.pair import Sealed
+from p2pchat.wire import MAX_TEXT_BYTES, FrameError, text_problem
+
+log = logging.getLogger(__name__)
+
+MAX_GROUPS: Final = 256
+MAX_SYNC_MESSAGES: Final = 2000
+"""Messages sent in answer to one vector; the rest follow the member's next ``have``."""
+HAVE_DELAY_S: Final = 0.2
+"""Vectors are sent at most this often per group (receipts batch up in a burst)."""
+INVITE_TIMEOUT_S: Final = 30.0
+FAREWELL_TIMEOUT_S: Final = 10.0
+MAX_MESSAGES_PER_S: Final = 200.0
+"""Per member and group, a sustained rate; a member over it is read no further until its
+messages fit (Yamux holds the rest at the sender), as for 1:1 messages."""
+BURST_MESSAGES: Final = 2000.0
+REDIAL_RESET_S: Final = 30.0
+REDIAL_MAX_S: Final = 60.0
+
+
+def group_ref(group_id: bytes) -> str:
+    return group_id.hex()
+
+
+@dataclass
+class Group:
+    """One group as this daemon holds it."""
+
+    group_id: bytes
+    status: GroupStatus
+    inviter: str
+    log: MembershipLog
+    timeline: Timeline = field(default_factory=Timeline)
+    keys: dict[str, tuple[str, ReceivedKey]] = field(default_factory=dict)
+    """session ID → (sender, key)."""
+    haves: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Each member's vector as it last told us (our receipts)."""
+    channels: dict[str, set[Channel]] = field(default_factory=dict)
+    lock: trio.Lock = field(default_factory=trio.Lock)
+    have_dirty: bool = False
+    farewell: bool = False
+    """We left or declined: our leave entry still has to reach a member."""
+    held: Wakeup = field(default_factory=Wakeup)
+    """Set when a member's vector grows (someone waits for a receipt)."""
+
+    @property
+    def state(self) -> GroupState:
+        return self.log.state
+
+    def channel_to(self, peer: str) -> Channel | None:
+        live = [c for c in self.channels.get(peer, ()) if not c.closed]
+        return live[0] if live else None
+
+    def all_channels(self) -> list[Channel]:
+        return [c for cs in self.channels.values() for c in cs if not c.closed]
+
+
+class _Rate:
+    def __init__(self) -> None:
+        self.tokens = BURST_MESSAGES
+        self.at = time.monotonic()
+
+    def take(self) -> float:
+        """Seconds to wait before the next message fits (0: now)."""
+        now = time.monotonic()
+        self.tokens = min(BURST_MESSAGES, self.tokens + (now - self.at) * MAX_MESSAGES_PER_S)
+        self.at = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / MAX_MESSAGES_PER_S
+
+
+class GroupLink(Link):
+    """Keeps one member reachable while we share a group and have no stream with it."""
+
+    kind = "group-link"
+    what = "group link"
+
+    def __init__(self, peer: str, groups: Groups) -> None:
+        super().__init__(peer)
+        self.groups = groups
+
+    def wanted(self) -> bool:
+        return bool(self.groups.groups_wanting(self.peer))
+
+    async def step(self) -> bool:
+        await self.groups.wait_to_redial(self.peer)
+        if not self.groups.groups_wanting(self.peer):
+            return False
+        if not await self.groups.reach(self.peer):
+            return False
+        for group in self.groups.groups_wanting(self.peer):
+            await self.groups.open_channel(group, self.peer)
+        return False
+
+
+class Groups:
+    """Run with ``await groups.load()`` before the host listens, then
+    ``nursery.start(groups.run)``."""
+
+    def __init__(self, chat: Chat, store: GroupStore, events: EventBus) -> None:
+        self.chat = chat
+        self.net = chat.net
+        self.store = store
+        self.events = events
+        self.me = chat.net.identity.peer_id
+        self._my_key = chat.net.identity.public_key
+        self.groups: dict[bytes, Group] = {}
+        self._addrs: dict[str, tuple[str, ...]] = {}
+        """Where members who are not friends were last said to be (hints, admitted)."""
+        self._links: Links[GroupLink] = Links(lambda peer: GroupLink(peer, self))
+        self._nursery: trio.Nursery | None = None
+        self._have_wanted = Wakeup()
+        self._rates: dict[tuple[bytes, str], _Rate] = {}
+        self._redial: dict[str, tuple[float, float]] = {}
+        """peer → (when a new channel may start, the backoff that led there)."""
+
+    # --- start-up -----------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        for stored in await self.store.load_all():
+            try:
+                group_log = MembershipLog.replay(stored.entries)
+            except MembershipError as exc:
+                log.error("group %s: stored log refused (%s); skipped", stored.group_id.hex(), exc)
+                continue
+            group = Group(stored.group_id, stored.status, stored.inviter, group_log)
+            now = _now_ms()
+            for ref in sorted(stored.refs, key=lambda r: (r.sender, r.seq)):
+                group.timeline.receive(ref, max(now, ref.clock))
+            group.keys = await self.store.received_keys(stored.group_id)
+            self.groups[stored.group_id] = group
+        self.net.set_handler(GROUP_PROTOCOL, self.chat.inbound.handler("group", self.serve))
+        self.chat.roster.add_connection_listener(self._connection_changed)
+
+    async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._send_haves)
+            await nursery.start(self._links.run, self._start_links)
+            task_status.started()
+
+    def _start_links(self) -> None:
+        for group in self.groups.values():
+            for peer in group.state.members - {self.me}:
+                self._links.ensure(peer)
+
+    def _connection_changed(self, peer: str, up: bool) -> None:
+        if not up:
+            return
+        self._redial.pop(peer, None)  # it is here: no reason to wait
+        link = self._links.get(peer)
+        if link is not None:
+            link.network_changed()
+        else:
+            self._links.ensure(peer)
+
+    async def wait_to_redial(self, peer: str) -> None:
+        """Channels with ``peer`` that end soon after they start (it refuses us, or drops
+        us) are retried after a growing backoff, whatever link runs."""
+        next_at = self._redial.get(peer, (0.0, 0.0))[0]
+        await trio.sleep_until(next_at)
+
+    def _channel_ended(self, peer: str, lived: float) -> None:
+        if lived >= REDIAL_RESET_S:
+            self._redial.pop(peer, None)
+        else:
+            backoff = min(max(self._redial.get(peer, (0.0, 0.0))[1] * 2, 1.0), REDIAL_MAX_S)
+            self._redial[peer] = (trio.current_time() + backoff, backoff)
+        self._links.ensure(peer)
+
+    # --- reaching members ---------------------------------------------------------------------
+
+    def groups_wanting(self, peer: str) -> list[Group]:
+        """Groups in which we want a stream with ``peer`` and have none."""
+        out = []
+        for group in self.groups.values():
+            if peer == self.me or group.channel_to(peer) is not None:
+                continue
+            if (group.status is GroupStatus.JOINED and peer in group.state.members) or (
+                group.farewell and peer in group.state.members
+            ):
+                out.append(group)
+        return out
+
+    async def reach(self, peer: str) -> bool:
+        if self.net.is_connected(peer):
+            return True
+        if self.chat.roster.is_friend(peer):
+            return await self.chat.reach.reach(peer)
+        addrs = self._addrs.get(peer, ())
+        if addrs and await self.net.dial(peer, addrs):
+            return True
+        resolver = self.chat.reach.resolver
+        if resolver is None:
+            return False
+        found = await resolver(peer)
+        if found is None:
+            return False
+        admitted = self.net.admit(peer, found.addrs)
+        if admitted and await self.net.dial(peer, admitted):
+            self._addrs[peer] = tuple(admitted)
+            return True
+        return False
+
+    def _known_addrs(self, peer: str) -> tuple[str, ...]:
+        contact = self.chat.roster.get(peer)
+        if contact is not None and contact.addrs:
+            return tuple(contact.addrs)
+        return self._addrs.get(peer, ())
+
+    async def open_channel(self, group: Group, peer: str) -> None:
+        try:
+            stream = await self.net.open_stream(peer, GROUP_PROTOCOL)
+        except Exception as exc:
+            log.debug("group stream to %s: %s", short(peer), exc)
+            return
+        self._start_channel(group, Channel(group.group_id, peer, stream, outbound=True), [])
+
+    def _start_channel(self, group: Group, channel: Channel, first: list[GroupFrame]) -> None:
+        assert self._nursery is not None
+        group.channels.setdefault(channel.peer, set()).add(channel)
+        self._greet(group, channel)
+        self._nursery.start_soon(self._run_channel, group, channel, first)
+
+    async def _run_channel(self, group: Group, channel: Channel, first: list[GroupFrame]) -> None:
+        started = trio.current_time()
+        try:
+            await channel.run(self, first)
+        except Exception as exc:
+            log.info("group stream with %s ended: %s", short(channel.peer), exc)
+        finally:
+            group.channels.get(channel.peer, set()).discard(channel)
+            if not group.channels.get(channel.peer):
+                group.channels.pop(channel.peer, None)
+            self._channel_ended(channel.peer, trio.current_time() - started)
+
+    def _greet(self, group: Group, channel: Channel) -> None:
+        state = group.state
+        channel.send(frames.Sync(group.group_id, state.version, state.head, self._vector(group)))
+        channel.send(frames.Bundle(group.group_id, self.chat.sealing.hello_keys))
+        peers = []
+        for member in sorted(state.members - {self.me, channel.peer}):
+            addrs = self._known_addrs(member)
+            if addrs:
+                peers.append((public_key_from_peer_id(member), addrs[:16]))
+        if peers:
+            channel.send(frames.Addrs(group.group_id, tuple(peers)))
+
+    # --- inbound streams ----------------------------------------------------------------------
+
+    async def serve(self, stream: INetStream, peer: str) -> None:
+        """A member (or a friend inviting us) opened a group stream."""
+        decoder = frames.GroupDecoder()
+        first: list[GroupFrame] = []
+        with trio.move_on_after(INVITE_TIMEOUT_S):
+            while not first:
+                data = await read_some(stream)
+                if not data:
+                    return
+                try:
+                    first = decoder.feed(data)
+                except FrameError as exc:
+                    await refuse(stream, "malformed", str(exc))
+                    return
+        if not first or not isinstance(first[0], frames.Sync):
+            await refuse(stream, "malformed", "a group stream starts with sync")
+            return
+        sync = first[0]
+        group = self.groups.get(sync.group_id)
+        if group is None:
+            await self._take_invite(stream, peer, sync, decoder, first[1:])
+            return
+        if group.status is not GroupStatus.JOINED:
+            if group.status in (GroupStatus.LEFT, GroupStatus.DECLINED):
+                await self._send_log_since(stream, group, sync)  # our leave entry
+            await refuse(stream, "not_joined", "this member has not joined the group")
+            return
+        if peer not in group.state.members:
+            if peer in group.log.ever_members():
+                await self._send_log_since(stream, group, sync)  # the entry that removed it
+            log.info("refused a group stream from %s: not a member", short(peer))
+            await refuse(stream, "not_member", "you are not a member of this group")
+            return
+        channel = Channel(group.group_id, peer, stream, outbound=False)
+        group.channels.setdefault(peer, set()).add(channel)
+        self._greet(group, channel)
+        try:
+            await channel.run(self, first)
+        finally:
+            group.channels.get(peer, set()).discard(channel)
+            if not group.channels.get(peer):
+                group.channels.pop(peer, None)
+
+    async def _send_log_since(self, stream: INetStream, group: Group, sync: frames.Sync) -> None:
+        """A peer whose log is behind ours and who may not take part (it was removed, or we
+        left): the entries it lacks, which tell it so."""
+        entries = group.log.since(sync.head)
+        if not entries:
+            return
+        try:
+            with trio.move_on_after(FAREWELL_TIMEOUT_S):
+                for chunk in _chunks(entries, MAX_ENTRIES_PER_FRAME):
+                    await stream.write(frames.encode(frames.Log(group.group_id, tuple(chunk))))
+        except Exception as exc:
+            log.debug("farewell to %s: %s", short(remote(stream)), exc)
+
+    async def _take_invite(
+        self,
+        stream: INetStream,
+        peer: str,
+        sync: frames.Sync,
+        decoder: frames.GroupDecoder,
+        rest: list[GroupFrame],
+    ) -> None:
+        """A group we do not know: a friend who added us sends its log; we keep it as an
+        invitation (we take part in nothing until the user joins)."""
+        if not self.chat.roster.is_friend(peer):
+            log.info("refused a group stream from %s: unknown group, not a friend", short(peer))
+            await refuse(stream, "not_member", "this peer is not in that group")
+            return
+        if len(self.groups) >= MAX_GROUPS:
+            await refuse(stream, "full", f"this peer is in {MAX_GROUPS} groups already")
+            return
+        entries: list[bytes] = []
+        try:
+            await stream.write(frames.encode(frames.WantLog(sync.group_id, 0)))
+            pending = list(rest)
+            with trio.fail_after(INVITE_TIMEOUT_S):
+                while len(entries) <= sync.head:
+                    while not pending:
+                        data = await read_some(stream)
+                        if not data:
+                            raise FrameError("the stream ended before the whole log")
+                        pending = decoder.feed(data)
+                    frame = pending.pop(0)
+                    if isinstance(frame, frames.Log) and frame.group_id == sync.group_id:
+                        entries.extend(frame.entries)
+                    if len(entries) > sync.head + 1:
+                        raise FrameError("more entries than the log has")
+            group_log = MembershipLog.replay(entries)
+        except (FrameError, MembershipError, trio.TooSlowError) as exc:
+            log.info("an invitation from %s was refused: %s", short(peer), exc)
+            await refuse(stream, "refused", f"invitation refused: {exc}")
+            return
+        except Exception as exc:
+            log.info("an invitation from %s failed: %s", short(peer), exc)
+            return
+        state = group_log.state
+        adder = _who_added(group_log, self.me)
+        if self.me not in state.members or adder != peer or peer not in state.members:
+            await refuse(stream, "refused", "the log does not show that you added this peer")
+            return
+        if sync.group_id in self.groups:  # two streams at once
+            await refuse(stream, "not_joined", "this member has not joined the group")
+            return
+        group = Group(sync.group_id, GroupStatus.INVITED, peer, group_log)
+        await self.store.add_group(group.group_id, group.status, peer, group_log.since(-1))
+        self.groups[group.group_id] = group
+        log.info("%s invited us to group %r", short(peer), state.name)
+        self.events.publish("group.invited", group=self.group_json(group))
+        await refuse(stream, "not_joined", "invitation received; not joined yet")
+
+    # --- frames -------------------------------------------------------------------------------
+
+    async def on_frame(self, channel: Channel, frame: GroupFrame) -> None:
+        group = self.groups.get(channel.group_id)
+        if group is None:
+            channel.close()
+            return
+        if isinstance(frame, frames.Refused):
+            log.info(
+                "group %s: %s refused: %s (%s)",
+                _gshort(group),
+                short(channel.peer),
+                frame.reason,
+                frame.code,
+            )
+            if frame.code in ("not_member", "not_joined", "malformed"):
+                channel.close()
+            return
+        if frame.group_id != group.group_id:
+            channel.send(frames.Refused("malformed", "a frame for another group"))
+            channel.close()
+            return
+        if group.status is not GroupStatus.JOINED:
+            if not group.farewell:
+                channel.close()
+                return
+            if not isinstance(frame, frames.Sync | frames.WantLog):
+                return  # leaving: only our leave entry matters now
+        try:
+            await self._on_frame(group, channel, frame)
+        except (ContentError, GroupSealError, SealFailed, IdentityError) as exc:
+            log.info(
+                "group %s: refused a frame from %s: %s", _gshort(group), short(channel.peer), exc
+            )
+            channel.send(frames.Refused("refused", str(exc)[:200]))
+
+    async def _on_frame(self, group: Group, channel: Channel, frame: GroupFrame) -> None:
+        match frame:
+            case frames.Sync():
+                await self._on_sync(group, channel, frame)
+            case frames.Log():
+                await self._on_log(group, channel, frame.entries)
+            case frames.WantLog(first=first):
+                entries = group.log.since(first - 1)
+                for chunk in _chunks(entries, MAX_ENTRIES_PER_FRAME):
+                    channel.send(frames.Log(group.group_id, tuple(chunk)))
+            case frames.Bundle(bundle=raw):
+                await self._on_bundle(group, channel, raw)
+            case frames.WantBundle():
+                channel.send(frames.Bundle(group.group_id, await self.chat.sealing.fresh_bundle()))
+            case frames.Addrs(peers=peers):
+                self._on_addrs(group, channel, peers)
+            case frames.Key():
+                await self._on_key(group, channel, frame)
+            case frames.Message():
+                if group.status is GroupStatus.JOINED:
+                    await self._pace(group, channel.peer)
+                    await self._on_message(group, channel, frame)
+            case frames.Have(have=have):
+                await self._on_have(group, channel, have)
+
+    async def _on_sync(self, group: Group, channel: Channel, sync: frames.Sync) -> None:
+        state = group.state
+        if sync.head < state.version or (
+            sync.head == state.version and sync.head_hash != state.head
+        ):
+            start = sync.head if sync.head_hash == _hash_at(group, sync.head) else -1
+            for chunk in _chunks(group.log.since(start), MAX_ENTRIES_PER_FRAME):
+                channel.send(frames.Log(group.group_id, tuple(chunk)))
+        elif sync.head > state.version:
+            channel.send(frames.WantLog(group.group_id, state.version + 1))
+        if group.farewell:
+            if sync.head >= state.version and sync.head_hash == state.head:
+                group.farewell = False  # it has our leave entry
+                channel.close()
+            return
+        await self._on_have(group, channel, sync.have)
+        await self._give_keys(group, channel)
+
+    async def _on_log(self, group: Group, channel: Channel, entries: Iterable[bytes]) -> None:
+        async with group.lock:
+            before = group.state
+            first_changed: int | None = None
+            for raw in entries:
+                outcome = group.log.receive(raw)
+                if isinstance(outcome, Appended | Replaced):
+                    version = outcome.state.version
+                    first_changed = (
+                        version if first_changed is None else min(first_changed, version)
+                    )
+                    if isinstance(outcome, Replaced):
+                        log.warning(
+                            "group %s: a fork at version %d was resolved; %d change(s) dropped",
+                            _gshort(group),
+                            version,
+                            len(outcome.dropped),
+                        )
+                elif isinstance(outcome, Gap):
+                    channel.send(frames.WantLog(group.group_id, outcome.need_from))
+                    break
+                elif isinstance(outcome, LogRefused):
+                    log.info(
+                        "group %s: refused a change from %s: %s",
+                        _gshort(group),
+                        short(channel.peer),
+                        outcome.reason,
+                    )
+                    channel.send(frames.Refused("refused", outcome.reason[:200]))
+                elif isinstance(outcome, LogDuplicate):
+                    continue
+            if first_changed is None:
+                return
+            await self.store.save_log(
+                group.group_id, first_changed, group.log.since(first_changed - 1)
+            )
+        await self._log_changed(group, before)
+
+    async def _log_changed(self, group: Group, before: GroupState) -> None:
+        """The log grew (from a member or from us): tell every member, act on who is gone."""
+        state = group.state
+        new_entries = group.log.since(before.version)
+        for channel in group.all_channels():
+            for chunk in _chunks(new_entries, MAX_ENTRIES_PER_FRAME):
+                channel.send(frames.Log(group.group_id, tuple(chunk)))
+            channel.send(
+                frames.Sync(group.group_id, state.version, state.head, self._vector(group))
+            )
+        gone = before.members - state.members
+        if gone:
+            await self.store.drop_owed(group.group_id, frozenset(gone))
+        if self.me not in state.members and group.status is GroupStatus.JOINED:
+            by_us = group.log.entries[-1].author == self.me
+            group.status = GroupStatus.LEFT if by_us else GroupStatus.REMOVED
+            await self.store.set_status(group.group_id, group.status)
+            log.warning(
+                "group %r: %s", state.name, "we left" if by_us else "we were removed from it"
+            )
+            for channel in group.all_channels():
+                channel.close()
+        else:
+            for peer in gone:
+                for channel in list(group.channels.get(peer, ())):
+                    channel.close()
+            for peer in state.members - before.members:
+                self._links.ensure(peer)
+        self.events.publish("group.updated", group=self.group_json(group))
+
+    async def _on_bundle(self, group: Group, channel: Channel, raw: bytes) -> None:
+        bundle = self.chat.sealing.check_hello_keys(channel.peer, raw)
+        channel.their_identity_key = bundle.identity_key
+        if bundle.one_time_keys and channel.asked_bundle:
+            channel.asked_bundle = False
+            await self.chat.sealing.start(channel.peer, raw)
+            await self._give_keys(group, channel)
+
+    def _on_addrs(
+        self, group: Group, channel: Channel, peers: tuple[tuple[bytes, tuple[str, ...]], ...]
+    ) -> None:
+        for key, addrs in peers:
+            try:
+                member = peer_id_from_public_key(key)
+            except IdentityError:
+                continue
+            if member == self.me or member not in group.state.members:
+                continue
+            if self.chat.roster.is_friend(member):
+                continue  # friends' addresses come from the friends themselves
+            admitted = self.net.admit(member, addrs)
+            if admitted:
+                self._addrs[member] = tuple(admitted)
+                link = self._links.ensure(member)
+                if link is not None and group.channel_to(member) is None:
+                    link.network_changed()
+
+    async def _give_keys(self, group: Group, channel: Channel) -> None:
+        """Send ``channel``'s member the sender keys we owe it, sealed with Olm."""
+        if group.status is not GroupStatus.JOINED:
+            return
+        owed = await self.store.owed_to(group.group_id, channel.peer)
+        if not owed:
+            return
+        if not await self.chat.sealing.has_session(channel.peer):
+            if not channel.asked_bundle:
+                channel.asked_bundle = True
+                channel.send(frames.WantBundle(group.group_id))
+            return
+        for session_id, shared in owed:
+            sealed = await self.chat.sealing.seal_bytes(
+                channel.peer, key_plaintext(group.group_id, session_id, shared)
+            )
+            channel.send(frames.Key(group.group_id, session_id, sealed.kind, sealed.body))
+            await self.store.key_given(group.group_id, session_id, channel.peer)
+
+    async def _on_key(self, group: Group, channel: Channel, frame: frames.Key) -> None:
+        if channel.their_identity_key is None:
+            raise ContentError("a key before the member's bundle")
+        plaintext = await self.chat.sealing.open_bytes(
+            channel.peer, channel.their_identity_key, Sealed(frame.olm_kind, frame.olm_body)
+        )
+        shared = open_key(group.group_id, frame.session_id, plaintext)
+        key = ReceivedKey.from_shared(shared)
+        if key.session_id != frame.session_id:
+            raise ContentError("the shared key is for another session")
+        if not await self.store.add_received_key(
+            group.group_id, frame.session_id, channel.peer, key
+        ):
+            raise ContentError("that session is another member's")
+        group.keys.setdefault(frame.session_id, (channel.peer, key))
+        for held in await self.store.take_pending(group.group_id, frame.session_id):
+            await self._on_message(group, channel, held)
+
+    async def _pace(self, group: Group, peer: str) -> None:
+        rate = self._rates.setdefault((group.group_id, peer), _Rate())
+        wait = rate.take()
+        if wait > 0:
+            await trio.sleep(wait)
+
+    async def _on_message(self, group: Group, channel: Channel, frame: frames.Message) -> None:
+        sender = peer_id_from_public_key(frame.sender)
+        at = group.log.state_at(frame.version)
+        if at is None:
+            channel.send(frames.WantLog(group.group_id, group.state.version + 1))
+            return  # sent by a version we lack: it comes again with the next sync
+        if sender not in at.members:
+            raise ContentError(f"{short(sender)} was not a member at version {frame.version}")
+        if sender == self.me:
+            return  # ours come back in others' syncs
+        ref = MessageRef(sender, frame.seq, frame.clock, frame.msg_id)
+        async with group.lock:
+            problem = group.timeline.check(ref, _now_ms())
+            if isinstance(problem, Duplicate):
+                return
+            if isinstance(problem, Refused):
+                raise ContentError(problem.reason)
+            known = group.keys.get(frame.session_id)
+            if known is None:
+                await self.store.hold_pending(frame, sender)
+                return
+            if known[0] != sender:
+                raise ContentError("the message's session is another member's")
+            key = known[1]
+
+            def fn(conn: Any) -> GroupMessage:
+                content = open_content(frame, key.open(frame.body).plaintext)
+                return self.store.insert_message(conn, frame, sender, content.text, content.sent_at)
+
+            record = await self.store.run(fn)
+            group.timeline.receive(ref, _now_ms())
+            group.have_dirty = True
+        self._have_wanted.set()
+        self.events.publish("group.message", message=self.message_json(group, record))
+
+    async def _on_have(
+        self, group: Group, channel: Channel, have: tuple[tuple[bytes, int], ...]
+    ) -> None:
+        vector: dict[str, int] = {}
+        for key, seq in have:
+            try:
+                vector[peer_id_from_public_key(key)] = seq
+            except IdentityError:
+                continue
+        group.haves[channel.peer] = vector
+        group.held.set()
+        missing = group.timeline.missing_for(vector)[:MAX_SYNC_MESSAGES]
+        if missing:
+            for frame in await self.store.frames_of(
+                group.group_id, missing, public_key_from_peer_id
+            ):
+                channel.send(frame)
+
+    async def _send_haves(self) -> None:
+        while True:
+            await self._have_wanted.wait()
+            await trio.sleep(HAVE_DELAY_S)
+            for group in self.groups.values():
+                if group.have_dirty:
+                    group.have_dirty = False
+                    have = frames.Have(group.group_id, self._vector(group))
+                    for channel in group.all_channels():
+                        channel.send(have)
+
+    def _vector(self, group: Group) -> tuple[tuple[bytes, int], ...]:
+        return tuple(
+            sorted((public_key_from_peer_id(s), seq) for s, seq in group.timeline.have().items())
+        )
+
+    # --- what the user does -------------------------------------------------------------------
+
+    def resolve(self, text: str) -> Group:
+        """A group by its ID (hex), a unique beginning of it, or its unique name."""
+        query = text.strip()
+        if not query:
+            raise ApiError("invalid_params", "no group given")
+        folded = query.casefold()
+        for matches in (
+            [g for g in self.groups.values() if g.group_id.hex() == folded],
+            [g for g in self.groups.values() if g.state.name.casefold() == folded],
+            [
+                g
+                for g in self.groups.values()
+                if len(folded) >= 4 and g.group_id.hex().startswith(folded)
+            ],
+        ):
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise ApiError("ambiguous", f"{len(matches)} groups match {query!r}; use its ID")
+        raise ApiError("not_found", f"no group {query!r} (see groups.list)")
+
+    def _joined(self, text: str) -> Group:
+        group = self.resolve(text)
+        if group.status is not GroupStatus.JOINED:
+            raise ApiError("invalid_state", _why_not(group, "a group you are in"))
+        return group
+
+    async def create(self, name: str) -> dict[str, Any]:
+        problem = text_problem(name, 128, allow_empty=False)
+        if problem is not None:
+            raise ApiError("invalid_params", f"the group name {problem}")
+        if len(self.groups) >= MAX_GROUPS:
+            raise ApiError("not_allowed", f"this daemon is in {MAX_GROUPS} groups already")
+        group_log = MembershipLog.create(self.net.identity, name, _now_ms())
+        group = Group(group_log.state.group_id, GroupStatus.JOINED, self.me, group_log)
+        await self.store.add_group(group.group_id, group.status, self.me, group_log.since(-1))
+        self.groups[group.group_id] = group
+        log.info("created group %r (%s)", name, group.group_id.hex())
+        self.events.publish("group.updated", group=self.group_json(group))
+        return self.group_json(group)
+
+    async def _change(self, group: Group, op: Op, **fields: Any) -> None:
+        async with group.lock:
+            before = group.state
+            try:
+                group.log.propose(self.net.identity, op, _now_ms(), **fields)
+            except MembershipError as exc:
+                raise ApiError("not_allowed", str(exc)) from None
+            await self.store.save_log(
+                group.group_id, before.version + 1, group.log.since(before.version)
+            )
+        await self._log_changed(group, before)
+
+    def _member(self, group: Group, text: str) -> str:
+        query = text.strip()
+        members = sorted(group.state.members)
+        for m in members:
+            if m == query:
+                return m
+        contact = None
+        with contextlib.suppress(ApiError):
+            contact = self.chat.roster.resolve(query)
+        if contact is not None and contact.peer_id in group.state.members:
+            return contact.peer_id
+        found = [
+            m for m in members if len(query) >= 4 and (m.startswith(query) or m.endswith(query))
+        ]
+        if len(found) == 1:
+            return found[0]
+        raise ApiError("not_found", f"{query!r} is not a member of {group.state.name!r}")
+
+    async def invite(self, group_text: str, friend_text: str) -> dict[str, Any]:
+        group = self._joined(group_text)
+        contact = self.chat.roster.resolve_friend(friend_text, "can be invited to a group")
+        await self._change(group, Op.ADD, target=contact.peer_id)
+        link = self._links.ensure(contact.peer_id)
+        if link is not None:
+            link.network_changed()
+        return self.group_json(group)
+
+    async def join(self, group_text: str) -> dict[str, Any]:
+        group = self.resolve(group_text)
+        if group.status is not GroupStatus.INVITED:
+            raise ApiError("invalid_state", _why_not(group, "an invitation to answer"))
+        if self.me not in group.state.members:
+            raise ApiError("not_member", "you are no longer a member of that group")
+        group.status = GroupStatus.JOINED
+        await self.store.set_status(group.group_id, group.status)
+        for peer in group.state.members - {self.me}:
+            self._links.ensure(peer)
+        self.events.publish("group.updated", group=self.group_json(group))
+        return self.group_json(group)
+
+    async def decline(self, group_text: str) -> dict[str, Any]:
+        group = self.resolve(group_text)
+        if group.status is not GroupStatus.INVITED:
+            raise ApiError("invalid_state", _why_not(group, "an invitation to answer"))
+        return await self._leave(group, GroupStatus.DECLINED)
+
+    async def leave(self, group_text: str) -> dict[str, Any]:
+        return await self._leave(self._joined(group_text), GroupStatus.LEFT)
+
+    async def _leave(self, group: Group, status: GroupStatus) -> dict[str, Any]:
+        before = group.state
+        if self.me in before.members:
+            async with group.lock:
+                try:
+                    group.log.propose(self.net.identity, Op.LEAVE, _now_ms())
+                except MembershipError as exc:
+                    raise ApiError("not_allowed", str(exc)) from None
+                await self.store.save_log(
+                    group.group_id, before.version + 1, group.log.since(before.version)
+                )
+        group.status = status
+        group.farewell = True
+        await self.store.set_status(group.group_id, status)
+        for channel in group.all_channels():
+            for chunk in _chunks(group.log.since(before.version), MAX_ENTRIES_PER_FRAME):
+                channel.send(frames.Log(group.group_id, tuple(chunk)))
+            channel.close()
+        for peer in before.members - {self.me}:
+            self._links.ensure(peer)
+        self.events.publish("group.updated", group=self.group_json(group))
+        return self.group_json(group)
+
+    async def remove(self, group_text: str, member_text: str) -> dict[str, Any]:
+        group = self._joined(group_text)
+        member = self._member(group, member_text)
+        await self._change(group, Op.REMOVE, target=member)
+        return self.group_json(group)
+
+    async def rename(self, group_text: str, name: str) -> dict[str, Any]:
+        group = self._joined(group_text)
+        await self._change(group, Op.RENAME, name=name)
+        return self.group_json(group)
+
+    async def set_admin(self, group_text: str, member_text: str, admin: bool) -> dict[str, Any]:
+        group = self._joined(group_text)
+        member = self._member(group, member_text)
+        await self._change(group, Op.PROMOTE if admin else Op.DEMOTE, target=member)
+        return self.group_json(group)
+
+    async def send(self, group_text: str, text: str) -> dict[str, Any]:
+        group = self._joined(group_text)
+        problem = text_problem(text, MAX_TEXT_BYTES, multiline=True, allow_empty=False)
+        if problem is not None:
+            raise ApiError("invalid_params", f"the message text {problem}")
+        async with group.lock:
+            state = group.state
+            if self.me not in state.members:
+                raise ApiError("not_member", "you are no longer a member of this group")
+            now = _now_ms()
+            seq, clock = group.timeline.next_stamp(self.me, now)
+            msg_id = os.urandom(frames.MSG_ID_BYTES)
+            shell = frames.Message(
+                group.group_id, msg_id, self._my_key, seq, clock, state.version, "-", b"-"
+            )
+
+            def fn(conn: Any) -> tuple[frames.Message, GroupMessage, bool]:
+                ours = self.store.our_key(conn, group.group_id)
+                plan = plan_keys(
+                    ours.key if ours else None,
+                    ours.made_for if ours else frozenset(),
+                    state.members,
+                    self.me,
+                    time.time(),
+                )
+                if ours is None or plan.new_key:
+                    ours = self.store.new_key(conn, group.group_id, state.members, self.me)
+                frame = replace(shell, session_id=ours.key.session_id)
+                frame = replace(frame, body=ours.key.seal(message_plaintext(frame, text, now)))
+                self.store.save_key(conn, group.group_id, ours.key)
+                record = self.store.insert_message(conn, frame, self.me, text, now)
+                return frame, record, plan.new_key
+
+            frame, record, new_key = await self.store.run(fn)
+            group.timeline.receive(MessageRef(self.me, seq, clock, msg_id), now)
+        for channel in group.all_channels():
+            if new_key:
+                await self._give_keys(group, channel)
+            channel.send(frame)
+        self.events.publish("group.message", message=self.message_json(group, record))
+        return self.message_json(group, record)
+
+    async def wait_held(self, group_text: str, seq: int, timeout: float) -> dict[str, Any]:
+        """Until every other member holds our message ``seq`` (or ``timeout``): its receipt."""
+        group = self.resolve(group_text)
+        with trio.move_on_after(timeout):
+            while self._held_by(group, self.me, seq) < len(group.state.members):
+                await group.held.wait(1.0)
+        return {"held_by": self._held_by(group, self.me, seq), "members": len(group.state.members)}
+
+    async def history(self, group_text: str, limit: int) -> list[dict[str, Any]]:
+        group = self.resolve(group_text)
+        records = await self.store.history(group.group_id, limit)
+        return [self.message_json(group, r) for r in records]
+
+    # --- JSON ---------------------------------------------------------------------------------
+
+    def _held_by(self, group: Group, sender: str, seq: int) -> int:
+        others = [
+            have
+            for peer, have in group.haves.items()
+            if peer in group.state.members and peer != self.me
+        ]
+        mine = 1 if group.timeline.holds(sender, seq) and self.me in group.state.members else 0
+        return mine + sum(1 for have in others if have.get(sender, 0) >= seq)
+
+    def message_json(self, group: Group, m: GroupMessage) -> dict[str, Any]:
+        return {
+            "group": group.group_id.hex(),
+            "id": m.msg_id.hex(),
+            "row": m.row,
+            "sender": m.sender,
+            "direction": "out" if m.sender == self.me else "in",
+            "seq": m.seq,
+            "clock": m.clock,
+            "text": m.text,
+            "sent_at": m.sent_at,
+            "stored_at": m.stored_at,
+            "held_by": self._held_by(group, m.sender, m.seq),
+            "members": len(group.state.members),
+        }
+
+    def group_json(self, group: Group) -> dict[str, Any]:
+        state = group.state
+        members = []
+        for peer in sorted(state.members, key=lambda p: (state.seniority(p), p)):
+            contact = self.chat.roster.get(peer)
+            members.append(
+                {
+                    "peer_id": peer,
+                    "name": contact.display_name if contact is not None else "",
+                    "me": peer == self.me,
+                    "friend": self.chat.roster.is_friend(peer),
+                    "admin": peer in state.admins,
+                    "owner": peer == state.owner,
+                    "online": peer == self.me or group.channel_to(peer) is not None,
+                }
+            )
+        return {
+            "id": group.group_id.hex(),
+            "name": state.name,
+            "status": group.status.value,
+            "version": state.version,
+            "inviter": group.inviter,
+            "admin": self.me in state.admins,
+            "members": members,
+        }
+
+    def list_json(self) -> list[dict[str, Any]]:
+        return [self.group_json(g) for g in self.groups.values()]
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "groups": len(self.groups),
+            "joined": sum(1 for g in self.groups.values() if g.status is GroupStatus.JOINED),
+            "streams": sum(len(g.all_channels()) for g in self.groups.values()),
+        }
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _why_not(group: Group, wanted: str) -> str:
+    name = group.state.name
+    because = {
+        GroupStatus.INVITED: f"you are invited to {name!r} and have not joined (groups.join)",
+        GroupStatus.JOINED: f"you are in {name!r} already",
+        GroupStatus.DECLINED: f"you declined the invitation to {name!r}",
+        GroupStatus.LEFT: f"you left {name!r}",
+        GroupStatus.REMOVED: f"you were removed from {name!r}",
+    }[group.status]
+    return f"not {wanted}: {because}"
+
+
+def _gshort(group: Group) -> str:
+    return group.group_id.hex()[:8]
+
+
+def remote(stream: INetStream) -> str:
+    return str(stream.muxed_conn.peer_id)
+
+
+def _chunks(items: list[bytes], size: int) -> list[list[bytes]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def _hash_at(group: Group, version: int) -> bytes | None:
+    state = group.log.state_at(version)
+    return state.head if state is not None else None
+
+
+def _who_added(group_log: MembershipLog, peer: str) -> str | None:
+    for entry in reversed(group_log.entries):
+        if entry.op is Op.ADD and entry.target == peer:
+            return entry.author
+    return None

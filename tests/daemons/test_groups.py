@@ -1,0 +1,225 @@
+"""Group chats between real daemons (PROTOCOL.md §15): invitations among friends, members
+who are not friends of each other reaching each other through the group, messages to every
+member in one order, catching up after being offline, removal, and refusals."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import trio
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+
+from p2pchat.api import ApiError
+from p2pchat.groups import frames
+from p2pchat.groups.frames import GROUP_PROTOCOL
+from p2pchat.groups.membership import MembershipLog, Op, parse_entry
+from p2pchat.identity import load_identity
+from p2pchat.net.host import build_host
+from p2pchat.paths import KEY_FILE
+from tests.harness import Daemon, OutputLines, befriend, cli, ok, spawn_cli, wait_for
+from tests.peers import connect, running
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def texts(d: Daemon, group: str) -> list[str]:
+    return [m["text"] for m in d.call("groups.history", group=group, limit=1000)["messages"]]
+
+
+def group_of(d: Daemon, gid: str) -> dict[str, Any] | None:
+    return next((g for g in d.call("groups.list")["groups"] if g["id"] == gid), None)
+
+
+def status_of(d: Daemon, gid: str) -> str | None:
+    group = group_of(d, gid)
+    return group["status"] if group else None
+
+
+def invite_and_join(owner: Daemon, gid: str, *members: Daemon) -> None:
+    for m in members:
+        owner.call("groups.invite", group=gid, friend=m.peer_id)
+    for m in members:
+        wait_for(lambda m=m: status_of(m, gid) == "invited", 30, what=f"{m.name}'s invitation")
+        m.call("groups.join", group=gid)
+
+
+def wait_texts(d: Daemon, gid: str, wanted: list[str], timeout: float = 30) -> None:
+    wait_for(
+        lambda: all(t in texts(d, gid) for t in wanted),
+        timeout,
+        what=f"{d.name} to hold {wanted}",
+    )
+
+
+def three(make_daemon: Callable[..., Daemon]) -> tuple[Daemon, Daemon, Daemon, str]:
+    """Alice is friends with Bob and Carol, who are not friends; all three in her group."""
+    alice, bob, carol = make_daemon("alice"), make_daemon("bob"), make_daemon("carol")
+    befriend(alice, bob)
+    befriend(alice, carol)
+    gid = alice.call("groups.create", name="trip")["group"]["id"]
+    invite_and_join(alice, gid, bob, carol)
+    return alice, bob, carol, gid
+
+
+def test_three_members_chat_in_one_order_and_an_offline_member_catches_up(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    alice, bob, carol, gid = three(make_daemon)
+    assert not bob.contact(carol.peer_id), "bob and carol are not contacts"
+
+    alice.call("groups.send", group=gid, text="hello group")
+    for d in (bob, carol):
+        wait_texts(d, gid, ["hello group"])
+    # Bob and Carol are not friends: they reach each other through the group alone.
+    bob.call("groups.send", group=gid, text="hi from bob")
+    wait_texts(carol, gid, ["hi from bob"])
+    held = bob.call("groups.send", group=gid, text="seen by all?", wait=30)["message"]
+    assert (held["held_by"], held["members"]) == (3, 3)
+
+    # Carol goes away; the others talk; she comes back and gets all of it, from either.
+    carol.stop()
+    missed = [f"while carol was away {i}" for i in range(20)]
+    for i, text in enumerate(missed):
+        (alice if i % 2 else bob).call("groups.send", group=gid, text=text)
+    wait_texts(bob, gid, missed)
+    carol.start()
+    wait_texts(carol, gid, missed)
+    wait_texts(alice, gid, missed)
+    # One order everywhere, each sender's own order kept, nothing twice.
+    orders = [texts(d, gid) for d in (alice, bob, carol)]
+    assert orders[0] == orders[1] == orders[2]
+    assert len(orders[0]) == len(set(orders[0])) == 3 + len(missed)
+    assert [t for t in orders[0] if t in missed[1::2]] == missed[1::2]
+
+    # A group member who is not a friend gets no 1:1 access.
+    with pytest.raises(ApiError) as refused:
+        bob.call("messages.send", friend=carol.peer_id, text="direct?")
+    assert refused.value.name == "not_found", refused.value
+    assert bob.contact(carol.peer_id) is None
+
+
+def test_a_removed_member_can_read_nothing_sent_after(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    alice, bob, carol, gid = three(make_daemon)
+    alice.call("groups.send", group=gid, text="before")
+    wait_texts(carol, gid, ["before"])
+
+    # Only admins remove: Bob may not, until Alice makes him one.
+    with pytest.raises(ApiError, match="not an admin") as refused:
+        bob.call("groups.remove", group=gid, member=carol.peer_id)
+    assert refused.value.name == "not_allowed"
+    alice.call("groups.admin", group=gid, member=bob.peer_id)
+    wait_for(
+        lambda: any(m["admin"] for m in group_of(bob, gid)["members"] if m["me"]),  # type: ignore[index]
+        what="bob to be an admin",
+    )
+    bob.call("groups.remove", group=gid, member=carol.peer_id)
+    wait_for(lambda: status_of(carol, gid) == "removed", 30, what="carol to learn she was removed")
+    wait_for(
+        lambda: carol.peer_id not in [m["peer_id"] for m in group_of(alice, gid)["members"]],  # type: ignore[index]
+        what="alice to see the removal",
+    )
+    for i in range(5):
+        alice.call("groups.send", group=gid, text=f"after {i}")
+        bob.call("groups.send", group=gid, text=f"bob after {i}")
+    wait_texts(bob, gid, [f"after {i}" for i in range(5)])
+    wait_texts(alice, gid, [f"bob after {i}" for i in range(5)])
+
+    # Carol's daemon holds nothing sent after her removal, and no key that could open it.
+    db = carol.home / "p2pchat.db"
+    with sqlite3.connect(db) as conn:
+        stored = [r[0] for r in conn.execute("SELECT text FROM group_messages")]
+        pending = conn.execute("SELECT COUNT(*) FROM group_pending").fetchone()[0]
+        keys = {r[0] for r in conn.execute("SELECT session_id FROM group_received_keys")}
+    assert stored == ["before"]
+    assert pending == 0
+    with sqlite3.connect(alice.home / "p2pchat.db") as conn:
+        after_sessions = {
+            r[0]
+            for r in conn.execute("SELECT session_id FROM group_messages WHERE text LIKE 'after %'")
+        }
+    assert after_sessions and not after_sessions & keys
+    assert texts(carol, gid) == ["before"]
+    with pytest.raises(ApiError, match="removed"):
+        carol.call("groups.send", group=gid, text="still here?")
+
+    # Her daemon could be changed to keep asking: on the wire she gets the log entries that
+    # removed her and a refusal, never a message or a key.
+    carol.stop()
+    got = trio.run(ask_as, carol, alice, bytes.fromhex(gid))
+    kinds = [type(f).__name__ for f in got]
+    assert kinds[-1] == "Refused" and got[-1].code == "not_member", kinds  # type: ignore[union-attr]
+    assert set(kinds) == {"Log", "Refused"}, kinds
+    entries = [e for f in got if isinstance(f, frames.Log) for e in f.entries]
+    assert any(parse_entry(e).op is Op.REMOVE for e in entries)
+
+
+async def ask_as(member: Daemon, other: Daemon, group_id: bytes) -> list[frames.GroupFrame]:
+    """Open a group stream to ``other`` with ``member``'s identity, as of the group's start
+    and holding nothing: every frame ``other`` answers with."""
+    identity = load_identity(member.home / KEY_FILE)
+    with sqlite3.connect(member.home / "p2pchat.db") as conn:
+        first = conn.execute(
+            "SELECT raw FROM group_log WHERE group_id = ? AND version = 0", (group_id,)
+        ).fetchone()[0]
+    start = MembershipLog.replay([first]).state
+    host = build_host(identity)
+    got: list[frames.GroupFrame] = []
+    async with running(host):
+        await connect(host, other)
+        stream = await host.new_stream(ID.from_base58(other.peer_id), [TProtocol(GROUP_PROTOCOL)])
+        await stream.write(frames.encode(frames.Sync(group_id, 0, start.head, ())))
+        decoder = frames.GroupDecoder()
+        with trio.fail_after(15):
+            while True:
+                try:
+                    data = await stream.read(65536)
+                except Exception:
+                    break
+                if not data:
+                    break
+                got.extend(decoder.feed(data))
+    return got
+
+
+def test_groups_through_the_cli(make_daemon: Callable[..., Daemon]) -> None:
+    alice, bob = make_daemon("alice"), make_daemon("bob")
+    befriend(alice, bob)
+    created = ok(cli(alice.home, "groups", "create", "book club"))
+    assert created.startswith("created: book club (")
+    ok(cli(alice.home, "groups", "invite", "book club", "bob"))
+    wait_for(lambda: "invited" in ok(cli(bob.home, "groups")), 30, what="bob's invitation")
+    ok(cli(bob.home, "groups", "join", "book club"))
+    sent = ok(cli(alice.home, "groups", "send", "book club", "first", "chapter", "--wait"))
+    assert sent.strip().endswith("held by 2/2")
+    assert "first chapter" in ok(cli(bob.home, "groups", "history", "book club"))
+    listed = json.loads(ok(cli(bob.home, "groups", "--json")))["groups"]
+    assert [(g["name"], g["status"], len(g["members"])) for g in listed] == [
+        ("book club", "joined", 2)
+    ]
+    # A member who is not an admin cannot rename; the error says why and the exit code is 1.
+    refused = cli(bob.home, "groups", "rename", "book club", "mine now")
+    assert refused.returncode == 1 and "not an admin" in refused.stderr
+
+    # `chat GROUP`: typed lines go to the group, others' messages arrive live.
+    chat = spawn_cli(bob.home, "chat", "book club", stdin=True)
+    try:
+        assert chat.stdin is not None
+        lines = OutputLines(chat.stdout)
+        chat.stdin.write("typed in the group chat\n")
+        chat.stdin.flush()
+        wait_texts(alice, listed[0]["id"], ["typed in the group chat"])
+        alice.call("groups.send", group=listed[0]["id"], text="live reply")
+        assert "live reply" in lines.wait_line("live reply")
+        chat.stdin.write("/quit\n")
+        chat.stdin.close()
+        assert chat.wait(timeout=15) == 0
+    finally:
+        if chat.poll() is None:
+            chat.kill()
