@@ -16,9 +16,9 @@ from p2pchat import wire
 from p2pchat.groups.frames import (
     MAX_ENTRIES_PER_FRAME,
     MAX_VECTOR_SENDERS,
-    GroupDecoder,
     Addrs,
     Bundle,
+    GroupDecoder,
     Have,
     Key,
     Log,
