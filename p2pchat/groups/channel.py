@@ -92,8 +92,12 @@ class Channel:
         for frame in first:
             await handler.on_frame(self, frame)
         while True:
-            with trio.move_on_after(IDLE_TIMEOUT_S) as idle:
-                data = await read_some(self._stream)
+            try:
+                with trio.move_on_after(IDLE_TIMEOUT_S) as idle:
+                    data = await read_some(self._stream)
+            except Exception as exc:  # reset, connection gone: py-libp2p raises many types
+                log.debug("group stream with %s ended: %s", short(self.peer), exc)
+                return
             if idle.cancelled_caught or not data:
                 return
             try:

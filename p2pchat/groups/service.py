@@ -65,7 +65,7 @@ from p2pchat.identity import (
     short,
 )
 from p2pchat.net.link import Link, Links, Wakeup
-from p2pchat.net.streams import read_some, refuse
+from p2pchat.net.streams import end_failed_stream, read_some, refuse
 from p2pchat.ratchet.megolm import GroupSealError, ReceivedKey
 from p2pchat.ratchet.pair import Sealed
 from p2pchat.wire import MAX_TEXT_BYTES, FrameError, text_problem
@@ -321,6 +321,12 @@ class Groups:
 
     async def serve(self, stream: INetStream, peer: str) -> None:
         """A member (or a friend inviting us) opened a group stream."""
+        try:
+            await self._serve(stream, peer)
+        except Exception as exc:  # a peer's stream never takes the daemon down
+            await end_failed_stream(stream, exc, "group", peer)
+
+    async def _serve(self, stream: INetStream, peer: str) -> None:
         decoder = frames.GroupDecoder()
         first: list[GroupFrame] = []
         with trio.move_on_after(INVITE_TIMEOUT_S):

@@ -17,8 +17,9 @@ from libp2p.peer.id import ID
 from p2pchat.api import ApiError
 from p2pchat.groups import frames
 from p2pchat.groups.frames import GROUP_PROTOCOL
+from p2pchat.groups import membership
 from p2pchat.groups.membership import MembershipLog, Op, parse_entry
-from p2pchat.identity import load_identity
+from p2pchat.identity import Identity, load_identity, public_key_from_peer_id
 from p2pchat.net.host import build_host
 from p2pchat.paths import KEY_FILE
 from tests.harness import Daemon, OutputLines, befriend, cli, ok, spawn_cli, wait_for
@@ -223,3 +224,147 @@ def test_groups_through_the_cli(make_daemon: Callable[..., Daemon]) -> None:
     finally:
         if chat.poll() is None:
             chat.kill()
+
+
+def test_five_members_and_kill9_during_a_burst_loses_nothing(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    alice = make_daemon("alice")
+    others = [make_daemon(n) for n in ("bob", "carol", "dave", "erin")]
+    for d in others:
+        befriend(alice, d)
+    bob, carol, dave, erin = others
+    gid = alice.call("groups.create", name="five")["group"]["id"]
+    invite_and_join(alice, gid, *others)
+    everyone = [alice, *others]
+    wait_for(
+        lambda: all(
+            sum(m["online"] for m in group_of(d, gid)["members"]) == 5  # type: ignore[index]
+            for d in everyone
+        ),
+        60,
+        what="every member to have a stream with every other",
+    )
+
+    # Dave is killed in the middle of Bob's burst; the others get all of it, Dave too on return.
+    burst = [f"burst {i}" for i in range(300)]
+    for i, text in enumerate(burst):
+        bob.call("groups.send", group=gid, text=text)
+        if i == 100:
+            dave.kill9()
+    for d in (alice, carol, erin):
+        wait_texts(d, gid, burst, 60)
+    dave.start()
+    wait_texts(dave, gid, burst, 60)
+
+    # The sender itself killed mid-burst: what its API stored reaches everyone after restart.
+    stored: list[str] = []
+    for i in range(200):
+        text = f"from erin {i}"
+        erin.call("groups.send", group=gid, text=text)
+        stored.append(text)
+        if i == 120:
+            erin.kill9()
+            break
+    erin.start()
+    for d in everyone:
+        wait_texts(d, gid, stored, 60)
+    orders = [texts(d, gid) for d in everyone]
+    assert all(o == orders[0] for o in orders)
+    assert len(orders[0]) == len(set(orders[0])) == len(burst) + len(stored)
+
+
+async def talk_as(
+    member: Daemon, other: Daemon, group_id: bytes, sync: frames.Sync, *sent: bytes
+) -> list[frames.GroupFrame]:
+    """Open a group stream to ``other`` with ``member``'s identity, send ``sync`` and then
+    ``sent`` (raw bytes), and return what ``other`` answers within a few seconds."""
+    identity = load_identity(member.home / KEY_FILE)
+    host = build_host(identity)
+    got: list[frames.GroupFrame] = []
+    async with running(host):
+        await connect(host, other)
+        stream = await host.new_stream(ID.from_base58(other.peer_id), [TProtocol(GROUP_PROTOCOL)])
+        await stream.write(frames.encode(sync))
+        for data in sent:
+            await stream.write(data)
+        decoder = frames.GroupDecoder()
+        with trio.move_on_after(4):
+            while True:
+                try:
+                    data = await stream.read(65536)
+                except Exception:
+                    break
+                if not data:
+                    break
+                got.extend(decoder.feed(data))
+    return got
+
+
+def refusals(got: list[frames.GroupFrame]) -> list[str]:
+    return [f.reason for f in got if isinstance(f, frames.Refused)]
+
+
+def test_forged_replayed_and_malformed_frames_are_refused_and_change_nothing(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    alice, bob, carol, gid = three(make_daemon)
+    group_id = bytes.fromhex(gid)
+    alice.call("groups.send", group=gid, text="genuine")
+    wait_texts(carol, gid, ["genuine"])
+    carol.stop()
+    with sqlite3.connect(carol.home / "p2pchat.db") as conn:
+        entries = [
+            bytes(r[0])
+            for r in conn.execute(
+                "SELECT raw FROM group_log WHERE group_id = ? ORDER BY version", (group_id,)
+            )
+        ]
+    state = MembershipLog.replay(entries).state
+    sync = frames.Sync(group_id, state.version, state.head, ())
+    before = group_of(alice, gid)
+    carol_id = load_identity(carol.home / KEY_FILE)
+    stranger = Identity.generate().peer_id
+
+    # Carol is a member, not an admin: her signed "add" is refused, with the reason.
+    forged = membership._sign(
+        carol_id, group_id, state.version + 1, state.head, Op.ADD, stranger, None, 1
+    )
+    got = trio.run(
+        talk_as, carol, alice, group_id, sync, frames.encode(frames.Log(group_id, (forged,)))
+    )
+    assert any("not an admin" in r for r in refusals(got)), got
+    # An entry whose signature was altered, and a replay of an old one.
+    altered = bytearray(forged)
+    altered[-5] ^= 1
+    replayed = entries[1]
+    got = trio.run(
+        talk_as,
+        carol,
+        alice,
+        group_id,
+        sync,
+        frames.encode(frames.Log(group_id, (bytes(altered),))),
+        frames.encode(frames.Log(group_id, (replayed,))),
+    )
+    assert any("signature" in r or "canonical" in r for r in refusals(got)), got
+    assert len(refusals(got)) == 1, "a replayed entry is a duplicate, not an error"
+    # A message claiming to be Alice's, sealed by nobody's key.
+    fake = frames.Message(
+        group_id, b"f" * 16, public_key_from_peer_id(alice.peer_id), 99, 10**12, 1, "nokey", b"x"
+    )
+    got = trio.run(talk_as, carol, alice, group_id, sync, frames.encode(fake))
+    # Garbage: refused as malformed, and the stream is closed.
+    got = trio.run(talk_as, carol, alice, group_id, sync, b"\x05\xff\xff\xff\xff\xff")
+    assert any("malformed" in f.code for f in got if isinstance(f, frames.Refused)), got
+
+    after = group_of(alice, gid)
+    assert after is not None and before is not None
+    def shape(g: dict[str, Any]) -> tuple[int, list[tuple[str, bool]]]:
+        return g["version"], [(m["peer_id"], m["admin"]) for m in g["members"]]
+
+    assert shape(after) == shape(before)
+    assert texts(alice, gid) == ["genuine"]
+    # Alice's daemon carries on: Bob's next message arrives.
+    bob.call("groups.send", group=gid, text="still fine")
+    wait_texts(alice, gid, ["still fine"])
