@@ -15,9 +15,8 @@ from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 
 from p2pchat.api import ApiError
-from p2pchat.groups import frames
+from p2pchat.groups import frames, membership
 from p2pchat.groups.frames import GROUP_PROTOCOL
-from p2pchat.groups import membership
 from p2pchat.groups.membership import MembershipLog, Op, parse_entry
 from p2pchat.identity import Identity, load_identity, public_key_from_peer_id
 from p2pchat.net.host import build_host
