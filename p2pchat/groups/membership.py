@@ -7,21 +7,18 @@ same way, so a member trusts no one's word about the group: only signatures it c
 against the state they build on. A forged entry, one whose author may not make that change,
 or one that builds on a version this member does not have is refused with the reason.
 
-Two admins changing the group at once fork the log at one version. Every member resolves a
-fork the same way, whatever order the entries arrive in: at the first version where the
-branches differ, the entry by the more senior author wins (the group's owner, then the
-admins in the order they were made admins, then other members; the entry hash decides
-between two entries by one author). The losing branch is dropped; :class:`Replaced` lists
-its entries so that their authors can make again the changes that still apply. Seniority,
-not a hash, decides between authors, so a junior admin cannot win against a senior one's
-change by grinding entries.
-
-Not solved yet (so this log is not used by the daemon): a fork may start at any earlier
-version, so an admin who was later removed can still sign an entry at a version where it
-outranked the author of the entry there, and that branch wins, dropping its removal. Members
-also compare only head versions, so two branches of one length go unnoticed. Both need
-branch-aware resolution (a removal on one branch defeats the removed author's branch) over
-every entry a member has seen, and head hashes in ``sync`` (issue 12).
+Two admins changing the group at once fork the log. Every member resolves a fork the same
+way, whatever order the entries arrive in: of two branches from one version, the one holding
+the more senior author anywhere in it wins (seniority as of the version both follow: the
+group's owner, then the admins in the order they were made admins, then other members);
+between branches equally senior, the lower hash of the first entry. The losing branch is
+dropped; :class:`Replaced` lists its entries so that their authors can make again the
+changes that still apply. Seniority, not a hash, decides between authors, so a junior admin
+cannot win against a senior one's change by grinding entries; and it counts anywhere in a
+branch, so an admin who was removed cannot undo it by signing a change at a version before
+its removal where it outranked that version's author: the branch with the removal holds the
+more senior admin who removed it. Entries of branches that lost, or that follow entries not
+seen yet, are kept in a bounded pool and weighed again as their branch grows.
 
 Sans-IO: bytes in, a checked entry or a :class:`MembershipError` out; nothing here does I/O.
 """
@@ -60,6 +57,10 @@ MAX_ENTRY_BYTES: Final = 1024
 MAX_NAME_BYTES: Final = 128
 NO_PREVIOUS: Final = bytes(HASH_BYTES)
 """The ``prev`` of a group's first entry."""
+MAX_POOL: Final = 2048
+"""Entries of other branches a log keeps, to weigh against its own as they grow."""
+MAX_SWITCHES: Final = 64
+"""Branch changes one received entry may cause (each one strictly better)."""
 
 
 class MembershipError(ValueError):
@@ -359,11 +360,17 @@ Outcome = Appended | Duplicate | Replaced | Gap | Refused
 
 
 class MembershipLog:
-    """One group's log, as one member holds it: entries in order, and the state after each."""
+    """One group's log, as one member holds it: entries in order, the state after each, and
+    the entries it has seen on other branches (a bounded pool), against which it keeps
+    checking its own branch (module doc)."""
 
     def __init__(self, entries: list[Entry], states: list[GroupState]) -> None:
         self._entries = entries
         self._states = states
+        self._on_branch: dict[bytes, int] = {e.hash: e.version for e in entries}
+        self._pool: dict[bytes, Entry] = {}
+        self._children: dict[bytes, dict[bytes, Entry]] = {}
+        """prev hash → the pool's entries that follow it."""
 
     @classmethod
     def create(
@@ -443,45 +450,129 @@ class MembershipLog:
             return Refused(str(exc))
         if entry.group_id != self.state.group_id:
             return Refused("the entry is for another group")
-        head = self.state.version
-        if entry.version > head + 1:
-            return Gap(head + 1)
+        if entry.hash in self._on_branch:
+            return Duplicate()
         if entry.version == 0:
-            return (
-                Duplicate()
-                if entry.hash == self._entries[0].hash
-                else Refused("the group was created by another entry")
-            )
-        if entry.version == head + 1:
+            return Refused("the group was created by another entry")
+        head = self.state
+        if entry.version == head.version + 1 and entry.prev == head.head:
             try:
-                state = apply(self.state, entry)
+                state = apply(head, entry)
             except MembershipError as exc:
                 return Refused(str(exc))
-            self._entries.append(entry)
-            self._states.append(state)
-            return Appended(state)
-        ours = self._entries[entry.version]
-        if ours.hash == entry.hash:
-            return Duplicate()
-        base = self._states[entry.version - 1]
-        if entry.prev != base.head:
-            return Refused(f"the entry builds on a version {entry.version - 1} we do not have")
-        try:
-            state = apply(base, entry)
-        except MembershipError as exc:
-            return Refused(str(exc))
-        if _rank(base, entry) >= _rank(base, ours):
-            return Refused(
-                f"out of date: version {entry.version} is already a change by a more senior member"
-            )
-        dropped = tuple(self._entries[entry.version :])
-        del self._entries[entry.version :]
-        del self._states[entry.version :]
+            self._append(entry, state)
+            dropped = self._resolve()  # the pool may hold what follows, or a better branch
+            return Replaced(self.state, dropped) if dropped else Appended(self.state)
+        root = self._on_branch.get(entry.prev)
+        if root is not None and root == entry.version - 1:
+            try:  # a fork from our branch: it must be a change its author may make there
+                apply(self._states[root], entry)
+            except MembershipError as exc:
+                return Refused(str(exc))
+        known = root is not None or entry.prev in self._pool
+        if entry.hash not in self._pool:
+            self._remember(entry)
+        dropped = self._resolve()
+        if dropped:
+            return Replaced(self.state, dropped)
+        if entry.hash in self._on_branch:
+            return Appended(self.state)
+        if not known:
+            # It follows an entry we have not seen: from further back if it is not ahead.
+            return Gap(1 if entry.version <= head.version + 1 else head.version + 1)
+        return Refused(
+            f"out of date: version {entry.version} is already a change by a more senior member"
+        )
+
+    # --- branches -------------------------------------------------------------------------
+
+    def _append(self, entry: Entry, state: GroupState) -> None:
         self._entries.append(entry)
         self._states.append(state)
-        return Replaced(state, dropped)
+        self._on_branch[entry.hash] = entry.version
+        self._forget(entry)
+
+    def _truncate(self, version: int) -> tuple[Entry, ...]:
+        dropped = tuple(self._entries[version:])
+        del self._entries[version:]
+        del self._states[version:]
+        for entry in dropped:
+            del self._on_branch[entry.hash]
+            self._remember(entry)  # it lost for now; more entries may make it win again
+        return dropped
+
+    def _remember(self, entry: Entry) -> None:
+        while len(self._pool) >= MAX_POOL:
+            self._forget(next(iter(self._pool.values())))
+        self._pool[entry.hash] = entry
+        self._children.setdefault(entry.prev, {})[entry.hash] = entry
+
+    def _forget(self, entry: Entry) -> None:
+        if self._pool.pop(entry.hash, None) is not None:
+            siblings = self._children.get(entry.prev, {})
+            siblings.pop(entry.hash, None)
+            if not siblings:
+                self._children.pop(entry.prev, None)
+
+    def _chain(self, root: Entry) -> list[tuple[Entry, GroupState]]:
+        """The longest valid branch from ``root`` that the pool holds (at each version the
+        entry that ranks first, as at a fork)."""
+        state = self._states[root.version - 1]
+        chain: list[tuple[Entry, GroupState]] = []
+        candidates = [root]
+        while candidates:
+            for entry in sorted(candidates, key=lambda e: _rank(state, e)):
+                try:
+                    next_state = apply(state, entry)
+                except MembershipError:
+                    continue
+                chain.append((entry, next_state))
+                state = next_state
+                candidates = list(self._children.get(entry.hash, {}).values())
+                break
+            else:
+                break
+        return chain
+
+    def _resolve(self) -> tuple[Entry, ...]:
+        """Move to the best branch the pool offers; what we dropped from ours."""
+        dropped: list[Entry] = []
+        for _ in range(MAX_SWITCHES):
+            best: tuple[tuple[int, bytes], int, list[tuple[Entry, GroupState]]] | None = None
+            for prev, children in list(self._children.items()):
+                at = self._on_branch.get(prev)
+                if at is None:
+                    continue
+                for root in children.values():
+                    if root.version != at + 1:
+                        continue
+                    chain = self._chain(root)
+                    if not chain:
+                        continue
+                    key = _branch_rank(self._states[at], [e for e, _ in chain])
+                    ours = self._entries[at + 1 :]
+                    if ours and key >= _branch_rank(self._states[at], ours):
+                        continue
+                    if best is None or (at, key) < (best[1], best[0]):
+                        best = (key, at, chain)
+            if best is None:
+                break
+            _, at, chain = best
+            dropped.extend(self._truncate(at + 1))
+            for entry, state in chain:
+                self._append(entry, state)
+        on_branch = [e for e in dropped if e.hash not in self._on_branch]
+        return tuple(dict.fromkeys(on_branch))
 
 
 def _rank(base: GroupState, entry: Entry) -> tuple[int, bytes]:
-    """Which of two entries at one version wins (lower wins): see the module doc."""
+    """Which of two entries at one version ranks first (lower): see the module doc."""
     return (base.seniority(entry.author), entry.hash)
+
+
+def _branch_rank(base: GroupState, branch: list[Entry]) -> tuple[int, bytes]:
+    """Which of two branches from one version wins (lower): the one with the most senior
+    author anywhere in it (as of the version they both follow), then the lower hash of its
+    first entry. Anywhere, so that an admin who was removed cannot undo its removal by
+    forking before it: the branch with the removal holds the more senior remover."""
+    return (min(base.seniority(e.author) for e in branch), branch[0].hash)

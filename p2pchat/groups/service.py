@@ -46,7 +46,7 @@ from p2pchat.groups.content import (
 from p2pchat.groups.frames import GROUP_PROTOCOL, MAX_ENTRIES_PER_FRAME, GroupFrame
 from p2pchat.groups.keys import plan_keys
 from p2pchat.groups.membership import (
-    Appended,
+    Entry,
     Gap,
     GroupState,
     MembershipError,
@@ -54,7 +54,6 @@ from p2pchat.groups.membership import (
     Op,
     Replaced,
 )
-from p2pchat.groups.membership import Duplicate as LogDuplicate
 from p2pchat.groups.membership import Refused as LogRefused
 from p2pchat.groups.store import GroupMessage, GroupStatus, GroupStore
 from p2pchat.groups.timeline import Duplicate, MessageRef, Refused, Timeline
@@ -519,45 +518,61 @@ class Groups:
     async def _on_log(self, group: Group, channel: Channel, entries: Iterable[bytes]) -> None:
         async with group.lock:
             before = group.state
-            first_changed: int | None = None
+            old = [e.hash for e in group.log.entries]
+            need: int | None = None
+            refusal: str | None = None
+            ours_dropped: list[Entry] = []
             for raw in entries:
                 outcome = group.log.receive(raw)
-                if isinstance(outcome, Appended | Replaced):
-                    version = outcome.state.version
-                    first_changed = (
-                        version if first_changed is None else min(first_changed, version)
-                    )
-                    if isinstance(outcome, Replaced):
-                        log.warning(
-                            "group %s: a fork at version %d was resolved; %d change(s) dropped",
-                            _gshort(group),
-                            version,
-                            len(outcome.dropped),
-                        )
-                elif isinstance(outcome, Gap):
-                    channel.send(frames.WantLog(group.group_id, outcome.need_from))
-                    break
-                elif isinstance(outcome, LogRefused):
-                    log.info(
-                        "group %s: refused a change from %s: %s",
+                if isinstance(outcome, Replaced):
+                    log.warning(
+                        "group %s: a fork was resolved; %d change(s) dropped",
                         _gshort(group),
-                        short(channel.peer),
-                        outcome.reason,
+                        len(outcome.dropped),
                     )
-                    channel.send(frames.Refused("refused", outcome.reason[:200]))
-                elif isinstance(outcome, LogDuplicate):
-                    continue
-            if first_changed is None:
-                return
-            await self.store.save_log(
-                group.group_id, first_changed, group.log.since(first_changed - 1)
+                    ours_dropped += [e for e in outcome.dropped if e.author == self.me]
+                elif isinstance(outcome, Gap):
+                    need = outcome.need_from if need is None else min(need, outcome.need_from)
+                elif isinstance(outcome, LogRefused):
+                    refusal = refusal or outcome.reason
+            if need is not None:
+                channel.send(frames.WantLog(group.group_id, need))
+            if refusal is not None:
+                log.info(
+                    "group %s: refused a change from %s: %s",
+                    _gshort(group),
+                    short(channel.peer),
+                    refusal,
+                )
+                channel.send(frames.Refused("refused", refusal[:200]))
+            new = [e.hash for e in group.log.entries]
+            first = next(
+                (v for v, (a, b) in enumerate(zip(old, new, strict=False)) if a != b), None
             )
-        await self._log_changed(group, before)
+            if first is None:
+                if len(new) == len(old):
+                    return
+                first = len(old)
+            for entry in ours_dropped:
+                self._make_again(group, entry)
+            await self.store.save_log(group.group_id, first, group.log.since(first - 1))
+        await self._log_changed(group, before, first)
 
-    async def _log_changed(self, group: Group, before: GroupState) -> None:
-        """The log grew (from a member or from us): tell every member, act on who is gone."""
+    def _make_again(self, group: Group, entry: Entry) -> None:
+        """Our change lost a fork: make it again on top, if it still may be made."""
+        try:
+            group.log.propose(
+                self.net.identity, entry.op, _now_ms(), target=entry.target, name=entry.name
+            )
+            log.info("group %s: made our %s again after a fork", _gshort(group), entry.op.value)
+        except MembershipError as exc:
+            log.info("group %s: our %s no longer applies: %s", _gshort(group), entry.op.value, exc)
+
+    async def _log_changed(self, group: Group, before: GroupState, first: int) -> None:
+        """The log changed from version ``first`` on (from a member or from us): tell every
+        member, act on who is gone."""
         state = group.state
-        new_entries = group.log.since(before.version)
+        new_entries = group.log.since(first - 1)
         for channel in group.all_channels():
             for chunk in _chunks(new_entries, MAX_ENTRIES_PER_FRAME):
                 channel.send(frames.Log(group.group_id, tuple(chunk)))
@@ -776,7 +791,7 @@ class Groups:
             await self.store.save_log(
                 group.group_id, before.version + 1, group.log.since(before.version)
             )
-        await self._log_changed(group, before)
+        await self._log_changed(group, before, before.version + 1)
 
     def _member(self, group: Group, text: str) -> str:
         query = text.strip()
