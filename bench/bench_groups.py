@@ -152,7 +152,8 @@ def main() -> None:
         )
         for name, values in per_member.items():
             print(
-                f"  at {name}: p50 {pct(values, 50) * ms:7.2f} ms  p99 {pct(values, 99) * ms:7.2f} ms"
+                f"  at {name}: p50 {pct(values, 50) * ms:7.2f} ms"
+                f"  p99 {pct(values, 99) * ms:7.2f} ms"
             )
         print("conference CPU per participant: not measured (group calls are not built yet)")
         for e in events.values():
