@@ -451,3 +451,83 @@ def test_a_message_held_for_an_offline_friend_shows_as_stored_then_delivered(
     )
     assert sum(m["text"] == "for when you are back" for m in b.history(a.peer_id)) == 1
     assert pa.errors == [], pa.errors
+
+
+@pytest.mark.timeout(120)
+def test_a_group_in_the_browser(
+    make_daemon: Callable[..., Daemon], pages: Callable[..., WebPage]
+) -> None:
+    """Alice makes a group and invites Bob and Carol in her page; Bob joins in his, Carol
+    through the API; they chat, each page shows who wrote what and how many hold Alice's
+    messages; Alice removes Carol in her page."""
+    a, b, c = make_daemon("alice"), make_daemon("bob"), make_daemon("carol")
+    befriend(a, b)
+    befriend(a, c)
+    pa, pb = pages(a), pages(b)
+    page_a, page_b = pa.page, pb.page
+
+    page_a.get_by_test_id("new-group-submit").click()
+    expect(page_a.get_by_test_id("new-group-error")).to_have_text("Give the group a name.")
+    page_a.get_by_test_id("new-group-name").fill("Trip to the coast")
+    page_a.get_by_test_id("new-group-submit").click()
+    expect(page_a.get_by_test_id("group-name")).to_have_text("Trip to the coast")
+    gid = page_a.get_by_test_id("group-chat").get_attribute("data-group")
+    assert gid and a.call("groups.show", group=gid)["group"]["name"] == "Trip to the coast"
+
+    page_a.locator("[data-testid=group-members] summary").click()
+    for friend in (b, c):
+        page_a.get_by_test_id("invite-friend").select_option(friend.peer_id)
+        page_a.get_by_test_id("invite-submit").click()
+        expect(
+            page_a.locator(f"[data-testid=member][data-peer='{friend.peer_id}']")
+        ).to_be_visible()
+    pa.shot("group-a-members")
+
+    # Bob's page shows the invitation live; he joins there. Carol joins through the API.
+    row = page_b.locator(f"[data-testid=group-row][data-group='{gid}']")
+    expect(row.get_by_test_id("group-invited")).to_be_visible()
+    row.click()
+    expect(page_b.get_by_test_id("invitation")).to_contain_text("invited you to")
+    pb.shot("group-b-invitation")
+    page_b.get_by_test_id("group-join").click()
+    expect(page_b.get_by_test_id("group-composer")).to_be_enabled()
+    wait_for(lambda: any(g["id"] == gid for g in c.call("groups.list")["groups"]), 30)
+    c.call("groups.join", group=gid)
+
+    page_a.get_by_test_id("group-composer").fill("Who brings the tent?")
+    page_a.get_by_test_id("group-composer").press("Enter")
+    theirs = page_b.locator("[data-testid=group-message][data-direction=in]").last
+    expect(theirs.get_by_test_id("msg-text")).to_have_text("Who brings the tent?")
+    expect(theirs.get_by_test_id("msg-sender")).to_have_text("alice")
+    wait_for(
+        lambda: any(
+            m["text"] == "Who brings the tent?"
+            for m in c.call("groups.history", group=gid)["messages"]
+        ),
+        30,
+        what="carol to have it",
+    )
+    mine = page_a.locator("[data-testid=group-message][data-direction=out]").last
+    expect(mine.get_by_test_id("held")).to_have_attribute("data-held", "3", timeout=20_000)
+
+    page_b.get_by_test_id("group-composer").fill(f"I do {XSS}")
+    page_b.get_by_test_id("group-send").click()
+    c.call("groups.send", group=gid, text="and I bring the food")
+    got = page_a.locator("[data-testid=group-message][data-direction=in]")
+    expect(got.filter(has_text="I do")).to_have_count(1)
+    expect(got.filter(has_text="I do").get_by_test_id("msg-text")).to_have_text(f"I do {XSS}")
+    expect(got.filter(has_text="the food").get_by_test_id("msg-sender")).to_have_text("carol")
+    pa.shot("group-a-chat")
+    pb.shot("group-b-chat")
+
+    # Alice removes Carol in her page; Carol's daemon learns it.
+    page_a.locator(f"[data-testid=member][data-peer='{c.peer_id}']").get_by_test_id(
+        "member-remove"
+    ).click()
+    expect(page_a.locator(f"[data-testid=member][data-peer='{c.peer_id}']")).to_have_count(0)
+    wait_for(
+        lambda: c.call("groups.show", group=gid)["group"]["status"] == "removed",
+        30,
+        what="carol to learn she was removed",
+    )
+    assert not pa.errors and not pb.errors, (pa.errors, pb.errors)

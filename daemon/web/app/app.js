@@ -112,7 +112,7 @@ async function connected() {
   try {
     // All sent at once, subscribe first: a session answers in order, so whatever happens
     // while the lists load arrives as events too, without waiting a round trip for it.
-    const [, me, friends, requests, transfers, callList, status] = await Promise.all([
+    const [, me, friends, requests, transfers, callList, status, groupList] = await Promise.all([
       rpc.call("events.subscribe"),
       rpc.call("identity.get"),
       rpc.call("friends.list"),
@@ -120,6 +120,7 @@ async function connected() {
       rpc.call("files.list"),
       rpc.call("calls.list"),
       rpc.call("status"),
+      rpc.call("groups.list"),
     ]);
     state.me = me;
     state.status = status;
@@ -129,6 +130,11 @@ async function connected() {
     const tr = {};
     for (const t of transfers.transfers) tr[t.id] = t;
     state.transfers = tr;
+    const groups = {};
+    for (const g of groupList.groups) groups[g.id] = g;
+    state.groups = groups;
+    state.gconvs = {};
+    if (state.selectedGroup && groups[state.selectedGroup]) loadGroupHistory(state.selectedGroup);
     const live = callList.calls.find((c) => c.state !== "ended");
     setCall(live || null);
     // Conversations are reloaded (messages may have arrived while the socket was down).
@@ -352,6 +358,22 @@ function onEvent(ev) {
     case "call.media":
       calls.onMedia(ev);
       break;
+    case "group.invited":
+      state.groups[ev.group.id] = ev.group;
+      toast(`You are invited to the group ${ev.group.name}`);
+      changed();
+      break;
+    case "group.updated":
+      state.groups[ev.group.id] = ev.group;
+      changed();
+      break;
+    case "group.message": {
+      const m = ev.message;
+      const c = state.gconvs[m.group];
+      if (c && c.loaded) c.messages = mergeGroupMessages(c.messages, [m]);
+      changed();
+      break;
+    }
     default:
       break;
   }
@@ -379,6 +401,7 @@ function announceEnd(call) {
 
 export function openChat(peer) {
   state.selected = peer;
+  state.selectedGroup = null;
   state.view = "chat";
   state.pane = "main";
   const c = conv(peer);
@@ -391,6 +414,7 @@ export function openView(view) {
   state.view = view;
   state.pane = "main";
   if (view !== "chat") state.selected = null;
+  if (view !== "group") state.selectedGroup = null;
   if (view === "status") refreshStatus();
   changed();
 }
@@ -468,6 +492,110 @@ export async function transferAction(method, id) {
     changed();
   } catch (err) {
     toast(err.message, "error");
+  }
+}
+
+// --- groups -------------------------------------------------------------------------------
+
+function gconv(id) {
+  if (!state.gconvs[id]) state.gconvs[id] = { messages: [], loaded: false, loading: false, error: "" };
+  return state.gconvs[id];
+}
+
+/** Merge by sender and seq; shown in the group's order (clock, sender, seq), as every member. */
+function mergeGroupMessages(list, incoming) {
+  const byKey = new Map(list.map((m) => [`${m.sender}/${m.seq}`, m]));
+  for (const m of incoming) byKey.set(`${m.sender}/${m.seq}`, m);
+  return [...byKey.values()].sort(
+    (a, b) => a.clock - b.clock || (a.sender < b.sender ? -1 : a.sender > b.sender ? 1 : 0) || a.seq - b.seq,
+  );
+}
+
+export async function loadGroupHistory(id) {
+  const c = gconv(id);
+  if (c.loading) return;
+  c.loading = true;
+  changed();
+  try {
+    const { messages } = await rpc.call("groups.history", { group: id, limit: 200 });
+    c.messages = mergeGroupMessages(c.messages, messages);
+    c.loaded = true;
+    c.error = "";
+  } catch (err) {
+    c.error = err.message;
+  } finally {
+    c.loading = false;
+    changed();
+  }
+}
+
+export function openGroup(id) {
+  state.selectedGroup = id;
+  state.selected = null;
+  state.view = "group";
+  state.pane = "main";
+  const c = gconv(id);
+  if (!c.loaded && !c.loading) loadGroupHistory(id);
+  changed();
+}
+
+let receiptsTimer = null;
+
+/** Receipts (held_by) are not events: the open group's newest messages again, soon. */
+function refreshReceiptsSoon(id, delays = [400, 1500, 5000]) {
+  clearTimeout(receiptsTimer);
+  const [first, ...rest] = delays;
+  if (first === undefined) return;
+  receiptsTimer = setTimeout(() => {
+    if (state.selectedGroup !== id) return;
+    loadGroupHistory(id);
+    refreshReceiptsSoon(id, rest);
+  }, first);
+}
+
+export async function sendGroupMessage(id, text) {
+  const { message } = await rpc.call("groups.send", { group: id, text });
+  const c = gconv(id);
+  if (c.loaded) c.messages = mergeGroupMessages(c.messages, [message]);
+  changed();
+  refreshReceiptsSoon(id);
+}
+
+export async function createGroup() {
+  const g = state.newGroup;
+  const name = g.name.trim();
+  if (!name) {
+    g.error = "Give the group a name.";
+    changed();
+    return;
+  }
+  g.busy = true;
+  g.error = "";
+  changed();
+  try {
+    const { group } = await rpc.call("groups.create", { name });
+    state.groups[group.id] = group;
+    state.newGroup = { name: "", error: "", busy: false };
+    openGroup(group.id);
+  } catch (err) {
+    g.error = err.message;
+  } finally {
+    g.busy = false;
+    changed();
+  }
+}
+
+/** One of the groups.* changes (invite, join, decline, leave, remove, rename, admin). */
+export async function groupAction(method, params) {
+  try {
+    const { group } = await rpc.call(method, params);
+    state.groups[group.id] = group;
+    if (method === "groups.join") openGroup(group.id);
+    changed();
+    return true;
+  } catch (err) {
+    toast(err.message, "error");
+    return false;
   }
 }
 

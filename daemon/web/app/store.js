@@ -16,8 +16,12 @@ export const state = {
   uploads: {}, // key -> {key, friend, name, loaded, total, error}
   call: null, // the daemon's current Call (null when none)
   media: null, // this page's media for a call it owns (see call.js)
-  view: "home", // home | chat | status
+  groups: {}, // id -> Group
+  gconvs: {}, // group id -> {messages, loaded, loading, error}
+  view: "home", // home | chat | group | status
   selected: null, // peer_id of the open conversation
+  selectedGroup: null, // id of the open group
+  newGroup: { name: "", error: "", busy: false },
   pane: "list", // phones: list | main
   add: { id: "", name: "", message: "", error: "", busy: false },
   toasts: [],

@@ -313,10 +313,17 @@ var state = {
   // the daemon's current Call (null when none)
   media: null,
   // this page's media for a call it owns (see call.js)
+  groups: {},
+  // id -> Group
+  gconvs: {},
+  // group id -> {messages, loaded, loading, error}
   view: "home",
-  // home | chat | status
+  // home | chat | group | status
   selected: null,
   // peer_id of the open conversation
+  selectedGroup: null,
+  // id of the open group
+  newGroup: { name: "", error: "", busy: false },
   pane: "list",
   // phones: list | main
   add: { id: "", name: "", message: "", error: "", busy: false },
@@ -1012,14 +1019,15 @@ async function connected() {
   state.conn = "open";
   changed();
   try {
-    const [, me, friends, requests, transfers, callList, status] = await Promise.all([
+    const [, me, friends, requests, transfers, callList, status, groupList] = await Promise.all([
       rpc.call("events.subscribe"),
       rpc.call("identity.get"),
       rpc.call("friends.list"),
       rpc.call("requests.list"),
       rpc.call("files.list"),
       rpc.call("calls.list"),
-      rpc.call("status")
+      rpc.call("status"),
+      rpc.call("groups.list")
     ]);
     state.me = me;
     state.status = status;
@@ -1029,6 +1037,11 @@ async function connected() {
     const tr = {};
     for (const t4 of transfers.transfers) tr[t4.id] = t4;
     state.transfers = tr;
+    const groups = {};
+    for (const g2 of groupList.groups) groups[g2.id] = g2;
+    state.groups = groups;
+    state.gconvs = {};
+    if (state.selectedGroup && groups[state.selectedGroup]) loadGroupHistory(state.selectedGroup);
     const live = callList.calls.find((c3) => c3.state !== "ended");
     setCall(live || null);
     const open = state.selected;
@@ -1224,6 +1237,22 @@ function onEvent(ev) {
     case "call.media":
       onMedia(ev);
       break;
+    case "group.invited":
+      state.groups[ev.group.id] = ev.group;
+      toast(`You are invited to the group ${ev.group.name}`);
+      changed();
+      break;
+    case "group.updated":
+      state.groups[ev.group.id] = ev.group;
+      changed();
+      break;
+    case "group.message": {
+      const m3 = ev.message;
+      const c3 = state.gconvs[m3.group];
+      if (c3 && c3.loaded) c3.messages = mergeGroupMessages(c3.messages, [m3]);
+      changed();
+      break;
+    }
     default:
       break;
   }
@@ -1246,6 +1275,7 @@ function announceEnd(call) {
 }
 function openChat(peer) {
   state.selected = peer;
+  state.selectedGroup = null;
   state.view = "chat";
   state.pane = "main";
   const c3 = conv(peer);
@@ -1257,6 +1287,7 @@ function openView(view) {
   state.view = view;
   state.pane = "main";
   if (view !== "chat") state.selected = null;
+  if (view !== "group") state.selectedGroup = null;
   if (view === "status") refreshStatus();
   changed();
 }
@@ -1328,6 +1359,96 @@ async function transferAction(method, id) {
     changed();
   } catch (err) {
     toast(err.message, "error");
+  }
+}
+function gconv(id) {
+  if (!state.gconvs[id]) state.gconvs[id] = { messages: [], loaded: false, loading: false, error: "" };
+  return state.gconvs[id];
+}
+function mergeGroupMessages(list, incoming) {
+  const byKey = new Map(list.map((m3) => [`${m3.sender}/${m3.seq}`, m3]));
+  for (const m3 of incoming) byKey.set(`${m3.sender}/${m3.seq}`, m3);
+  return [...byKey.values()].sort(
+    (a3, b2) => a3.clock - b2.clock || (a3.sender < b2.sender ? -1 : a3.sender > b2.sender ? 1 : 0) || a3.seq - b2.seq
+  );
+}
+async function loadGroupHistory(id) {
+  const c3 = gconv(id);
+  if (c3.loading) return;
+  c3.loading = true;
+  changed();
+  try {
+    const { messages } = await rpc.call("groups.history", { group: id, limit: 200 });
+    c3.messages = mergeGroupMessages(c3.messages, messages);
+    c3.loaded = true;
+    c3.error = "";
+  } catch (err) {
+    c3.error = err.message;
+  } finally {
+    c3.loading = false;
+    changed();
+  }
+}
+function openGroup(id) {
+  state.selectedGroup = id;
+  state.selected = null;
+  state.view = "group";
+  state.pane = "main";
+  const c3 = gconv(id);
+  if (!c3.loaded && !c3.loading) loadGroupHistory(id);
+  changed();
+}
+var receiptsTimer = null;
+function refreshReceiptsSoon(id, delays = [400, 1500, 5e3]) {
+  clearTimeout(receiptsTimer);
+  const [first, ...rest] = delays;
+  if (first === void 0) return;
+  receiptsTimer = setTimeout(() => {
+    if (state.selectedGroup !== id) return;
+    loadGroupHistory(id);
+    refreshReceiptsSoon(id, rest);
+  }, first);
+}
+async function sendGroupMessage(id, text) {
+  const { message } = await rpc.call("groups.send", { group: id, text });
+  const c3 = gconv(id);
+  if (c3.loaded) c3.messages = mergeGroupMessages(c3.messages, [message]);
+  changed();
+  refreshReceiptsSoon(id);
+}
+async function createGroup() {
+  const g2 = state.newGroup;
+  const name = g2.name.trim();
+  if (!name) {
+    g2.error = "Give the group a name.";
+    changed();
+    return;
+  }
+  g2.busy = true;
+  g2.error = "";
+  changed();
+  try {
+    const { group } = await rpc.call("groups.create", { name });
+    state.groups[group.id] = group;
+    state.newGroup = { name: "", error: "", busy: false };
+    openGroup(group.id);
+  } catch (err) {
+    g2.error = err.message;
+  } finally {
+    g2.busy = false;
+    changed();
+  }
+}
+async function groupAction(method, params) {
+  try {
+    const { group } = await rpc.call(method, params);
+    state.groups[group.id] = group;
+    if (method === "groups.join") openGroup(group.id);
+    changed();
+    return true;
+  } catch (err) {
+    toast(err.message, "error");
+    return false;
   }
 }
 var uploadSeq = 0;
@@ -1630,6 +1751,36 @@ function RequestRow({ contact }) {
     </div>
   </li>`;
 }
+function GroupRow({ g: g2 }) {
+  const selected = state.view === "group" && state.selectedGroup === g2.id;
+  const online = g2.members.filter((m3) => m3.online && !m3.me).length;
+  const sub = g2.status === "joined" ? `${plural(g2.members.length, "member")} · ${online} online` : g2.status;
+  return html`<li>
+    <button class=${`contact ${selected ? "selected" : ""}`} data-testid="group-row" data-group=${g2.id} onClick=${() => openGroup(g2.id)}>
+      <span class=${`avatar ${hue(g2.id)}`}>${initial(g2.name)}</span>
+      <span class="contact-text">
+        <span class="contact-name">${g2.name}</span>
+        <span class="contact-sub">${sub}</span>
+      </span>
+      ${g2.status === "invited" && html`<span class="badges"><span class="badge unread" data-testid="group-invited">invited</span></span>`}
+    </button>
+  </li>`;
+}
+function NewGroup() {
+  const g2 = state.newGroup;
+  return html`<form class="new-group" onSubmit=${(e3) => {
+    e3.preventDefault();
+    createGroup();
+  }}>
+    <input class="input" data-testid="new-group-name" placeholder="New group name" value=${g2.name} maxlength="128"
+      onInput=${(e3) => {
+    g2.name = e3.currentTarget.value;
+    changed();
+  }} />
+    <button class="btn small primary" data-testid="new-group-submit" disabled=${g2.busy}>Create</button>
+    ${g2.error && html`<p class="field-error" data-testid="new-group-error">${g2.error}</p>`}
+  </form>`;
+}
 function byName(a3, b2) {
   if (a3.online !== b2.online) return a3.online ? -1 : 1;
   return a3.display_name.localeCompare(b2.display_name);
@@ -1663,6 +1814,11 @@ function Sidebar() {
         <h2 class="group-title">Friends <span class="count">${friends.length}</span></h2>
         ${friends.length === 0 && html`<p class="empty">No friends yet. Share your friend code, or add theirs.</p>`}
         <ul class="plain">${friends.map((c3) => html`<${ContactRow} key=${c3.peer_id} contact=${c3} />`)}</ul>
+      </section>
+      <section class="group" data-testid="groups">
+        <h2 class="group-title">Groups <span class="count">${Object.keys(state.groups).length}</span></h2>
+        <ul class="plain">${Object.values(state.groups).filter((g2) => g2.status === "joined" || g2.status === "invited").sort((a3, b2) => a3.status === b2.status ? a3.name.localeCompare(b2.name) : a3.status === "invited" ? -1 : 1).map((g2) => html`<${GroupRow} key=${g2.id} g=${g2} />`)}</ul>
+        <${NewGroup} />
       </section>
       ${outgoing.length > 0 && html`<section class="group">
         <h2 class="group-title">Waiting for them <span class="count">${outgoing.length}</span></h2>
@@ -2101,6 +2257,155 @@ function Chat() {
   </main>`;
 }
 
+// app/ui/group.js
+function memberName(g2, peer) {
+  const m3 = g2.members.find((x2) => x2.peer_id === peer);
+  if (m3 && m3.me) return "you";
+  if (m3 && m3.name) return m3.name;
+  const c3 = state.contacts[peer];
+  return c3 ? c3.display_name : shortId(peer);
+}
+function GroupMessage({ g: g2, m: m3 }) {
+  const all = m3.held_by >= m3.members;
+  return html`<li class=${`msg ${m3.direction}`} data-testid="group-message" data-direction=${m3.direction} data-sender=${m3.sender}>
+    <div class="bubble">
+      ${m3.direction === "in" && html`<span class="msg-sender" data-testid="msg-sender">${memberName(g2, m3.sender)}</span>`}
+      <p class="msg-text" data-testid="msg-text">${m3.text}</p>
+      <span class="msg-meta">${time(m3.sent_at)}
+        ${m3.direction === "out" && html`<span class=${`msg-state ${all ? "delivered" : "pending"}`} data-testid="held" data-held=${m3.held_by} data-members=${m3.members}
+          title=${`held by ${m3.held_by} of ${m3.members} members`}>
+          <${Icon} name=${all ? "checks" : "clock"} /><span class="held-label">${m3.held_by}/${m3.members}</span></span>`}
+      </span>
+    </div>
+  </li>`;
+}
+function Members({ g: g2 }) {
+  const [friend, setFriend] = d2("");
+  const [name, setName] = d2("");
+  const me = g2.members.find((m3) => m3.me) || {};
+  const inGroup = new Set(g2.members.map((m3) => m3.peer_id));
+  const invitable = Object.values(state.contacts).filter((c3) => c3.state === "friend" && !inGroup.has(c3.peer_id));
+  const joined = g2.status === "joined";
+  return html`<details class="members" data-testid="group-members">
+    <summary>${plural(g2.members.length, "member")} · ${g2.members.filter((m3) => m3.online && !m3.me).length} online</summary>
+    <ul class="plain">
+      ${g2.members.map(
+    (m3) => html`<li key=${m3.peer_id} class="member" data-testid="member" data-peer=${m3.peer_id}>
+          <span class=${`presence ${m3.online ? "on" : "off"}`}></span>
+          <span class="member-name">${m3.me ? "you" : m3.name || shortId(m3.peer_id)}</span>
+          ${!m3.friend && !m3.me && html`<span class="member-tag" title="a member who is not your friend">not a friend</span>`}
+          ${m3.owner ? html`<span class="member-tag">owner</span>` : m3.admin && html`<span class="member-tag">admin</span>`}
+          ${joined && me.admin && !m3.me && !m3.owner && html`<button class="btn small" data-testid="member-remove"
+            onClick=${() => groupAction("groups.remove", { group: g2.id, member: m3.peer_id })}>Remove</button>`}
+          ${joined && me.owner && !m3.me && html`<button class="btn small" data-testid="member-admin"
+            onClick=${() => groupAction("groups.admin", { group: g2.id, member: m3.peer_id, admin: !m3.admin })}>${m3.admin ? "Not admin" : "Make admin"}</button>`}
+        </li>`
+  )}
+    </ul>
+    ${joined && me.admin && html`<form class="row-actions" onSubmit=${async (e3) => {
+    e3.preventDefault();
+    if (friend && await groupAction("groups.invite", { group: g2.id, friend })) setFriend("");
+  }}>
+      <select class="input" data-testid="invite-friend" value=${friend} onChange=${(e3) => setFriend(e3.currentTarget.value)}>
+        <option value="">Invite a friend…</option>
+        ${invitable.map((c3) => html`<option key=${c3.peer_id} value=${c3.peer_id}>${c3.display_name}</option>`)}
+      </select>
+      <button class="btn small primary" data-testid="invite-submit" disabled=${!friend}>Invite</button>
+    </form>
+    <form class="row-actions" onSubmit=${async (e3) => {
+    e3.preventDefault();
+    if (name.trim() && await groupAction("groups.rename", { group: g2.id, name: name.trim() })) setName("");
+  }}>
+      <input class="input" data-testid="rename-group" placeholder="New name" value=${name} onInput=${(e3) => setName(e3.currentTarget.value)} maxlength="128" />
+      <button class="btn small" disabled=${!name.trim()}>Rename</button>
+    </form>`}
+    ${joined && html`<div class="row-actions"><button class="btn small danger" data-testid="group-leave"
+      onClick=${() => groupAction("groups.leave", { group: g2.id })}>Leave the group</button></div>`}
+  </details>`;
+}
+function Timeline2({ g: g2 }) {
+  const ref = A2(null);
+  const conv2 = state.gconvs[g2.id] || { messages: [], loaded: false, loading: false, error: "" };
+  const last = conv2.messages.length ? conv2.messages[conv2.messages.length - 1] : null;
+  const lastKey = last ? `${last.sender}/${last.seq}` : "";
+  _2(() => {
+    const box = ref.current;
+    if (box) box.scrollTop = box.scrollHeight;
+  }, [g2.id, lastKey]);
+  return html`<div class="timeline scroll" ref=${ref} data-testid="group-timeline" aria-live="polite">
+    ${conv2.loading && !conv2.loaded && html`<p class="loading-older">Loading…</p>`}
+    ${conv2.error && html`<p class="field-error">${conv2.error} <button class="btn small" onClick=${() => loadGroupHistory(g2.id)}>Retry</button></p>`}
+    ${conv2.loaded && conv2.messages.length === 0 && html`<p class="history-start">No messages yet. You read what is sent from when you joined.</p>`}
+    <ul class="plain msgs">
+      ${conv2.messages.map((m3) => html`<${GroupMessage} key=${`${m3.sender}/${m3.seq}`} g=${g2} m=${m3} />`)}
+    </ul>
+  </div>`;
+}
+function Composer2({ g: g2 }) {
+  const [text, setText] = d2("");
+  const [sending, setSending] = d2(false);
+  const joined = g2.status === "joined";
+  const send = async () => {
+    const t4 = text;
+    if (!t4.trim() || sending) return;
+    setSending(true);
+    try {
+      await sendGroupMessage(g2.id, t4);
+      setText("");
+    } catch (err) {
+      toast(`Not sent: ${err.message}`, "error");
+    } finally {
+      setSending(false);
+    }
+  };
+  return html`<form class="composer" onSubmit=${(e3) => {
+    e3.preventDefault();
+    send();
+  }}>
+    <textarea class="input compose-text" rows="1" data-testid="group-composer" disabled=${!joined}
+      placeholder=${joined ? `Message ${g2.name}` : `You are not in this group (${g2.status})`}
+      value=${text} onInput=${(e3) => setText(e3.currentTarget.value)} maxlength="16384" aria-label="Message"
+      onKeyDown=${(e3) => {
+    if (e3.key === "Enter" && !e3.shiftKey && !e3.isComposing) {
+      e3.preventDefault();
+      send();
+    }
+  }}></textarea>
+    <button class="icon-btn send" type="submit" data-testid="group-send" aria-label="Send" disabled=${!joined || !text.trim() || sending}>
+      <${Icon} name="send" />
+    </button>
+  </form>`;
+}
+var STATUS_TEXT = {
+  invited: "you are invited",
+  declined: "you declined",
+  left: "you left",
+  removed: "you were removed"
+};
+function GroupChat() {
+  const g2 = state.groups[state.selectedGroup];
+  if (!g2) return html`<main class="pane chat"><div class="pane-body"><p class="empty">No such group.</p></div></main>`;
+  const invited = g2.status === "invited";
+  return html`<main class="pane chat" data-testid="group-chat" data-group=${g2.id}>
+    <header class="pane-head chat-head">
+      <button class="icon-btn back" aria-label="Back to the list" onClick=${back}><${Icon} name="back" /></button>
+      <span class=${`avatar ${hue(g2.id)}`}>${initial(g2.name)}</span>
+      <div class="chat-title">
+        <h1 class="pane-title" data-testid="group-name">${g2.name}</h1>
+        <span class="contact-sub">${STATUS_TEXT[g2.status] || plural(g2.members.length, "member")}</span>
+      </div>
+    </header>
+    ${invited ? html`<div class="pane-body invitation" data-testid="invitation">
+          <p>${memberName(g2, g2.inviter)} invited you to <strong>${g2.name}</strong> (${plural(g2.members.length, "member")}).
+            Until you join, your daemon takes part in nothing.</p>
+          <div class="row-actions">
+            <button class="btn primary" data-testid="group-join" onClick=${() => groupAction("groups.join", { group: g2.id })}>Join</button>
+            <button class="btn" data-testid="group-decline" onClick=${() => groupAction("groups.decline", { group: g2.id })}>Decline</button>
+          </div>
+        </div>` : html`<${Members} g=${g2} /><${Timeline2} g=${g2} /><${Composer2} key=${g2.id} g=${g2} />`}
+  </main>`;
+}
+
 // app/ui/call.js
 function who(peer) {
   return state.contacts[peer] || { peer_id: peer, display_name: shortId(peer), state: "friend", online: true };
@@ -2275,6 +2580,7 @@ function Toasts() {
 }
 function Main() {
   if (state.view === "chat" && state.selected) return html`<${Chat} />`;
+  if (state.view === "group" && state.selectedGroup) return html`<${GroupChat} />`;
   if (state.view === "status") return html`<${Status} />`;
   return html`<${Home} />`;
 }

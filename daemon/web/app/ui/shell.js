@@ -6,6 +6,7 @@ import { rpc } from "../app.js";
 import { Sidebar } from "./sidebar.js";
 import { Home, Status } from "./panels.js";
 import { Chat } from "./chat.js";
+import { GroupChat } from "./group.js";
 import { Ring, CallPanel } from "./call.js";
 
 function Login() {
@@ -54,6 +55,7 @@ function Toasts() {
 
 function Main() {
   if (state.view === "chat" && state.selected) return html`<${Chat} />`;
+  if (state.view === "group" && state.selectedGroup) return html`<${GroupChat} />`;
   if (state.view === "status") return html`<${Status} />`;
   return html`<${Home} />`;
 }

@@ -1,7 +1,8 @@
 // The list pane: who you are, requests, friends (online, unread, queued), navigation.
 import { html } from "../html.js";
 import { state } from "../store.js";
-import { openChat, openView, acceptRequest, declineRequest } from "../app.js";
+import { openChat, openView, openGroup, acceptRequest, declineRequest, createGroup } from "../app.js";
+import { changed } from "../store.js";
 import { hue, initial, plural, shortId } from "../format.js";
 import { Icon } from "./icons.js";
 
@@ -77,6 +78,32 @@ function RequestRow({ contact }) {
   </li>`;
 }
 
+function GroupRow({ g }) {
+  const selected = state.view === "group" && state.selectedGroup === g.id;
+  const online = g.members.filter((m) => m.online && !m.me).length;
+  const sub = g.status === "joined" ? `${plural(g.members.length, "member")} · ${online} online` : g.status;
+  return html`<li>
+    <button class=${`contact ${selected ? "selected" : ""}`} data-testid="group-row" data-group=${g.id} onClick=${() => openGroup(g.id)}>
+      <span class=${`avatar ${hue(g.id)}`}>${initial(g.name)}</span>
+      <span class="contact-text">
+        <span class="contact-name">${g.name}</span>
+        <span class="contact-sub">${sub}</span>
+      </span>
+      ${g.status === "invited" && html`<span class="badges"><span class="badge unread" data-testid="group-invited">invited</span></span>`}
+    </button>
+  </li>`;
+}
+
+function NewGroup() {
+  const g = state.newGroup;
+  return html`<form class="new-group" onSubmit=${(e) => { e.preventDefault(); createGroup(); }}>
+    <input class="input" data-testid="new-group-name" placeholder="New group name" value=${g.name} maxlength="128"
+      onInput=${(e) => { g.name = e.currentTarget.value; changed(); }} />
+    <button class="btn small primary" data-testid="new-group-submit" disabled=${g.busy}>Create</button>
+    ${g.error && html`<p class="field-error" data-testid="new-group-error">${g.error}</p>`}
+  </form>`;
+}
+
 function byName(a, b) {
   if (a.online !== b.online) return a.online ? -1 : 1;
   return a.display_name.localeCompare(b.display_name);
@@ -113,6 +140,14 @@ export function Sidebar() {
         ${friends.length === 0 &&
         html`<p class="empty">No friends yet. Share your friend code, or add theirs.</p>`}
         <ul class="plain">${friends.map((c) => html`<${ContactRow} key=${c.peer_id} contact=${c} />`)}</ul>
+      </section>
+      <section class="group" data-testid="groups">
+        <h2 class="group-title">Groups <span class="count">${Object.keys(state.groups).length}</span></h2>
+        <ul class="plain">${Object.values(state.groups)
+          .filter((g) => g.status === "joined" || g.status === "invited")
+          .sort((a, b) => (a.status === b.status ? a.name.localeCompare(b.name) : a.status === "invited" ? -1 : 1))
+          .map((g) => html`<${GroupRow} key=${g.id} g=${g} />`)}</ul>
+        <${NewGroup} />
       </section>
       ${outgoing.length > 0 &&
       html`<section class="group">
