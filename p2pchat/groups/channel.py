@@ -3,8 +3,11 @@ service's protocol logic.
 
 A channel writes the frames handed to it, in order, from its own task, so whoever hands it
 a frame never waits on the network; a member that stops reading for long enough to fill
-``MAX_QUEUED_FRAMES`` is dropped (its next stream syncs again from the vectors, so nothing is
-lost). It reads frames and hands each to its :class:`Handler` in order.
+``MAX_QUEUED_FRAMES`` or ``MAX_QUEUED_BYTES`` is dropped (its next stream syncs again from
+the vectors, so nothing is lost). It reads frames and hands each to its :class:`Handler` in
+order, at most ``FRAMES_PER_S`` after a burst (a member sending faster is read no further
+meanwhile), and none once the channel is closed: closing stops everything the member sends
+from being taken, then gives what is queued ``DRAIN_S`` to be written.
 """
 
 from __future__ import annotations
@@ -24,8 +27,12 @@ from p2pchat.wire import FrameError
 log = logging.getLogger(__name__)
 
 MAX_QUEUED_FRAMES: Final = 4096
+MAX_QUEUED_BYTES: Final = 16 * 1024 * 1024
 IDLE_TIMEOUT_S: Final = 600.0
 """A channel that hears nothing (not even a ``have``) for this long ends; its link redials."""
+DRAIN_S: Final = 30.0
+FRAMES_PER_S: Final = 1000.0
+FRAME_BURST: Final = 10_000.0
 
 
 class Handler(Protocol):
@@ -39,10 +46,16 @@ class Channel:
         self.outbound = outbound
         self._stream = stream
         self._send, self._queue = trio.open_memory_channel[bytes](MAX_QUEUED_FRAMES)
+        self._queued_bytes = 0
+        self._drained = trio.Event()
         self._cancel = trio.CancelScope()
+        self._tokens = FRAME_BURST
+        self._tokens_at = trio.current_time()
         self.their_identity_key: bytes | None = None
         """The member's Olm identity key, from its signed bundle (checks its pre-keys)."""
         self.asked_bundle = False
+        self.gave_bundle = False
+        self.keys_sent: set[str] = set()
         self.frames_in = 0
         self.closed = False
 
@@ -50,8 +63,14 @@ class Channel:
         """Queue ``frame``; a member too far behind is dropped."""
         if self.closed:
             return
+        data = frames.encode(frame)
+        if self._queued_bytes + len(data) > MAX_QUEUED_BYTES:
+            log.info("dropped the group stream with %s: it stopped reading", short(self.peer))
+            self.close()
+            return
         try:
-            self._send.send_nowait(frames.encode(frame))
+            self._send.send_nowait(data)
+            self._queued_bytes += len(data)
         except trio.WouldBlock:
             log.info("dropped the group stream with %s: it stopped reading", short(self.peer))
             self.close()
@@ -59,7 +78,7 @@ class Channel:
             self.close()
 
     def close(self) -> None:
-        """End the channel once what is queued is written."""
+        """Take nothing more from the member; end once what is queued is written."""
         self.closed = True
         self._send.close()
 
@@ -74,24 +93,47 @@ class Channel:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._write_all, nursery.cancel_scope)
                     await self._read_all(handler, first or [])
+                    if self.closed:
+                        with trio.move_on_after(DRAIN_S):
+                            await self._drained.wait()
                     nursery.cancel_scope.cancel()
             finally:
                 self.closed = True
-                await reset(self._stream)
+                with trio.CancelScope(shield=True):
+                    await reset(self._stream)
 
     async def _write_all(self, scope: trio.CancelScope) -> None:
         try:
             async for data in self._queue:
                 await self._stream.write(data)
+                self._queued_bytes -= len(data)
         except Exception as exc:
             log.debug("group stream with %s: write failed: %s", short(self.peer), exc)
+        self._drained.set()
         scope.cancel()  # closed (and drained) or broken: the channel ends
+
+    async def _pace(self) -> None:
+        now = trio.current_time()
+        self._tokens = min(FRAME_BURST, self._tokens + (now - self._tokens_at) * FRAMES_PER_S)
+        self._tokens_at = now
+        if self._tokens < 1:
+            await trio.sleep((1 - self._tokens) / FRAMES_PER_S)
+            self._tokens = 1
+            self._tokens_at = trio.current_time()
+        self._tokens -= 1
 
     async def _read_all(self, handler: Handler, first: list[GroupFrame]) -> None:
         decoder = GroupDecoder()
-        for frame in first:
-            await handler.on_frame(self, frame)
+        pending = list(first)
         while True:
+            for frame in pending:
+                if self.closed:
+                    return
+                self.frames_in += 1
+                await self._pace()
+                await handler.on_frame(self, frame)
+            if self.closed:
+                return
             try:
                 with trio.move_on_after(IDLE_TIMEOUT_S) as idle:
                     data = await read_some(self._stream)
@@ -101,13 +143,9 @@ class Channel:
             if idle.cancelled_caught or not data:
                 return
             try:
-                received = decoder.feed(data)
+                pending = decoder.feed(data)
             except FrameError as exc:
                 log.info("group stream with %s: %s", short(self.peer), exc)
                 self.send(frames.Refused("malformed", str(exc)[:200]))
                 self.close()
-                await trio.sleep(1)  # a moment for the refusal to be written
                 return
-            for frame in received:
-                self.frames_in += 1
-                await handler.on_frame(self, frame)

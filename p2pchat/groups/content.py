@@ -4,7 +4,8 @@
 The frame around a group message says who sent it, its seq, clock, membership version and
 ID, so that members can order and pass it on without opening it; the same fields are sealed
 inside, and a message whose outside does not match its inside is refused: a member relaying
-someone else's message cannot change where it shows or what it is. A key shared with a
+someone else's message cannot change where it shows, what it is, or whose it is (a member
+holding another's key cannot pass that member's messages off as its own). A key shared with a
 member names its group and session the same way.
 """
 
@@ -34,6 +35,7 @@ def message_plaintext(frame: Message, text: str, sent_at: int) -> bytes:
     return cbor2.dumps(
         {
             "g": frame.group_id,
+            "from": frame.sender,
             "id": frame.msg_id,
             "seq": frame.seq,
             "clock": frame.clock,
@@ -51,10 +53,10 @@ def open_content(frame: Message, plaintext: bytes) -> Content:
         m = strict_cbor_decode(plaintext, max_depth=1)
     except FrameError as exc:
         raise ContentError(f"the opened message is not valid: {exc}") from None
-    if not isinstance(m, dict) or set(m) != {"g", "id", "seq", "clock", "v", "text", "at"}:
+    if not isinstance(m, dict) or set(m) != {"g", "from", "id", "seq", "clock", "v", "text", "at"}:
         raise ContentError("the opened message does not have the fields of one")
-    outside = (frame.group_id, frame.msg_id, frame.seq, frame.clock, frame.version)
-    if (m["g"], m["id"], m["seq"], m["clock"], m["v"]) != outside:
+    outside = (frame.group_id, frame.sender, frame.msg_id, frame.seq, frame.clock, frame.version)
+    if (m["g"], m["from"], m["id"], m["seq"], m["clock"], m["v"]) != outside:
         raise ContentError("the opened message is not the one its frame names")
     text, at = m["text"], m["at"]
     problem = (

@@ -28,6 +28,7 @@ __all__ = [
     "GROUP_PROTOCOL",
     "Addrs",
     "Bundle",
+    "GotKey",
     "GroupDecoder",
     "GroupFrame",
     "Have",
@@ -121,6 +122,15 @@ class Key:
 
 
 @dataclass(frozen=True, slots=True)
+class GotKey:
+    """The receiver stored the sender's key for ``session_id``: it is owed no more (until
+    then the sender gives it again on each new stream)."""
+
+    group_id: bytes
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """One group message, from its sender or relayed by any member that holds it."""
 
@@ -146,7 +156,7 @@ class Have:
 
 
 GroupFrame: TypeAlias = (
-    Sync | Log | WantLog | Bundle | WantBundle | Addrs | Key | Message | Have | Refused
+    Sync | Log | WantLog | Bundle | WantBundle | Addrs | Key | GotKey | Message | Have | Refused
 )
 
 
@@ -166,6 +176,8 @@ def _to_map(frame: GroupFrame) -> dict[str, Any]:
             return {"t": "addrs", "g": g, "peers": {k: list(a) for k, a in peers}}
         case Key(group_id=g, session_id=session, olm_kind=kind, olm_body=body):
             return {"t": "key", "g": g, "session": session, "kind": kind, "olm": body}
+        case GotKey(group_id=g, session_id=session):
+            return {"t": "got-key", "g": g, "session": session}
         case Message() as m:
             return {
                 "t": "msg",
@@ -199,6 +211,7 @@ _FIELDS: Final = {
     "want-bundle": {"t", "g"},
     "addrs": {"t", "g", "peers"},
     "key": {"t", "g", "session", "kind", "olm"},
+    "got-key": {"t", "g", "session"},
     "msg": {"t", "g", "id", "from", "seq", "clock", "v", "session", "body"},
     "have": {"t", "g", "have"},
 }
@@ -245,6 +258,8 @@ def decode(body: bytes) -> GroupFrame:
             if type(kind_value) is not int or kind_value not in (0, 1):
                 raise FrameError("field 'kind' must be 0 (pre-key) or 1 (normal)")
             return Key(g, _session(m), kind_value, _bytes(m, "olm", 1, MAX_OLM_BYTES))
+        case "got-key":
+            return GotKey(g, _session(m))
         case "msg":
             seq, clock = _uint(m, "seq"), _uint(m, "clock")
             if seq < 1:

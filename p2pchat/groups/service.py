@@ -43,9 +43,15 @@ from p2pchat.groups.content import (
     open_content,
     open_key,
 )
-from p2pchat.groups.frames import GROUP_PROTOCOL, MAX_ENTRIES_PER_FRAME, GroupFrame
+from p2pchat.groups.frames import (
+    GROUP_PROTOCOL,
+    MAX_ENTRIES_PER_FRAME,
+    MAX_VECTOR_SENDERS,
+    GroupFrame,
+)
 from p2pchat.groups.keys import plan_keys
 from p2pchat.groups.membership import (
+    MAX_ENTRIES,
     Entry,
     Gap,
     GroupState,
@@ -64,7 +70,7 @@ from p2pchat.identity import (
     short,
 )
 from p2pchat.net.link import Link, Links, Wakeup
-from p2pchat.net.streams import end_failed_stream, read_some, refuse
+from p2pchat.net.streams import end_failed_stream, read_some, refuse, reset
 from p2pchat.ratchet.megolm import GroupSealError, ReceivedKey
 from p2pchat.ratchet.pair import Sealed
 from p2pchat.wire import MAX_TEXT_BYTES, FrameError, text_problem
@@ -82,6 +88,8 @@ MAX_MESSAGES_PER_S: Final = 200.0
 """Per member and group, a sustained rate; a member over it is read no further until its
 messages fit (Yamux holds the rest at the sender), as for 1:1 messages."""
 BURST_MESSAGES: Final = 2000.0
+RESYNC_S: Final = 15.0
+"""While a group lacks something, our vector goes out this often (members send it again)."""
 REDIAL_RESET_S: Final = 30.0
 REDIAL_MAX_S: Final = 60.0
 
@@ -99,8 +107,11 @@ class Group:
     inviter: str
     log: MembershipLog
     timeline: Timeline = field(default_factory=Timeline)
-    keys: dict[str, tuple[str, ReceivedKey]] = field(default_factory=dict)
-    """session ID → (sender, key)."""
+    keys: dict[tuple[str, str], ReceivedKey] = field(default_factory=dict)
+    """(sender, session ID) → the key that member gave us."""
+    needs_sync: bool = False
+    """We lack something a member may have (held messages, ones refused for now): our vector
+    goes out again periodically, so members send it again."""
     haves: dict[str, dict[str, int]] = field(default_factory=dict)
     """Each member's vector as it last told us (our receipts)."""
     channels: dict[str, set[Channel]] = field(default_factory=dict)
@@ -153,14 +164,16 @@ class GroupLink(Link):
         return bool(self.groups.groups_wanting(self.peer))
 
     async def step(self) -> bool:
-        await self.groups.wait_to_redial(self.peer)
+        if not self.groups.may_redial(self.peer):
+            return False  # this link's own backoff waits (a connection cuts it short)
         if not self.groups.groups_wanting(self.peer):
             return False
         if not await self.groups.reach(self.peer):
             return False
+        opened = False
         for group in self.groups.groups_wanting(self.peer):
-            await self.groups.open_channel(group, self.peer)
-        return False
+            opened = await self.groups.open_channel(group, self.peer) or opened
+        return opened
 
 
 class Groups:
@@ -224,11 +237,10 @@ class Groups:
         else:
             self._links.ensure(peer)
 
-    async def wait_to_redial(self, peer: str) -> None:
+    def may_redial(self, peer: str) -> bool:
         """Channels with ``peer`` that end soon after they start (it refuses us, or drops
         us) are retried after a growing backoff, whatever link runs."""
-        next_at = self._redial.get(peer, (0.0, 0.0))[0]
-        await trio.sleep_until(next_at)
+        return trio.current_time() >= self._redial.get(peer, (0.0, 0.0))[0]
 
     def _channel_ended(self, peer: str, lived: float) -> None:
         if lived >= REDIAL_RESET_S:
@@ -236,7 +248,9 @@ class Groups:
         else:
             backoff = min(max(self._redial.get(peer, (0.0, 0.0))[1] * 2, 1.0), REDIAL_MAX_S)
             self._redial[peer] = (trio.current_time() + backoff, backoff)
-        self._links.ensure(peer)
+        link = self._links.ensure(peer)
+        if link is not None:
+            link.retry_now()
 
     # --- reaching members ---------------------------------------------------------------------
 
@@ -278,13 +292,17 @@ class Groups:
             return tuple(contact.addrs)
         return self._addrs.get(peer, ())
 
-    async def open_channel(self, group: Group, peer: str) -> None:
+    async def open_channel(self, group: Group, peer: str) -> bool:
         try:
             stream = await self.net.open_stream(peer, GROUP_PROTOCOL)
         except Exception as exc:
             log.debug("group stream to %s: %s", short(peer), exc)
-            return
+            return False
+        if group.channel_to(peer) is not None:  # it opened one to us meanwhile
+            await reset(stream)
+            return True
         self._start_channel(group, Channel(group.group_id, peer, stream, outbound=True), [])
+        return True
 
     def _start_channel(self, group: Group, channel: Channel, first: list[GroupFrame]) -> None:
         assert self._nursery is not None
@@ -357,15 +375,24 @@ class Groups:
             log.info("refused a group stream from %s: not a member", short(peer))
             await refuse(stream, "not_member", "you are not a member of this group")
             return
+        existing = group.channel_to(peer)
+        if existing is not None:
+            if existing.outbound and self.me < peer:
+                # Both dialed at once: the stream the lower ID opened stays, at both ends.
+                await refuse(stream, "duplicate", "a group stream with this member is open")
+                return
+            existing.abort()  # theirs wins the race, or it opened a new one (it restarted)
         channel = Channel(group.group_id, peer, stream, outbound=False)
         group.channels.setdefault(peer, set()).add(channel)
         self._greet(group, channel)
+        started = trio.current_time()
         try:
             await channel.run(self, first)
         finally:
             group.channels.get(peer, set()).discard(channel)
             if not group.channels.get(peer):
                 group.channels.pop(peer, None)
+            self._channel_ended(peer, trio.current_time() - started)
 
     async def _send_log_since(self, stream: INetStream, group: Group, sync: frames.Sync) -> None:
         """A peer whose log is behind ours and who may not take part (it was removed, or we
@@ -396,6 +423,9 @@ class Groups:
             return
         if len(self.groups) >= MAX_GROUPS:
             await refuse(stream, "full", f"this peer is in {MAX_GROUPS} groups already")
+            return
+        if sync.head >= MAX_ENTRIES:
+            await refuse(stream, "malformed", f"a log has fewer than {MAX_ENTRIES} entries")
             return
         entries: list[bytes] = []
         try:
@@ -458,6 +488,11 @@ class Groups:
             channel.send(frames.Refused("malformed", "a frame for another group"))
             channel.close()
             return
+        if channel.closed:
+            return
+        if group.status is GroupStatus.JOINED and channel.peer not in group.state.members:
+            channel.close()  # removed (or left) while the stream was open: nothing more
+            return
         if group.status is not GroupStatus.JOINED:
             if not group.farewell:
                 channel.close()
@@ -485,7 +520,12 @@ class Groups:
             case frames.Bundle(bundle=raw):
                 await self._on_bundle(group, channel, raw)
             case frames.WantBundle():
-                channel.send(frames.Bundle(group.group_id, await self.chat.sealing.fresh_bundle()))
+                if not channel.gave_bundle:  # one one-time key per stream, however often asked
+                    channel.gave_bundle = True
+                    bundle = await self.chat.sealing.fresh_bundle()
+                    channel.send(frames.Bundle(group.group_id, bundle))
+            case frames.GotKey(session_id=session):
+                await self.store.key_given(group.group_id, session, channel.peer)
             case frames.Addrs(peers=peers):
                 self._on_addrs(group, channel, peers)
             case frames.Key():
@@ -562,7 +602,11 @@ class Groups:
         """Our change lost a fork: make it again on top, if it still may be made."""
         try:
             group.log.propose(
-                self.net.identity, entry.op, _now_ms(), target=entry.target, name=entry.name
+                self.net.identity,
+                entry.op,
+                _stamp(group),
+                target=entry.target,
+                name=entry.name,
             )
             log.info("group %s: made our %s again after a fork", _gshort(group), entry.op.value)
         except MembershipError as exc:
@@ -583,7 +627,8 @@ class Groups:
         if gone:
             await self.store.drop_owed(group.group_id, frozenset(gone))
         if self.me not in state.members and group.status is GroupStatus.JOINED:
-            by_us = group.log.entries[-1].author == self.me
+            departure = _departure(group.log, self.me)
+            by_us = departure is not None and departure.op is Op.LEAVE
             group.status = GroupStatus.LEFT if by_us else GroupStatus.REMOVED
             await self.store.set_status(group.group_id, group.status)
             log.warning(
@@ -639,11 +684,13 @@ class Groups:
                 channel.send(frames.WantBundle(group.group_id))
             return
         for session_id, shared in owed:
+            if session_id in channel.keys_sent:
+                continue  # owed until the member says it has it (got-key)
             sealed = await self.chat.sealing.seal_bytes(
                 channel.peer, key_plaintext(group.group_id, session_id, shared)
             )
             channel.send(frames.Key(group.group_id, session_id, sealed.kind, sealed.body))
-            await self.store.key_given(group.group_id, session_id, channel.peer)
+            channel.keys_sent.add(session_id)
 
     async def _on_key(self, group: Group, channel: Channel, frame: frames.Key) -> None:
         if channel.their_identity_key is None:
@@ -655,13 +702,17 @@ class Groups:
         key = ReceivedKey.from_shared(shared)
         if key.session_id != frame.session_id:
             raise ContentError("the shared key is for another session")
-        if not await self.store.add_received_key(
-            group.group_id, frame.session_id, channel.peer, key
-        ):
-            raise ContentError("that session is another member's")
-        group.keys.setdefault(frame.session_id, (channel.peer, key))
-        for held in await self.store.take_pending(group.group_id, frame.session_id):
-            await self._on_message(group, channel, held)
+        sender = channel.peer  # a key is the member's who gave it, whoever made it
+        dropped = await self.store.add_received_key(group.group_id, sender, frame.session_id, key)
+        group.keys.setdefault((sender, frame.session_id), key)
+        for old in dropped:
+            group.keys.pop((sender, old), None)
+        channel.send(frames.GotKey(group.group_id, frame.session_id))
+        for held in await self.store.take_pending(group.group_id, sender, frame.session_id):
+            try:
+                await self._on_message(group, channel, held)
+            except (ContentError, GroupSealError, IdentityError) as exc:
+                log.info("group %s: a held message was refused: %s", _gshort(group), exc)
 
     async def _pace(self, group: Group, peer: str) -> None:
         rate = self._rates.setdefault((group.group_id, peer), _Rate())
@@ -674,9 +725,16 @@ class Groups:
         at = group.log.state_at(frame.version)
         if at is None:
             channel.send(frames.WantLog(group.group_id, group.state.version + 1))
+            group.needs_sync = True
             return  # sent by a version we lack: it comes again with the next sync
         if sender not in at.members:
             raise ContentError(f"{short(sender)} was not a member at version {frame.version}")
+        gone = _departure(group.log, sender)
+        if gone is not None and frame.clock > gone.at_ms:
+            # A member who is gone keeps its key: it could still sign messages "from before"
+            # and have others relay them. What it sent after it was removed (by the clock of
+            # the admin who removed it) is refused.
+            raise ContentError(f"{short(sender)} is no longer a member")
         if sender == self.me:
             return  # ours come back in others' syncs
         ref = MessageRef(sender, frame.seq, frame.clock, frame.msg_id)
@@ -685,14 +743,13 @@ class Groups:
             if isinstance(problem, Duplicate):
                 return
             if isinstance(problem, Refused):
+                group.needs_sync = True  # it may be right later (a clock ahead, a hole)
                 raise ContentError(problem.reason)
-            known = group.keys.get(frame.session_id)
-            if known is None:
+            key = group.keys.get((sender, frame.session_id))
+            if key is None:
                 await self.store.hold_pending(frame, sender)
+                group.needs_sync = True
                 return
-            if known[0] != sender:
-                raise ContentError("the message's session is another member's")
-            key = known[1]
 
             def fn(conn: Any) -> GroupMessage:
                 content = open_content(frame, key.open(frame.body).plaintext)
@@ -715,7 +772,7 @@ class Groups:
                 continue
         group.haves[channel.peer] = vector
         group.held.set()
-        missing = group.timeline.missing_for(vector)[:MAX_SYNC_MESSAGES]
+        missing = group.timeline.missing_for(vector, limit=MAX_SYNC_MESSAGES)
         if missing:
             for frame in await self.store.frames_of(
                 group.group_id, missing, public_key_from_peer_id
@@ -724,19 +781,25 @@ class Groups:
 
     async def _send_haves(self) -> None:
         while True:
-            await self._have_wanted.wait()
+            await self._have_wanted.wait(RESYNC_S)
             await trio.sleep(HAVE_DELAY_S)
-            for group in self.groups.values():
-                if group.have_dirty:
-                    group.have_dirty = False
+            for group in list(self.groups.values()):
+                if not (group.have_dirty or group.needs_sync):
+                    continue
+                group.have_dirty = group.needs_sync = False
+                try:
                     have = frames.Have(group.group_id, self._vector(group))
                     for channel in group.all_channels():
                         channel.send(have)
+                except Exception:  # one group's trouble never stops the others' receipts
+                    log.exception("group %s: could not send our vector", _gshort(group))
 
     def _vector(self, group: Group) -> tuple[tuple[bytes, int], ...]:
-        return tuple(
-            sorted((public_key_from_peer_id(s), seq) for s, seq in group.timeline.have().items())
-        )
+        """Our vector, current members first, within the frame's limit of senders."""
+        have = group.timeline.have()
+        members = group.state.members
+        senders = sorted(have, key=lambda s: (s not in members, s))[:MAX_VECTOR_SENDERS]
+        return tuple(sorted((public_key_from_peer_id(s), have[s]) for s in senders))
 
     # --- what the user does -------------------------------------------------------------------
 
@@ -785,7 +848,7 @@ class Groups:
         async with group.lock:
             before = group.state
             try:
-                group.log.propose(self.net.identity, op, _now_ms(), **fields)
+                group.log.propose(self.net.identity, op, _stamp(group), **fields)
             except MembershipError as exc:
                 raise ApiError("not_allowed", str(exc)) from None
             await self.store.save_log(
@@ -847,7 +910,7 @@ class Groups:
         if self.me in before.members:
             async with group.lock:
                 try:
-                    group.log.propose(self.net.identity, Op.LEAVE, _now_ms())
+                    group.log.propose(self.net.identity, Op.LEAVE, _stamp(group))
                 except MembershipError as exc:
                     raise ApiError("not_allowed", str(exc)) from None
                 await self.store.save_log(
@@ -1001,6 +1064,13 @@ class Groups:
         }
 
 
+def _stamp(group: Group) -> int:
+    """A membership change's time: past every message clock we have seen in the group, so
+    that a member who is removed (or leaves) can add nothing that sorts after it (its
+    messages with a later clock are refused)."""
+    return max(_now_ms(), group.timeline.clock + 1)
+
+
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -1032,6 +1102,19 @@ def _chunks(items: list[bytes], size: int) -> list[list[bytes]]:
 def _hash_at(group: Group, version: int) -> bytes | None:
     state = group.log.state_at(version)
     return state.head if state is not None else None
+
+
+def _departure(group_log: MembershipLog, peer: str) -> Entry | None:
+    """The entry by which ``peer``, no longer a member, left or was removed (None while it
+    is a member)."""
+    if peer in group_log.state.members:
+        return None
+    for entry in reversed(group_log.entries):
+        if (entry.op is Op.LEAVE and entry.author == peer) or (
+            entry.op is Op.REMOVE and entry.target == peer
+        ):
+            return entry
+    return None
 
 
 def _who_added(group_log: MembershipLog, peer: str) -> str | None:

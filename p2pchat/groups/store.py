@@ -10,6 +10,7 @@ waiting to be given to members is kept sealed with the same key.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +28,8 @@ from p2pchat.storage.database import Database
 
 T = TypeVar("T")
 
+MAX_KEYS_PER_SENDER: Final = 64
+"""Sessions kept per member and group (a new one per membership change or 1000 messages)."""
 MAX_PENDING_PER_GROUP: Final = 5000
 """Messages held for a sender key we do not have yet; past this the oldest go (sync brings
 them again once the key is here)."""
@@ -263,14 +266,14 @@ class GroupStore:
 
         await self.db.run(fn)
 
-    async def received_keys(self, group_id: bytes) -> dict[str, tuple[str, ReceivedKey]]:
-        """session ID → (its sender, the key)."""
+    async def received_keys(self, group_id: bytes) -> dict[tuple[str, str], ReceivedKey]:
+        """(sender, session ID) → the key that member gave us."""
 
-        def fn(conn: sqlite3.Connection) -> dict[str, tuple[str, ReceivedKey]]:
+        def fn(conn: sqlite3.Connection) -> dict[tuple[str, str], ReceivedKey]:
             return {
-                r[0]: (r[1], ReceivedKey.from_pickle(r[2], self._key))
+                (r[0], r[1]): ReceivedKey.from_pickle(r[2], self._key)
                 for r in conn.execute(
-                    "SELECT session_id, sender, pickle FROM group_received_keys WHERE group_id = ?",
+                    "SELECT sender, session_id, pickle FROM group_received_keys WHERE group_id = ?",
                     (group_id,),
                 )
             }
@@ -278,23 +281,33 @@ class GroupStore:
         return await self.db.run(fn)
 
     async def add_received_key(
-        self, group_id: bytes, session_id: str, sender: str, key: ReceivedKey
-    ) -> bool:
-        """Store a member's key; False if that session is already someone's."""
+        self, group_id: bytes, sender: str, session_id: str, key: ReceivedKey
+    ) -> list[str]:
+        """Store a member's key (kept per member: a member who passes another's key off as
+        its own only gets a key that opens nothing in its name); the sessions of that member
+        dropped to stay within ``MAX_KEYS_PER_SENDER``, oldest first."""
 
-        def fn(conn: sqlite3.Connection) -> bool:
-            row = conn.execute(
-                "SELECT sender FROM group_received_keys WHERE group_id = ? AND session_id = ?",
-                (group_id, session_id),
-            ).fetchone()
-            if row is not None:
-                return bool(row[0] == sender)
+        def fn(conn: sqlite3.Connection) -> list[str]:
             conn.execute(
-                "INSERT INTO group_received_keys (group_id, session_id, sender, pickle) "
-                "VALUES (?,?,?,?)",
-                (group_id, session_id, sender, key.pickle(self._key)),
+                "INSERT OR IGNORE INTO group_received_keys (group_id, sender, session_id, "
+                "pickle, received_at) VALUES (?,?,?,?,?)",
+                (group_id, sender, session_id, key.pickle(self._key), time.time_ns()),
             )
-            return True
+            old = [
+                r[0]
+                for r in conn.execute(
+                    "SELECT session_id FROM group_received_keys WHERE group_id = ? AND "
+                    "sender = ? ORDER BY received_at DESC LIMIT -1 OFFSET ?",
+                    (group_id, sender, MAX_KEYS_PER_SENDER),
+                )
+            ]
+            for session in old:
+                conn.execute(
+                    "DELETE FROM group_received_keys WHERE group_id = ? AND sender = ? AND "
+                    "session_id = ?",
+                    (group_id, sender, session),
+                )
+            return old
 
         return await self.db.run(fn)
 
@@ -302,16 +315,19 @@ class GroupStore:
 
     async def hold_pending(self, frame: frames.Message, sender: str) -> None:
         def fn(conn: sqlite3.Connection) -> None:
+            raw = frames.encode(frame)
+            # Keyed by the whole frame's digest: a forged copy with a genuine message's ID
+            # and seq does not keep the genuine one out.
             conn.execute(
-                "INSERT OR IGNORE INTO group_pending (group_id, sender, seq, msg_id, session_id, "
+                "INSERT OR IGNORE INTO group_pending (group_id, sender, seq, digest, session_id, "
                 "frame, stored_at) VALUES (?,?,?,?,?,?,?)",
                 (
                     frame.group_id,
                     sender,
                     frame.seq,
-                    frame.msg_id,
+                    hashlib.blake2b(raw, digest_size=16).digest(),
                     frame.session_id,
-                    frames.encode(frame),
+                    raw,
                     time.time_ns(),
                 ),
             )
@@ -323,19 +339,18 @@ class GroupStore:
 
         await self.db.run(fn)
 
-    async def take_pending(self, group_id: bytes, session_id: str) -> list[frames.Message]:
-        """The held messages of one session (removed: the caller opens them now)."""
+    async def take_pending(
+        self, group_id: bytes, sender: str, session_id: str
+    ) -> list[frames.Message]:
+        """The held messages of one member's session (removed: the caller opens them now)."""
 
         def fn(conn: sqlite3.Connection) -> list[bytes]:
+            where = "WHERE group_id = ? AND sender = ? AND session_id = ?"
+            args = (group_id, sender, session_id)
             rows = conn.execute(
-                "SELECT frame FROM group_pending WHERE group_id = ? AND session_id = ? "
-                "ORDER BY sender, seq",
-                (group_id, session_id),
+                f"SELECT frame FROM group_pending {where} ORDER BY seq", args
             ).fetchall()
-            conn.execute(
-                "DELETE FROM group_pending WHERE group_id = ? AND session_id = ?",
-                (group_id, session_id),
-            )
+            conn.execute(f"DELETE FROM group_pending {where}", args)
             return [bytes(r[0]) for r in rows]
 
         out = []

@@ -169,14 +169,19 @@ class Timeline:
                 out[sender] = [s for s in range(held.through + 1, top) if s not in held.ahead]
         return out
 
-    def missing_for(self, their_have: Mapping[str, int]) -> list[tuple[str, int]]:
+    def missing_for(
+        self, their_have: Mapping[str, int], limit: int | None = None
+    ) -> list[tuple[str, int]]:
         """(sender, seq) of what we hold and a member whose vector is ``their_have`` lacks
         up to its first hole, in order (it may hold some of those past a hole: it answers
-        duplicates)."""
+        duplicates); at most ``limit``, the oldest of each sender first, senders in turn."""
         out: list[tuple[str, int]] = []
         for sender, held in sorted(self._senders.items()):
-            theirs = their_have.get(sender, 0)
-            out.extend((sender, seq) for seq in held.seqs[bisect.bisect_right(held.seqs, theirs) :])
+            if limit is not None and len(out) >= limit:
+                break
+            start = bisect.bisect_right(held.seqs, their_have.get(sender, 0))
+            end = len(held.seqs) if limit is None else min(len(held.seqs), start + limit - len(out))
+            out.extend((sender, seq) for seq in held.seqs[start:end])
         return out
 
     def holds(self, sender: str, seq: int) -> bool:

@@ -289,11 +289,11 @@ def _schema_v10(conn: sqlite3.Connection) -> None:
             group_id   BLOB NOT NULL,
             sender     TEXT NOT NULL,
             seq        INTEGER NOT NULL,
-            msg_id     BLOB NOT NULL,
+            digest     BLOB NOT NULL,
             session_id TEXT NOT NULL,
             frame      BLOB NOT NULL,
             stored_at  INTEGER NOT NULL,
-            PRIMARY KEY (group_id, sender, seq, msg_id)
+            PRIMARY KEY (group_id, sender, seq, digest)
         );
         CREATE TABLE group_sender_keys (
             group_id   BLOB NOT NULL,
@@ -312,10 +312,11 @@ def _schema_v10(conn: sqlite3.Connection) -> None:
         );
         CREATE TABLE group_received_keys (
             group_id   BLOB NOT NULL,
-            session_id TEXT NOT NULL,
             sender     TEXT NOT NULL,
+            session_id TEXT NOT NULL,
             pickle     TEXT NOT NULL,
-            PRIMARY KEY (group_id, session_id)
+            received_at INTEGER NOT NULL,
+            PRIMARY KEY (group_id, sender, session_id)
         )
         """,
     )

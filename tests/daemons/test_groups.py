@@ -5,8 +5,11 @@ member in one order, catching up after being offline, removal, and refusals."""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -16,11 +19,14 @@ from libp2p.peer.id import ID
 
 from p2pchat.api import ApiError
 from p2pchat.groups import frames, membership
+from p2pchat.groups.content import message_plaintext
 from p2pchat.groups.frames import GROUP_PROTOCOL
 from p2pchat.groups.membership import MembershipLog, Op, parse_entry
 from p2pchat.identity import Identity, load_identity, public_key_from_peer_id
 from p2pchat.net.host import build_host
 from p2pchat.paths import KEY_FILE
+from p2pchat.ratchet.megolm import SenderKey
+from p2pchat.ratchet.pair import pickle_key
 from tests.harness import Daemon, OutputLines, befriend, cli, ok, spawn_cli, wait_for
 from tests.peers import connect, running
 
@@ -109,6 +115,8 @@ def test_a_removed_member_can_read_nothing_sent_after(
     alice, bob, carol, gid = three(make_daemon)
     alice.call("groups.send", group=gid, text="before")
     wait_texts(carol, gid, ["before"])
+    carol.call("groups.send", group=gid, text="carol before")
+    wait_texts(alice, gid, ["carol before"])
 
     # Only admins remove: Bob may not, until Alice makes him one.
     with pytest.raises(ApiError, match="not an admin") as refused:
@@ -137,7 +145,7 @@ def test_a_removed_member_can_read_nothing_sent_after(
         stored = [r[0] for r in conn.execute("SELECT text FROM group_messages")]
         pending = conn.execute("SELECT COUNT(*) FROM group_pending").fetchone()[0]
         keys = {r[0] for r in conn.execute("SELECT session_id FROM group_received_keys")}
-    assert stored == ["before"]
+    assert stored == ["before", "carol before"]
     assert pending == 0
     with sqlite3.connect(alice.home / "p2pchat.db") as conn:
         after_sessions = {
@@ -145,7 +153,7 @@ def test_a_removed_member_can_read_nothing_sent_after(
             for r in conn.execute("SELECT session_id FROM group_messages WHERE text LIKE 'after %'")
         }
     assert after_sessions and not after_sessions & keys
-    assert texts(carol, gid) == ["before"]
+    assert texts(carol, gid) == ["before", "carol before"]
     with pytest.raises(ApiError, match="removed"):
         carol.call("groups.send", group=gid, text="still here?")
 
@@ -158,6 +166,17 @@ def test_a_removed_member_can_read_nothing_sent_after(
     assert set(kinds) == {"Log", "Refused"}, kinds
     entries = [e for f in got if isinstance(f, frames.Log) for e in f.entries]
     assert any(parse_entry(e).op is Op.REMOVE for e in entries)
+
+    # She still has her own sender key, which the others hold: she signs a message "from
+    # before" her removal and has a member (Bob's identity, his daemon stopped) relay it.
+    # Alice refuses it: it is dated after the removal.
+    forged = forge_message(carol, bytes.fromhex(gid), "a message slipped in after removal")
+    bob.stop()
+    got = trio.run(
+        talk_as, bob, alice, bytes.fromhex(gid), bob_sync(bob, gid), frames.encode(forged)
+    )
+    assert any("no longer a member" in r for r in refusals(got)), got
+    assert "a message slipped in after removal" not in texts(alice, gid)
 
 
 async def ask_as(member: Daemon, other: Daemon, group_id: bytes) -> list[frames.GroupFrame]:
@@ -273,6 +292,51 @@ def test_five_members_and_kill9_during_a_burst_loses_nothing(
     assert len(orders[0]) == len(set(orders[0])) == len(burst) + len(stored)
 
 
+def forge_message(member: Daemon, group_id: bytes, text: str) -> frames.Message:
+    """A message sealed with ``member``'s own newest sender key, numbered after its last
+    one, at the version before the newest and dated now."""
+    identity = load_identity(member.home / KEY_FILE)
+    with sqlite3.connect(member.home / "p2pchat.db") as conn:
+        pickled, created = conn.execute(
+            "SELECT pickle, created_at FROM group_sender_keys WHERE group_id = ? "
+            "ORDER BY created_at DESC LIMIT 1",
+            (group_id,),
+        ).fetchone()
+        seq = conn.execute(
+            "SELECT MAX(seq) FROM group_messages WHERE group_id = ? AND sender = ?",
+            (group_id, member.peer_id),
+        ).fetchone()[0]
+        version = conn.execute(
+            "SELECT MAX(version) FROM group_log WHERE group_id = ?", (group_id,)
+        ).fetchone()[0]
+    key = SenderKey.from_pickle(pickled, pickle_key(identity), created / 1000)
+    shell = frames.Message(
+        group_id,
+        os.urandom(16),
+        identity.public_key,
+        seq + 1,
+        int(time.time() * 1000),
+        version - 1,
+        key.session_id,
+        b"-",
+    )
+    return replace(shell, body=key.seal(message_plaintext(shell, text, shell.clock)))
+
+
+def bob_sync(member: Daemon, gid: str) -> frames.Sync:
+    """A sync as ``member``'s stored log has it, holding no messages."""
+    with sqlite3.connect(member.home / "p2pchat.db") as conn:
+        entries = [
+            bytes(r[0])
+            for r in conn.execute(
+                "SELECT raw FROM group_log WHERE group_id = ? ORDER BY version",
+                (bytes.fromhex(gid),),
+            )
+        ]
+    state = MembershipLog.replay(entries).state
+    return frames.Sync(bytes.fromhex(gid), state.version, state.head, ())
+
+
 async def talk_as(
     member: Daemon, other: Daemon, group_id: bytes, sync: frames.Sync, *sent: bytes
 ) -> list[frames.GroupFrame]:
@@ -359,6 +423,7 @@ def test_forged_replayed_and_malformed_frames_are_refused_and_change_nothing(
 
     after = group_of(alice, gid)
     assert after is not None and before is not None
+
     def shape(g: dict[str, Any]) -> tuple[int, list[tuple[str, bool]]]:
         return g["version"], [(m["peer_id"], m["admin"]) for m in g["members"]]
 

@@ -18,6 +18,7 @@ from p2pchat.groups.frames import (
     MAX_VECTOR_SENDERS,
     Addrs,
     Bundle,
+    GotKey,
     GroupDecoder,
     Have,
     Key,
@@ -46,6 +47,7 @@ FRAMES = [
     Bundle(G, b"signed bundle"),
     WantBundle(G),
     Addrs(G, ((K1, ("/ip4/127.0.0.1/tcp/4001",)), (K2, ()))),
+    GotKey(G, "lmOlXfu8kPxgeyqFsuReGcG+N8WdIKOvbE8fd9vxDxI"),
 ]
 
 
@@ -169,7 +171,18 @@ def test_garbage_gives_frame_errors_only(data: bytes) -> None:
         ),
         st.one_of(
             st.sampled_from(
-                ["sync", "log", "want-log", "key", "msg", "have", "bundle", "want-bundle", "addrs"]
+                [
+                    "sync",
+                    "log",
+                    "want-log",
+                    "key",
+                    "got-key",
+                    "msg",
+                    "have",
+                    "bundle",
+                    "want-bundle",
+                    "addrs",
+                ]
             ),
             st.binary(max_size=40),
             st.integers(min_value=-3, max_value=2**64),

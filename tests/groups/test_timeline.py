@@ -77,6 +77,17 @@ def test_out_of_order_arrivals_leave_a_gap_that_sync_fills() -> None:
     assert member.ordered() == source.ordered()
 
 
+def test_what_a_member_lacks_comes_oldest_first_within_a_limit() -> None:
+    source = Timeline()
+    for _ in range(4):
+        send(source, ALICE)
+        send(source, BOB)
+    assert source.missing_for({}, limit=5) == [(ALICE, s) for s in range(1, 5)] + [(BOB, 1)]
+    assert source.missing_for({ALICE: 4, BOB: 1}, limit=2) == [(BOB, 2), (BOB, 3)]
+    assert source.missing_for({ALICE: 4, BOB: 4}, limit=2) == []
+    assert len(source.missing_for({})) == 8
+
+
 def test_a_sender_far_ahead_is_refused_until_the_gap_is_smaller() -> None:
     member = Timeline()
     far = MessageRef(ALICE, MAX_AHEAD + 1, 5, os.urandom(16))
