@@ -171,6 +171,12 @@ def cmd_status(home: Path, args: argparse.Namespace) -> int:
     }
     out(f"history at rest:  {at_rest}{why.get(at_rest, '')}")
     out(f"connections:      {st.get('connections', 0)} peer(s) (see: p2pchat peers)")
+    groups_st = st.get("groups") or {}
+    if groups_st.get("groups"):
+        out(
+            f"groups:           {groups_st.get('joined', 0)} joined of {groups_st['groups']}, "
+            f"{groups_st.get('streams', 0)} member stream(s) open (see: p2pchat groups)"
+        )
     call = st.get("call")
     if call:
         from .calls import describe

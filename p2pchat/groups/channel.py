@@ -33,6 +33,10 @@ IDLE_TIMEOUT_S: Final = 600.0
 DRAIN_S: Final = 30.0
 FRAMES_PER_S: Final = 1000.0
 FRAME_BURST: Final = 10_000.0
+ENTRIES_PER_S: Final = 2000.0
+ENTRY_BURST: Final = 20_000.0
+"""Membership entries taken from one member (each is a signature check): a whole log at
+once, then a trickle."""
 
 
 class Handler(Protocol):
@@ -51,6 +55,8 @@ class Channel:
         self._cancel = trio.CancelScope()
         self._tokens = FRAME_BURST
         self._tokens_at = trio.current_time()
+        self._entry_tokens = ENTRY_BURST
+        self._entry_tokens_at = self._tokens_at
         self.their_identity_key: bytes | None = None
         """The member's Olm identity key, from its signed bundle (checks its pre-keys)."""
         self.asked_bundle = False
@@ -121,6 +127,17 @@ class Channel:
             self._tokens = 1
             self._tokens_at = trio.current_time()
         self._tokens -= 1
+
+    async def pace_entries(self, count: int) -> None:
+        """Wait until ``count`` more membership entries from this member fit its rate."""
+        now = trio.current_time()
+        self._entry_tokens = min(
+            ENTRY_BURST, self._entry_tokens + (now - self._entry_tokens_at) * ENTRIES_PER_S
+        )
+        self._entry_tokens_at = now
+        self._entry_tokens -= count
+        if self._entry_tokens < 0:
+            await trio.sleep(-self._entry_tokens / ENTRIES_PER_S)
 
     async def _read_all(self, handler: Handler, first: list[GroupFrame]) -> None:
         decoder = GroupDecoder()

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -202,7 +202,8 @@ class Groups:
     async def load(self) -> None:
         for stored in await self.store.load_all():
             try:
-                group_log = MembershipLog.replay(stored.entries)
+                # Every signature checked again: off the loop (a log holds up to 10,000).
+                group_log = await trio.to_thread.run_sync(MembershipLog.replay, stored.entries)
             except MembershipError as exc:
                 log.error("group %s: stored log refused (%s); skipped", stored.group_id.hex(), exc)
                 continue
@@ -225,7 +226,7 @@ class Groups:
     def _start_links(self) -> None:
         for group in self.groups.values():
             for peer in group.state.members - {self.me}:
-                self._links.ensure(peer)
+                self._ensure_link(peer)
 
     def _connection_changed(self, peer: str, up: bool) -> None:
         if not up:
@@ -235,7 +236,7 @@ class Groups:
         if link is not None:
             link.network_changed()
         else:
-            self._links.ensure(peer)
+            self._ensure_link(peer)
 
     def may_redial(self, peer: str) -> bool:
         """Channels with ``peer`` that end soon after they start (it refuses us, or drops
@@ -248,9 +249,15 @@ class Groups:
         else:
             backoff = min(max(self._redial.get(peer, (0.0, 0.0))[1] * 2, 1.0), REDIAL_MAX_S)
             self._redial[peer] = (trio.current_time() + backoff, backoff)
-        link = self._links.ensure(peer)
+        link = self._ensure_link(peer)
         if link is not None:
             link.retry_now()
+
+    def _ensure_link(self, peer: str) -> GroupLink | None:
+        try:
+            return self._links.ensure(peer)
+        except RuntimeError:  # the daemon is stopping: its links' nursery is closed
+            return None
 
     # --- reaching members ---------------------------------------------------------------------
 
@@ -365,6 +372,15 @@ class Groups:
             await self._take_invite(stream, peer, sync, decoder, first[1:])
             return
         if group.status is not GroupStatus.JOINED:
+            if (
+                group.status is not GroupStatus.INVITED
+                and sync.head > group.state.version
+                and self.chat.roster.is_friend(peer)
+            ):
+                # A friend's log ahead of ours, for a group we are out of: it may add us
+                # again (a new invitation), or it says nothing new to us.
+                await self._take_invite(stream, peer, sync, decoder, first[1:], again=group)
+                return
             if group.status in (GroupStatus.LEFT, GroupStatus.DECLINED):
                 await self._send_log_since(stream, group, sync)  # our leave entry
             await refuse(stream, "not_joined", "this member has not joined the group")
@@ -414,14 +430,15 @@ class Groups:
         sync: frames.Sync,
         decoder: frames.GroupDecoder,
         rest: list[GroupFrame],
+        again: Group | None = None,
     ) -> None:
-        """A group we do not know: a friend who added us sends its log; we keep it as an
-        invitation (we take part in nothing until the user joins)."""
+        """A group we do not know (or are out of: ``again``): a friend who added us sends its
+        log; we keep it as an invitation (we take part in nothing until the user joins)."""
         if not self.chat.roster.is_friend(peer):
             log.info("refused a group stream from %s: unknown group, not a friend", short(peer))
             await refuse(stream, "not_member", "this peer is not in that group")
             return
-        if len(self.groups) >= MAX_GROUPS:
+        if again is None and len(self.groups) >= MAX_GROUPS:
             await refuse(stream, "full", f"this peer is in {MAX_GROUPS} groups already")
             return
         if sync.head >= MAX_ENTRIES:
@@ -443,7 +460,7 @@ class Groups:
                         entries.extend(frame.entries)
                     if len(entries) > sync.head + 1:
                         raise FrameError("more entries than the log has")
-            group_log = MembershipLog.replay(entries)
+            group_log = await trio.to_thread.run_sync(MembershipLog.replay, entries)
         except (FrameError, MembershipError, trio.TooSlowError) as exc:
             log.info("an invitation from %s was refused: %s", short(peer), exc)
             await refuse(stream, "refused", f"invitation refused: {exc}")
@@ -456,6 +473,9 @@ class Groups:
         if self.me not in state.members or adder != peer or peer not in state.members:
             await refuse(stream, "refused", "the log does not show that you added this peer")
             return
+        if again is not None:
+            await self._invited_again(stream, peer, again, group_log)
+            return
         if sync.group_id in self.groups:  # two streams at once
             await refuse(stream, "not_joined", "this member has not joined the group")
             return
@@ -463,6 +483,29 @@ class Groups:
         await self.store.add_group(group.group_id, group.status, peer, group_log.since(-1))
         self.groups[group.group_id] = group
         log.info("%s invited us to group %r", short(peer), state.name)
+        self.events.publish("group.invited", group=self.group_json(group))
+        await refuse(stream, "not_joined", "invitation received; not joined yet")
+
+    async def _invited_again(
+        self, stream: INetStream, peer: str, group: Group, new_log: MembershipLog
+    ) -> None:
+        """A group we left (or declined, or were removed from), in a friend's log that adds us
+        again after that: an invitation again. What was sent while we were out stays
+        unreadable to us (new sender keys were made when we were added)."""
+        ours = group.log.entries
+        if new_log.entries[0].hash != ours[0].hash or len(new_log.entries) <= len(ours):
+            await refuse(stream, "refused", "that log is not this group's, or not newer")
+            return
+        if group.status is GroupStatus.JOINED or group.status is GroupStatus.INVITED:
+            await refuse(stream, "not_joined", "this member has not joined the group")
+            return
+        group.log = new_log
+        group.status = GroupStatus.INVITED
+        group.inviter = peer
+        group.farewell = False
+        await self.store.save_log(group.group_id, 0, new_log.since(-1))
+        await self.store.set_status(group.group_id, GroupStatus.INVITED, inviter=peer)
+        log.info("%s invited us to group %r again", short(peer), new_log.state.name)
         self.events.publish("group.invited", group=self.group_json(group))
         await refuse(stream, "not_joined", "invitation received; not joined yet")
 
@@ -483,6 +526,8 @@ class Groups:
             )
             if frame.code in ("not_member", "not_joined", "malformed"):
                 channel.close()
+                if frame.code == "not_member":
+                    group.farewell = False  # it knows we are gone (it says so)
             return
         if frame.group_id != group.group_id:
             channel.send(frames.Refused("malformed", "a frame for another group"))
@@ -545,17 +590,21 @@ class Groups:
             start = sync.head if sync.head_hash == _hash_at(group, sync.head) else -1
             for chunk in _chunks(group.log.since(start), MAX_ENTRIES_PER_FRAME):
                 channel.send(frames.Log(group.group_id, tuple(chunk)))
-        elif sync.head > state.version:
+        elif sync.head > state.version and not group.farewell:
             channel.send(frames.WantLog(group.group_id, state.version + 1))
         if group.farewell:
-            if sync.head >= state.version and sync.head_hash == state.head:
-                group.farewell = False  # it has our leave entry
+            if sync.head > state.version or sync.head_hash == state.head:
+                # It has our leave entry (or has moved on: if it adds us again, it invites
+                # us on a stream of its own).
+                group.farewell = False
                 channel.close()
             return
         await self._on_have(group, channel, sync.have)
         await self._give_keys(group, channel)
 
-    async def _on_log(self, group: Group, channel: Channel, entries: Iterable[bytes]) -> None:
+    async def _on_log(self, group: Group, channel: Channel, entries: Sequence[bytes]) -> None:
+        # Each entry costs a signature check on the loop: a member's entries are paced.
+        await channel.pace_entries(len(entries))
         async with group.lock:
             before = group.state
             old = [e.hash for e in group.log.entries]
@@ -641,7 +690,7 @@ class Groups:
                 for channel in list(group.channels.get(peer, ())):
                     channel.close()
             for peer in state.members - before.members:
-                self._links.ensure(peer)
+                self._ensure_link(peer)
         self.events.publish("group.updated", group=self.group_json(group))
 
     async def _on_bundle(self, group: Group, channel: Channel, raw: bytes) -> None:
@@ -667,7 +716,7 @@ class Groups:
             admitted = self.net.admit(member, addrs)
             if admitted:
                 self._addrs[member] = tuple(admitted)
-                link = self._links.ensure(member)
+                link = self._ensure_link(member)
                 if link is not None and group.channel_to(member) is None:
                     link.network_changed()
 
@@ -878,7 +927,7 @@ class Groups:
         group = self._joined(group_text)
         contact = self.chat.roster.resolve_friend(friend_text, "can be invited to a group")
         await self._change(group, Op.ADD, target=contact.peer_id)
-        link = self._links.ensure(contact.peer_id)
+        link = self._ensure_link(contact.peer_id)
         if link is not None:
             link.network_changed()
         return self.group_json(group)
@@ -892,7 +941,7 @@ class Groups:
         group.status = GroupStatus.JOINED
         await self.store.set_status(group.group_id, group.status)
         for peer in group.state.members - {self.me}:
-            self._links.ensure(peer)
+            self._ensure_link(peer)
         self.events.publish("group.updated", group=self.group_json(group))
         return self.group_json(group)
 
@@ -924,7 +973,7 @@ class Groups:
                 channel.send(frames.Log(group.group_id, tuple(chunk)))
             channel.close()
         for peer in before.members - {self.me}:
-            self._links.ensure(peer)
+            self._ensure_link(peer)
         self.events.publish("group.updated", group=self.group_json(group))
         return self.group_json(group)
 

@@ -136,12 +136,18 @@ class GroupStore:
             [(group_id, first + i, raw) for i, raw in enumerate(entries)],
         )
 
-    async def set_status(self, group_id: bytes, status: GroupStatus) -> None:
+    async def set_status(
+        self, group_id: bytes, status: GroupStatus, *, inviter: str | None = None
+    ) -> None:
         def fn(conn: sqlite3.Connection) -> None:
             conn.execute(
                 "UPDATE groups SET status = ?, updated_at = ? WHERE group_id = ?",
                 (status.value, int(time.time() * 1000), group_id),
             )
+            if inviter is not None:
+                conn.execute(
+                    "UPDATE groups SET inviter = ? WHERE group_id = ?", (inviter, group_id)
+                )
             if status in (GroupStatus.LEFT, GroupStatus.REMOVED, GroupStatus.DECLINED):
                 # Nothing more is sealed with our keys or opened with theirs.
                 for table in ("group_keys_owed", "group_pending"):

@@ -432,3 +432,27 @@ def test_forged_replayed_and_malformed_frames_are_refused_and_change_nothing(
     # Alice's daemon carries on: Bob's next message arrives.
     bob.call("groups.send", group=gid, text="still fine")
     wait_texts(alice, gid, ["still fine"])
+
+
+def test_a_member_who_left_can_be_invited_again_and_reads_only_from_then(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    alice, bob = make_daemon("alice"), make_daemon("bob")
+    befriend(alice, bob)
+    gid = alice.call("groups.create", name="again")["group"]["id"]
+    invite_and_join(alice, gid, bob)
+    alice.call("groups.send", group=gid, text="first", wait=30)
+    bob.call("groups.leave", group=gid)
+    wait_for(
+        lambda: [m["peer_id"] for m in group_of(alice, gid)["members"]] == [alice.peer_id],  # type: ignore[index]
+        30,
+        what="alice to see bob leave",
+    )
+    alice.call("groups.send", group=gid, text="while bob was out")
+    alice.call("groups.invite", group=gid, friend=bob.peer_id)
+    wait_for(lambda: status_of(bob, gid) == "invited", 30, what="bob's second invitation")
+    assert group_of(bob, gid)["inviter"] == alice.peer_id  # type: ignore[index]
+    bob.call("groups.join", group=gid)
+    alice.call("groups.send", group=gid, text="welcome back")
+    wait_texts(bob, gid, ["welcome back"])
+    assert texts(bob, gid) == ["first", "welcome back"]
