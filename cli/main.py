@@ -477,17 +477,15 @@ def cmd_history(home: Path, args: argparse.Namespace) -> int:
 
 def cmd_chat(home: Path, args: argparse.Namespace) -> int:
     with Client(home) as client:
-        try:
-            client.call("messages.history", friend=args.friend, limit=1)
-            friend = True
-        except ApiError as exc:
-            if exc.name != "not_found":
-                raise
-            friend = False
         group = groups.is_group(client, args.friend)
-    if friend and group:
-        err(f"error: {args.friend!r} names a friend and a group; use an ID instead")
-        return EXIT_FAIL
+        if group:
+            try:  # a name that is a friend's too is ambiguous, never a guess
+                client.call("messages.history", friend=args.friend, limit=1)
+                err(f"error: {args.friend!r} names a friend and a group; use an ID instead")
+                return EXIT_FAIL
+            except ApiError as exc:
+                if exc.name != "not_found":
+                    raise
     if group:
         return groups.run_group_chat(home, args.friend, args.history)
     return live.run_chat(home, args.friend, args.history, args.receipts)
