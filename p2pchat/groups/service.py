@@ -90,6 +90,9 @@ messages fit (Yamux holds the rest at the sender), as for 1:1 messages."""
 BURST_MESSAGES: Final = 2000.0
 RESYNC_S: Final = 15.0
 """While a group lacks something, our vector goes out this often (members send it again)."""
+MAX_MESSAGES_PER_MEMBER: Final = 100_000
+MAX_MESSAGES_PER_GROUP: Final = 1_000_000
+"""What one group may store: per member, and in all (then each member its share)."""
 REDIAL_RESET_S: Final = 30.0
 REDIAL_MAX_S: Final = 60.0
 
@@ -788,6 +791,9 @@ class Groups:
             return  # ours come back in others' syncs
         ref = MessageRef(sender, frame.seq, frame.clock, frame.msg_id)
         async with group.lock:
+            full = _storage_full(group, sender)
+            if full is not None and not group.timeline.holds(sender, frame.seq):
+                raise ContentError(full)
             problem = group.timeline.check(ref, _now_ms())
             if isinstance(problem, Duplicate):
                 return
@@ -1003,6 +1009,9 @@ class Groups:
             state = group.state
             if self.me not in state.members:
                 raise ApiError("not_member", "you are no longer a member of this group")
+            full = _storage_full(group, self.me)
+            if full is not None:
+                raise ApiError("not_allowed", full)
             now = _now_ms()
             seq, clock = group.timeline.next_stamp(self.me, now)
             msg_id = os.urandom(frames.MSG_ID_BYTES)
@@ -1111,6 +1120,18 @@ class Groups:
             "joined": sum(1 for g in self.groups.values() if g.status is GroupStatus.JOINED),
             "streams": sum(len(g.all_channels()) for g in self.groups.values()),
         }
+
+
+def _storage_full(group: Group, sender: str) -> str | None:
+    """Why ``sender``'s next message is not stored (None: it is): a member may fill at
+    most its share of what one group stores."""
+    held = group.timeline.count(sender)
+    if held >= MAX_MESSAGES_PER_MEMBER:
+        return f"quota: {MAX_MESSAGES_PER_MEMBER} messages of one member per group"
+    share = MAX_MESSAGES_PER_GROUP // max(1, len(group.state.members))
+    if group.timeline.total >= MAX_MESSAGES_PER_GROUP and held >= share:
+        return f"quota: the group holds {MAX_MESSAGES_PER_GROUP} messages"
+    return None
 
 
 def _stamp(group: Group) -> int:

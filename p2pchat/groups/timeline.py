@@ -184,6 +184,15 @@ class Timeline:
             out.extend((sender, seq) for seq in held.seqs[start:end])
         return out
 
+    def count(self, sender: str) -> int:
+        """How many of ``sender``'s messages we hold."""
+        held = self._senders.get(sender)
+        return len(held.seqs) if held is not None else 0
+
+    @property
+    def total(self) -> int:
+        return len(self._order)
+
     def holds(self, sender: str, seq: int) -> bool:
         held = self._senders.get(sender)
         return held is not None and seq in held.ids

@@ -456,3 +456,52 @@ def test_a_member_who_left_can_be_invited_again_and_reads_only_from_then(
     alice.call("groups.send", group=gid, text="welcome back")
     wait_texts(bob, gid, ["welcome back"])
     assert texts(bob, gid) == ["first", "welcome back"]
+
+
+def test_a_flooding_member_loses_no_one_else_anything_and_can_be_removed(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    alice, bob, carol, gid = three(make_daemon)
+    group_id = bytes.fromhex(gid)
+    carol.call("groups.send", group=gid, text="carol's last honest words")
+    wait_texts(alice, gid, ["carol's last honest words"])
+    carol.stop()
+    sync = bob_sync(carol, gid)
+    carol_key = load_identity(carol.home / KEY_FILE).public_key
+    bob_key = public_key_from_peer_id(bob.peer_id)
+    junk = []
+    for i in range(3000):  # sealed with keys nobody has, some in Bob's name
+        junk.append(
+            frames.encode(
+                frames.Message(
+                    group_id,
+                    os.urandom(16),
+                    bob_key if i % 3 == 0 else carol_key,
+                    2 + i,
+                    10**12 + i,
+                    sync.head,
+                    f"junk{i % 7}",
+                    os.urandom(200),
+                )
+            )
+        )
+    junk += [frames.encode(frames.Have(group_id, ((bob_key, 10**6),)))] * 200
+    junk.append(frames.encode(frames.WantBundle(group_id)) * 50)
+    got = trio.run(talk_as, carol, alice, group_id, sync, b"".join(junk))
+    assert sum(isinstance(f, frames.Bundle) for f in got) <= 2, "one one-time key per stream"
+
+    sent = [f"bob meanwhile {i}" for i in range(50)]
+    for text in sent:
+        bob.call("groups.send", group=gid, text=text)
+    wait_texts(alice, gid, sent)
+    assert texts(alice, gid) == ["carol's last honest words", *sent]
+    with sqlite3.connect(alice.home / "p2pchat.db") as conn:
+        held = conn.execute("SELECT COUNT(*) FROM group_pending").fetchone()[0]
+    assert held <= 5000
+
+    alice.call("groups.remove", group=gid, member=carol.peer_id)
+    got = trio.run(talk_as, carol, alice, group_id, sync)
+    assert [f.code for f in got if isinstance(f, frames.Refused)] == ["not_member"], got
+    assert not any(isinstance(f, frames.Message | frames.Key) for f in got)
+    alice.call("groups.send", group=gid, text="without carol")
+    wait_texts(bob, gid, ["without carol"])
