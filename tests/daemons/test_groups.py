@@ -93,8 +93,11 @@ def test_three_members_chat_in_one_order_and_an_offline_member_catches_up(
     for i, text in enumerate(missed):
         (alice if i % 2 else bob).call("groups.send", group=gid, text=text)
     wait_texts(bob, gid, missed)
+    # Alice is gone too when Carol comes back: Carol gets Alice's messages from Bob.
+    alice.stop()
     carol.start()
     wait_texts(carol, gid, missed)
+    alice.start()
     wait_texts(alice, gid, missed)
     # One order everywhere, each sender's own order kept, nothing twice.
     orders = [texts(d, gid) for d in (alice, bob, carol)]
