@@ -825,8 +825,16 @@ class Groups:
                 vector[peer_id_from_public_key(key)] = seq
             except IdentityError:
                 continue
+        before = group.haves.get(channel.peer, {}).get(self.me, 0)
         group.haves[channel.peer] = vector
         group.held.set()
+        if vector.get(self.me, 0) != before:
+            self.events.publish(
+                "group.receipt",
+                group=group.group_id.hex(),
+                member=channel.peer,
+                through=vector.get(self.me, 0),
+            )
         missing = group.timeline.missing_for(vector, limit=MAX_SYNC_MESSAGES)
         if missing:
             for frame in await self.store.frames_of(

@@ -367,6 +367,9 @@ function onEvent(ev) {
       state.groups[ev.group.id] = ev.group;
       changed();
       break;
+    case "group.receipt":
+      if (state.selectedGroup === ev.group) refreshReceiptsSoon(ev.group, [300]);
+      break;
     case "group.message": {
       const m = ev.message;
       const c = state.gconvs[m.group];
@@ -542,7 +545,7 @@ export function openGroup(id) {
 let receiptsTimer = null;
 
 /** Receipts (held_by) are not events: the open group's newest messages again, soon. */
-function refreshReceiptsSoon(id, delays = [400, 1500, 5000]) {
+function refreshReceiptsSoon(id, delays = [400]) {
   clearTimeout(receiptsTimer);
   const [first, ...rest] = delays;
   if (first === undefined) return;

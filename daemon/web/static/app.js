@@ -1246,6 +1246,9 @@ function onEvent(ev) {
       state.groups[ev.group.id] = ev.group;
       changed();
       break;
+    case "group.receipt":
+      if (state.selectedGroup === ev.group) refreshReceiptsSoon(ev.group, [300]);
+      break;
     case "group.message": {
       const m3 = ev.message;
       const c3 = state.gconvs[m3.group];
@@ -1399,7 +1402,7 @@ function openGroup(id) {
   changed();
 }
 var receiptsTimer = null;
-function refreshReceiptsSoon(id, delays = [400, 1500, 5e3]) {
+function refreshReceiptsSoon(id, delays = [400]) {
   clearTimeout(receiptsTimer);
   const [first, ...rest] = delays;
   if (first === void 0) return;
