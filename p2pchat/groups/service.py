@@ -318,6 +318,7 @@ class Groups:
         assert self._nursery is not None
         group.channels.setdefault(channel.peer, set()).add(channel)
         self._greet(group, channel)
+        self._presence_changed(group)
         self._nursery.start_soon(self._run_channel, group, channel, first)
 
     async def _run_channel(self, group: Group, channel: Channel, first: list[GroupFrame]) -> None:
@@ -330,7 +331,12 @@ class Groups:
             group.channels.get(channel.peer, set()).discard(channel)
             if not group.channels.get(channel.peer):
                 group.channels.pop(channel.peer, None)
+                self._presence_changed(group)
             self._channel_ended(channel.peer, trio.current_time() - started)
+
+    def _presence_changed(self, group: Group) -> None:
+        """A member's stream opened or the last one closed: its ``online`` changed."""
+        self.events.publish("group.updated", group=self.group_json(group))
 
     def _greet(self, group: Group, channel: Channel) -> None:
         state = group.state
@@ -404,6 +410,7 @@ class Groups:
         channel = Channel(group.group_id, peer, stream, outbound=False)
         group.channels.setdefault(peer, set()).add(channel)
         self._greet(group, channel)
+        self._presence_changed(group)
         started = trio.current_time()
         try:
             await channel.run(self, first)
@@ -411,6 +418,7 @@ class Groups:
             group.channels.get(peer, set()).discard(channel)
             if not group.channels.get(peer):
                 group.channels.pop(peer, None)
+                self._presence_changed(group)
             self._channel_ended(peer, trio.current_time() - started)
 
     async def _send_log_since(self, stream: INetStream, group: Group, sync: frames.Sync) -> None:

@@ -517,6 +517,8 @@ def test_a_group_in_the_browser(
     expect(got.filter(has_text="I do")).to_have_count(1)
     expect(got.filter(has_text="I do").get_by_test_id("msg-text")).to_have_text(f"I do {XSS}")
     expect(got.filter(has_text="the food").get_by_test_id("msg-sender")).to_have_text("carol")
+    # Presence is live: both members' streams are open.
+    expect(page_a.locator("[data-testid=group-members] summary")).to_contain_text("2 online")
     pa.shot("group-a-chat")
     pb.shot("group-b-chat")
 

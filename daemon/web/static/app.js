@@ -2305,7 +2305,7 @@ function Members({ g: g2 }) {
         </li>`
   )}
     </ul>
-    ${joined && me.admin && html`<form class="row-actions" onSubmit=${async (e3) => {
+    ${joined && me.admin && invitable.length > 0 && html`<form class="row-actions" onSubmit=${async (e3) => {
     e3.preventDefault();
     if (friend && await groupAction("groups.invite", { group: g2.id, friend })) setFriend("");
   }}>
@@ -2314,8 +2314,8 @@ function Members({ g: g2 }) {
         ${invitable.map((c3) => html`<option key=${c3.peer_id} value=${c3.peer_id}>${c3.display_name}</option>`)}
       </select>
       <button class="btn small primary" data-testid="invite-submit" disabled=${!friend}>Invite</button>
-    </form>
-    <form class="row-actions" onSubmit=${async (e3) => {
+    </form>`}
+    ${joined && me.admin && html`<form class="row-actions" onSubmit=${async (e3) => {
     e3.preventDefault();
     if (name.trim() && await groupAction("groups.rename", { group: g2.id, name: name.trim() })) setName("");
   }}>

@@ -56,7 +56,7 @@ function Members({ g }) {
         </li>`,
       )}
     </ul>
-    ${joined && me.admin &&
+    ${joined && me.admin && invitable.length > 0 &&
     html`<form class="row-actions" onSubmit=${async (e) => {
       e.preventDefault();
       if (friend && (await groupAction("groups.invite", { group: g.id, friend }))) setFriend("");
@@ -66,8 +66,9 @@ function Members({ g }) {
         ${invitable.map((c) => html`<option key=${c.peer_id} value=${c.peer_id}>${c.display_name}</option>`)}
       </select>
       <button class="btn small primary" data-testid="invite-submit" disabled=${!friend}>Invite</button>
-    </form>
-    <form class="row-actions" onSubmit=${async (e) => {
+    </form>`}
+    ${joined && me.admin &&
+    html`<form class="row-actions" onSubmit=${async (e) => {
       e.preventDefault();
       if (name.trim() && (await groupAction("groups.rename", { group: g.id, name: name.trim() }))) setName("");
     }}>
