@@ -71,18 +71,24 @@ def open_content(frame: Message, plaintext: bytes) -> Content:
     return Content(text, at)
 
 
-def key_plaintext(group_id: bytes, session_id: str, shared: bytes) -> bytes:
-    return cbor2.dumps({"g": group_id, "session": session_id, "key": shared}, canonical=True)
+def key_plaintext(group_id: bytes, session_id: str, shared: bytes, first_seq: int) -> bytes:
+    return cbor2.dumps(
+        {"g": group_id, "session": session_id, "key": shared, "seq": first_seq}, canonical=True
+    )
 
 
-def open_key(group_id: bytes, session_id: str, plaintext: bytes) -> bytes:
-    """The shared key inside an opened ``key`` frame, checked against the frame."""
+def open_key(group_id: bytes, session_id: str, plaintext: bytes) -> tuple[bytes, int]:
+    """The shared key inside an opened ``key`` frame, checked against the frame, and the seq
+    of the first message its sender sealed with it."""
     try:
         m = strict_cbor_decode(plaintext, max_depth=1)
     except FrameError as exc:
         raise ContentError(f"the opened key is not valid: {exc}") from None
-    if not isinstance(m, dict) or set(m) != {"g", "session", "key"}:
+    if not isinstance(m, dict) or set(m) != {"g", "session", "key", "seq"}:
         raise ContentError("the opened key does not have the fields of one")
     if m["g"] != group_id or m["session"] != session_id or not isinstance(m["key"], bytes):
         raise ContentError("the opened key is not the one its frame names")
-    return bytes(m["key"])
+    seq = m["seq"]
+    if isinstance(seq, bool) or not isinstance(seq, int) or not 1 <= seq < 2**63:
+        raise ContentError("the opened key's first seq is not a positive integer")
+    return bytes(m["key"]), seq

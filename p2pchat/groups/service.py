@@ -112,6 +112,9 @@ class Group:
     timeline: Timeline = field(default_factory=Timeline)
     keys: dict[tuple[str, str], ReceivedKey] = field(default_factory=dict)
     """(sender, session ID) → the key that member gave us."""
+    floors: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """sender → (the seq up to which its messages are not ours to hold, our join version
+    that floor was set for)."""
     needs_sync: bool = False
     """We lack something a member may have (held messages, ones refused for now): our vector
     goes out again periodically, so members send it again."""
@@ -215,6 +218,9 @@ class Groups:
             for ref in sorted(stored.refs, key=lambda r: (r.sender, r.seq)):
                 group.timeline.receive(ref, max(now, ref.clock))
             group.keys = await self.store.received_keys(stored.group_id)
+            group.floors = await self.store.floors(stored.group_id)
+            for sender, (floor, _) in group.floors.items():
+                group.timeline.set_floor(sender, floor)
             self.groups[stored.group_id] = group
         self.net.set_handler(GROUP_PROTOCOL, self.chat.inbound.handler("group", self.serve))
         self.chat.roster.add_connection_listener(self._connection_changed)
@@ -743,11 +749,11 @@ class Groups:
                 channel.asked_bundle = True
                 channel.send(frames.WantBundle(group.group_id))
             return
-        for session_id, shared in owed:
+        for session_id, shared, first_seq in owed:
             if session_id in channel.keys_sent:
                 continue  # owed until the member says it has it (got-key)
             sealed = await self.chat.sealing.seal_bytes(
-                channel.peer, key_plaintext(group.group_id, session_id, shared)
+                channel.peer, key_plaintext(group.group_id, session_id, shared, first_seq)
             )
             channel.send(frames.Key(group.group_id, session_id, sealed.kind, sealed.body))
             channel.keys_sent.add(session_id)
@@ -758,7 +764,7 @@ class Groups:
         plaintext = await self.chat.sealing.open_bytes(
             channel.peer, channel.their_identity_key, Sealed(frame.olm_kind, frame.olm_body)
         )
-        shared = open_key(group.group_id, frame.session_id, plaintext)
+        shared, first_seq = open_key(group.group_id, frame.session_id, plaintext)
         key = ReceivedKey.from_shared(shared)
         if key.session_id != frame.session_id:
             raise ContentError("the shared key is for another session")
@@ -768,11 +774,25 @@ class Groups:
         for old in dropped:
             group.keys.pop((sender, old), None)
         channel.send(frames.GotKey(group.group_id, frame.session_id))
+        await self._floor_from_key(group, sender, first_seq)
         for held in await self.store.take_pending(group.group_id, sender, frame.session_id):
             try:
                 await self._on_message(group, channel, held)
             except (ContentError, GroupSealError, IdentityError) as exc:
                 log.info("group %s: a held message was refused: %s", _gshort(group), exc)
+
+    async def _floor_from_key(self, group: Group, sender: str, first_seq: int) -> None:
+        """The first key a member gives us after we joined (or joined again) says from which
+        of its messages on we can read: the ones before are not ours to hold."""
+        joined = _join_version(group.log, self.me)
+        known = group.floors.get(sender)
+        if known is not None and known[1] == joined:
+            return
+        group.floors[sender] = (first_seq - 1, joined)
+        await self.store.set_floor(group.group_id, sender, first_seq - 1, joined)
+        group.timeline.set_floor(sender, first_seq - 1)
+        group.have_dirty = True
+        self._have_wanted.set()
 
     async def _pace(self, group: Group, peer: str) -> None:
         rate = self._rates.setdefault((group.group_id, peer), _Rate())
@@ -1045,7 +1065,7 @@ class Groups:
                     time.time(),
                 )
                 if ours is None or plan.new_key:
-                    ours = self.store.new_key(conn, group.group_id, state.members, self.me)
+                    ours = self.store.new_key(conn, group.group_id, state.members, self.me, seq)
                 frame = replace(shell, session_id=ours.key.session_id)
                 frame = replace(frame, body=ours.key.seal(message_plaintext(frame, text, now)))
                 self.store.save_key(conn, group.group_id, ours.key)
@@ -1201,6 +1221,14 @@ def _departure(group_log: MembershipLog, peer: str) -> Entry | None:
         ):
             return entry
     return None
+
+
+def _join_version(group_log: MembershipLog, peer: str) -> int:
+    """The version at which ``peer`` last became a member (0: it made the group)."""
+    for entry in reversed(group_log.entries):
+        if entry.op is Op.ADD and entry.target == peer:
+            return entry.version
+    return 0
 
 
 def _who_added(group_log: MembershipLog, peer: str) -> str | None:

@@ -169,19 +169,26 @@ class GroupStore:
         return OurKey(key, frozenset(cbor2.loads(row[1])))
 
     def new_key(
-        self, conn: sqlite3.Connection, group_id: bytes, made_for: frozenset[str], me: str
+        self,
+        conn: sqlite3.Connection,
+        group_id: bytes,
+        made_for: frozenset[str],
+        me: str,
+        first_seq: int,
     ) -> OurKey:
-        """A new sender key for ``made_for``; each of them but us is owed its export."""
+        """A new sender key for ``made_for``, first sealing our message ``first_seq``; each
+        of them but us is owed its export."""
         key = SenderKey.create(time.time())
         conn.execute(
             "INSERT INTO group_sender_keys (group_id, session_id, pickle, shared, members, "
-            "created_at) VALUES (?,?,?,?,?,?)",
+            "first_seq, created_at) VALUES (?,?,?,?,?,?,?)",
             (
                 group_id,
                 key.session_id,
                 key.pickle(self._key),
                 bytes(self._box.encrypt(key.share())),
                 cbor2.dumps(sorted(made_for)),
+                first_seq,
                 int(key.created_at * 1000),
             ),
         )
@@ -238,17 +245,18 @@ class GroupStore:
 
     # --- keys owed and received ---------------------------------------------------------------
 
-    async def owed_to(self, group_id: bytes, member: str) -> list[tuple[str, bytes]]:
-        """(session ID, export) of our keys ``member`` is owed, oldest first."""
+    async def owed_to(self, group_id: bytes, member: str) -> list[tuple[str, bytes, int]]:
+        """(session ID, export, first seq) of our keys ``member`` is owed, oldest first."""
 
-        def fn(conn: sqlite3.Connection) -> list[tuple[str, bytes]]:
+        def fn(conn: sqlite3.Connection) -> list[tuple[str, bytes, int]]:
             rows = conn.execute(
-                "SELECT k.session_id, k.shared FROM group_keys_owed o JOIN group_sender_keys k "
+                "SELECT k.session_id, k.shared, k.first_seq FROM group_keys_owed o "
+                "JOIN group_sender_keys k "
                 "ON k.group_id = o.group_id AND k.session_id = o.session_id "
                 "WHERE o.group_id = ? AND o.member = ? ORDER BY k.created_at",
                 (group_id, member),
             ).fetchall()
-            return [(r[0], bytes(self._box.decrypt(bytes(r[1])))) for r in rows]
+            return [(r[0], bytes(self._box.decrypt(bytes(r[1]))), int(r[2])) for r in rows]
 
         return await self.db.run(fn)
 
@@ -316,6 +324,38 @@ class GroupStore:
             return old
 
         return await self.db.run(fn)
+
+    async def floors(self, group_id: bytes) -> dict[str, tuple[int, int]]:
+        """sender → (floor, the join version it was set for)."""
+
+        def fn(conn: sqlite3.Connection) -> dict[str, tuple[int, int]]:
+            return {
+                r[0]: (int(r[1]), int(r[2]))
+                for r in conn.execute(
+                    "SELECT sender, floor, join_version FROM group_floors WHERE group_id = ?",
+                    (group_id,),
+                )
+            }
+
+        return await self.db.run(fn)
+
+    async def set_floor(self, group_id: bytes, sender: str, floor: int, join_version: int) -> None:
+        """Record ``sender``'s floor; what we held aside of its messages below it goes (we
+        can never open those)."""
+
+        def fn(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT INTO group_floors (group_id, sender, floor, join_version) "
+                "VALUES (?,?,?,?) ON CONFLICT (group_id, sender) DO UPDATE SET "
+                "floor = excluded.floor, join_version = excluded.join_version",
+                (group_id, sender, floor, join_version),
+            )
+            conn.execute(
+                "DELETE FROM group_pending WHERE group_id = ? AND sender = ? AND seq <= ?",
+                (group_id, sender, floor),
+            )
+
+        await self.db.run(fn)
 
     # --- messages in and out ------------------------------------------------------------------
 

@@ -77,7 +77,9 @@ class _Sender:
 
     def __init__(self) -> None:
         self.through = 0
-        """Every seq up to this is held."""
+        """Every seq up to this is held (or below the floor)."""
+        self.floor = 0
+        """Seqs up to this are not ours to hold (:meth:`Timeline.set_floor`)."""
         self.ahead: set[int] = set()
         """Seqs held past a hole."""
         self.ids: dict[int, bytes] = {}
@@ -135,6 +137,8 @@ class Timeline:
         if ref.clock > now_ms + MAX_AHEAD_MS:
             return Refused("the message's clock is ahead of ours: it comes again later")
         held = self._senders.get(ref.sender) or _Sender()  # refused: nothing left behind
+        if ref.seq <= held.floor and ref.seq not in held.ids:
+            return Duplicate()  # not ours to hold
         known = held.ids.get(ref.seq)
         if known is not None:
             if known == ref.msg_id:
@@ -183,6 +187,19 @@ class Timeline:
             end = len(held.seqs) if limit is None else min(len(held.seqs), start + limit - len(out))
             out.extend((sender, seq) for seq in held.seqs[start:end])
         return out
+
+    def set_floor(self, sender: str, floor: int) -> None:
+        """``sender``'s messages up to ``floor`` are none of ours to hold (sent before we
+        joined, or while we were out: we cannot open them): our vector skips them, so members
+        stop offering them, and they are taken as duplicates."""
+        held = self._senders.setdefault(sender, _Sender())
+        held.floor = max(held.floor, floor)
+        if held.through < held.floor:
+            held.through = held.floor
+            held.ahead = {s for s in held.ahead if s > held.through}
+            while held.through + 1 in held.ahead:
+                held.ahead.remove(held.through + 1)
+                held.through += 1
 
     def count(self, sender: str) -> int:
         """How many of ``sender``'s messages we hold."""

@@ -301,8 +301,16 @@ def _schema_v10(conn: sqlite3.Connection) -> None:
             pickle     TEXT NOT NULL,
             shared     BLOB NOT NULL,
             members    BLOB NOT NULL,
+            first_seq  INTEGER NOT NULL,
             created_at INTEGER NOT NULL,
             PRIMARY KEY (group_id, session_id)
+        );
+        CREATE TABLE group_floors (
+            group_id     BLOB NOT NULL,
+            sender       TEXT NOT NULL,
+            floor        INTEGER NOT NULL,
+            join_version INTEGER NOT NULL,
+            PRIMARY KEY (group_id, sender)
         );
         CREATE TABLE group_keys_owed (
             group_id   BLOB NOT NULL,

@@ -73,11 +73,14 @@ def test_the_text_and_time_follow_the_rules_of_any_message() -> None:
 
 
 def test_a_given_key_must_name_its_frames_group_and_session() -> None:
-    plaintext = key_plaintext(G, "session", b"k" * 229)
-    assert open_key(G, "session", plaintext) == b"k" * 229
+    plaintext = key_plaintext(G, "session", b"k" * 229, 12)
+    assert open_key(G, "session", plaintext) == (b"k" * 229, 12)
     with pytest.raises(ContentError, match="not the one its frame names"):
         open_key(G, "other session", plaintext)
     with pytest.raises(ContentError, match="not the one its frame names"):
         open_key(b"h" * 16, "session", plaintext)
     with pytest.raises(ContentError, match="fields of one"):
         open_key(G, "session", cbor2.dumps({"g": G}))
+    bad_seq = cbor2.dumps({"g": G, "session": "session", "key": b"k", "seq": 0})
+    with pytest.raises(ContentError, match="first seq"):
+        open_key(G, "session", bad_seq)

@@ -88,6 +88,21 @@ def test_what_a_member_lacks_comes_oldest_first_within_a_limit() -> None:
     assert len(source.missing_for({})) == 8
 
 
+def test_messages_below_a_floor_are_not_ours_and_the_vector_skips_them() -> None:
+    """A member who joins late cannot open what was sent before: once a sender's key says
+    where it starts, the vector moves past the rest, so nobody offers them again."""
+    source, late = Timeline(), Timeline()
+    refs = [send(source, ALICE) for _ in range(6)]
+    assert isinstance(late.receive(refs[4], NOW), Accepted)  # the first it can open
+    assert late.have() == {}
+    late.set_floor(ALICE, 4)
+    assert late.have() == {ALICE: 5}
+    assert late.receive(refs[1], NOW) == Duplicate()  # offered anyway: not ours to hold
+    assert source.missing_for(late.have()) == [(ALICE, 6)]
+    late.set_floor(ALICE, 2)  # floors never go back
+    assert late.have() == {ALICE: 5}
+
+
 def test_a_sender_far_ahead_is_refused_until_the_gap_is_smaller() -> None:
     member = Timeline()
     far = MessageRef(ALICE, MAX_AHEAD + 1, 5, os.urandom(16))
