@@ -64,6 +64,15 @@ class Channel:
         self.keys_sent: set[str] = set()
         self.frames_in = 0
         self.closed = False
+        self._started = trio.current_time()
+
+    @property
+    def age(self) -> float:
+        return trio.current_time() - self._started
+
+    @property
+    def queued_bytes(self) -> int:
+        return self._queued_bytes
 
     def send(self, frame: GroupFrame) -> None:
         """Queue ``frame``; a member too far behind is dropped."""
@@ -84,9 +93,11 @@ class Channel:
             self.close()
 
     def close(self) -> None:
-        """Take nothing more from the member; end once what is queued is written."""
+        """Take nothing more from the member; end once what is queued is written (at most
+        ``DRAIN_S`` from now)."""
         self.closed = True
         self._send.close()
+        self._cancel.deadline = min(self._cancel.deadline, trio.current_time() + DRAIN_S)
 
     def abort(self) -> None:
         self.closed = True

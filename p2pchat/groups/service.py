@@ -88,11 +88,15 @@ MAX_MESSAGES_PER_S: Final = 200.0
 """Per member and group, a sustained rate; a member over it is read no further until its
 messages fit (Yamux holds the rest at the sender), as for 1:1 messages."""
 BURST_MESSAGES: Final = 2000.0
+SYNC_QUEUE_BYTES: Final = 4 * 1024 * 1024
 RESYNC_S: Final = 15.0
 """While a group lacks something, our vector goes out this often (members send it again)."""
 MAX_MESSAGES_PER_MEMBER: Final = 100_000
 MAX_MESSAGES_PER_GROUP: Final = 1_000_000
 """What one group may store: per member, and in all (then each member its share)."""
+YOUNG_STREAM_S: Final = 10.0
+"""Two streams with one member this close together are a race (the lower ID's stays); an
+older one is stale (the member restarted) and gives way."""
 REDIAL_RESET_S: Final = 30.0
 REDIAL_MAX_S: Final = 60.0
 
@@ -334,11 +338,14 @@ class Groups:
         except Exception as exc:
             log.info("group stream with %s ended: %s", short(channel.peer), exc)
         finally:
-            group.channels.get(channel.peer, set()).discard(channel)
-            if not group.channels.get(channel.peer):
-                group.channels.pop(channel.peer, None)
-                self._presence_changed(group)
-            self._channel_ended(channel.peer, trio.current_time() - started)
+            try:
+                group.channels.get(channel.peer, set()).discard(channel)
+                if not group.channels.get(channel.peer):
+                    group.channels.pop(channel.peer, None)
+                    self._presence_changed(group)
+                self._channel_ended(channel.peer, trio.current_time() - started)
+            except Exception:  # never into the service's nursery
+                log.exception("group %s: after a stream ended", _gshort(group))
 
     def _presence_changed(self, group: Group) -> None:
         """A member's stream opened or the last one closed: its ``online`` changed."""
@@ -389,11 +396,11 @@ class Groups:
         if group.status is not GroupStatus.JOINED:
             if (
                 group.status is not GroupStatus.INVITED
-                and sync.head > group.state.version
-                and self.chat.roster.is_friend(peer)
+                and (sync.head, sync.head_hash) != (group.state.version, group.state.head)
+                and (self.chat.roster.is_friend(peer) or peer in group.log.ever_members())
             ):
-                # A friend's log ahead of ours, for a group we are out of: it may add us
-                # again (a new invitation), or it says nothing new to us.
+                # A member's log other than ours, for a group we are out of: it may not have
+                # our leave yet (we merge and tell it), or a friend may add us again.
                 await self._take_invite(stream, peer, sync, decoder, first[1:], again=group)
                 return
             if group.status in (GroupStatus.LEFT, GroupStatus.DECLINED):
@@ -408,7 +415,7 @@ class Groups:
             return
         existing = group.channel_to(peer)
         if existing is not None:
-            if existing.outbound and self.me < peer:
+            if existing.outbound and self.me < peer and existing.age < YOUNG_STREAM_S:
                 # Both dialed at once: the stream the lower ID opened stays, at both ends.
                 await refuse(stream, "duplicate", "a group stream with this member is open")
                 return
@@ -451,7 +458,7 @@ class Groups:
     ) -> None:
         """A group we do not know (or are out of: ``again``): a friend who added us sends its
         log; we keep it as an invitation (we take part in nothing until the user joins)."""
-        if not self.chat.roster.is_friend(peer):
+        if again is None and not self.chat.roster.is_friend(peer):
             log.info("refused a group stream from %s: unknown group, not a friend", short(peer))
             await refuse(stream, "not_member", "this peer is not in that group")
             return
@@ -485,13 +492,13 @@ class Groups:
         except Exception as exc:
             log.info("an invitation from %s failed: %s", short(peer), exc)
             return
+        if again is not None:
+            await self._invited_again(stream, peer, again, group_log)
+            return
         state = group_log.state
         adder = _who_added(group_log, self.me)
         if self.me not in state.members or adder != peer or peer not in state.members:
             await refuse(stream, "refused", "the log does not show that you added this peer")
-            return
-        if again is not None:
-            await self._invited_again(stream, peer, again, group_log)
             return
         if sync.group_id in self.groups:  # two streams at once
             await refuse(stream, "not_joined", "this member has not joined the group")
@@ -510,11 +517,25 @@ class Groups:
         again after that: an invitation again. What was sent while we were out stays
         unreadable to us (new sender keys were made when we were added)."""
         ours = group.log.entries
-        if new_log.entries[0].hash != ours[0].hash or len(new_log.entries) <= len(ours):
-            await refuse(stream, "refused", "that log is not this group's, or not newer")
+        if new_log.entries[0].hash != ours[0].hash:
+            await refuse(stream, "refused", "that log is not this group's")
             return
         if group.status is GroupStatus.JOINED or group.status is GroupStatus.INVITED:
             await refuse(stream, "not_joined", "this member has not joined the group")
+            return
+        departure = _departure(group.log, self.me)
+        theirs = {e.hash: e.version for e in new_log.entries}
+        if departure is not None and departure.hash not in theirs:
+            await self._merge_and_tell(stream, group, new_log)
+            return
+        gone_at = theirs[departure.hash] if departure is not None else -1
+        if (
+            not self.chat.roster.is_friend(peer)
+            or self.me not in new_log.state.members
+            or _who_added(new_log, self.me) != peer
+            or _join_version(new_log, self.me) <= gone_at
+        ):
+            await refuse(stream, "not_joined", "this member is not in the group")
             return
         group.log = new_log
         group.status = GroupStatus.INVITED
@@ -525,6 +546,39 @@ class Groups:
         log.info("%s invited us to group %r again", short(peer), new_log.state.name)
         self.events.publish("group.invited", group=self.group_json(group))
         await refuse(stream, "not_joined", "invitation received; not joined yet")
+
+    async def _merge_and_tell(
+        self, stream: INetStream, group: Group, their_log: MembershipLog
+    ) -> None:
+        """A member whose log lacks our leave (or our removal): take its entries (our leave,
+        if it lost a fork to them, is made again on top), and send it what it lacks."""
+        async with group.lock:
+            old = [e.hash for e in group.log.entries]
+            ours_dropped: list[Entry] = []
+            for raw in their_log.since(-1):
+                outcome = group.log.receive(raw)
+                if isinstance(outcome, Replaced):
+                    ours_dropped += [e for e in outcome.dropped if e.author == self.me]
+            for entry in ours_dropped:
+                if entry.op is Op.LEAVE:
+                    self._make_again(group, entry)
+            new = [e.hash for e in group.log.entries]
+            first = next(
+                (v for v, (a, b) in enumerate(zip(old, new, strict=False)) if a != b), None
+            )
+            if first is None and len(new) != len(old):
+                first = len(old)
+            if first is not None:
+                await self.store.save_log(group.group_id, first, group.log.since(first - 1))
+        theirs = [e.hash for e in their_log.entries]
+        start = next(
+            (v for v, (a, b) in enumerate(zip(theirs, new, strict=False)) if a != b),
+            min(len(theirs), len(new)),
+        )
+        with trio.move_on_after(FAREWELL_TIMEOUT_S):
+            for chunk in _chunks(group.log.since(start - 1), MAX_ENTRIES_PER_FRAME):
+                await stream.write(frames.encode(frames.Log(group.group_id, tuple(chunk))))
+        await refuse(stream, "not_joined", "this member has left the group")
 
     # --- frames -------------------------------------------------------------------------------
 
@@ -559,8 +613,8 @@ class Groups:
             if not group.farewell:
                 channel.close()
                 return
-            if not isinstance(frame, frames.Sync | frames.WantLog):
-                return  # leaving: only our leave entry matters now
+            if not isinstance(frame, frames.Sync | frames.WantLog | frames.Log):
+                return  # leaving: only getting our leave entry into the log matters now
         try:
             await self._on_frame(group, channel, frame)
         except (ContentError, GroupSealError, SealFailed, IdentityError) as exc:
@@ -607,15 +661,13 @@ class Groups:
             start = sync.head if sync.head_hash == _hash_at(group, sync.head) else -1
             for chunk in _chunks(group.log.since(start), MAX_ENTRIES_PER_FRAME):
                 channel.send(frames.Log(group.group_id, tuple(chunk)))
-        elif sync.head > state.version and not group.farewell:
+        elif sync.head > state.version:
             channel.send(frames.WantLog(group.group_id, state.version + 1))
         if group.farewell:
-            if sync.head > state.version or sync.head_hash == state.head:
-                # It has our leave entry (or has moved on: if it adds us again, it invites
-                # us on a stream of its own).
-                group.farewell = False
+            if sync.head_hash == state.head:
+                group.farewell = False  # it has our leave entry
                 channel.close()
-            return
+            return  # else: its entries come, our leave is made again on top if it lost
         await self._on_have(group, channel, sync.have)
         await self._give_keys(group, channel)
 
@@ -809,7 +861,7 @@ class Groups:
             return  # sent by a version we lack: it comes again with the next sync
         if sender not in at.members:
             raise ContentError(f"{short(sender)} was not a member at version {frame.version}")
-        gone = _departure(group.log, sender)
+        gone = _departure_after(group.log, sender, frame.version)
         if gone is not None and frame.clock > gone.at_ms:
             # A member who is gone keeps its key: it could still sign messages "from before"
             # and have others relay them. What it sent after it was removed (by the clock of
@@ -868,6 +920,8 @@ class Groups:
             for frame in await self.store.frames_of(
                 group.group_id, missing, public_key_from_peer_id
             ):
+                if channel.queued_bytes > SYNC_QUEUE_BYTES:
+                    break  # the rest after its next vector: a catch-up never overfills
                 channel.send(frame)
 
     async def _send_haves(self) -> None:
@@ -1216,6 +1270,17 @@ def _departure(group_log: MembershipLog, peer: str) -> Entry | None:
     if peer in group_log.state.members:
         return None
     for entry in reversed(group_log.entries):
+        if (entry.op is Op.LEAVE and entry.author == peer) or (
+            entry.op is Op.REMOVE and entry.target == peer
+        ):
+            return entry
+    return None
+
+
+def _departure_after(group_log: MembershipLog, peer: str, version: int) -> Entry | None:
+    """The first entry after ``version`` by which ``peer`` left or was removed (a message
+    that names ``version`` was sent before it, so its clock is bounded by that entry's)."""
+    for entry in group_log.entries[version + 1 :]:
         if (entry.op is Op.LEAVE and entry.author == peer) or (
             entry.op is Op.REMOVE and entry.target == peer
         ):

@@ -513,3 +513,27 @@ def test_a_flooding_member_loses_no_one_else_anything_and_can_be_removed(
     assert not any(isinstance(f, frames.Message | frames.Key) for f in got)
     alice.call("groups.send", group=gid, text="without carol")
     wait_texts(bob, gid, ["without carol"])
+
+
+def test_a_decline_reaches_the_group_though_it_changed_since_the_invitation(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    alice, bob, carol = make_daemon("alice"), make_daemon("bob"), make_daemon("carol")
+    befriend(alice, bob)
+    befriend(alice, carol)
+    gid = alice.call("groups.create", name="stale")["group"]["id"]
+    alice.call("groups.invite", group=gid, friend=bob.peer_id)
+    wait_for(lambda: status_of(bob, gid) == "invited", 30, what="bob's invitation")
+    bob.stop()
+    # The group changes after Bob's copy of it: his leave builds on an old version.
+    alice.call("groups.invite", group=gid, friend=carol.peer_id)
+    alice.call("groups.rename", group=gid, name="fresher")
+    bob.start()
+    bob.call("groups.decline", group=gid)
+    wait_for(
+        lambda: bob.peer_id not in [m["peer_id"] for m in group_of(alice, gid)["members"]],  # type: ignore[index]
+        30,
+        what="alice to see bob's decline",
+    )
+    assert group_of(alice, gid)["name"] == "fresher"  # type: ignore[index]
+    assert status_of(bob, gid) == "declined"
