@@ -35,6 +35,10 @@ FRAMES_PER_S: Final = 1000.0
 FRAME_BURST: Final = 10_000.0
 ENTRIES_PER_S: Final = 2000.0
 ENTRY_BURST: Final = 20_000.0
+ASIDE_PER_S: Final = 50.0
+ASIDE_BURST: Final = 500.0
+"""Entries that do not extend our log (forks, out of date, ahead, refused): each costs a
+weighing of branches, so a member's are paced much harder."""
 """Membership entries taken from one member (each is a signature check): a whole log at
 once, then a trickle."""
 
@@ -57,6 +61,8 @@ class Channel:
         self._tokens_at = trio.current_time()
         self._entry_tokens = ENTRY_BURST
         self._entry_tokens_at = self._tokens_at
+        self._aside_tokens = ASIDE_BURST
+        self._aside_tokens_at = self._tokens_at
         self.their_identity_key: bytes | None = None
         """The member's Olm identity key, from its signed bundle (checks its pre-keys)."""
         self.asked_bundle = False
@@ -149,6 +155,17 @@ class Channel:
         self._entry_tokens -= count
         if self._entry_tokens < 0:
             await trio.sleep(-self._entry_tokens / ENTRIES_PER_S)
+
+    async def pace_aside(self) -> None:
+        """Wait until one more entry that does not extend our log fits this member's rate."""
+        now = trio.current_time()
+        self._aside_tokens = min(
+            ASIDE_BURST, self._aside_tokens + (now - self._aside_tokens_at) * ASIDE_PER_S
+        )
+        self._aside_tokens_at = now
+        self._aside_tokens -= 1
+        if self._aside_tokens < 0:
+            await trio.sleep(-self._aside_tokens / ASIDE_PER_S)
 
     async def _read_all(self, handler: Handler, first: list[GroupFrame]) -> None:
         decoder = GroupDecoder()

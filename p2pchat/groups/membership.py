@@ -7,18 +7,19 @@ same way, so a member trusts no one's word about the group: only signatures it c
 against the state they build on. A forged entry, one whose author may not make that change,
 or one that builds on a version this member does not have is refused with the reason.
 
-Two admins changing the group at once fork the log. Every member resolves a fork the same
-way, whatever order the entries arrive in: of two branches from one version, the one holding
-the more senior author anywhere in it wins (seniority as of the version both follow: the
-group's owner, then the admins in the order they were made admins, then other members);
-between branches equally senior, the lower hash of the first entry. The losing branch is
-dropped; :class:`Replaced` lists its entries so that their authors can make again the
-changes that still apply. Seniority, not a hash, decides between authors, so a junior admin
-cannot win against a senior one's change by grinding entries; and it counts anywhere in a
-branch, so an admin who was removed cannot undo it by signing a change at a version before
-its removal where it outranked that version's author: the branch with the removal holds the
-more senior admin who removed it. Entries of branches that lost, or that follow entries not
-seen yet, are kept in a bounded pool and weighed again as their branch grows.
+Two admins changing the group at once fork the log. Every member resolves forks the same
+way, whatever order the entries arrive in: of the branches that follow one entry, the one
+holding the more senior author anywhere in it wins (seniority as of the entry they follow:
+the group's owner, then the admins in the order they were made admins, then other members),
+each branch judged by its own winning continuation; between branches equally senior, the
+lower hash of the first entry. The losing branch is dropped; :class:`Replaced` lists its
+entries so that their authors can make again the changes that still apply. Seniority, not a
+hash, decides between authors, so a junior admin cannot win against a senior one's change by
+grinding entries; and it counts anywhere in a branch, so an admin who was removed cannot undo
+it by signing a change at a version before its removal where it outranked that version's
+author: the branch with the removal holds the more senior admin who removed it. Entries of
+branches that lost, or that follow entries not seen yet, are kept in a bounded pool and
+weighed again as their branch grows; forks are weighed up to ``FORK_WINDOW`` changes back.
 
 Sans-IO: bytes in, a checked entry or a :class:`MembershipError` out; nothing here does I/O.
 """
@@ -57,10 +58,11 @@ MAX_ENTRY_BYTES: Final = 1024
 MAX_NAME_BYTES: Final = 128
 NO_PREVIOUS: Final = bytes(HASH_BYTES)
 """The ``prev`` of a group's first entry."""
-MAX_POOL: Final = 2048
+MAX_POOL: Final = 256
 """Entries of other branches a log keeps, to weigh against its own as they grow."""
-MAX_SWITCHES: Final = 64
-"""Branch changes one received entry may cause (each one strictly better)."""
+FORK_WINDOW: Final = 64
+"""Forks are weighed up to this many changes back from our head (an older fork point is
+refused as out of date; an entry further ahead waits for what comes before)."""
 
 
 class MembershipError(ValueError):
@@ -461,8 +463,19 @@ class MembershipLog:
             except MembershipError as exc:
                 return Refused(str(exc))
             self._append(entry, state)
+            if not self._pool:
+                return Appended(self.state)
             dropped = self._resolve()  # the pool may hold what follows, or a better branch
             return Replaced(self.state, dropped) if dropped else Appended(self.state)
+        if entry.hash in self._pool:
+            return Refused("out of date: that change lost to another (kept aside)")
+        base = max(0, head.version - FORK_WINDOW)
+        if entry.version <= base:
+            return Refused(
+                f"out of date: version {entry.version} is more than {FORK_WINDOW} changes back"
+            )
+        if entry.version > head.version + FORK_WINDOW:
+            return Gap(head.version + 1)
         root = self._on_branch.get(entry.prev)
         if root is not None and root == entry.version - 1:
             try:  # a fork from our branch: it must be a change its author may make there
@@ -470,8 +483,7 @@ class MembershipLog:
             except MembershipError as exc:
                 return Refused(str(exc))
         known = root is not None or entry.prev in self._pool
-        if entry.hash not in self._pool:
-            self._remember(entry)
+        self._remember(entry)
         dropped = self._resolve()
         if dropped:
             return Replaced(self.state, dropped)
@@ -514,55 +526,51 @@ class MembershipLog:
             if not siblings:
                 self._children.pop(entry.prev, None)
 
-    def _chain(self, root: Entry) -> list[tuple[Entry, GroupState]]:
-        """The longest valid branch from ``root`` that the pool holds (at each version the
-        entry that ranks first, as at a fork)."""
-        state = self._states[root.version - 1]
-        chain: list[tuple[Entry, GroupState]] = []
-        candidates = [root]
-        while candidates:
-            for entry in sorted(candidates, key=lambda e: _rank(state, e)):
-                try:
-                    next_state = apply(state, entry)
-                except MembershipError:
-                    continue
-                chain.append((entry, next_state))
-                state = next_state
-                candidates = list(self._children.get(entry.hash, {}).values())
-                break
-            else:
-                break
-        return chain
+    def _kids(self, entry: Entry) -> list[Entry]:
+        """What follows ``entry`` in what we hold: our branch's next entry and the pool's."""
+        out = list(self._children.get(entry.hash, {}).values())
+        on = self._on_branch.get(entry.hash)
+        if on is not None and on + 1 < len(self._entries):
+            out.append(self._entries[on + 1])
+        return out
+
+    def _best(self, entry: Entry, state: GroupState, depth: int) -> list[tuple[Entry, GroupState]]:
+        """The winning branch after ``entry`` (whose state is ``state``) among all we hold:
+        of its valid children, the one whose own winning branch holds the most senior
+        author (as of ``state``), then the lowest hash; recursively, so every member that
+        holds the same entries picks the same one."""
+        if depth > 2 * FORK_WINDOW:
+            return []
+        best: list[tuple[Entry, GroupState]] = []
+        best_rank: tuple[int, bytes] | None = None
+        for child in self._kids(entry):
+            try:
+                child_state = apply(state, child)
+            except MembershipError:
+                continue
+            branch = [(child, child_state), *self._best(child, child_state, depth + 1)]
+            rank = _branch_rank(state, [e for e, _ in branch])
+            if best_rank is None or rank < best_rank:
+                best, best_rank = branch, rank
+        return best
 
     def _resolve(self) -> tuple[Entry, ...]:
-        """Move to the best branch the pool offers; what we dropped from ours."""
-        dropped: list[Entry] = []
-        for _ in range(MAX_SWITCHES):
-            best: tuple[tuple[int, bytes], int, list[tuple[Entry, GroupState]]] | None = None
-            for prev, children in list(self._children.items()):
-                at = self._on_branch.get(prev)
-                if at is None:
-                    continue
-                for root in children.values():
-                    if root.version != at + 1:
-                        continue
-                    chain = self._chain(root)
-                    if not chain:
-                        continue
-                    key = _branch_rank(self._states[at], [e for e, _ in chain])
-                    ours = self._entries[at + 1 :]
-                    if ours and key >= _branch_rank(self._states[at], ours):
-                        continue
-                    if best is None or (at, key) < (best[1], best[0]):
-                        best = (key, at, chain)
-            if best is None:
-                break
-            _, at, chain = best
-            dropped.extend(self._truncate(at + 1))
-            for entry, state in chain:
-                self._append(entry, state)
-        on_branch = [e for e in dropped if e.hash not in self._on_branch]
-        return tuple(dict.fromkeys(on_branch))
+        """Move to the winning branch of everything we hold from ``FORK_WINDOW`` changes
+        back; what we dropped from ours (the losing entries stay in the pool)."""
+        base = max(0, self.state.version - FORK_WINDOW)
+        best = self._best(self._entries[base], self._states[base], 0)
+        wanted = [e.hash for e, _ in best]
+        ours = [e.hash for e in self._entries[base + 1 :]]
+        if wanted == ours[: len(wanted)] and len(wanted) == len(ours):
+            return ()
+        split = next(
+            (i for i, (a, b) in enumerate(zip(wanted, ours, strict=False)) if a != b),
+            min(len(wanted), len(ours)),
+        )
+        dropped = self._truncate(base + 1 + split)
+        for entry, state in best[split:]:
+            self._append(entry, state)
+        return tuple(e for e in dropped if e.hash not in self._on_branch)
 
 
 def _rank(base: GroupState, entry: Entry) -> tuple[int, bytes]:

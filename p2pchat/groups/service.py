@@ -682,6 +682,8 @@ class Groups:
             ours_dropped: list[Entry] = []
             for raw in entries:
                 outcome = group.log.receive(raw)
+                if isinstance(outcome, Gap | LogRefused):
+                    await channel.pace_aside()
                 if isinstance(outcome, Replaced):
                     log.warning(
                         "group %s: a fork was resolved; %d change(s) dropped",

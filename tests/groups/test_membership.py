@@ -402,6 +402,63 @@ def test_a_branch_that_grows_a_more_senior_author_wins_later() -> None:
     assert member.state == at_carol.state
 
 
+def test_a_branch_wins_by_its_best_continuation_not_its_first_step() -> None:
+    """Carol's change ranks below Bob's rival one (he is the senior admin), but the branch
+    after hers holds the owner's change, on the second of two alternatives: that branch wins
+    at every member, in any order (choosing step by step, entry by entry, would miss it)."""
+    base = group(admins=(BOB, CAROL))
+    state = base.state
+    gid, v = state.group_id, state.version
+
+    def rename(who: Identity, n: int, prev: bytes, name: str, at: int = 10) -> bytes:
+        return membership._sign(who, gid, n, prev, Op.RENAME, None, name, at)
+
+    at = 10
+    while True:  # hashes as in the case that fooled a step-by-step choice
+        bobs_rival = parse_entry(rename(BOB, v + 1, state.head, "rival", at))
+        carols = parse_entry(rename(CAROL, v + 1, state.head, "first"))
+        if bobs_rival.hash < carols.hash:
+            break
+        at += 1
+    second_a = rename(BOB, v + 2, carols.hash, "second a")
+    second_b = parse_entry(rename(CAROL, v + 2, carols.hash, "second b"))
+    owners = rename(OWNER, v + 3, second_b.hash, "owner's")
+    raws = [bobs_rival.raw, carols.raw, second_a, second_b.raw, owners]
+    heads = set()
+    for order in itertools.permutations(raws):
+        member = copy(base)
+        for raw in order:
+            member.receive(raw)
+        heads.add(member.state.name)
+    assert heads == {"owner's"}
+
+
+def test_a_fork_further_back_than_the_window_is_refused() -> None:
+    log = group(admins=(BOB,))
+    fork = copy(log)
+    for i in range(membership.FORK_WINDOW + 1):
+        log.propose(BOB, Op.RENAME, T, name=f"n{i}")
+    late = fork.propose(OWNER, Op.RENAME, T, name="owner, late")
+    outcome = log.receive(late)
+    assert isinstance(outcome, Refused) and "changes back" in outcome.reason
+
+
+def test_many_entries_aside_cost_little_and_change_nothing() -> None:
+    """A member signs thousands of alternatives at one version: they are kept within the
+    pool's bound, and the log stays as it was."""
+    log = group(members=(DAVE,))
+    for i in range(5):
+        log.propose(OWNER, Op.RENAME, T, name=f"n{i}")
+    at = log.state_at(log.state.version - 3)
+    assert at is not None
+    before = log.state
+    for i in range(3 * membership.MAX_POOL):
+        raw = membership._sign(DAVE, at.group_id, at.version + 1, at.head, Op.LEAVE, None, None, i)
+        assert isinstance(log.receive(raw), Refused)
+    assert log.state == before
+    assert len(log._pool) <= membership.MAX_POOL
+
+
 @settings(max_examples=60, deadline=None)
 @given(st.randoms(use_true_random=False))
 def test_every_member_ends_with_the_same_log_whatever_the_order(rng: random.Random) -> None:

@@ -60,7 +60,9 @@ async def test_a_forged_copy_does_not_keep_the_genuine_message_out(db: Database)
 async def test_leaving_forgets_what_we_owed_and_held(db: Database) -> None:
     store = GroupStore(db, KEY)
     await store.add_group(G, GroupStatus.JOINED, ALICE, [b"entry"])
-    ours = await store.run(lambda conn: store.new_key(conn, G, frozenset({ALICE, MALLORY}), ALICE, 1))
+    ours = await store.run(
+        lambda conn: store.new_key(conn, G, frozenset({ALICE, MALLORY}), ALICE, 1)
+    )
     assert [s for s, _, _ in await store.owed_to(G, MALLORY)] == [ours.key.session_id]
     await store.hold_pending(Message(G, b"i" * 16, b"\x01" * 32, 1, 10, 1, "s", b"b"), MALLORY)
     await store.set_status(G, GroupStatus.LEFT)
