@@ -35,6 +35,9 @@ FRAMES_PER_S: Final = 1000.0
 FRAME_BURST: Final = 10_000.0
 ENTRIES_PER_S: Final = 2000.0
 ENTRY_BURST: Final = 20_000.0
+VECTORS_PER_S: Final = 20.0
+VECTOR_BURST: Final = 100.0
+"""``sync`` and ``have`` frames (each names up to 1024 senders and may ask for messages)."""
 ASIDE_PER_S: Final = 50.0
 ASIDE_BURST: Final = 500.0
 """Entries that do not extend our log (forks, out of date, ahead, refused): each costs a
@@ -63,6 +66,10 @@ class Channel:
         self._entry_tokens_at = self._tokens_at
         self._aside_tokens = ASIDE_BURST
         self._aside_tokens_at = self._tokens_at
+        self._vector_tokens = VECTOR_BURST
+        self._vector_tokens_at = self._tokens_at
+        self.sent: dict[str, int] = {}
+        """Per sender, the highest seq we sent on this stream (it has it, or will)."""
         self.their_identity_key: bytes | None = None
         """The member's Olm identity key, from its signed bundle (checks its pre-keys)."""
         self.asked_bundle = False
@@ -155,6 +162,17 @@ class Channel:
         self._entry_tokens -= count
         if self._entry_tokens < 0:
             await trio.sleep(-self._entry_tokens / ENTRIES_PER_S)
+
+    async def pace_vector(self) -> None:
+        """Wait until one more ``sync`` or ``have`` from this member fits its rate."""
+        now = trio.current_time()
+        self._vector_tokens = min(
+            VECTOR_BURST, self._vector_tokens + (now - self._vector_tokens_at) * VECTORS_PER_S
+        )
+        self._vector_tokens_at = now
+        self._vector_tokens -= 1
+        if self._vector_tokens < 0:
+            await trio.sleep(-self._vector_tokens / VECTORS_PER_S)
 
     async def pace_aside(self) -> None:
         """Wait until one more entry that does not extend our log fits this member's rate."""

@@ -626,6 +626,7 @@ class Groups:
     async def _on_frame(self, group: Group, channel: Channel, frame: GroupFrame) -> None:
         match frame:
             case frames.Sync():
+                await channel.pace_vector()
                 await self._on_sync(group, channel, frame)
             case frames.Log():
                 await self._on_log(group, channel, frame.entries)
@@ -651,6 +652,7 @@ class Groups:
                     await self._pace(group, channel.peer)
                     await self._on_message(group, channel, frame)
             case frames.Have(have=have):
+                await channel.pace_vector()
                 await self._on_have(group, channel, have)
 
     async def _on_sync(self, group: Group, channel: Channel, sync: frames.Sync) -> None:
@@ -917,7 +919,18 @@ class Groups:
                 member=channel.peer,
                 through=vector.get(self.me, 0),
             )
-        missing = group.timeline.missing_for(vector, limit=MAX_SYNC_MESSAGES)
+        ours = group.timeline.have()
+        if any(seq > ours.get(sender, 0) for sender, seq in vector.items()):
+            # It holds what we lack: our vector tells it (it sends what we lack), so a member
+            # that a sender cannot reach gets its messages through the others at once.
+            group.have_dirty = True
+            self._have_wanted.set()
+        # What we sent on this stream already is on its way: a member that keeps saying it
+        # lacks it gets it once per stream (a vector cannot make us send the same again).
+        lacks = {s: max(seq, channel.sent.get(s, 0)) for s, seq in vector.items()}
+        for sender, seq in channel.sent.items():
+            lacks.setdefault(sender, seq)
+        missing = group.timeline.missing_for(lacks, limit=MAX_SYNC_MESSAGES)
         if missing:
             for frame in await self.store.frames_of(
                 group.group_id, missing, public_key_from_peer_id
@@ -925,6 +938,8 @@ class Groups:
                 if channel.queued_bytes > SYNC_QUEUE_BYTES:
                     break  # the rest after its next vector: a catch-up never overfills
                 channel.send(frame)
+                sender = peer_id_from_public_key(frame.sender)
+                channel.sent[sender] = max(channel.sent.get(sender, 0), frame.seq)
 
     async def _send_haves(self) -> None:
         while True:
@@ -1134,6 +1149,7 @@ class Groups:
             if new_key:
                 await self._give_keys(group, channel)
             channel.send(frame)
+            channel.sent[self.me] = max(channel.sent.get(self.me, 0), seq)
         self.events.publish("group.message", message=self.message_json(group, record))
         return self.message_json(group, record)
 
