@@ -233,6 +233,21 @@ def parse_entry(raw: bytes) -> Entry:
     )
 
 
+def _quick_hash(raw: bytes) -> bytes | None:
+    """An entry's hash from its bytes without checking it (None if they are not an entry):
+    to recognise entries we hold already, whose bytes we compare too."""
+    try:
+        envelope = cbor2.loads(raw)
+    except Exception:  # any garbage: parse_entry says why
+        return None
+    if not isinstance(envelope, dict):
+        return None
+    body, signature = envelope.get("body"), envelope.get("sig")
+    if not isinstance(body, bytes) or not isinstance(signature, bytes):
+        return None
+    return _entry_hash(body, signature)
+
+
 def _natural(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63
 
@@ -373,6 +388,7 @@ class MembershipLog:
         self._pool: dict[bytes, Entry] = {}
         self._children: dict[bytes, dict[bytes, Entry]] = {}
         """prev hash → the pool's entries that follow it."""
+        self._ever: tuple[tuple[int, bytes], frozenset[str]] | None = None
 
     @classmethod
     def create(
@@ -412,7 +428,10 @@ class MembershipLog:
 
     def ever_members(self) -> frozenset[str]:
         """Everyone who was a member at some version: whose old messages may be relayed."""
-        return frozenset().union(*(s.members for s in self._states))
+        key = (len(self._entries), self.state.head)
+        if self._ever is None or self._ever[0] != key:
+            self._ever = (key, frozenset().union(*(s.members for s in self._states)))
+        return self._ever[1]
 
     def since(self, version: int) -> list[bytes]:
         """The raw entries after ``version``, for a member that has up to it."""
@@ -446,6 +465,13 @@ class MembershipLog:
 
     def receive(self, raw: bytes) -> Outcome:
         """Take an entry from another member (or our own): what became of it."""
+        seen = _quick_hash(raw)
+        if (
+            seen is not None
+            and seen in self._on_branch
+            and self._entries[self._on_branch[seen]].raw == raw
+        ):
+            return Duplicate()  # a resent log: no signature to check again
         try:
             entry = parse_entry(raw)
         except MembershipError as exc:

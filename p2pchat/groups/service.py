@@ -219,7 +219,7 @@ class Groups:
                 continue
             group = Group(stored.group_id, stored.status, stored.inviter, group_log)
             now = _now_ms()
-            for ref in sorted(stored.refs, key=lambda r: (r.sender, r.seq)):
+            for ref in sorted(stored.refs, key=lambda r: (r.clock, r.sender, r.seq)):
                 group.timeline.receive(ref, max(now, ref.clock))
             group.keys = await self.store.received_keys(stored.group_id)
             group.floors = await self.store.floors(stored.group_id)
