@@ -13,7 +13,7 @@ from typing import Any
 
 from p2pchat.api import ApiError, Client
 
-from .live import CHAT_HELP, EventClient, _input_lines
+from .live import CHAT_HELP, EventClient, send_typed_lines
 from .output import err, fmt_time, out, print_json, short_id, table
 
 EXIT_OK = 0
@@ -234,23 +234,10 @@ def run_group_chat(home: Path, group_text: str, history: int) -> int:
 
         follower = threading.Thread(target=follow, name="p2pchat-events", daemon=True)
         follower.start()
-        failures = 0
         try:
-            for line in _input_lines(wake_r):
-                if line.strip() in ("/quit", "/exit"):
-                    break
-                if line.strip() == "/help":
-                    err(CHAT_HELP)
-                    continue
-                if not line.strip():
-                    continue
-                try:
-                    client.call("groups.send", group=gid, text=line)
-                except ApiError as exc:
-                    if exc.name == "daemon_not_running" or "closed the connection" in exc.message:
-                        raise
-                    failures += 1
-                    err(f"error: {exc.message}")
+            failures = send_typed_lines(
+                wake_r, lambda line: client.call("groups.send", group=gid, text=line)
+            )
         finally:
             stopping.set()
             ev.interrupt()

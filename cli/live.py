@@ -17,7 +17,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -281,6 +281,28 @@ def _input_lines(wake_fd: int) -> Iterator[str]:
 CHAT_HELP = "type a message and press Enter to send; /quit or Ctrl-D to leave"
 
 
+def send_typed_lines(wake_fd: int, send: Callable[[str], None]) -> int:
+    """Send each line typed (or piped) with ``send`` until ``/quit`` or the end of input;
+    how many the daemon refused (each is reported). A lost daemon ends it with the error."""
+    failures = 0
+    for line in _input_lines(wake_fd):
+        if line.strip() in ("/quit", "/exit"):
+            break
+        if line.strip() == "/help":
+            err(CHAT_HELP)
+            continue
+        if not line.strip():
+            continue
+        try:
+            send(line)
+        except ApiError as exc:
+            if exc.name == "daemon_not_running" or "closed the connection" in exc.message:
+                raise
+            failures += 1
+            err(f"error: {exc.message}")
+    return failures
+
+
 def run_chat(home: Path, friend: str, history: int, receipts: bool) -> int:
     """Interactive conversation: live incoming messages, one sent message per input line."""
     with Client(home) as client, EventClient(home) as ev:
@@ -337,24 +359,13 @@ def run_chat(home: Path, friend: str, history: int, receipts: bool) -> int:
         marker.start()
         follower = threading.Thread(target=follow, name="p2pchat-events", daemon=True)
         follower.start()
-        failures = 0
+
+        def send(line: str) -> None:
+            result = client.call("messages.send", friend=peer_id, text=line)
+            sent[str(result["message"]["id"])] = line
+
         try:
-            for line in _input_lines(wake_r):
-                if line.strip() in ("/quit", "/exit"):
-                    break
-                if line.strip() == "/help":
-                    err(CHAT_HELP)
-                    continue
-                if not line.strip():
-                    continue
-                try:
-                    result = client.call("messages.send", friend=peer_id, text=line)
-                    sent[str(result["message"]["id"])] = line
-                except ApiError as exc:
-                    if exc.name == "daemon_not_running" or "closed the connection" in exc.message:
-                        raise
-                    failures += 1
-                    err(f"error: {exc.message}")
+            failures = send_typed_lines(wake_r, send)
         finally:
             stopping.set()
             ev.interrupt()

@@ -34,6 +34,14 @@ class TokenBucket:
         self.tokens -= taken
         return taken
 
+    def borrow(self, n: float, now: float) -> float:
+        """Take ``n`` tokens, into debt if need be: how long until the debt is paid (0 if
+        there was no need). For pacing: wait that long before taking what comes next."""
+        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.refill_per_s)
+        self.updated = now
+        self.tokens -= n
+        return max(0.0, -self.tokens / self.refill_per_s)
+
     def seconds_until(self, n: int, now: float) -> float:
         """How long until ``n`` whole tokens (at most the capacity) are there; 0 if now."""
         tokens = min(self.capacity, self.tokens + (now - self.updated) * self.refill_per_s)

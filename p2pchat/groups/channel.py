@@ -18,6 +18,7 @@ from typing import Final, Protocol
 import trio
 from libp2p.abc import INetStream
 
+from p2pchat.chat.ratelimit import TokenBucket
 from p2pchat.groups import frames
 from p2pchat.groups.frames import GroupDecoder, GroupFrame
 from p2pchat.identity import short
@@ -60,14 +61,11 @@ class Channel:
         self._queued_bytes = 0
         self._drained = trio.Event()
         self._cancel = trio.CancelScope()
-        self._tokens = FRAME_BURST
-        self._tokens_at = trio.current_time()
-        self._entry_tokens = ENTRY_BURST
-        self._entry_tokens_at = self._tokens_at
-        self._aside_tokens = ASIDE_BURST
-        self._aside_tokens_at = self._tokens_at
-        self._vector_tokens = VECTOR_BURST
-        self._vector_tokens_at = self._tokens_at
+        now = trio.current_time()
+        self._frames = TokenBucket(FRAME_BURST, FRAMES_PER_S, FRAME_BURST, now)
+        self._entries = TokenBucket(ENTRY_BURST, ENTRIES_PER_S, ENTRY_BURST, now)
+        self._aside = TokenBucket(ASIDE_BURST, ASIDE_PER_S, ASIDE_BURST, now)
+        self._vectors = TokenBucket(VECTOR_BURST, VECTORS_PER_S, VECTOR_BURST, now)
         self.sent: dict[str, int] = {}
         """Per sender, the highest seq we sent on this stream (it has it, or will)."""
         self.their_identity_key: bytes | None = None
@@ -142,48 +140,21 @@ class Channel:
         self._drained.set()
         scope.cancel()  # closed (and drained) or broken: the channel ends
 
-    async def _pace(self) -> None:
-        now = trio.current_time()
-        self._tokens = min(FRAME_BURST, self._tokens + (now - self._tokens_at) * FRAMES_PER_S)
-        self._tokens_at = now
-        if self._tokens < 1:
-            await trio.sleep((1 - self._tokens) / FRAMES_PER_S)
-            self._tokens = 1
-            self._tokens_at = trio.current_time()
-        self._tokens -= 1
+    @staticmethod
+    async def _pace(bucket: TokenBucket, n: float = 1) -> None:
+        await trio.sleep(bucket.borrow(n, trio.current_time()))
 
     async def pace_entries(self, count: int) -> None:
         """Wait until ``count`` more membership entries from this member fit its rate."""
-        now = trio.current_time()
-        self._entry_tokens = min(
-            ENTRY_BURST, self._entry_tokens + (now - self._entry_tokens_at) * ENTRIES_PER_S
-        )
-        self._entry_tokens_at = now
-        self._entry_tokens -= count
-        if self._entry_tokens < 0:
-            await trio.sleep(-self._entry_tokens / ENTRIES_PER_S)
+        await self._pace(self._entries, count)
 
     async def pace_vector(self) -> None:
         """Wait until one more ``sync`` or ``have`` from this member fits its rate."""
-        now = trio.current_time()
-        self._vector_tokens = min(
-            VECTOR_BURST, self._vector_tokens + (now - self._vector_tokens_at) * VECTORS_PER_S
-        )
-        self._vector_tokens_at = now
-        self._vector_tokens -= 1
-        if self._vector_tokens < 0:
-            await trio.sleep(-self._vector_tokens / VECTORS_PER_S)
+        await self._pace(self._vectors)
 
     async def pace_aside(self) -> None:
         """Wait until one more entry that does not extend our log fits this member's rate."""
-        now = trio.current_time()
-        self._aside_tokens = min(
-            ASIDE_BURST, self._aside_tokens + (now - self._aside_tokens_at) * ASIDE_PER_S
-        )
-        self._aside_tokens_at = now
-        self._aside_tokens -= 1
-        if self._aside_tokens < 0:
-            await trio.sleep(-self._aside_tokens / ASIDE_PER_S)
+        await self._pace(self._aside)
 
     async def _read_all(self, handler: Handler, first: list[GroupFrame]) -> None:
         decoder = GroupDecoder()
@@ -193,7 +164,7 @@ class Channel:
                 if self.closed:
                     return
                 self.frames_in += 1
-                await self._pace()
+                await self._pace(self._frames)
                 await handler.on_frame(self, frame)
             if self.closed:
                 return

@@ -31,6 +31,7 @@ import trio
 from libp2p.abc import INetStream
 
 from p2pchat.api import ApiError
+from p2pchat.chat.ratelimit import TokenBucket
 from p2pchat.chat.sealing import SealFailed
 from p2pchat.chat.service import Chat
 from p2pchat.events import EventBus
@@ -144,22 +145,6 @@ class Group:
         return [c for cs in self.channels.values() for c in cs if not c.closed]
 
 
-class _Rate:
-    def __init__(self) -> None:
-        self.tokens = BURST_MESSAGES
-        self.at = time.monotonic()
-
-    def take(self) -> float:
-        """Seconds to wait before the next message fits (0: now)."""
-        now = time.monotonic()
-        self.tokens = min(BURST_MESSAGES, self.tokens + (now - self.at) * MAX_MESSAGES_PER_S)
-        self.at = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return 0.0
-        return (1 - self.tokens) / MAX_MESSAGES_PER_S
-
-
 class GroupLink(Link):
     """Keeps one member reachable while we share a group and have no stream with it."""
 
@@ -203,7 +188,7 @@ class Groups:
         self._links: Links[GroupLink] = Links(lambda peer: GroupLink(peer, self))
         self._nursery: trio.Nursery | None = None
         self._have_wanted = Wakeup()
-        self._rates: dict[tuple[bytes, str], _Rate] = {}
+        self._rates: dict[tuple[bytes, str], TokenBucket] = {}
         self._redial: dict[str, tuple[float, float]] = {}
         """peer → (when a new channel may start, the backoff that led there)."""
 
@@ -851,10 +836,13 @@ class Groups:
         self._have_wanted.set()
 
     async def _pace(self, group: Group, peer: str) -> None:
-        rate = self._rates.setdefault((group.group_id, peer), _Rate())
-        wait = rate.take()
-        if wait > 0:
-            await trio.sleep(wait)
+        """A member's messages in one group, over all its streams, at their rate."""
+        now = trio.current_time()
+        rate = self._rates.setdefault(
+            (group.group_id, peer),
+            TokenBucket(BURST_MESSAGES, MAX_MESSAGES_PER_S, BURST_MESSAGES, now),
+        )
+        await trio.sleep(rate.borrow(1, now))
 
     async def _on_message(self, group: Group, channel: Channel, frame: frames.Message) -> None:
         sender = peer_id_from_public_key(frame.sender)

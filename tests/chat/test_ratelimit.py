@@ -31,6 +31,17 @@ def test_token_bucket_burst_and_refill() -> None:
     assert b.tokens == pytest.approx(1.0)  # capped at capacity, minus the one taken
 
 
+def test_borrowing_paces_whoever_goes_past_the_burst() -> None:
+    """Pacing (group streams): a burst is free, then each take says how long to wait so the
+    rate holds, and waiting it out pays the debt."""
+    b = TokenBucket(capacity=3, refill_per_s=10, tokens=3, updated=0.0)
+    assert [b.borrow(1, 0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert b.borrow(1, 0.0) == pytest.approx(0.1)
+    assert b.borrow(5, 0.1) == pytest.approx(0.5)  # 5 more at once: 0.5 s of refill
+    assert b.borrow(1, 0.6) == pytest.approx(0.1)
+    assert b.borrow(1, 10.0) == 0.0  # refilled to the burst meanwhile
+
+
 def test_per_peer_burst_then_refill(clock: FakeClock) -> None:
     lim = RequestLimiter(clock, per_peer_burst=3, per_peer_per_s=1 / 60, global_burst=100)
     assert allowed(lim, "p", 10) == 3
