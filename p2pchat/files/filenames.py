@@ -27,7 +27,7 @@ _DEVICE_NAMES: Final = frozenset(
 def sanitize(name: str) -> str:
     """A file name safe to create in the incoming directory, as close to ``name`` as can be."""
     clean = _RESERVED.sub("_", name).strip(" ")
-    clean = clean.lstrip(".").rstrip(". ")
+    clean = clean.lstrip(". ").rstrip(". ")  # no hidden name, none starting with a space
     if not clean:
         return "file"
     if clean.split(".", 1)[0].rstrip(" ").upper() in _DEVICE_NAMES:

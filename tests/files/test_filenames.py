@@ -23,6 +23,7 @@ from p2pchat.files import filenames
         ("a:b*c?.txt", "a_b_c_.txt"),
         ("trailing. . ", "trailing"),
         ("  spaced  ", "spaced"),
+        (". 0", "0"),  # hypothesis found it: no name starting with a space after the dot goes
         ("x.p2pchat-part", "x.p2pchat-part_"),
     ],
 )
@@ -45,6 +46,7 @@ def test_sanitized_names_are_always_safe(name: str) -> None:
     assert "/" not in safe and "\\" not in safe and "\x00" not in safe
     assert not safe.startswith(".")
     assert not safe.endswith((" ", "."))
+    assert not safe.startswith(" ")
     assert len(safe.encode("utf-8", "surrogatepass")) <= filenames.MAX_NAME_BYTES
     assert safe.split(".")[0].upper() not in ("CON", "NUL", "AUX", "PRN")
     assert not safe.endswith(filenames.PARTIAL_SUFFIX)
