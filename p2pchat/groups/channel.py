@@ -73,7 +73,6 @@ class Channel:
         self.asked_bundle = False
         self.gave_bundle = False
         self.keys_sent: set[str] = set()
-        self.frames_in = 0
         self.closed = False
         self._started = trio.current_time()
 
@@ -163,7 +162,6 @@ class Channel:
             for frame in pending:
                 if self.closed:
                     return
-                self.frames_in += 1
                 await self._pace(self._frames)
                 await handler.on_frame(self, frame)
             if self.closed:

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -71,7 +71,7 @@ from p2pchat.identity import (
     short,
 )
 from p2pchat.net.link import Link, Links, Wakeup
-from p2pchat.net.streams import end_failed_stream, read_some, refuse, reset
+from p2pchat.net.streams import end_failed_stream, read_some, refuse, remote_peer, reset
 from p2pchat.ratchet.megolm import GroupSealError, ReceivedKey
 from p2pchat.ratchet.pair import Sealed
 from p2pchat.wire import MAX_TEXT_BYTES, FrameError, text_problem
@@ -102,8 +102,15 @@ REDIAL_RESET_S: Final = 30.0
 REDIAL_MAX_S: Final = 60.0
 
 
-def group_ref(group_id: bytes) -> str:
-    return group_id.hex()
+@dataclass(frozen=True)
+class _Intake:
+    """What feeding entries to a log did."""
+
+    first: int | None
+    """The first version that changed (None: nothing did)."""
+    need: int | None
+    """Ask for the entries from this version on (some follow ones we lack)."""
+    refusal: str | None
 
 
 @dataclass
@@ -224,7 +231,7 @@ class Groups:
     def _start_links(self) -> None:
         for group in self.groups.values():
             for peer in group.state.members - {self.me}:
-                self._ensure_link(peer)
+                self._links.ensure(peer)
 
     def _connection_changed(self, peer: str, up: bool) -> None:
         if not up:
@@ -234,7 +241,7 @@ class Groups:
         if link is not None:
             link.network_changed()
         else:
-            self._ensure_link(peer)
+            self._links.ensure(peer)
 
     def may_redial(self, peer: str) -> bool:
         """Channels with ``peer`` that end soon after they start (it refuses us, or drops
@@ -247,15 +254,9 @@ class Groups:
         else:
             backoff = min(max(self._redial.get(peer, (0.0, 0.0))[1] * 2, 1.0), REDIAL_MAX_S)
             self._redial[peer] = (trio.current_time() + backoff, backoff)
-        link = self._ensure_link(peer)
+        link = self._links.ensure(peer)
         if link is not None:
             link.retry_now()
-
-    def _ensure_link(self, peer: str) -> GroupLink | None:
-        try:
-            return self._links.ensure(peer)
-        except RuntimeError:  # the daemon is stopping: its links' nursery is closed
-            return None
 
     # --- reaching members ---------------------------------------------------------------------
 
@@ -422,15 +423,10 @@ class Groups:
     async def _send_log_since(self, stream: INetStream, group: Group, sync: frames.Sync) -> None:
         """A peer whose log is behind ours and who may not take part (it was removed, or we
         left): the entries it lacks, which tell it so."""
-        entries = group.log.since(sync.head)
-        if not entries:
-            return
         try:
-            with trio.move_on_after(FAREWELL_TIMEOUT_S):
-                for chunk in _chunks(entries, MAX_ENTRIES_PER_FRAME):
-                    await stream.write(frames.encode(frames.Log(group.group_id, tuple(chunk))))
+            await _write_entries(stream, group.group_id, group.log.since(sync.head))
         except Exception as exc:
-            log.debug("farewell to %s: %s", short(remote(stream)), exc)
+            log.debug("farewell to %s: %s", short(remote_peer(stream)), exc)
 
     async def _take_invite(
         self,
@@ -538,31 +534,11 @@ class Groups:
         """A member whose log lacks our leave (or our removal): take its entries (our leave,
         if it lost a fork to them, is made again on top), and send it what it lacks."""
         async with group.lock:
-            old = [e.hash for e in group.log.entries]
-            ours_dropped: list[Entry] = []
-            for raw in their_log.since(-1):
-                outcome = group.log.receive(raw)
-                if isinstance(outcome, Replaced):
-                    ours_dropped += [e for e in outcome.dropped if e.author == self.me]
-            for entry in ours_dropped:
-                if entry.op is Op.LEAVE:
-                    self._make_again(group, entry)
-            new = [e.hash for e in group.log.entries]
-            first = next(
-                (v for v, (a, b) in enumerate(zip(old, new, strict=False)) if a != b), None
-            )
-            if first is None and len(new) != len(old):
-                first = len(old)
-            if first is not None:
-                await self.store.save_log(group.group_id, first, group.log.since(first - 1))
+            await self._take_entries(group, their_log.since(-1), None)
         theirs = [e.hash for e in their_log.entries]
-        start = next(
-            (v for v, (a, b) in enumerate(zip(theirs, new, strict=False)) if a != b),
-            min(len(theirs), len(new)),
-        )
-        with trio.move_on_after(FAREWELL_TIMEOUT_S):
-            for chunk in _chunks(group.log.since(start - 1), MAX_ENTRIES_PER_FRAME):
-                await stream.write(frames.encode(frames.Log(group.group_id, tuple(chunk))))
+        start = _first_difference(theirs, [e.hash for e in group.log.entries])
+        if start is not None:
+            await _write_entries(stream, group.group_id, group.log.since(start - 1))
         await refuse(stream, "not_joined", "this member has left the group")
 
     # --- frames -------------------------------------------------------------------------------
@@ -616,9 +592,7 @@ class Groups:
             case frames.Log():
                 await self._on_log(group, channel, frame.entries)
             case frames.WantLog(first=first):
-                entries = group.log.since(first - 1)
-                for chunk in _chunks(entries, MAX_ENTRIES_PER_FRAME):
-                    channel.send(frames.Log(group.group_id, tuple(chunk)))
+                _send_entries(channel, group.log.since(first - 1))
             case frames.Bundle(bundle=raw):
                 await self._on_bundle(group, channel, raw)
             case frames.WantBundle():
@@ -646,8 +620,7 @@ class Groups:
             sync.head == state.version and sync.head_hash != state.head
         ):
             start = sync.head if sync.head_hash == _hash_at(group, sync.head) else -1
-            for chunk in _chunks(group.log.since(start), MAX_ENTRIES_PER_FRAME):
-                channel.send(frames.Log(group.group_id, tuple(chunk)))
+            _send_entries(channel, group.log.since(start))
         elif sync.head > state.version:
             channel.send(frames.WantLog(group.group_id, state.version + 1))
         if group.farewell:
@@ -663,47 +636,51 @@ class Groups:
         await channel.pace_entries(len(entries))
         async with group.lock:
             before = group.state
-            old = [e.hash for e in group.log.entries]
-            need: int | None = None
-            refusal: str | None = None
-            ours_dropped: list[Entry] = []
-            for raw in entries:
-                outcome = group.log.receive(raw)
-                if isinstance(outcome, Gap | LogRefused):
-                    await channel.pace_aside()
-                if isinstance(outcome, Replaced):
-                    log.warning(
-                        "group %s: a fork was resolved; %d change(s) dropped",
-                        _gshort(group),
-                        len(outcome.dropped),
-                    )
-                    ours_dropped += [e for e in outcome.dropped if e.author == self.me]
-                elif isinstance(outcome, Gap):
-                    need = outcome.need_from if need is None else min(need, outcome.need_from)
-                elif isinstance(outcome, LogRefused):
-                    refusal = refusal or outcome.reason
-            if need is not None:
-                channel.send(frames.WantLog(group.group_id, need))
-            if refusal is not None:
-                log.info(
-                    "group %s: refused a change from %s: %s",
-                    _gshort(group),
-                    short(channel.peer),
-                    refusal,
-                )
-                channel.send(frames.Refused("refused", refusal[:200]))
-            new = [e.hash for e in group.log.entries]
-            first = next(
-                (v for v, (a, b) in enumerate(zip(old, new, strict=False)) if a != b), None
+            intake = await self._take_entries(group, entries, channel)
+        if intake.need is not None:
+            channel.send(frames.WantLog(group.group_id, intake.need))
+        if intake.refusal is not None:
+            log.info(
+                "group %s: refused a change from %s: %s",
+                _gshort(group),
+                short(channel.peer),
+                intake.refusal,
             )
-            if first is None:
-                if len(new) == len(old):
-                    return
-                first = len(old)
-            for entry in ours_dropped:
-                self._make_again(group, entry)
+            channel.send(frames.Refused("refused", intake.refusal[:200]))
+        if intake.first is not None:
+            await self._log_changed(group, before, intake.first)
+
+    async def _take_entries(
+        self, group: Group, entries: Iterable[bytes], pace: Channel | None
+    ) -> _Intake:
+        """Feed membership entries to the group's log (the caller holds its lock), make our
+        changes that lost a fork again on top, and store what changed. ``pace``: the stream
+        they came on, whose entries that do not extend the log are paced."""
+        old = [e.hash for e in group.log.entries]
+        need: int | None = None
+        refusal: str | None = None
+        ours_dropped: list[Entry] = []
+        for raw in entries:
+            outcome = group.log.receive(raw)
+            if pace is not None and isinstance(outcome, Gap | LogRefused):
+                await pace.pace_aside()
+            if isinstance(outcome, Replaced):
+                log.warning(
+                    "group %s: a fork was resolved; %d change(s) dropped",
+                    _gshort(group),
+                    len(outcome.dropped),
+                )
+                ours_dropped += [e for e in outcome.dropped if e.author == self.me]
+            elif isinstance(outcome, Gap):
+                need = outcome.need_from if need is None else min(need, outcome.need_from)
+            elif isinstance(outcome, LogRefused):
+                refusal = refusal or outcome.reason
+        for entry in ours_dropped:
+            self._make_again(group, entry)
+        first = _first_difference(old, [e.hash for e in group.log.entries])
+        if first is not None:
             await self.store.save_log(group.group_id, first, group.log.since(first - 1))
-        await self._log_changed(group, before, first)
+        return _Intake(first, need, refusal)
 
     def _make_again(self, group: Group, entry: Entry) -> None:
         """Our change lost a fork: make it again on top, if it still may be made."""
@@ -725,8 +702,7 @@ class Groups:
         state = group.state
         new_entries = group.log.since(first - 1)
         for channel in group.all_channels():
-            for chunk in _chunks(new_entries, MAX_ENTRIES_PER_FRAME):
-                channel.send(frames.Log(group.group_id, tuple(chunk)))
+            _send_entries(channel, new_entries)
             channel.send(
                 frames.Sync(group.group_id, state.version, state.head, self._vector(group))
             )
@@ -748,7 +724,7 @@ class Groups:
                 for channel in list(group.channels.get(peer, ())):
                     channel.close()
             for peer in state.members - before.members:
-                self._ensure_link(peer)
+                self._links.ensure(peer)
         self.events.publish("group.updated", group=self.group_json(group))
 
     async def _on_bundle(self, group: Group, channel: Channel, raw: bytes) -> None:
@@ -774,7 +750,7 @@ class Groups:
             admitted = self.net.admit(member, addrs)
             if admitted:
                 self._addrs[member] = tuple(admitted)
-                link = self._ensure_link(member)
+                link = self._links.ensure(member)
                 if link is not None and group.channel_to(member) is None:
                     link.network_changed()
 
@@ -995,6 +971,11 @@ class Groups:
         return self.group_json(group)
 
     async def _change(self, group: Group, op: Op, **fields: Any) -> None:
+        before = await self._propose(group, op, **fields)
+        await self._log_changed(group, before, before.version + 1)
+
+    async def _propose(self, group: Group, op: Op, **fields: Any) -> GroupState:
+        """Sign our change on top of the log and store it; the state before it."""
         async with group.lock:
             before = group.state
             try:
@@ -1004,7 +985,7 @@ class Groups:
             await self.store.save_log(
                 group.group_id, before.version + 1, group.log.since(before.version)
             )
-        await self._log_changed(group, before, before.version + 1)
+        return before
 
     def _member(self, group: Group, text: str) -> str:
         query = text.strip()
@@ -1028,7 +1009,7 @@ class Groups:
         group = self._joined(group_text)
         contact = self.chat.roster.resolve_friend(friend_text, "can be invited to a group")
         await self._change(group, Op.ADD, target=contact.peer_id)
-        link = self._ensure_link(contact.peer_id)
+        link = self._links.ensure(contact.peer_id)
         if link is not None:
             link.network_changed()
         return self.group_json(group)
@@ -1042,7 +1023,7 @@ class Groups:
         group.status = GroupStatus.JOINED
         await self.store.set_status(group.group_id, group.status)
         for peer in group.state.members - {self.me}:
-            self._ensure_link(peer)
+            self._links.ensure(peer)
         self.events.publish("group.updated", group=self.group_json(group))
         return self.group_json(group)
 
@@ -1058,23 +1039,15 @@ class Groups:
     async def _leave(self, group: Group, status: GroupStatus) -> dict[str, Any]:
         before = group.state
         if self.me in before.members:
-            async with group.lock:
-                try:
-                    group.log.propose(self.net.identity, Op.LEAVE, _stamp(group))
-                except MembershipError as exc:
-                    raise ApiError("not_allowed", str(exc)) from None
-                await self.store.save_log(
-                    group.group_id, before.version + 1, group.log.since(before.version)
-                )
+            before = await self._propose(group, Op.LEAVE)
         group.status = status
         group.farewell = True
         await self.store.set_status(group.group_id, status)
         for channel in group.all_channels():
-            for chunk in _chunks(group.log.since(before.version), MAX_ENTRIES_PER_FRAME):
-                channel.send(frames.Log(group.group_id, tuple(chunk)))
+            _send_entries(channel, group.log.since(before.version))
             channel.close()
         for peer in before.members - {self.me}:
-            self._ensure_link(peer)
+            self._links.ensure(peer)
         self.events.publish("group.updated", group=self.group_json(group))
         return self.group_json(group)
 
@@ -1257,8 +1230,26 @@ def _gshort(group: Group) -> str:
     return group.group_id.hex()[:8]
 
 
-def remote(stream: INetStream) -> str:
-    return str(stream.muxed_conn.peer_id)
+async def _write_entries(stream: INetStream, group_id: bytes, entries: list[bytes]) -> None:
+    """Membership entries straight onto a stream we answer without a channel."""
+    with trio.move_on_after(FAREWELL_TIMEOUT_S):
+        for chunk in _chunks(entries, MAX_ENTRIES_PER_FRAME):
+            await stream.write(frames.encode(frames.Log(group_id, tuple(chunk))))
+
+
+def _first_difference(old: list[bytes], new: list[bytes]) -> int | None:
+    """The first version at which two logs (as lists of entry hashes) differ; None if they
+    are the same."""
+    for version, (a, b) in enumerate(zip(old, new, strict=False)):
+        if a != b:
+            return version
+    return None if len(old) == len(new) else min(len(old), len(new))
+
+
+def _send_entries(channel: Channel, entries: list[bytes]) -> None:
+    """Membership entries onto a member's channel, as many frames as they need."""
+    for chunk in _chunks(entries, MAX_ENTRIES_PER_FRAME):
+        channel.send(frames.Log(channel.group_id, tuple(chunk)))
 
 
 def _chunks(items: list[bytes], size: int) -> list[list[bytes]]:

@@ -107,11 +107,14 @@ class Links(Generic[L]):
         task_status: Any = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Run links until cancelled; ``start`` ensures the links wanted at start-up."""
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            start()
-            task_status.started()
-            await trio.sleep_forever()
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                start()
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            self._nursery = None  # stopped: a link asked for now starts nowhere
 
     def get(self, peer: str) -> L | None:
         return self._links.get(peer)
@@ -121,7 +124,7 @@ class Links(Generic[L]):
 
     def ensure(self, peer: str) -> L | None:
         """The peer's link, started if it has work and none runs (None if it has no work,
-        or before :meth:`run`)."""
+        or before or after :meth:`run`)."""
         link = self._links.get(peer)
         if link is not None:
             return link

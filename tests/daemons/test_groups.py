@@ -4,6 +4,7 @@ member in one order, catching up after being offline, removal, and refusals."""
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import time
@@ -26,7 +27,7 @@ from p2pchat.net.host import build_host
 from p2pchat.paths import KEY_FILE
 from p2pchat.ratchet.megolm import SenderKey
 from p2pchat.ratchet.pair import pickle_key
-from tests.harness import Daemon, befriend, wait_for
+from tests.harness import Daemon, OutputLines, befriend, cli, ok, spawn_cli, wait_for
 from tests.peers import connect, running
 
 pytestmark = pytest.mark.timeout(240)
@@ -175,7 +176,7 @@ def test_a_removed_member_can_read_nothing_sent_after(
     forged = forge_message(carol, bytes.fromhex(gid), "a message slipped in after removal")
     bob.stop()
     got = trio.run(
-        talk_as, bob, alice, bytes.fromhex(gid), bob_sync(bob, gid), frames.encode(forged)
+        talk_as, bob, alice, bytes.fromhex(gid), stored_sync(bob, gid), frames.encode(forged)
     )
     assert any("no longer a member" in r for r in refusals(got)), got
     assert "a message slipped in after removal" not in texts(alice, gid)
@@ -223,7 +224,7 @@ def forge_message(member: Daemon, group_id: bytes, text: str) -> frames.Message:
     return replace(shell, body=key.seal(message_plaintext(shell, text, shell.clock)))
 
 
-def bob_sync(member: Daemon, gid: str) -> frames.Sync:
+def stored_sync(member: Daemon, gid: str) -> frames.Sync:
     """A sync as ``member``'s stored log has it, holding no messages."""
     with sqlite3.connect(member.home / "p2pchat.db") as conn:
         entries = [
@@ -371,7 +372,7 @@ def test_a_flooding_member_loses_no_one_else_anything_and_can_be_removed(
     carol.call("groups.send", group=gid, text="carol's last honest words")
     wait_texts(alice, gid, ["carol's last honest words"])
     carol.stop()
-    sync = bob_sync(carol, gid)
+    sync = stored_sync(carol, gid)
     carol_key = load_identity(carol.home / KEY_FILE).public_key
     bob_key = public_key_from_peer_id(bob.peer_id)
     junk = []
@@ -434,3 +435,88 @@ def test_a_decline_reaches_the_group_though_it_changed_since_the_invitation(
     )
     assert group_of(alice, gid)["name"] == "fresher"  # type: ignore[index]
     assert status_of(bob, gid) == "declined"
+
+
+def test_groups_through_the_cli(make_daemon: Callable[..., Daemon]) -> None:
+    alice, bob = make_daemon("alice"), make_daemon("bob")
+    befriend(alice, bob)
+    created = ok(cli(alice.home, "groups", "create", "book club"))
+    assert created.startswith("created: book club (")
+    ok(cli(alice.home, "groups", "invite", "book club", "bob"))
+    wait_for(lambda: "invited" in ok(cli(bob.home, "groups")), 30, what="bob's invitation")
+    ok(cli(bob.home, "groups", "join", "book club"))
+    sent = ok(cli(alice.home, "groups", "send", "book club", "first", "chapter", "--wait"))
+    assert sent.strip().endswith("held by 2/2")
+    assert "first chapter" in ok(cli(bob.home, "groups", "history", "book club"))
+    listed = json.loads(ok(cli(bob.home, "groups", "--json")))["groups"]
+    assert [(g["name"], g["status"], len(g["members"])) for g in listed] == [
+        ("book club", "joined", 2)
+    ]
+    # A member who is not an admin cannot rename; the error says why and the exit code is 1.
+    refused = cli(bob.home, "groups", "rename", "book club", "mine now")
+    assert refused.returncode == 1 and "not an admin" in refused.stderr
+
+    # `chat GROUP`: typed lines go to the group, others' messages arrive live.
+    chat = spawn_cli(bob.home, "chat", "book club", stdin=True)
+    try:
+        assert chat.stdin is not None
+        lines = OutputLines(chat.stdout)
+        chat.stdin.write("typed in the group chat\n")
+        chat.stdin.flush()
+        wait_texts(alice, listed[0]["id"], ["typed in the group chat"])
+        alice.call("groups.send", group=listed[0]["id"], text="live reply")
+        assert "live reply" in lines.wait_line("live reply")
+        chat.stdin.write("/quit\n")
+        chat.stdin.close()
+        assert chat.wait(timeout=15) == 0
+    finally:
+        if chat.poll() is None:
+            chat.kill()
+
+
+def test_five_members_and_kill9_during_a_burst_loses_nothing(
+    make_daemon: Callable[..., Daemon],
+) -> None:
+    alice = make_daemon("alice")
+    others = [make_daemon(n) for n in ("bob", "carol", "dave", "erin")]
+    for d in others:
+        befriend(alice, d)
+    bob, carol, dave, erin = others
+    gid = alice.call("groups.create", name="five")["group"]["id"]
+    invite_and_join(alice, gid, *others)
+    everyone = [alice, *others]
+    wait_for(
+        lambda: all(
+            sum(m["online"] for m in group_of(d, gid)["members"]) == 5  # type: ignore[index]
+            for d in everyone
+        ),
+        60,
+        what="every member to have a stream with every other",
+    )
+
+    # Dave is killed in the middle of Bob's burst; the others get all of it, Dave too on return.
+    burst = [f"burst {i}" for i in range(300)]
+    for i, text in enumerate(burst):
+        bob.call("groups.send", group=gid, text=text)
+        if i == 100:
+            dave.kill9()
+    for d in (alice, carol, erin):
+        wait_texts(d, gid, burst, 60)
+    dave.start()
+    wait_texts(dave, gid, burst, 60)
+
+    # The sender itself killed mid-burst: what its API stored reaches everyone after restart.
+    stored: list[str] = []
+    for i in range(200):
+        text = f"from erin {i}"
+        erin.call("groups.send", group=gid, text=text)
+        stored.append(text)
+        if i == 120:
+            erin.kill9()
+            break
+    erin.start()
+    for d in everyone:
+        wait_texts(d, gid, stored, 60)
+    orders = [texts(d, gid) for d in everyone]
+    assert all(o == orders[0] for o in orders)
+    assert len(orders[0]) == len(set(orders[0])) == len(burst) + len(stored)
