@@ -9,9 +9,19 @@ Prints:
 - the bounds under both: this disk's fsync p50 (every daemon commits durably) and the CPUs
   (8 daemons share them).
 
-Conference CPU per participant is not measured: group calls are not built yet.
+Then group calls (conferences) among 4 other daemons, for 2, 3 and 4 parties, each held
+``--conf-seconds`` with the 320x240 test pattern and tone:
+- CPU per participant (the daemons' CPU time over the hold, divided by the parties), with
+  each source encoded once for all (the default), and with one encoder per peer connection
+  (aiortc's default, ``"conference_encode_once": false``): that second figure is what a
+  participant pays for the same number of separate 1:1 streams (N-1 encodes and N-1
+  decodes), measured on the same daemons in the same run; the (N-1) x 2-party figure is
+  printed next to it;
+- the slowest decoded frame rate any participant had from any other (target >= 20 fps);
+- the bounds: CPUs and load, and one libvpx 320x240 encode and decode in this process.
 
-Usage: python bench/bench_groups.py [--members 8] [--messages 200]
+Usage: python bench/bench_groups.py [--members 8] [--messages 200] [--conf-seconds 8]
+       [--skip-messages] [--skip-conference]
 """
 
 from __future__ import annotations
@@ -83,11 +93,174 @@ class Events:
         self.client.close()
 
 
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def group_call(d: Daemon) -> dict[str, Any]:
+    calls = [c for c in d.call("calls.list")["calls"] if c.get("kind") == "group"]
+    return calls[0] if calls else {}
+
+
+def connected(d: Daemon) -> int:
+    call = group_call(d)
+    if call.get("state") != "active":
+        return 0
+    return sum(p["state"] == "active" for p in call["participants"])
+
+
+def frames(d: Daemon) -> dict[str, int]:
+    per_peer = (group_call(d).get("stats") or {}).get("participants") or {}
+    return {p: int(s.get("video_frames_in", 0)) for p, s in per_peer.items()}
+
+
+def one_conference(daemons: list[Daemon], gid: str, seconds: float) -> tuple[float, float]:
+    """(CPU per participant as a share of one core, the slowest decoded fps of any pair)."""
+    first, rest = daemons[0], daemons[1:]
+    first.call("calls.start", group=gid)
+    for d in rest:
+        wait_for(lambda d=d: group_call(d).get("state") == "ringing_in", 30, what="ringing")
+        d.call("calls.answer", group=gid)
+    for d in daemons:
+        wait_for(lambda d=d: connected(d) == len(daemons) - 1, 60, what=f"{d.name}'s mesh")
+    time.sleep(2)  # past the first keyframes and ICE checks
+    pids = [d.proc.pid for d in daemons if d.proc is not None]
+    before = {d.name: frames(d) for d in daemons}
+    cpu0, t0 = sum(cpu_s(p) for p in pids), time.monotonic()
+    time.sleep(seconds)
+    cpu, elapsed = sum(cpu_s(p) for p in pids) - cpu0, time.monotonic() - t0
+    slowest = min(
+        (n - before[d.name].get(p, 0)) / elapsed for d in daemons for p, n in frames(d).items()
+    )
+    for d in rest:
+        d.call("calls.hangup", group=gid)
+    for d in daemons:
+        wait_for(lambda d=d: group_call(d).get("released"), 30, what=f"{d.name} to hang up")
+    return cpu / elapsed / len(daemons), slowest
+
+
+def codec_bounds() -> tuple[float, float]:
+    """ms per 320x240 frame for one libvpx encode and one decode, in this process."""
+    import asyncio
+
+    from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder
+    from aiortc.jitterbuffer import JitterFrame
+
+    from p2pchat.calls.media import _test_tracks
+
+    async def grab() -> list[Any]:
+        video, _ = _test_tracks(320, 240)
+        return [await video.recv() for _ in range(90)]
+
+    pictures = asyncio.run(grab())
+    encoder, decoder = Vp8Encoder(), Vp8Decoder()
+    encoded = []
+    t = time.process_time()
+    for picture in pictures:
+        payloads, timestamp = encoder.encode(picture)
+        encoded.append((payloads, timestamp))
+    enc = (time.process_time() - t) / len(pictures) * 1000
+    from aiortc.codecs.vpx import vp8_depayload
+
+    t = time.process_time()
+    for payloads, timestamp in encoded:
+        data = b"".join(vp8_depayload(p) for p in payloads)
+        decoder.decode(JitterFrame(data=data, timestamp=timestamp))
+    dec = (time.process_time() - t) / len(encoded) * 1000
+    return enc, dec
+
+
+def conference_bench(work: Path, seconds: float) -> None:
+    daemons = [Daemon(work / f"c{i}", f"c{i}") for i in range(4)]
+    results: dict[tuple[bool, int], tuple[float, float]] = {}
+    idle = 0.0
+    try:
+        start_all(daemons)
+        owner = daemons[0]
+        for d in daemons[1:]:
+            befriend(owner, d)
+        gids: dict[int, str] = {}
+        for n in (2, 3, 4):
+            gid = owner.call("groups.create", name=f"conf{n}")["group"]["id"]
+            for d in daemons[1:n]:
+                owner.call("groups.invite", group=gid, friend=d.peer_id)
+            for d in daemons[1:n]:
+                wait_for(
+                    lambda d=d, g=gid: any(x["id"] == g for x in d.call("groups.list")["groups"]),
+                    60,
+                    what=f"{d.name}'s invitation",
+                )
+                d.call("groups.join", group=gid)
+            gids[n] = gid
+        time.sleep(2)
+        pids = [d.proc.pid for d in daemons if d.proc is not None]
+        cpu0, t0 = sum(cpu_s(p) for p in pids), time.monotonic()
+        time.sleep(seconds)
+        idle = (sum(cpu_s(p) for p in pids) - cpu0) / (time.monotonic() - t0) / len(pids)
+        for once in (True, False):
+            if not once:  # the same daemons and groups, one encoder per peer connection
+                for d in daemons:
+                    d.stop()
+                    d.configure(conference_encode_once=False)
+                start_all(daemons)
+            for n, gid in gids.items():
+                for d in daemons[:n]:
+                    wait_for(
+                        lambda d=d, g=gid: all(
+                            m["online"] for m in d.call("groups.show", group=g)["group"]["members"]
+                        ),
+                        60,
+                        what="members online",
+                    )
+                results[(once, n)] = one_conference(daemons[:n], gid, seconds)
+    finally:
+        for d in daemons:
+            if d.proc is not None and d.proc.poll() is None:
+                try:
+                    d.stop()
+                except Exception:
+                    d.kill9()
+    enc, dec = codec_bounds()
+    print(
+        f"conference bounds: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; an idle "
+        f"daemon {idle * 100:.1f}% of a core; one libvpx 320x240 encode {enc:.2f} ms/frame, "
+        f"decode {dec:.2f} ms/frame (x30 a second)"
+    )
+    two = results[(True, 2)][0]
+    for n in (2, 3, 4):
+        cpu_once, fps_once = results[(True, n)]
+        cpu_each, fps_each = results[(False, n)]
+        print(
+            f"conference of {n}: CPU per participant {cpu_once * 100:5.1f}% of a core encoding "
+            f"once (slowest pair {fps_once:.1f} fps); {cpu_each * 100:5.1f}% with one encoder "
+            f"per peer = {n - 1} separate 1:1 streams (slowest {fps_each:.1f} fps) -> "
+            f"{cpu_once / cpu_each:.2f}x; (n-1) x the 2-party figure {(n - 1) * two * 100:5.1f}%"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--members", type=int, default=8)
     parser.add_argument("--messages", type=int, default=200)
+    parser.add_argument("--conf-seconds", type=float, default=8.0)
+    parser.add_argument("--skip-messages", action="store_true")
+    parser.add_argument("--skip-conference", action="store_true")
     args = parser.parse_args()
+    if not args.skip_messages:
+        message_bench(args)
+    if not args.skip_conference:
+        work = Path(tempfile.mkdtemp(prefix="p2pc-bc-", dir="/tmp"))
+        try:
+            conference_bench(work, args.conf_seconds)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def message_bench(args: argparse.Namespace) -> None:
     work = Path(tempfile.mkdtemp(prefix="p2pc-bg-", dir="/tmp"))
     daemons = [Daemon(work / f"m{i}", f"m{i}") for i in range(args.members)]
     try:
@@ -155,7 +328,6 @@ def main() -> None:
                 f"  at {name}: p50 {pct(values, 50) * ms:7.2f} ms"
                 f"  p99 {pct(values, 99) * ms:7.2f} ms"
             )
-        print("conference CPU per participant: not measured (group calls are not built yet)")
         for e in events.values():
             e.close()
     finally:

@@ -31,6 +31,14 @@ def _media_params(args: argparse.Namespace) -> dict[str, Any]:
 
 def describe(call: dict[str, Any]) -> str:
     kind = "video" if call.get("video") else "audio"
+    if call.get("kind") == "group":
+        text = f"group {kind} call in {call.get('group', '?')}: {call.get('state', '?')}"
+        joined = [p for p in call.get("participants") or [] if p.get("state") == "active"]
+        if call.get("state") != "ended":
+            text += f", {len(joined)} other{'' if len(joined) == 1 else 's'} connected"
+        if call.get("reason"):
+            text += f" ({call['reason']}, by {call.get('ended_by') or '?'})"
+        return text
     who = call.get("peer_id", "?")
     arrow = "to" if call.get("direction") == "out" else "from"
     text = f"{kind} call {arrow} {who}: {call.get('state', '?')}"
@@ -76,20 +84,43 @@ def _show(calls: list[dict[str, Any]]) -> None:
     for call in calls:
         out(describe(call))
         stats = call.get("stats") or {}
+        if call.get("kind") == "group":
+            _show_participants(call, stats)
+            continue
         if not stats:
             continue
-        path = stats.get("path") or {}
+        _show_stats(stats, "  ")
+
+
+def _show_participants(call: dict[str, Any], stats: dict[str, Any]) -> None:
+    """One block per participant of a group call: its link's state and stats."""
+    per_peer = stats.get("participants") or {}
+    for member in call.get("participants") or []:
+        peer = member.get("peer_id", "?")
+        out(f"  {peer}: {member.get('state', '?')}")
+        if per_peer.get(peer):
+            _show_stats(per_peer[peer], "    ")
+    encoder = stats.get("encoder") or {}
+    if encoder.get("encode_once"):
         out(
-            f"  codecs {', '.join(stats.get('codecs') or []) or '?'}; "
-            f"{stats.get('fps', '?')} fps; {stats.get('kbps_in', '?')} kbit/s in; "
-            f"rtt {stats.get('video_rtt_ms', stats.get('audio_rtt_ms', '?'))} ms; "
-            f"loss {stats.get('video_loss', stats.get('audio_loss', '?'))}"
+            f"  encoded once for all: {encoder.get('frames_encoded', 0)} frames, "
+            f"{encoder.get('encode_ms_per_frame', '?')} ms each"
         )
-        if path:
-            relayed = "relayed" if path.get("relayed") else "direct"
-            out(f"  path {path.get('local')} -> {path.get('remote')} ({relayed})")
-        if stats.get("dtls"):
-            out(f"  DTLS {stats['dtls']}, SRTP {'on' if stats.get('srtp') else 'off'}")
+
+
+def _show_stats(stats: dict[str, Any], indent: str) -> None:
+    path = stats.get("path") or {}
+    out(
+        f"{indent}codecs {', '.join(stats.get('codecs') or []) or '?'}; "
+        f"{stats.get('fps', '?')} fps; {stats.get('kbps_in', '?')} kbit/s in; "
+        f"rtt {stats.get('video_rtt_ms', stats.get('audio_rtt_ms', '?'))} ms; "
+        f"loss {stats.get('video_loss', stats.get('audio_loss', '?'))}"
+    )
+    if path:
+        relayed = "relayed" if path.get("relayed") else "direct"
+        out(f"{indent}path {path.get('local')} -> {path.get('remote')} ({relayed})")
+    if stats.get("dtls"):
+        out(f"{indent}DTLS {stats['dtls']}, SRTP {'on' if stats.get('srtp') else 'off'}")
 
 
 def cmd_calls(home: Path, args: argparse.Namespace) -> int:

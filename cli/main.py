@@ -702,18 +702,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     add(sub, "events", cmd_events, "print events as they happen (until Ctrl-C)")
 
-    p = add(sub, "call", calls.cmd_call, "call a friend (video, or --audio-only)")
-    p.add_argument("friend", metavar="FRIEND", help="name, ID or ID prefix")
+    p = add(sub, "call", calls.cmd_call, "call a friend or a group (video, or --audio-only)")
+    p.add_argument(
+        "friend", metavar="FRIEND|GROUP", help="a friend's name, ID or ID prefix, or a group"
+    )
     p.add_argument("--audio-only", action="store_true", help="no video")
     media_help = "test (a test pattern and tone, the default), camera, or a media file"
     p.add_argument("--source", metavar="SPEC", help=media_help)
     p.add_argument("--record", metavar="FILE", help="record what the friend sends (.mp4, .mkv)")
-    p = add(sub, "answer", calls.cmd_answer, "answer the ringing call")
-    p.add_argument("friend", metavar="FRIEND", nargs="?", help="whose call (default: the one)")
+    p = add(sub, "answer", calls.cmd_answer, "answer the ringing call (or join a group call)")
+    p.add_argument(
+        "friend", metavar="FRIEND|GROUP", nargs="?", help="whose call (default: the one)"
+    )
     p.add_argument("--source", metavar="SPEC", help=media_help)
     p.add_argument("--record", metavar="FILE", help="record what the friend sends (.mp4, .mkv)")
-    p = add(sub, "hangup", calls.cmd_hangup, "end the call (or decline a ringing one)")
-    p.add_argument("friend", metavar="FRIEND", nargs="?", help="whose call (default: the one)")
+    p = add(sub, "hangup", calls.cmd_hangup, "end or leave the call (or decline a ringing one)")
+    p.add_argument(
+        "friend", metavar="FRIEND|GROUP", nargs="?", help="whose call (default: the one)"
+    )
     p = add(sub, "calls", calls.cmd_calls, "the current call with live stats, and the last one")
     p.add_argument("--watch", action="store_true", help="refresh every second (until Ctrl-C)")
 

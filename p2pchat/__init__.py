@@ -11,10 +11,11 @@ nothing here imports ``daemon`` or ``cli`` (``tests/core/test_layers.py`` checks
    sessions between friends (sans-IO over vodozemac);
 3. ``net``: libp2p host, streams, links, DHT, records, discovery, relays, library patches;
 4. ``chat``: roster, friend handshake, messages;
-5. ``files``, ``calls``, ``mailbox`` and ``groups``: transfers and calls between friends,
-   messages held by friends for friends who are offline, and group chats (so far the signed
-   membership log, sans-IO);
-6. ``node``: one identity's engine, wiring all of the above under one nursery.
+5. ``files``, ``mailbox`` and ``groups``: transfers between friends, messages held by
+   friends for friends who are offline, and group chats;
+6. ``calls``: 1:1 calls between friends, and group calls (which ask ``groups`` who is a
+   member);
+7. ``node``: one identity's engine, wiring all of the above under one nursery.
 
 The package ``__init__`` modules import nothing, so ``import p2pchat.api`` stays light.
 """

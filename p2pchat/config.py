@@ -132,6 +132,9 @@ class Config:
     """Seconds a call rings before it ends as unanswered."""
     call_record_dir: str = ""
     """Where auto-answered calls are recorded; empty discards their media."""
+    conference_encode_once: bool = True
+    """Group calls encode each source once for all participants (false: once per
+    participant, aiortc's default; for comparing the two)."""
     ice_servers: list[Any] = field(default_factory=list)
     """STUN/TURN servers for calls: ``"stun:host:port"`` strings, or ``{"urls": "turn:...",
     "username": ..., "credential": ...}`` objects. Empty by default: no third party learns
@@ -172,6 +175,7 @@ class Config:
             "call_auto_answer": self.call_auto_answer,
             "call_ring_timeout": self.call_ring_timeout,
             "call_record_dir": self.call_record_dir,
+            "conference_encode_once": self.conference_encode_once,
             "ice_servers": self.ice_servers,
             "web": self.web,
             "web_listen": self.web_listen,
@@ -269,6 +273,9 @@ def load_config(home: Path) -> Config:
     record_dir = raw.get("call_record_dir", "")
     if not isinstance(record_dir, str) or (record_dir and not Path(record_dir).is_absolute()):
         raise ConfigError(f"{path}: 'call_record_dir' must be an absolute directory path")
+    encode_once = raw.get("conference_encode_once", True)
+    if not isinstance(encode_once, bool):
+        raise ConfigError(f"{path}: 'conference_encode_once' must be true or false")
     ice = raw.get("ice_servers", [])
     if not isinstance(ice, list) or not all(ice_server_problem(e) is None for e in ice):
         bad = next((ice_server_problem(e) for e in ice), None) if isinstance(ice, list) else None
@@ -305,6 +312,7 @@ def load_config(home: Path) -> Config:
     cfg.call_auto_answer = auto_answer
     cfg.call_ring_timeout = float(ring)
     cfg.call_record_dir = record_dir
+    cfg.conference_encode_once = encode_once
     cfg.ice_servers = list(ice)
     cfg.listen = list(listen) or list(DEFAULT_LISTEN)
     cfg.name = name

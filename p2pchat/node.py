@@ -17,6 +17,7 @@ from typing import Any
 import trio
 
 import p2pchat
+from p2pchat.calls.conferences import Conferences
 from p2pchat.calls.manager import CallManager, CallsConfig
 from p2pchat.chat.friendship import ContactState
 from p2pchat.chat.invites import load_or_create_invite, rotate_invite
@@ -98,6 +99,7 @@ class Node:
         self.groups: Groups | None = None
         self.discovery: Discovery | None = None
         self.calls: CallManager | None = None
+        self.conferences: Conferences | None = None
         self.at_rest = "plain"
 
     @property
@@ -158,6 +160,19 @@ class Node:
                 ),
                 public_ips=self._public_ips,
             )
+            calls = self.calls
+            conferences = Conferences(
+                self.groups,
+                self.events,
+                in_other_call=lambda: calls.current is not None and calls.current.call.live,
+                public_ips=self._public_ips,
+                ice_servers=ice_server_tuples(self.config.ice_servers),
+                auto_answer=self.config.call_auto_answer,
+                ring_timeout=self.config.call_ring_timeout,
+                encode_once=self.config.conference_encode_once,
+            )
+            self.conferences = conferences
+            calls.in_other_call = lambda: conferences.live
             # Handlers in place before anyone can connect.
             self.chat.friends.gate.secret = await trio.to_thread.run_sync(
                 load_or_create_invite, self.home
@@ -167,6 +182,7 @@ class Node:
             await self.groups.load()
             await self.files.load()
             self.calls.load()
+            conferences.load()
             async with network.run(listen):
                 # py-libp2p 0.8.1 logs a failed bind and carries on with no listener, so
                 # success is judged by the ports actually bound.
@@ -184,6 +200,7 @@ class Node:
                     await nursery.start(self.files.run)
                     await nursery.start(discovery.run)
                     await nursery.start(self.calls.run)
+                    await nursery.start(conferences.run)
                     log.info(
                         "p2pchat %s ready as %s, listening on %s",
                         p2pchat.__version__,
@@ -295,7 +312,8 @@ class Node:
             "connections": len(self.network.connected_peers()) if self.network else 0,
             "transfers_active": self.files.active_count() if self.files else 0,
             **(self.discovery.status() if self.discovery else {}),
-            "call": self.calls.status() if self.calls else None,
+            "call": (self.calls.status() if self.calls else None)
+            or (self.conferences.status() if self.conferences else None),
             "at_rest": self.at_rest,
             "mailbox": await self.mailbox.status() if self.mailbox else None,
             "groups": self.groups.status() if self.groups else None,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, Final
 from daemon.params import Handler, Params, bool_param, str_param
 from p2pchat.api import ApiError
 from p2pchat.calls.browser import PageOwner, check_stats
+from p2pchat.calls.conferences import Conferences
 from p2pchat.calls.manager import CallManager
 
 if TYPE_CHECKING:
@@ -18,6 +19,42 @@ def _calls(s: Session) -> CallManager:
     if calls is None:
         raise ApiError("internal_error", "the node is not running")
     return calls
+
+
+def _conferences(s: Session) -> Conferences:
+    conferences = s.server.node.conferences
+    if conferences is None:
+        raise ApiError("internal_error", "the node is not running")
+    return conferences
+
+
+def _group_target(s: Session, p: Params, key: str = "friend") -> str | None:
+    """The group a call action is for: ``group``, or a ``friend`` that names no friend but
+    one of our groups (so ``p2pchat call NAME`` works for both)."""
+    group = str_param(p, "group", required=False) or None
+    if group is not None:
+        if "friend" in p:
+            raise ApiError("invalid_params", "give 'friend' or 'group', not both")
+        return group
+    name = str_param(p, key, required=False) or None
+    if name is None:
+        return None
+    chat = s.server.node.chat
+    if chat is not None:
+        try:
+            chat.roster.resolve(name)
+            return None  # a contact's name or ID: a 1:1 call (contacts come first)
+        except ApiError as exc:
+            if exc.name != "not_found":
+                return None  # ambiguous among contacts: the 1:1 path says so
+    return name if _conferences(s).names_group(name) else None
+
+
+def _group_media(p: Params) -> None:
+    if str_param(p, "media", required=False, default="aiortc") != "aiortc":
+        raise ApiError("invalid_params", "group calls use the daemon's own media")
+    if str_param(p, "record", required=False):
+        raise ApiError("invalid_params", "group calls are not recorded")
 
 
 def _browser_sdp(s: Session, p: Params) -> tuple[str | None, PageOwner | None]:
@@ -39,6 +76,15 @@ def _browser_sdp(s: Session, p: Params) -> tuple[str | None, PageOwner | None]:
 
 
 async def start(s: Session, p: Params) -> Any:
+    group = _group_target(s, p)
+    if group is not None:
+        _group_media(p)
+        call = await _conferences(s).start(
+            group,
+            video=not bool_param(p, "audio_only", False),
+            source=str_param(p, "source", required=False, default="test"),
+        )
+        return {"call": call}
     sdp, owner = _browser_sdp(s, p)
     call = await _calls(s).start_call(
         str_param(p, "friend"),
@@ -52,6 +98,14 @@ async def start(s: Session, p: Params) -> Any:
 
 
 async def answer(s: Session, p: Params) -> Any:
+    group = _group_target(s, p)
+    conferences = _conferences(s)
+    if group is not None or (
+        "friend" not in p and conferences.is_ringing() and not _calls(s).is_ringing()
+    ):
+        _group_media(p)
+        source = str_param(p, "source", required=False, default="test")
+        return {"call": await conferences.answer(group, source)}
     sdp, owner = _browser_sdp(s, p)
     call = await _calls(s).answer(
         str_param(p, "friend", required=False) or None,
@@ -78,11 +132,17 @@ async def report(s: Session, p: Params) -> Any:
 
 
 async def hangup(s: Session, p: Params) -> Any:
+    group = _group_target(s, p)
+    conferences = _conferences(s)
+    if group is not None or ("friend" not in p and conferences.live):
+        return {"call": await conferences.hangup(group)}
     return {"call": await _calls(s).hangup(str_param(p, "friend", required=False) or None)}
 
 
 async def list_calls(s: Session, p: Params) -> Any:
-    return {"calls": await _calls(s).list_calls()}
+    calls = await _conferences(s).list_calls() + await _calls(s).list_calls()
+    calls.sort(key=lambda c: -(c.get("started_at") or 0))
+    return {"calls": calls}
 
 
 METHODS: Final[dict[str, Handler]] = {

@@ -95,6 +95,8 @@ class CallManager:
         self.current: CallSession | None = None
         self.last: CallSession | None = None
         self._nursery: trio.Nursery | None = None
+        self.in_other_call: Callable[[], bool] = lambda: False
+        """Whether this daemon is in a group call (then a 1:1 call is busy)."""
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -169,7 +171,7 @@ class CallManager:
             if browser_sdp is not None:
                 raise ApiError("busy", "that friend is calling you now: answer their call instead")
             return await self._answer_instead(peer, options)
-        if self.current is not None and self.current.call.live:
+        if (self.current is not None and self.current.call.live) or self.in_other_call():
             raise ApiError("busy", "already in a call: hang up first")
         if not await self.chat.reach.reach(peer, lookup=True):
             raise ApiError(
@@ -387,6 +389,8 @@ class CallManager:
             last_peer=last.peer if last else "",
             since_last_end=time.time() - last.ended_at if last and last.ended_at else float("inf"),
         )
+        if self.in_other_call():
+            decision = Incoming.BUSY
         if decision in (Incoming.BUSY, Incoming.GLARE_KEEP_OURS):
             reason = "busy" if decision is Incoming.BUSY else "glare"
             log.info("call from %s: %s", short(peer), reason)
@@ -444,6 +448,10 @@ class CallManager:
             return last.options
         return None
 
+    def is_ringing(self) -> bool:
+        live = self.current
+        return live is not None and live.call.state is CallState.RINGING_IN
+
     def _ringing_from(self, peer: str) -> CallSession | None:
         live = self.current
         if live is not None and live.peer == peer and live.call.state is CallState.RINGING_IN:
@@ -478,9 +486,8 @@ class _Superseded(Exception):
     """Another call became current while an outgoing one was being set up."""
 
 
-def _options(
-    video: bool, source: str, record: str, ice: tuple[tuple[str, str, str], ...]
-) -> MediaOptions:
+def check_source(source: str) -> str:
+    """``source`` if a call can send it (``test`` when empty), else a clear API error."""
     source = source or "test"
     if source not in SOURCES and (not os.path.isabs(source) or not os.path.isfile(source)):
         raise ApiError(
@@ -490,6 +497,13 @@ def _options(
         )
     if source == "camera" and not os.path.exists("/dev/video0"):
         raise ApiError("media_error", "no camera found (/dev/video0)")
+    return source
+
+
+def _options(
+    video: bool, source: str, record: str, ice: tuple[tuple[str, str, str], ...]
+) -> MediaOptions:
+    source = check_source(source)
     if record and (not os.path.isabs(record) or not os.path.isdir(os.path.dirname(record))):
         raise ApiError("invalid_params", "--record needs an absolute path in an existing directory")
     return MediaOptions(video=video, source=source, record=record, ice_servers=ice)

@@ -155,8 +155,9 @@ def with_reflexive(sdp: str, public_ips: list[str]) -> str:
 # --- built-in test source ------------------------------------------------------------------
 
 
-def _test_tracks() -> tuple[Any, Any]:
-    """A moving-bar test pattern (640x480, 30 fps) and a 440 Hz tone (48 kHz mono)."""
+def _test_tracks(width: int = VIDEO_WIDTH, height: int = VIDEO_HEIGHT) -> tuple[Any, Any]:
+    """A moving-bar test pattern (640x480 unless told, 30 fps) and a 440 Hz tone (48 kHz
+    mono)."""
     from aiortc.mediastreams import AudioStreamTrack, VideoStreamTrack
     from av import AudioFrame, VideoFrame
 
@@ -167,14 +168,14 @@ def _test_tracks() -> tuple[Any, Any]:
 
         async def recv(self) -> Any:
             pts, time_base = await self.next_timestamp()
-            frame = VideoFrame(width=VIDEO_WIDTH, height=VIDEO_HEIGHT, format="yuv420p")
+            frame = VideoFrame(width=width, height=height, format="yuv420p")
             luma = frame.planes[0]
-            bar = (self._n * 8) % VIDEO_WIDTH
+            bar = (self._n * 8) % width
             row = bytes(
-                235 if bar <= x < bar + 40 else 16 + (x * 200 // VIDEO_WIDTH)
+                235 if bar <= x < bar + width // 16 else 16 + (x * 200 // width)
                 for x in range(luma.line_size)
             )
-            luma.update(row * VIDEO_HEIGHT)
+            luma.update(row * height)
             for plane in frame.planes[1:]:
                 plane.update(bytes([128]) * plane.buffer_size)
             frame.pts, frame.time_base = pts, time_base
@@ -222,6 +223,28 @@ def _test_tracks() -> tuple[Any, Any]:
     return TestPattern(), Tone()
 
 
+def open_source(
+    source: str, width: int = VIDEO_WIDTH, height: int = VIDEO_HEIGHT
+) -> tuple[Any, Any, Any]:
+    """(video track, audio track, the media player feeding them or None) for ``source``:
+    the test pattern and tone, the camera, or a media file."""
+    if source == "test":
+        video, audio = _test_tracks(width, height)
+        return video, audio, None
+    from aiortc.contrib.media import MediaPlayer
+
+    try:
+        if source == "camera":
+            player = MediaPlayer(
+                "/dev/video0", format="v4l2", options={"video_size": f"{width}x{height}"}
+            )
+        else:
+            player = MediaPlayer(source)
+    except Exception as exc:
+        raise MediaError(f"cannot open media source {source!r}: {exc}") from None
+    return player.video, player.audio, player
+
+
 def _counted(track: Any, session: MediaSession) -> Any:
     """``track``, counting each decoded frame into ``session.video_frames_in``."""
     from aiortc.mediastreams import MediaStreamTrack
@@ -239,6 +262,63 @@ def _counted(track: Any, session: MediaSession) -> Any:
             track.stop()
 
     return Counted()
+
+
+async def connection_stats(pc: Any, video_frames_in: int) -> dict[str, Any]:
+    """What `p2pchat calls` shows of one peer connection: codecs, rates, loss, RTT, the
+    selected path, DTLS."""
+    out: dict[str, Any] = {
+        "state": pc.connectionState,
+        "video_frames_in": video_frames_in,
+    }
+    report = await pc.getStats()
+    for stat in report.values():
+        kind = getattr(stat, "kind", None)
+        if stat.type == "inbound-rtp" and kind in ("audio", "video"):
+            out[f"{kind}_in"] = {
+                "packets": stat.packetsReceived,
+                "lost": stat.packetsLost,
+                "jitter": stat.jitter,
+            }
+        elif stat.type == "transport":
+            out["bytes_in"] = stat.bytesReceived
+            out["bytes_out"] = stat.bytesSent
+        elif stat.type == "outbound-rtp" and kind in ("audio", "video"):
+            out[f"{kind}_out"] = {"packets": stat.packetsSent, "bytes": stat.bytesSent}
+        elif stat.type == "remote-inbound-rtp" and kind in ("audio", "video"):
+            if stat.roundTripTime is not None:
+                out[f"{kind}_rtt_ms"] = round(stat.roundTripTime * 1000, 1)
+            out[f"{kind}_loss"] = stat.fractionLost
+    out["codecs"] = sorted(
+        {
+            str(codec.mimeType)
+            for transceiver in pc.getTransceivers()
+            for codec in (getattr(transceiver, "_codecs", None) or [])[:1]
+        }
+    )
+    out.update(_transport_facts(pc))
+    return out
+
+
+def _transport_facts(pc: Any) -> dict[str, Any]:
+    facts: dict[str, Any] = {}
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        if dtls is None:
+            continue
+        facts["dtls"] = dtls.state
+        facts["srtp"] = getattr(dtls, "_rx_srtp", None) is not None
+        connection = getattr(dtls.transport, "_connection", None)
+        pair = getattr(connection, "_nominated", {}).get(1) if connection else None
+        if pair is not None:
+            local, remote = pair.local_candidate, pair.remote_candidate
+            facts["path"] = {
+                "local": f"{local.host}:{local.port} {local.type}",
+                "remote": f"{remote.host}:{remote.port} {remote.type}",
+                "relayed": local.type == "relay" or remote.type == "relay",
+            }
+        break
+    return facts
 
 
 # --- one call's media ----------------------------------------------------------------------
@@ -285,23 +365,7 @@ class MediaSession:
 
     def _add_source(self) -> None:
         options = self.options
-        if options.source == "test":
-            video, audio = _test_tracks()
-        else:
-            from aiortc.contrib.media import MediaPlayer
-
-            try:
-                if options.source == "camera":
-                    self._player = MediaPlayer(
-                        "/dev/video0",
-                        format="v4l2",
-                        options={"video_size": f"{VIDEO_WIDTH}x{VIDEO_HEIGHT}"},
-                    )
-                else:
-                    self._player = MediaPlayer(options.source)
-            except Exception as exc:
-                raise MediaError(f"cannot open media source {options.source!r}: {exc}") from None
-            video, audio = self._player.video, self._player.audio
+        video, audio, self._player = open_source(options.source)
         from aiortc.contrib.media import MediaBlackhole
 
         # A media file's tracks are fed by one decoder: a track we do not send (the video of
@@ -373,57 +437,7 @@ class MediaSession:
 
     async def stats(self) -> dict[str, Any]:
         """What `p2pchat calls` shows: codecs, rates, loss, RTT, the selected path, DTLS."""
-        out: dict[str, Any] = {
-            "state": self.pc.connectionState,
-            "video_frames_in": self.video_frames_in,
-        }
-        report = await self.pc.getStats()
-        for stat in report.values():
-            kind = getattr(stat, "kind", None)
-            if stat.type == "inbound-rtp" and kind in ("audio", "video"):
-                out[f"{kind}_in"] = {
-                    "packets": stat.packetsReceived,
-                    "lost": stat.packetsLost,
-                    "jitter": stat.jitter,
-                }
-            elif stat.type == "transport":
-                out["bytes_in"] = stat.bytesReceived
-                out["bytes_out"] = stat.bytesSent
-            elif stat.type == "outbound-rtp" and kind in ("audio", "video"):
-                out[f"{kind}_out"] = {"packets": stat.packetsSent, "bytes": stat.bytesSent}
-            elif stat.type == "remote-inbound-rtp" and kind in ("audio", "video"):
-                if stat.roundTripTime is not None:
-                    out[f"{kind}_rtt_ms"] = round(stat.roundTripTime * 1000, 1)
-                out[f"{kind}_loss"] = stat.fractionLost
-        out["codecs"] = sorted(
-            {
-                str(codec.mimeType)
-                for transceiver in self.pc.getTransceivers()
-                for codec in (getattr(transceiver, "_codecs", None) or [])[:1]
-            }
-        )
-        out.update(self._transport_facts())
-        return out
-
-    def _transport_facts(self) -> dict[str, Any]:
-        facts: dict[str, Any] = {}
-        for transceiver in self.pc.getTransceivers():
-            dtls = transceiver.receiver.transport
-            if dtls is None:
-                continue
-            facts["dtls"] = dtls.state
-            facts["srtp"] = getattr(dtls, "_rx_srtp", None) is not None
-            connection = getattr(dtls.transport, "_connection", None)
-            pair = getattr(connection, "_nominated", {}).get(1) if connection else None
-            if pair is not None:
-                local, remote = pair.local_candidate, pair.remote_candidate
-                facts["path"] = {
-                    "local": f"{local.host}:{local.port} {local.type}",
-                    "remote": f"{remote.host}:{remote.port} {remote.type}",
-                    "relayed": local.type == "relay" or remote.type == "relay",
-                }
-            break
-        return facts
+        return await connection_stats(self.pc, self.video_frames_in)
 
     async def close(self) -> None:
         """Release everything: peer connection (sockets), tracks, player and recorder."""

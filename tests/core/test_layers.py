@@ -22,10 +22,10 @@ LAYERS = {
     "net": 2,
     "chat": 3,
     "files": 4,
-    "calls": 4,
+    "calls": 5,
     "mailbox": 4,
     "groups": 4,
-    "node": 5,
+    "node": 6,
 }
 CLI_MAY_IMPORT = {"p2pchat", "p2pchat.api", "p2pchat.paths", "p2pchat.identity"}
 

@@ -135,7 +135,7 @@ async function connected() {
     state.groups = groups;
     state.gconvs = {};
     if (state.selectedGroup && groups[state.selectedGroup]) loadGroupHistory(state.selectedGroup);
-    const live = callList.calls.find((c) => c.state !== "ended");
+    const live = callList.calls.find((c) => c.state !== "ended" && c.kind !== "group");
     setCall(live || null);
     // Conversations are reloaded (messages may have arrived while the socket was down).
     const open = state.selected;
@@ -350,6 +350,13 @@ function onEvent(ev) {
     case "call.incoming":
     case "call.updated":
     case "call.ended":
+      if (ev.call.kind === "group") {
+        // Group calls run on the daemon's own media: the page tells, the CLI joins.
+        if (ev.type === "call.incoming") {
+          toast(`A group call in ${ev.call.group} rings: join it with "p2pchat answer ${ev.call.group}"`);
+        }
+        break;
+      }
       setCall(ev.call);
       if (ev.type === "call.ended") announceEnd(ev.call);
       refreshStatus();

@@ -1042,7 +1042,7 @@ async function connected() {
     state.groups = groups;
     state.gconvs = {};
     if (state.selectedGroup && groups[state.selectedGroup]) loadGroupHistory(state.selectedGroup);
-    const live = callList.calls.find((c3) => c3.state !== "ended");
+    const live = callList.calls.find((c3) => c3.state !== "ended" && c3.kind !== "group");
     setCall(live || null);
     const open = state.selected;
     state.convs = {};
@@ -1229,6 +1229,12 @@ function onEvent(ev) {
     case "call.incoming":
     case "call.updated":
     case "call.ended":
+      if (ev.call.kind === "group") {
+        if (ev.type === "call.incoming") {
+          toast(`A group call in ${ev.call.group} rings: join it with "p2pchat answer ${ev.call.group}"`);
+        }
+        break;
+      }
       setCall(ev.call);
       if (ev.type === "call.ended") announceEnd(ev.call);
       refreshStatus();
