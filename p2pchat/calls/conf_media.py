@@ -41,6 +41,8 @@ CONF_BITRATE: Final = 400_000
 """Bits per second of the shared VP8 stream (a 320x240 test pattern needs far less)."""
 KEYFRAME_EVERY: Final = 60
 """Frames between keyframes of the shared encoder (2 s at 30 fps)."""
+KEYFRAME_MIN_INTERVAL: Final = 0.5
+"""Seconds between keyframes asked for by receivers."""
 QUEUE_FRAMES: Final = 4
 """Encoded frames a sender may lag behind before its oldest is dropped."""
 VIDEO_CLOCK: Final = fractions.Fraction(1, 90_000)
@@ -71,15 +73,23 @@ def _packet_track_class() -> Any:
 
         def put(self, packet: Any) -> None:
             if len(self._queue) >= QUEUE_FRAMES:
-                self._queue.popleft()  # this receiver fell behind: it needs a keyframe
-                self._encoder.keyframe_wanted = True
-                self.dropped += 1
+                self._queue.popleft()
+                if self._reading:  # it fell behind: it needs a keyframe to pick up again
+                    self._encoder.request_keyframe()
+                    self.dropped += 1
             self._queue.append(packet)
             self._ready.set()
 
         dropped = 0
+        _reading = False
 
         async def recv(self) -> Any:
+            if not self._reading:
+                # The sender starts reading once DTLS is up: what queued before is stale,
+                # and its receiver decodes from the next keyframe.
+                self._reading = True
+                self._queue.clear()
+                self._encoder.request_keyframe()
             while not self._queue:
                 if self.readyState != "live":
                     raise MediaStreamError
@@ -105,6 +115,8 @@ class SharedVideoEncoder:
         self._codec: Any = None
         self._worker = concurrent.futures.ThreadPoolExecutor(1, "p2pchat-vp8")
         self.keyframe_wanted = True
+        self._key_asked = False
+        self._last_key = 0.0
         self.frames = 0
         """Frames encoded so far (once each, whoever they went to)."""
         self.encode_seconds = 0.0
@@ -112,10 +124,26 @@ class SharedVideoEncoder:
         """Keyframes asked for (a newcomer, a receiver that fell behind)."""
         self._track_class = _packet_track_class()
 
+    def request_keyframe(self) -> None:
+        """A receiver needs a keyframe. Requests are coalesced: at most one keyframe every
+        :data:`KEYFRAME_MIN_INTERVAL`, never lost (so a participant that keeps reconnecting
+        cannot make every frame a keyframe, and a newcomer still gets one soon)."""
+        self._key_asked = True
+
+    def _keyframe_now(self) -> bool:
+        """Whether the frame being encoded is to be a keyframe (on the worker thread)."""
+        now = time.monotonic()
+        if self.keyframe_wanted or (
+            self._key_asked and now - self._last_key >= KEYFRAME_MIN_INTERVAL
+        ):
+            self.keyframe_wanted = self._key_asked = False
+            self._last_key = now
+            return True
+        return False
+
     def subscribe(self) -> Any:
         track = self._track_class(self)
         self._tracks.add(track)
-        self.keyframe_wanted = True  # the newcomer decodes from the next frame
         if self._task is None:
             self._task = asyncio.ensure_future(self._run())
         return track
@@ -134,7 +162,12 @@ class SharedVideoEncoder:
                 return  # the source ended (a media file played out)
             if not self._tracks:
                 continue  # nobody to send to: read on (a live source must not pile up)
-            packets = await loop.run_in_executor(self._worker, self._encode, frame)
+            try:
+                packets = await loop.run_in_executor(self._worker, self._encode, frame)
+            except Exception as exc:  # one bad frame must not stop our video for everyone
+                log.warning("group call: encoding a frame failed: %s", exc)
+                self._codec = None
+                continue
             for packet in packets:
                 for track in list(self._tracks):
                     track.put(packet)
@@ -176,9 +209,8 @@ class SharedVideoEncoder:
             self.keyframe_wanted = True
         frame.pts = _in_video_clock(frame)
         frame.time_base = VIDEO_CLOCK
-        if self.keyframe_wanted:
+        if self._keyframe_now():
             frame.pict_type = av.video.frame.PictureType.I
-            self.keyframe_wanted = False
             self.keyframes += 1
         packets = list(self._codec.encode(frame))
         for packet in packets:
@@ -207,6 +239,8 @@ class PeerMedia:
     """One other participant's peer connection, and what we count of it."""
 
     pc: Any
+    gen: int
+    """Which peer connection with that participant this is (states are reported with it)."""
     video_frames_in: int = 0
     consumers: list[asyncio.Task[None]] = field(default_factory=list)
     sent: list[Any] = field(default_factory=list)
@@ -216,7 +250,9 @@ class PeerMedia:
 class ConferenceMedia:
     """Every peer connection of one conference. Create and use only on the asyncio thread."""
 
-    def __init__(self, options: ConfMediaOptions, on_state: Callable[[str, str], None]) -> None:
+    def __init__(
+        self, options: ConfMediaOptions, on_state: Callable[[str, int, str], None]
+    ) -> None:
         from aiortc.contrib.media import MediaRelay
 
         self.options = options
@@ -233,6 +269,7 @@ class ConferenceMedia:
             SharedVideoEncoder(video) if self._video is not None and options.encode_once else None
         )
         self.peers: dict[str, PeerMedia] = {}
+        self._gens = 0
 
     # --- links --------------------------------------------------------------------------
 
@@ -250,13 +287,14 @@ class ConferenceMedia:
         pc = RTCPeerConnection(
             RTCConfiguration(iceServers=servers, bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
         )
-        media = PeerMedia(pc)
+        self._gens += 1
+        media = PeerMedia(pc, self._gens)
         self.peers[peer] = media
 
         @pc.on("connectionstatechange")
         def changed() -> None:
             if self.peers.get(peer) is media:
-                self._on_state(peer, str(pc.connectionState))
+                self._on_state(peer, media.gen, str(pc.connectionState))
 
         @pc.on("track")
         def track(received: Any) -> None:
@@ -287,13 +325,14 @@ class ConferenceMedia:
         if self._encoder is not None:
             _prefer_vp8(pc)
 
-    async def offer(self, peer: str) -> str:
+    async def offer(self, peer: str) -> tuple[str, int]:
+        """Our offer to ``peer``, and its peer connection's generation."""
         media = self._open(peer)
         self._add_tracks(media)
         await media.pc.setLocalDescription(await media.pc.createOffer())
-        return str(media.pc.localDescription.sdp)
+        return str(media.pc.localDescription.sdp), media.gen
 
-    async def accept(self, peer: str, sdp: str) -> str:
+    async def accept(self, peer: str, sdp: str) -> tuple[str, int]:
         from aiortc import RTCSessionDescription
 
         media = self._open(peer)
@@ -301,7 +340,7 @@ class ConferenceMedia:
         self._add_tracks(media)
         await media.pc.setLocalDescription(await media.pc.createAnswer())
         self._check_codecs(media)
-        return str(media.pc.localDescription.sdp)
+        return str(media.pc.localDescription.sdp), media.gen
 
     async def apply_answer(self, peer: str, sdp: str) -> None:
         from aiortc import RTCSessionDescription
@@ -367,7 +406,12 @@ class ConferenceMedia:
         finally:
             if self._encoder is not None:
                 await self._encoder.close()
-            for track in (self._video, self._audio):
+            # Every source track, sent or not: a media player stops its decoder and closes
+            # its file or camera only once all its tracks stopped.
+            tracks = [self._video, self._audio]
+            if self._player is not None:
+                tracks += [self._player.video, self._player.audio]
+            for track in tracks:
                 if track is not None:
                     track.stop()
             for task in self._spare:

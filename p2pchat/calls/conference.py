@@ -111,6 +111,10 @@ Output: TypeAlias = Offer | Answer | ApplyAnswer | Refuse | EndLink | Announce |
 
 _GONE_REASONS: Final = frozenset({"hangup", "declined", "busy", "not_member", "full", "timeout"})
 """A link ended by the peer for one of these: it is not offered to again (until it offers)."""
+MAX_OFFER_FAILURES: Final = 2
+"""Links with one peer that failed (or went unanswered) this many times: it is not offered to
+again (until it offers). Otherwise anyone naming an unreachable member in ``conf-peers``
+could make us dial it over and over."""
 
 
 @dataclass
@@ -136,6 +140,9 @@ class Conference:
     known: set[str] = field(default_factory=set)
     """Participants others named that we have no link with (yet)."""
     gone: set[str] = field(default_factory=set)
+    failures: dict[str, int] = field(default_factory=dict)
+    """Peer → links with it that ended failed or unanswered, on our side or theirs."""
+    ring_timeout: float = RING_TIMEOUT
     ever_connected: bool = False
     end_reason: str = ""
     ended_by_remote: bool = False
@@ -156,6 +163,7 @@ class Conference:
     ) -> tuple[Conference, list[Output]]:
         """We start a call in the group: offer to every member online (they ring)."""
         conf = cls(group_id, conf_id, video, me, ConfState.JOINED, now + ring_timeout)
+        conf.ring_timeout = ring_timeout
         out: list[Output] = []
         for peer in sorted(set(online) - {me})[: MAX_PARTICIPANTS - 1]:
             conf.links[peer] = Link(peer, LinkState.OFFER_OUT, now + ring_timeout, ours=True)
@@ -180,6 +188,7 @@ class Conference:
     ) -> tuple[Conference, list[Output]]:
         """A member's offer for a call we are not in: it rings."""
         conf = cls(group_id, conf_id, video, me, ConfState.RINGING, now + ring_timeout)
+        conf.ring_timeout = ring_timeout
         conf.links[peer] = Link(peer, LinkState.OFFER_IN, now + ring_timeout)
         conf._learn(peers, now)
         return conf, [Ring()]
@@ -230,6 +239,7 @@ class Conference:
         elif len(self.links) >= MAX_PARTICIPANTS - 1:
             return [Refuse(peer, "full")]
         self.gone.discard(peer)
+        self.failures.pop(peer, None)
         self.known.discard(peer)
         if self.state is ConfState.RINGING:
             self.links[peer] = Link(peer, LinkState.OFFER_IN, self.deadline)
@@ -271,6 +281,10 @@ class Conference:
         out: list[Output] = [EndLink(peer, reason, tell=tell)]
         if by_remote and reason in _GONE_REASONS:
             self.gone.add(peer)
+        elif reason in ("failed", "timeout"):
+            self.failures[peer] = self.failures.get(peer, 0) + 1
+            if self.failures[peer] >= MAX_OFFER_FAILURES:
+                self.gone.add(peer)
         self._last_reason = reason
         if link.state in (LinkState.CONNECTING, LinkState.ACTIVE):
             out.append(Announce())
@@ -333,7 +347,7 @@ class Conference:
             if len(self.links) >= MAX_PARTICIPANTS - 1:
                 break
             self.known.discard(p)
-            self.links[p] = Link(p, LinkState.OFFER_OUT, now + RING_TIMEOUT, ours=True)
+            self.links[p] = Link(p, LinkState.OFFER_OUT, now + self.ring_timeout, ours=True)
             out.append(Offer(p))
         return out
 

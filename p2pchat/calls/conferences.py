@@ -13,6 +13,7 @@ to the group's members.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import secrets
 import time
@@ -81,6 +82,10 @@ class LinkIO:
     offer_sdp: str = ""
     """Their offer, held until we answer it."""
     answer_sdp: str = ""
+    gen: int = 0
+    """The generation of this link's peer connection (its media states carry it)."""
+    reader: trio.lowlevel.Task | None = None
+    """The task reading this stream (a link it ends itself is not cancelled under it)."""
     done: trio.Event = field(default_factory=trio.Event)
     write_lock: trio.Lock = field(default_factory=trio.Lock)
 
@@ -114,7 +119,7 @@ class ConferenceCall:
         self.rang_by = ""
         self._ended = trio.Event()
         self._nursery: trio.Nursery | None = None
-        self._states_send, self._states = trio.open_memory_channel[tuple[str, str]](64)
+        self._states_send, self._states = trio.open_memory_channel[tuple[str, int, str]](64)
         self._last_stats: dict[str, tuple[float, int, int]] = {}
 
     # --- facts ------------------------------------------------------------------------------
@@ -195,8 +200,9 @@ class ConferenceCall:
         self.rtc = rtc
         states = self._states_send
 
-        def report(peer: str, state: str) -> None:  # on the asyncio thread
-            token.run_sync_soon(_deliver, states, (peer, state))
+        def report(peer: str, gen: int, state: str) -> None:  # on the asyncio thread
+            with contextlib.suppress(trio.RunFinishedError):
+                token.run_sync_soon(_deliver, states, (peer, gen, state))
 
         token = trio.lowlevel.current_trio_token()
         options = self.options
@@ -239,46 +245,62 @@ class ConferenceCall:
         if outputs and self.conf.live:
             self.service.events.publish("call.updated", call=self.json())
 
-    async def feed(self, outputs: list[Output]) -> None:
+    async def feed(self, step: Callable[[], list[Output]]) -> None:
+        """Take the lock, then change the state (``step``) and carry out what it returns:
+        a change computed before the lock is held could act on a link that is gone."""
         async with self.lock:
-            await self.apply(outputs)
+            await self.apply(step())
 
     def _others(self, peer: str) -> tuple[str, ...]:
         return tuple(p for p in self.conf.participants() if p != peer)
 
     async def _offer(self, peer: str) -> None:
         """Open a link to ``peer`` and offer it (in the call's nursery)."""
+
+        def failed() -> list[Output]:
+            link = self.conf.links.get(peer)
+            if link is None or link.state is not LinkState.OFFER_OUT or peer in self.links:
+                return []  # that offer is gone already (glare, a timeout, the call's end)
+            return self.conf.link_ended(peer, "failed", by_remote=False)
+
         try:
             if not await self.service.groups.reach(peer):
                 raise ConnectionError("unreachable")
             stream = await self.service.groups.net.open_stream(peer, CONF_PROTOCOL)
         except Exception as exc:
             log.info("group call: cannot reach %s: %s", short(peer), exc)
-            await self.feed(self.conf.link_ended(peer, "failed", by_remote=False))
+            await self.feed(failed)
             return
         io = LinkIO(peer, stream)
-        async with self.lock:
-            link = self.conf.links.get(peer)
-            if link is None or link.state is not LinkState.OFFER_OUT or peer in self.links:
-                await reset(stream)  # the link ended, or became theirs, meanwhile
-                return
-            try:
-                assert self.media is not None and self.rtc is not None
-                with trio.fail_after(MEDIA_SETUP_TIMEOUT):
-                    sdp = await self.rtc.call(self.media.offer(peer))
-                sdp = sendable(with_reflexive(sdp, self.service.public_ips()))
-            except Exception as exc:
-                log.warning("group call: no offer for %s: %s", short(peer), exc)
-                await reset(stream)
-                await self.apply(self.conf.link_ended(peer, "failed", by_remote=False))
-                return
-            self.links[peer] = io
-            frame = ConfOffer(
-                self.group.group_id, self.conf.conf_id, self.conf.video, sdp, self._others(peer)
-            )
-            if not await io.send(frame):
-                await self.apply(self.conf.link_ended(peer, "failed", by_remote=False))
-                return
+        try:
+            async with self.lock:
+                link = self.conf.links.get(peer)
+                if link is None or link.state is not LinkState.OFFER_OUT or peer in self.links:
+                    return  # the link ended, or became theirs, meanwhile
+                try:
+                    assert self.media is not None and self.rtc is not None
+                    with trio.fail_after(MEDIA_SETUP_TIMEOUT):
+                        sdp, io.gen = await self.rtc.call(self.media.offer(peer))
+                    sdp = sendable(with_reflexive(sdp, self.service.public_ips()))
+                except Exception as exc:
+                    log.warning("group call: no offer for %s: %s", short(peer), exc)
+                    await self.apply(failed())
+                    return
+                self.links[peer] = io
+                frame = ConfOffer(
+                    self.group.group_id,
+                    self.conf.conf_id,
+                    self.conf.video,
+                    sdp,
+                    self._others(peer),
+                )
+                if not await io.send(frame):
+                    await self.apply(self.conf.link_ended(peer, "failed", by_remote=False))
+                    return
+        finally:
+            if self.links.get(peer) is not io:  # never registered (or gone): not left open
+                with trio.CancelScope(shield=True):
+                    await reset(stream)
         await self.read_link(io, ConfFrameDecoder())
 
     async def _answer(self, peer: str) -> None:
@@ -288,7 +310,7 @@ class ConferenceCall:
                 raise MediaError("no stream")
             assert self.media is not None and self.rtc is not None
             with trio.fail_after(MEDIA_SETUP_TIMEOUT):
-                sdp = await self.rtc.call(self.media.accept(peer, io.offer_sdp))
+                sdp, io.gen = await self.rtc.call(self.media.accept(peer, io.offer_sdp))
             sdp = sendable(with_reflexive(sdp, self.service.public_ips()))
         except Exception as exc:
             log.info("group call: cannot answer %s: %s", short(peer), exc)
@@ -315,7 +337,10 @@ class ConferenceCall:
         # cancelling its scope must not cut short the release of its stream and media.
         with trio.CancelScope(shield=True):
             if io is not None:
-                io.scope.cancel()
+                if io.reader is not trio.lowlevel.current_task():
+                    io.scope.cancel()
+                # (A reader that ends its own link is not cancelled: it carries out the rest
+                # of what ended it, then sees its link gone and stops.)
                 if tell:
                     with trio.move_on_after(2):
                         await io.send(ConfEnd(self.conf.conf_id, reason))
@@ -339,6 +364,7 @@ class ConferenceCall:
     async def read_link(self, io: LinkIO, decoder: ConfFrameDecoder) -> None:
         """Frames from one pair's stream until it ends (runs in the task that owns it)."""
         reason, by_remote = "failed", True
+        io.reader = trio.lowlevel.current_task()
         try:
             with io.scope:
                 while True:
@@ -390,24 +416,42 @@ class ConferenceCall:
             return self.links.get(io.peer) is io
 
     async def _media_states(self) -> None:
-        async for peer, state in self._states:
+        async for peer, gen, state in self._states:
+            io = self.links.get(peer)
+            if io is None or io.gen != gen:
+                continue  # a peer connection that is closed already, or another link's
             if state == "connected":
-                await self.feed(self.conf.link_connected(peer))
+                await self.feed(functools.partial(self._connected, peer, gen))
             elif state in ("failed", "closed"):
                 assert self._nursery is not None
-                self._nursery.start_soon(self._media_lost, peer, self.links.get(peer))
+                self._nursery.start_soon(self._media_lost, peer, io)
 
-    async def _media_lost(self, peer: str, io: LinkIO | None) -> None:
+    def _connected(self, peer: str, gen: int) -> list[Output]:
+        io = self.links.get(peer)
+        return self.conf.link_connected(peer) if io is not None and io.gen == gen else []
+
+    async def _media_lost(self, peer: str, io: LinkIO) -> None:
         """A pair's media path closed: its ``conf-end`` may be on its way; else it failed."""
         await trio.sleep(MEDIA_LOSS_GRACE)
         async with self.lock:
-            if io is not None and self.links.get(peer) is io:
+            if self.links.get(peer) is io:
                 await self.apply(self.conf.link_ended(peer, "failed", by_remote=False, tell=True))
 
     async def _timer(self) -> None:
         while True:
             await trio.sleep(TICK)
-            await self.feed(self.conf.tick(trio.current_time()))
+            await self.feed(self._tick)
+
+    def _tick(self) -> list[Output]:
+        """Deadlines, and membership: a member removed from the group (or we) mid-call
+        leaves the call."""
+        members = self.group.state.members
+        if self.service.me not in members or self.group.status is not GroupStatus.JOINED:
+            return self.conf.hangup("not_member")
+        out: list[Output] = []
+        for peer in [p for p in self.conf.links if p not in members]:
+            out.extend(self.conf.link_ended(peer, "not_member", by_remote=False, tell=True))
+        return out + self.conf.tick(trio.current_time())
 
     async def _release(self) -> None:
         for peer in list(self.links):
@@ -483,6 +527,10 @@ class Conferences:
 
     def released(self, call: ConferenceCall) -> None:
         self.last = call
+        # However it ended, a participant that has not heard may still offer: not again.
+        until = trio.current_time() + LEFT_MEMORY
+        reason = "declined" if call.conf.end_reason == "declined" else "hangup"
+        self._left.setdefault(call.conf.conf_id, (until, reason))
         if self.current is call:
             self.current = None
 
@@ -519,13 +567,23 @@ class Conferences:
         try:
             async with call.lock:
                 await call.start_media(source)
-        except MediaError as exc:
-            self.current = None
-            if call.rtc is not None:
-                await call.rtc.stop()
-            raise ApiError("media_error", f"cannot start the call's media: {exc}") from None
-        assert self._nursery is not None
-        await self._nursery.start(call.run, first)
+            if self._in_other_call():  # a 1:1 call began while our media was set up
+                raise ApiError("busy", "already in a call: hang up first")
+            assert self._nursery is not None
+            await self._nursery.start(call.run, first)
+        except BaseException as exc:
+            if not call.finished.is_set():  # never ran: nothing else will release it
+                if self.current is call:
+                    self.current = None
+                if call.rtc is not None:
+                    with trio.CancelScope(shield=True):
+                        if call.media is not None:
+                            with trio.move_on_after(CLEANUP_TIMEOUT / 2):
+                                await call.rtc.call(call.media.close())
+                        await call.rtc.stop()
+            if isinstance(exc, MediaError):
+                raise ApiError("media_error", f"cannot start the call's media: {exc}") from None
+            raise
         log.info("group call in %s: offered to %d members", group.state.name, len(online))
         return call.json()
 
@@ -642,7 +700,15 @@ class Conferences:
                 await current.finished.wait()
             current = self.current
         if current is not None and current.conf.conf_id == offer.conf_id and current.conf.live:
+            if current.group is not group:
+                # The call's ID with another group's: membership is judged by the call's.
+                log.info("refused a group call stream from %s: another group", short(peer))
+                await _refuse(io, offer.conf_id, "not_member")
+                return
             async with current.lock:
+                if not current.conf.live:
+                    await _refuse(io, offer.conf_id, "hangup")
+                    return
                 outputs = current.conf.offer_from(peer, self.members_only(group, offer.peers), now)
                 refused = next((o for o in outputs if isinstance(o, Refuse)), None)
                 if refused is not None:

@@ -208,7 +208,7 @@ class CallManager:
                 call_id, options.video, sdp, trio.current_time(), self.config.ring_timeout
             )
             live = self._session(peer, call, stream, options, **parts)
-            if self.current is not None and self.current.call.live:
+            if (self.current is not None and self.current.call.live) or self.in_other_call():
                 raise _Superseded()
             self.current = live
             async with live.lock:

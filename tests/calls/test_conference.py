@@ -393,3 +393,39 @@ def test_the_mesh_closes_whatever_the_order(
     for node in mesh.nodes.values():
         if node.declines:
             assert node.conf is not None and node.conf.end_reason == "declined"
+
+
+def test_a_member_that_keeps_failing_is_not_offered_again_until_it_offers() -> None:
+    conf, _ = Conference.start(GID, CID, True, A, [B, C], now=0.0)
+    conf.answer_from(B, (), now=0.1)
+    conf.link_connected(B)
+    # B keeps naming C, whom we cannot reach: we try twice, then no more.
+    conf.link_ended(C, "failed", by_remote=False)
+    assert conf.peers_from(B, (C,), now=1.0) == [Offer(C)]
+    conf.link_ended(C, "timeout", by_remote=False)
+    assert conf.peers_from(B, (C,), now=2.0) == []
+    assert conf.peers_from(B, (C,), now=3.0) == []
+    # C offering itself is always heard.
+    assert Answer(C) in conf.offer_from(C, (), now=4.0)
+
+
+def test_links_learned_later_wait_the_configured_ring_timeout() -> None:
+    conf, _ = Conference.start(GID, CID, True, A, [B], now=0.0, ring_timeout=7.0)
+    conf.answer_from(B, (C,), now=1.0)
+    assert conf.links[C].deadline == 8.0
+
+
+def test_the_shared_encoder_coalesces_keyframe_requests() -> None:
+    from p2pchat.calls.conf_media import KEYFRAME_MIN_INTERVAL, SharedVideoEncoder
+
+    encoder = SharedVideoEncoder(source=None)
+    try:
+        assert encoder._keyframe_now()  # the first frame
+        encoder.request_keyframe()
+        encoder.request_keyframe()
+        assert not encoder._keyframe_now()  # too soon after the last one: it waits...
+        encoder._last_key -= KEYFRAME_MIN_INTERVAL
+        assert encoder._keyframe_now()  # ...but is not lost
+        assert not encoder._keyframe_now()  # and the two requests made one keyframe
+    finally:
+        encoder._worker.shutdown()

@@ -22,8 +22,9 @@ from p2pchat.calls.conf_frames import (
     ConfPeers,
     encode_conf,
 )
-from p2pchat.identity import Identity
+from p2pchat.identity import Identity, load_identity
 from p2pchat.net.host import build_host
+from p2pchat.paths import KEY_FILE
 from tests.daemons.test_calls import _lan_ip
 from tests.daemons.test_groups import invite_and_join
 from tests.harness import Daemon, befriend, cli, ok, start_all, wait_for
@@ -125,14 +126,24 @@ def test_a_four_party_video_call_decodes_every_other_at_20_fps_and_outlives_a_le
         others = {ids[o.name] for o in everyone if o is not d}
         wait_for(lambda d=d, o=others: connected_to(d) == o, 60, what=f"{d.name}'s mesh")
 
+    time.sleep(1)  # each newcomer's first keyframe (at most two a second)
     rates = decoded_fps(everyone)
     for d in everyone:
         assert set(rates[d.name]) == {ids[o.name] for o in everyone if o is not d}, rates
         assert all(fps >= 20 for fps in rates[d.name].values()), rates
-    # Each daemon encoded its picture once, not once per participant.
+    # Each daemon encoded its picture once, not once per participant; every pair's media
+    # path is direct (no relay, no server configured) and DTLS-SRTP protected.
     for d in everyone:
-        encoder = (group_call(d) or {})["stats"]["encoder"]
-        assert encoder["encode_once"] is True, encoder
+        stats = (group_call(d) or {})["stats"]
+        encoder = stats["encoder"]
+        assert encoder["encode_once"] is True and encoder["frames_encoded"] > 100, encoder
+        for peer, link in stats["participants"].items():
+            assert link["codecs"] == ["audio/opus", "video/VP8"], link
+            assert (link["dtls"], link["srtp"], link["path"]["relayed"]) == (
+                "connected",
+                True,
+                False,
+            ), (d.name, peer, link)
 
     # `calls` shows each participant and its stats.
     shown = ok(cli(alice.home, "calls"))
@@ -251,6 +262,8 @@ def test_strangers_garbage_declines_and_unanswered_calls(
     )
     group_id = bytes.fromhex(gid)
     offer = ConfOffer(group_id, b"\x01" * 16, False, "v=0\r\n", ())
+    side = alice.call("groups.create", name="side")["group"]["id"]  # Alice and Bob only
+    invite_and_join(alice, side, bob)
 
     # A stranger who knows the group's ID is told it is no member; nothing rings.
     got = trio.run(_offer_as, Identity.generate(), alice, encode_conf(offer))
@@ -281,6 +294,15 @@ def test_strangers_garbage_declines_and_unanswered_calls(
     with pytest.raises(ApiError) as nothing:
         bob.call("calls.answer", group="team")
     assert nothing.value.name == "not_found", nothing.value
+    # Bob, with the call's ID but another group's (one Alice shares with him, and Carol is
+    # not in), is no member of this call: refused, and nothing changes. (Bob's daemon stays
+    # stopped from here: its identity is used by a scripted host.)
+    call_id = bytes.fromhex((group_call(alice) or {})["id"])
+    bob.stop()
+    other = ConfOffer(bytes.fromhex(side), call_id, False, "v=0\r\n", (carol.peer_id,))
+    got = trio.run(_offer_as, load_identity(bob.home / KEY_FILE), alice, encode_conf(other))
+    assert ConfEnd(call_id, "not_member") in got, got
+    assert [p["peer_id"] for p in (group_call(alice) or {})["participants"]] == [carol.peer_id]
     # In a group call, a 1:1 call reaching Carol is busy, and so is a call Alice starts.
     with pytest.raises(ApiError) as busy:
         alice.call("calls.start", group="team")
@@ -290,13 +312,16 @@ def test_strangers_garbage_declines_and_unanswered_calls(
 
     # Nobody answers: it rings for the ring timeout everywhere, then ends as timeout.
     alice.call("calls.start", group=gid, audio_only=True)
-    for d in (bob, carol):
-        wait_for(lambda d=d: (group_call(d) or {}).get("state") == "ringing_in", 30)
-    for d in (alice, bob, carol):
+    for d in (carol,):
+        wait_for(
+            lambda d=d: (group_call(d) or {}).get("state") == "ringing_in",
+            30,
+            what=f"{d.name} to ring ({group_call(alice)})",
+        )
+    for d in (alice, carol):
         wait_for(lambda d=d: (group_call(d) or {}).get("released"), 30, what=f"{d.name} times out")
         assert (group_call(d) or {})["reason"] == "timeout", group_call(d)
     # Calling a group with no other member online, or one we are not in, fails clearly.
-    bob.stop()
     carol.stop()
     wait_for(
         lambda: (
