@@ -21,7 +21,7 @@ Then group calls (conferences) among 4 other daemons, for 2, 3 and 4 parties, ea
 - the bounds: CPUs and load, and one libvpx 320x240 encode and decode in this process.
 
 Usage: python bench/bench_groups.py [--members 8] [--messages 200] [--conf-seconds 8]
-       [--skip-messages] [--skip-conference]
+       [--conf-runs 3] [--skip-messages] [--skip-conference]
 """
 
 from __future__ import annotations
@@ -113,13 +113,18 @@ def connected(d: Daemon) -> int:
     return sum(p["state"] == "active" for p in call["participants"])
 
 
-def frames(d: Daemon) -> dict[str, int]:
+def frames(d: Daemon) -> dict[str, tuple[int, int]]:
+    """Per other participant: (video frames decoded, bytes received) so far."""
     per_peer = (group_call(d).get("stats") or {}).get("participants") or {}
-    return {p: int(s.get("video_frames_in", 0)) for p, s in per_peer.items()}
+    return {
+        p: (int(s.get("video_frames_in", 0)), int(s.get("bytes_in", 0) or 0))
+        for p, s in per_peer.items()
+    }
 
 
-def one_conference(daemons: list[Daemon], gid: str, seconds: float) -> tuple[float, float]:
-    """(CPU per participant as a share of one core, the slowest decoded fps of any pair)."""
+def one_conference(daemons: list[Daemon], gid: str, seconds: float) -> tuple[float, float, float]:
+    """(CPU per participant as a share of one core, the slowest decoded fps of any pair, the
+    mean kbit/s one participant received from another)."""
     first, rest = daemons[0], daemons[1:]
     first.call("calls.start", group=gid)
     for d in rest:
@@ -133,14 +138,17 @@ def one_conference(daemons: list[Daemon], gid: str, seconds: float) -> tuple[flo
     cpu0, t0 = sum(cpu_s(p) for p in pids), time.monotonic()
     time.sleep(seconds)
     cpu, elapsed = sum(cpu_s(p) for p in pids) - cpu0, time.monotonic() - t0
-    slowest = min(
-        (n - before[d.name].get(p, 0)) / elapsed for d in daemons for p, n in frames(d).items()
+    after = {d.name: frames(d) for d in daemons}
+    pairs = [(d.name, p) for d in daemons for p in after[d.name]]
+    slowest = min((after[n][p][0] - before[n].get(p, (0, 0))[0]) / elapsed for n, p in pairs)
+    kbps = statistics.mean(
+        (after[n][p][1] - before[n].get(p, (0, 0))[1]) * 8 / elapsed / 1000 for n, p in pairs
     )
     for d in rest:
         d.call("calls.hangup", group=gid)
     for d in daemons:
         wait_for(lambda d=d: group_call(d).get("released"), 30, what=f"{d.name} to hang up")
-    return cpu / elapsed / len(daemons), slowest
+    return cpu / elapsed / len(daemons), slowest, kbps
 
 
 def codec_bounds() -> tuple[float, float]:
@@ -174,9 +182,9 @@ def codec_bounds() -> tuple[float, float]:
     return enc, dec
 
 
-def conference_bench(work: Path, seconds: float) -> None:
+def conference_bench(work: Path, seconds: float, runs: int) -> None:
     daemons = [Daemon(work / f"c{i}", f"c{i}") for i in range(4)]
-    results: dict[tuple[bool, int], tuple[float, float]] = {}
+    results: dict[tuple[bool, int], list[tuple[float, float, float]]] = {}
     idle = 0.0
     try:
         start_all(daemons)
@@ -216,7 +224,9 @@ def conference_bench(work: Path, seconds: float) -> None:
                         60,
                         what="members online",
                     )
-                results[(once, n)] = one_conference(daemons[:n], gid, seconds)
+                results[(once, n)] = [
+                    one_conference(daemons[:n], gid, seconds) for _ in range(runs)
+                ]
     finally:
         for d in daemons:
             if d.proc is not None and d.proc.poll() is None:
@@ -230,15 +240,28 @@ def conference_bench(work: Path, seconds: float) -> None:
         f"daemon {idle * 100:.1f}% of a core; one libvpx 320x240 encode {enc:.2f} ms/frame, "
         f"decode {dec:.2f} ms/frame (x30 a second)"
     )
-    two = results[(True, 2)][0]
+
+    def median(once: bool, n: int) -> tuple[float, float, float]:
+        got = results[(once, n)]
+        return (
+            statistics.median(r[0] for r in got),
+            min(r[1] for r in got),
+            statistics.median(r[2] for r in got),
+        )
+
+    two = median(True, 2)[0]
+    print(
+        f"conference runs: {runs} of {seconds:.0f} s per size and mode (medians; fps: the lowest)"
+    )
     for n in (2, 3, 4):
-        cpu_once, fps_once = results[(True, n)]
-        cpu_each, fps_each = results[(False, n)]
+        cpu_once, fps_once, kb_once = median(True, n)
+        cpu_each, fps_each, kb_each = median(False, n)
         print(
             f"conference of {n}: CPU per participant {cpu_once * 100:5.1f}% of a core encoding "
-            f"once (slowest pair {fps_once:.1f} fps); {cpu_each * 100:5.1f}% with one encoder "
-            f"per peer = {n - 1} separate 1:1 streams (slowest {fps_each:.1f} fps) -> "
-            f"{cpu_once / cpu_each:.2f}x; (n-1) x the 2-party figure {(n - 1) * two * 100:5.1f}%"
+            f"once ({fps_once:.1f} fps, {kb_once:.0f} kbit/s per pair); {cpu_each * 100:5.1f}% "
+            f"with one encoder per peer = {n - 1} separate 1:1 stream(s) ({fps_each:.1f} fps, "
+            f"{kb_each:.0f} kbit/s) -> {cpu_once / cpu_each:.2f}x; (n-1) x the 2-party figure "
+            f"{(n - 1) * two * 100:5.1f}%"
         )
 
 
@@ -247,6 +270,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=8)
     parser.add_argument("--messages", type=int, default=200)
     parser.add_argument("--conf-seconds", type=float, default=8.0)
+    parser.add_argument("--conf-runs", type=int, default=3)
     parser.add_argument("--skip-messages", action="store_true")
     parser.add_argument("--skip-conference", action="store_true")
     args = parser.parse_args()
@@ -255,7 +279,7 @@ def main() -> None:
     if not args.skip_conference:
         work = Path(tempfile.mkdtemp(prefix="p2pc-bc-", dir="/tmp"))
         try:
-            conference_bench(work, args.conf_seconds)
+            conference_bench(work, args.conf_seconds, args.conf_runs)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 

@@ -163,6 +163,17 @@ def test_befriend_chat_and_files(
     page_a.get_by_test_id("composer").press("Enter")
     expect(last_text(pb)).to_have_text("Très bien! Here are the photos from the trip.")
 
+    # Typing on while a message is on its way: each Enter sends what the composer holds,
+    # none is lost or cleared by an earlier send finishing, and they arrive in order.
+    quick = [f"quick {i}" for i in range(6)]
+    for text in quick:
+        page_a.get_by_test_id("composer").fill(text)
+        page_a.get_by_test_id("composer").press("Enter")
+    expect(last_text(pb)).to_have_text(quick[-1])
+    expect(page_a.get_by_test_id("composer")).to_have_value("")
+    texts = [m["text"] for m in b.call("messages.history", friend=a.peer_id, limit=6)["messages"]]
+    assert texts == quick, texts
+
     # A burst while Bob's conversation is open: marked read once shown, none left unread
     # (one read mark for the burst; those arriving while it is on its way get another).
     for i in range(5):

@@ -2172,7 +2172,6 @@ function Timeline({ peer }) {
 }
 function Composer({ contact }) {
   const [text, setText] = d2("");
-  const [sending, setSending] = d2(false);
   const area = A2(null);
   const friend = contact.state === "friend";
   h2(() => {
@@ -2185,16 +2184,15 @@ function Composer({ contact }) {
     if (text) a3.style.height = `${Math.min(a3.scrollHeight, 160)}px`;
   }, [text]);
   const send = async () => {
-    const t4 = text;
-    if (!t4.trim() || sending) return;
-    setSending(true);
+    const t4 = area.current ? area.current.value : text;
+    if (!t4.trim()) return;
+    setText("");
     try {
       await sendMessage(contact.peer_id, t4);
-      setText("");
     } catch (err) {
+      setText((cur) => cur.trim() ? cur : t4);
       toast(`Not sent: ${err.message}`, "error");
     } finally {
-      setSending(false);
       if (area.current) area.current.focus();
     }
   };
@@ -2221,7 +2219,7 @@ function Composer({ contact }) {
       placeholder=${friend ? `Message ${contact.display_name}` : "You can write once they accept your request"}
       value=${text} disabled=${!friend} onInput=${(e3) => setText(e3.currentTarget.value)} onKeyDown=${onKey}
       maxlength="16384" aria-label="Message"></textarea>
-    <button class="icon-btn send" type="submit" data-testid="send" aria-label="Send" disabled=${!friend || !text.trim() || sending}>
+    <button class="icon-btn send" type="submit" data-testid="send" aria-label="Send" disabled=${!friend || !text.trim()}>
       <${Icon} name="send" />
     </button>
   </form>`;
@@ -2352,26 +2350,24 @@ function Timeline2({ g: g2 }) {
 }
 function Composer2({ g: g2 }) {
   const [text, setText] = d2("");
-  const [sending, setSending] = d2(false);
+  const area = A2(null);
   const joined = g2.status === "joined";
   const send = async () => {
-    const t4 = text;
-    if (!t4.trim() || sending) return;
-    setSending(true);
+    const t4 = area.current ? area.current.value : text;
+    if (!t4.trim()) return;
+    setText("");
     try {
       await sendGroupMessage(g2.id, t4);
-      setText("");
     } catch (err) {
+      setText((cur) => cur.trim() ? cur : t4);
       toast(`Not sent: ${err.message}`, "error");
-    } finally {
-      setSending(false);
     }
   };
   return html`<form class="composer" onSubmit=${(e3) => {
     e3.preventDefault();
     send();
   }}>
-    <textarea class="input compose-text" rows="1" data-testid="group-composer" disabled=${!joined}
+    <textarea ref=${area} class="input compose-text" rows="1" data-testid="group-composer" disabled=${!joined}
       placeholder=${joined ? `Message ${g2.name}` : `You are not in this group (${g2.status})`}
       value=${text} onInput=${(e3) => setText(e3.currentTarget.value)} maxlength="16384" aria-label="Message"
       onKeyDown=${(e3) => {
@@ -2380,7 +2376,7 @@ function Composer2({ g: g2 }) {
       send();
     }
   }}></textarea>
-    <button class="icon-btn send" type="submit" data-testid="group-send" aria-label="Send" disabled=${!joined || !text.trim() || sending}>
+    <button class="icon-btn send" type="submit" data-testid="group-send" aria-label="Send" disabled=${!joined || !text.trim()}>
       <${Icon} name="send" />
     </button>
   </form>`;

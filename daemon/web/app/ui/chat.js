@@ -242,7 +242,6 @@ function Timeline({ peer }) {
 
 function Composer({ contact }) {
   const [text, setText] = useState("");
-  const [sending, setSending] = useState(false);
   const area = useRef(null);
   const friend = contact.state === "friend";
   useEffect(() => {
@@ -257,16 +256,18 @@ function Composer({ contact }) {
     if (text) a.style.height = `${Math.min(a.scrollHeight, 160)}px`;
   }, [text]);
   const send = async () => {
-    const t = text;
-    if (!t.trim() || sending) return;
-    setSending(true);
+    // What the composer holds now (a key may come before the render of what was typed),
+    // cleared at once: the next message can be typed while this one is on its way, and a
+    // send that ends later never clears what was typed since.
+    const t = area.current ? area.current.value : text;
+    if (!t.trim()) return;
+    setText("");
     try {
       await sendMessage(contact.peer_id, t);
-      setText("");
     } catch (err) {
+      setText((cur) => (cur.trim() ? cur : t)); // not lost: back in the composer
       toast(`Not sent: ${err.message}`, "error");
     } finally {
-      setSending(false);
       if (area.current) area.current.focus();
     }
   };
@@ -290,7 +291,7 @@ function Composer({ contact }) {
       placeholder=${friend ? `Message ${contact.display_name}` : "You can write once they accept your request"}
       value=${text} disabled=${!friend} onInput=${(e) => setText(e.currentTarget.value)} onKeyDown=${onKey}
       maxlength="16384" aria-label="Message"></textarea>
-    <button class="icon-btn send" type="submit" data-testid="send" aria-label="Send" disabled=${!friend || !text.trim() || sending}>
+    <button class="icon-btn send" type="submit" data-testid="send" aria-label="Send" disabled=${!friend || !text.trim()}>
       <${Icon} name="send" />
     </button>
   </form>`;

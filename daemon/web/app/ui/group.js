@@ -102,23 +102,22 @@ function Timeline({ g }) {
 
 function Composer({ g }) {
   const [text, setText] = useState("");
-  const [sending, setSending] = useState(false);
+  const area = useRef(null);
   const joined = g.status === "joined";
   const send = async () => {
-    const t = text;
-    if (!t.trim() || sending) return;
-    setSending(true);
+    // As the 1:1 composer: what it holds now, cleared at once, put back if the send fails.
+    const t = area.current ? area.current.value : text;
+    if (!t.trim()) return;
+    setText("");
     try {
       await sendGroupMessage(g.id, t);
-      setText("");
     } catch (err) {
+      setText((cur) => (cur.trim() ? cur : t));
       toast(`Not sent: ${err.message}`, "error");
-    } finally {
-      setSending(false);
     }
   };
   return html`<form class="composer" onSubmit=${(e) => { e.preventDefault(); send(); }}>
-    <textarea class="input compose-text" rows="1" data-testid="group-composer" disabled=${!joined}
+    <textarea ref=${area} class="input compose-text" rows="1" data-testid="group-composer" disabled=${!joined}
       placeholder=${joined ? `Message ${g.name}` : `You are not in this group (${g.status})`}
       value=${text} onInput=${(e) => setText(e.currentTarget.value)} maxlength="16384" aria-label="Message"
       onKeyDown=${(e) => {
@@ -127,7 +126,7 @@ function Composer({ g }) {
           send();
         }
       }}></textarea>
-    <button class="icon-btn send" type="submit" data-testid="group-send" aria-label="Send" disabled=${!joined || !text.trim() || sending}>
+    <button class="icon-btn send" type="submit" data-testid="group-send" aria-label="Send" disabled=${!joined || !text.trim()}>
       <${Icon} name="send" />
     </button>
   </form>`;
