@@ -101,6 +101,15 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def stop_all(daemons: list[Daemon]) -> None:
+    for d in daemons:
+        if d.proc is not None and d.proc.poll() is None:
+            try:
+                d.stop()
+            except Exception:
+                d.kill9()
+
+
 def group_call(d: Daemon) -> dict[str, Any]:
     calls = [c for c in d.call("calls.list")["calls"] if c.get("kind") == "group"]
     return calls[0] if calls else {}
@@ -228,12 +237,7 @@ def conference_bench(work: Path, seconds: float, runs: int) -> None:
                     one_conference(daemons[:n], gid, seconds) for _ in range(runs)
                 ]
     finally:
-        for d in daemons:
-            if d.proc is not None and d.proc.poll() is None:
-                try:
-                    d.stop()
-                except Exception:
-                    d.kill9()
+        stop_all(daemons)
     enc, dec = codec_bounds()
     print(
         f"conference bounds: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}; an idle "
@@ -355,12 +359,7 @@ def message_bench(args: argparse.Namespace) -> None:
         for e in events.values():
             e.close()
     finally:
-        for d in daemons:
-            if d.proc is not None and d.proc.poll() is None:
-                try:
-                    d.stop()
-                except Exception:
-                    d.kill9()
+        stop_all(daemons)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -293,11 +293,17 @@ def _to_map(frame: Frame) -> dict[str, Any]:
 
 def encode(frame: Frame) -> bytes:
     """Serialise ``frame`` to its length-prefixed wire form, checking our own limits too."""
-    body = cbor2.dumps(_to_map(frame))
+    return encode_checked(_to_map(frame), decode_frame)
+
+
+def encode_checked(fields: dict[str, Any], decode: Callable[[bytes], object]) -> bytes:
+    """The length-prefixed wire form of one frame's ``fields``, refused (``ValueError``,
+    :class:`FrameError`) unless it fits a frame and ``decode`` (its protocol's decoder)
+    accepts it: what we send obeys the rules we apply to what we receive."""
+    body = cbor2.dumps(fields)
     if len(body) > MAX_FRAME_BYTES:
         raise ValueError(f"frame of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
-    # Validate what we send with the same rules we apply to what we receive.
-    decode_frame(body)
+    decode(body)
     return encode_varint(len(body)) + body
 
 

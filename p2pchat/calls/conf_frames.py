@@ -16,17 +16,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
-import cbor2
-
-from p2pchat.calls.frames import CALL_ID_BYTES, MAX_SDP_BYTES
+from p2pchat.calls.frames import CALL_ID_BYTES, sdp_field
 from p2pchat.identity import IdentityError, check_peer_id
 from p2pchat.wire import (
-    MAX_FRAME_BYTES,
     FrameError,
     FrameReader,
-    encode_varint,
+    encode_checked,
     strict_cbor_decode,
-    text_problem,
 )
 
 CONF_PROTOCOL: Final = "/p2pchat/conf/1.0.0"
@@ -86,11 +82,7 @@ ConfFrame: TypeAlias = ConfOffer | ConfAnswer | ConfPeers | ConfEnd
 
 def encode_conf(frame: ConfFrame) -> bytes:
     """The length-prefixed wire form of ``frame``; our own frames obey the same rules."""
-    body = cbor2.dumps(_to_map(frame))
-    if len(body) > MAX_FRAME_BYTES:
-        raise ValueError(f"frame of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
-    decode_conf(body)
-    return encode_varint(len(body)) + body
+    return encode_checked(_to_map(frame), decode_conf)
 
 
 def _to_map(frame: ConfFrame) -> dict[str, Any]:
@@ -124,9 +116,9 @@ def decode_conf(body: bytes) -> ConfFrame:
         video = m.get("video")
         if not isinstance(video, bool):
             raise FrameError("'video' must be true or false")
-        return ConfOffer(_bytes(m, "g", GROUP_ID_BYTES), conf_id, video, _sdp(m), _peers(m))
+        return ConfOffer(_bytes(m, "g", GROUP_ID_BYTES), conf_id, video, sdp_field(m), _peers(m))
     if kind == "conf-answer":
-        return ConfAnswer(conf_id, _sdp(m), _peers(m))
+        return ConfAnswer(conf_id, sdp_field(m), _peers(m))
     if kind == "conf-peers":
         return ConfPeers(conf_id, _peers(m))
     if kind == "conf-end":
@@ -141,16 +133,6 @@ def _bytes(m: dict[str, Any], key: str, size: int) -> bytes:
     value = m.get(key)
     if not isinstance(value, bytes) or len(value) != size:
         raise FrameError(f"{key!r} must be {size} bytes")
-    return value
-
-
-def _sdp(m: dict[str, Any]) -> str:
-    value = m.get("sdp")
-    if not isinstance(value, str):
-        raise FrameError("'sdp' must be text")
-    problem = text_problem(value.replace("\r\n", "\n"), MAX_SDP_BYTES, multiline=True)
-    if problem is not None:
-        raise FrameError(f"'sdp' {problem}")
     return value
 
 

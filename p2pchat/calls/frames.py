@@ -11,13 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Final, TypeAlias
 
-import cbor2
-
 from p2pchat.wire import (
-    MAX_FRAME_BYTES,
     FrameError,
     FrameReader,
-    encode_varint,
+    encode_checked,
     strict_cbor_decode,
     text_problem,
 )
@@ -75,11 +72,7 @@ CallFrame: TypeAlias = CallOffer | CallRinging | CallAnswer | CallCandidate | Ca
 
 def encode_call(frame: CallFrame) -> bytes:
     """The length-prefixed wire form of ``frame``; our own frames obey the same rules."""
-    body = cbor2.dumps(_to_map(frame))
-    if len(body) > MAX_FRAME_BYTES:
-        raise ValueError(f"frame of {len(body)} bytes exceeds {MAX_FRAME_BYTES}")
-    decode_call(body)
-    return encode_varint(len(body)) + body
+    return encode_checked(_to_map(frame), decode_call)
 
 
 def _to_map(frame: CallFrame) -> dict[str, Any]:
@@ -116,11 +109,11 @@ def decode_call(body: bytes) -> CallFrame:
         video = m.get("video")
         if not isinstance(video, bool):
             raise FrameError("'video' must be true or false")
-        return CallOffer(call_id, video, _sdp(m))
+        return CallOffer(call_id, video, sdp_field(m))
     if kind == "call-ringing":
         return CallRinging(call_id)
     if kind == "call-answer":
-        return CallAnswer(call_id, _sdp(m))
+        return CallAnswer(call_id, sdp_field(m))
     if kind == "call-candidate":
         candidate = _text(m, "candidate", MAX_CANDIDATE_BYTES, allow_empty=True)
         mid = _text(m, "mid", MAX_MID_BYTES, allow_empty=True)
@@ -138,7 +131,8 @@ def decode_call(body: bytes) -> CallFrame:
     raise FrameError(f"unknown call frame type {kind!r}")
 
 
-def _sdp(m: dict[str, Any]) -> str:
+def sdp_field(m: dict[str, Any]) -> str:
+    """A frame's ``sdp``: text of at most :data:`MAX_SDP_BYTES`, CRLF lines, nothing hidden."""
     return _text(m, "sdp", MAX_SDP_BYTES, multiline=True)
 
 
