@@ -53,7 +53,7 @@ from p2pchat.calls.conference import (
 from p2pchat.calls.frames import CALL_ID_BYTES
 from p2pchat.calls.manager import check_source
 from p2pchat.calls.media import AsyncioThread, MediaError, with_reflexive
-from p2pchat.calls.session import CLEANUP_TIMEOUT, MEDIA_SETUP_TIMEOUT, sendable
+from p2pchat.calls.session import CLEANUP_TIMEOUT, MEDIA_SETUP_TIMEOUT, close, sendable
 from p2pchat.calls.state import MEDIA_LOSS_GRACE
 from p2pchat.events import EventBus
 from p2pchat.groups.service import Group, Groups
@@ -86,7 +86,6 @@ class LinkIO:
     """The generation of this link's peer connection (its media states carry it)."""
     reader: trio.lowlevel.Task | None = None
     """The task reading this stream (a link it ends itself is not cancelled under it)."""
-    done: trio.Event = field(default_factory=trio.Event)
     write_lock: trio.Lock = field(default_factory=trio.Lock)
 
     async def send(self, frame: ConfFrame) -> bool:
@@ -344,11 +343,7 @@ class ConferenceCall:
                 if tell:
                     with trio.move_on_after(2):
                         await io.send(ConfEnd(self.conf.conf_id, reason))
-                with trio.move_on_after(2):
-                    try:
-                        await io.stream.close()
-                    except Exception:
-                        await reset(io.stream)
+                await close(io.stream)
             if self.media is not None and self.rtc is not None:
                 try:
                     with trio.move_on_after(CLEANUP_TIMEOUT / 2):
@@ -377,8 +372,6 @@ class ConferenceCall:
         except Exception as exc:
             log.info("group call stream with %s: %s", short(io.peer), exc)
             reason, by_remote = "failed", False
-        finally:
-            io.done.set()
         if io.scope.cancelled_caught:
             return
         async with self.lock:
@@ -759,8 +752,4 @@ class Conferences:
 
 async def _refuse(io: LinkIO, conf_id: bytes, reason: str) -> None:
     await io.send(ConfEnd(conf_id, reason))
-    with trio.move_on_after(2):
-        try:
-            await io.stream.close()
-        except Exception:
-            await reset(io.stream)
+    await close(io.stream)
