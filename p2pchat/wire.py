@@ -57,7 +57,7 @@ FILE_HASH_BYTES: Final = 32
 BULK_KEY_BYTES: Final = 32
 BULK_SUITES: Final = ("aes-256-gcm", "chacha20-poly1305")
 FILE_OUTCOMES: Final = ("declined", "cancelled", "completed", "failed")
-DATA_PATHS: Final = ("tcp", "stream")
+DATA_PATHS: Final = ("tcp", "punched", "stream")
 
 _MAX_VARINT_BYTES: Final = 5  # enough for MAX_FRAME_BYTES with room to spare
 _CBOR_MAX_DEPTH: Final = 4
@@ -180,12 +180,24 @@ class FileEnd:
 @dataclass(frozen=True, slots=True)
 class FileGet:
     """The receiver asks for the file's bytes from ``offset``, sealed with ``key`` under
-    ``suite``; ``port`` (if not 0) is a TCP port it listens on for a direct data path."""
+    ``suite``; ``port`` (if not 0) is a TCP port it listens on for a direct data path;
+    ``punch`` (if not 0) the local port it holds for a simultaneous open through NATs."""
 
     tid: bytes
     offset: int
     suite: str
     key: bytes
+    port: int
+    punch: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class FilePunch:
+    """The sender's answer to a :class:`FileGet` with ``punch``: it holds local ``port`` and
+    is opening a TCP connection from it to the receiver's punch port; the receiver opens one
+    the other way (a simultaneous open), then ``file-data`` follows."""
+
+    tid: bytes
     port: int
 
 
@@ -211,6 +223,7 @@ Frame: TypeAlias = (
     | FileOffer
     | FileEnd
     | FileGet
+    | FilePunch
     | FileData
 )
 
@@ -277,8 +290,8 @@ def _to_map(frame: Frame) -> dict[str, Any]:
             return {"t": "file-offer", "id": tid, "name": name, "size": size, "hash": digest}
         case FileEnd(tid=tid, outcome=outcome, reason=reason):
             return {"t": "file-end", "id": tid, "outcome": outcome, "reason": reason}
-        case FileGet(tid=tid, offset=offset, suite=suite, key=key, port=port):
-            return {
+        case FileGet(tid=tid, offset=offset, suite=suite, key=key, port=port, punch=punch):
+            get = {
                 "t": "file-get",
                 "id": tid,
                 "offset": offset,
@@ -286,6 +299,9 @@ def _to_map(frame: Frame) -> dict[str, Any]:
                 "key": key,
                 "port": port,
             }
+            return get if not punch else {**get, "punch": punch}
+        case FilePunch(tid=tid, port=port):
+            return {"t": "file-punch", "id": tid, "port": port}
         case FileData(tid=tid, path=path):
             return {"t": "file-data", "id": tid, "path": path}
     raise TypeError(f"not a frame: {frame!r}")  # pragma: no cover
@@ -382,6 +398,13 @@ def _uint(m: dict[str, Any], key: str) -> int:
     value: int = _need(m, key, int)
     if not 0 <= value < 2**63:
         raise FrameError(f"field {key!r} out of range")
+    return value
+
+
+def _port(m: dict[str, Any], key: str) -> int:
+    value = _uint(m, key)
+    if value > 65535:
+        raise FrameError(f"field {key!r}: port out of range")
     return value
 
 
@@ -560,16 +583,19 @@ def decode_frame(body: bytes) -> Frame:
             offset = _uint(m, "offset")
             if offset > MAX_FILE_SIZE:
                 raise FrameError("offset out of range")
-            port = _uint(m, "port")
-            if port > 65535:
-                raise FrameError("port out of range")
             return FileGet(
                 tid=_bytes(m, "id", TRANSFER_ID_BYTES),
                 offset=offset,
                 suite=_choice(m, "suite", BULK_SUITES),
                 key=_bytes(m, "key", BULK_KEY_BYTES),
-                port=port,
+                port=_port(m, "port"),
+                punch=_port(m, "punch") if "punch" in m else 0,
             )
+        case "file-punch":
+            port = _port(m, "port")
+            if port == 0:
+                raise FrameError("field 'port' must name a port")
+            return FilePunch(tid=_bytes(m, "id", TRANSFER_ID_BYTES), port=port)
         case "file-data":
             return FileData(
                 tid=_bytes(m, "id", TRANSFER_ID_BYTES), path=_choice(m, "path", DATA_PATHS)

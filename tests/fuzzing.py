@@ -176,7 +176,8 @@ def _frames() -> list[wire.Frame]:
         wire.Refused(wire.REFUSED_NOT_FRIEND, "no"),
         wire.FileOffer(b"t" * 16, "photo.jpg", 12345, b"h" * 32),
         wire.FileEnd(b"t" * 16, "cancelled", "user"),
-        wire.FileGet(b"t" * 16, 100, "chacha20-poly1305", b"k" * 32, 4242),
+        wire.FileGet(b"t" * 16, 100, "chacha20-poly1305", b"k" * 32, 4242, punch=50001),
+        wire.FilePunch(b"t" * 16, 50002),
         wire.FileData(b"t" * 16, "tcp"),
     ]
 

@@ -117,14 +117,40 @@ async def _connect_and_check(
     conn = trio.socket.socket(family, socket.SOCK_STREAM)
     try:
         await conn.connect((host, port))
-        nonce = sealer.answer_challenge(await _recv_exactly(conn, bulk.CHALLENGE_BYTES))
-        sock = socket.socket(fileno=conn.detach())
+        nonce = await read_challenge(conn, sealer)
+        return blocking(conn, stall_timeout), nonce
     finally:
-        conn.close()  # a no-op once detached
+        conn.close()  # a no-op once handed over
+
+
+async def read_challenge(conn: trio.socket.SocketType, sealer: bulk.RecordSealer) -> bytes:
+    """The sender's check of the receiver's challenge on a new data connection: the nonce to
+    bind the hello to (BulkError if the challenge does not prove the session key)."""
+    return sealer.answer_challenge(await _recv_exactly(conn, bulk.CHALLENGE_BYTES))
+
+
+async def prove_hello(
+    conn: trio.socket.SocketType, opener: bulk.RecordOpener
+) -> tuple[bytes, bytes]:
+    """The receiver's check of a new data connection: send a fresh challenge, read the first
+    record and check it is a hello bound to that challenge. Returns (record, nonce) for
+    ``opener.accept_hello``; raises BulkError or ConnectionError otherwise."""
+    challenge, nonce = opener.challenge()
+    await _send_all(conn, challenge)
+    header = await _recv_exactly(conn, bulk.HEADER_BYTES)
+    record = await _recv_exactly(conn, opener.record_length(header))
+    opener.check_hello(record, nonce)
+    return record, nonce
+
+
+def blocking(conn: trio.socket.SocketType, stall_timeout: float) -> socket.socket:
+    """Hand a proven data connection over to the blocking pumps (``conn`` is detached): a
+    peer that stops reading or sending for ``stall_timeout`` ends the session."""
+    sock = socket.socket(fileno=conn.detach())
     sock.setblocking(True)
-    sock.settimeout(stall_timeout)  # a receiver that stops reading ends the session
+    sock.settimeout(stall_timeout)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return sock, nonce
+    return sock
 
 
 class PendingSlots:
@@ -167,12 +193,7 @@ async def accept_direct(
     async def check(conn: trio.socket.SocketType, done: trio.CancelScope) -> None:
         try:
             with trio.fail_after(HELLO_TIMEOUT):
-                challenge, nonce = opener.challenge()
-                await _send_all(conn, challenge)
-                header = await _recv_exactly(conn, bulk.HEADER_BYTES)
-                length = opener.record_length(header)
-                record = await _recv_exactly(conn, length)
-            opener.check_hello(record, nonce)
+                record, nonce = await prove_hello(conn, opener)
         except (bulk.BulkError, ConnectionError, OSError, trio.TooSlowError) as exc:
             log.info("ignored a connection to the data port: %s", exc)
             conn.close()
@@ -213,12 +234,9 @@ async def accept_direct(
     conn, record, nonce = winner[0]
     try:
         opener.accept_hello(record, nonce)
-        sock = socket.socket(fileno=conn.detach())
+        return blocking(conn, stall_timeout)
     finally:
-        conn.close()
-    sock.setblocking(True)
-    sock.settimeout(stall_timeout)  # a sender that stops sending ends the session
-    return sock
+        conn.close()  # a no-op once handed over
 
 
 async def _recv_exactly(conn: trio.socket.SocketType, n: int) -> bytes:

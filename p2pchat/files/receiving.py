@@ -26,7 +26,13 @@ from libp2p.abc import INetStream
 from p2pchat import wire
 from p2pchat.files import bulk, filenames
 from p2pchat.files.datapath import Progress, receive_records
-from p2pchat.files.direct import HELLO_TIMEOUT, accept_direct, run_interruptibly, shutdown
+from p2pchat.files.direct import (
+    HELLO_TIMEOUT,
+    accept_direct,
+    run_interruptibly,
+    shutdown,
+    stream_origin,
+)
 from p2pchat.files.disk import (
     UnsafeFile,
     free_bytes,
@@ -39,6 +45,7 @@ from p2pchat.files.disk import (
     write_chunks,
 )
 from p2pchat.files.progress import ProgressReports
+from p2pchat.files.punch import PUNCH_TIMEOUT, PunchPort, punch_as_receiver, punchable
 from p2pchat.files.sessions import STALL_MIN_BYTES, Sessions, sole_error
 from p2pchat.files.state import PEER_OUTCOME_EVENTS, Direction, TEvent, TState
 from p2pchat.files.store import Transfer
@@ -175,6 +182,7 @@ class Receiver:
             port = await self._open_data_port(t, listener)
             stream = await self.net.open_stream(t.peer_id, wire.FILE_PROTOCOL)
             try:
+                punch = self._punch_port(stream, held) if port else None
                 sock: socket.socket | None = None
                 async with trio.open_nursery() as accepting:
                     # Accepting starts before the request goes out: the sender reads our
@@ -184,12 +192,30 @@ class Receiver:
                     ready = trio.Event()
                     if port:
                         accepting.start_soon(self._accept, listener, opener, held, arrived, ready)
-                    get = wire.FileGet(t.tid, offset, suite, key, port)
+                    get = wire.FileGet(
+                        t.tid, offset, suite, key, port, punch[1].port if punch else 0
+                    )
                     await stream.write(wire.encode(get))
                     with trio.fail_after(GET_REPLY_TIMEOUT):
                         reply = await _read_one_frame_buffered(stream)
+                    punched: list[socket.socket] = []
+                    punch_ready: trio.Event | None = None
+                    if isinstance(reply, wire.FilePunch):
+                        if punch is None or reply.tid != t.tid:
+                            raise wire.FrameError("file-punch without a punch port asked for")
+                        punch_ready = trio.Event()
+                        remote = (punch[0], reply.port)
+                        accepting.start_soon(
+                            self._punch, punch[1], remote, opener, held, punched, punch_ready
+                        )
+                        with trio.fail_after(PUNCH_TIMEOUT + GET_REPLY_TIMEOUT):
+                            reply = await _read_one_frame_buffered(stream)
                     if isinstance(reply, wire.FileData) and reply.path == "tcp":
                         sock = await self._wait_direct(t, port, arrived, ready)
+                    elif isinstance(reply, wire.FileData) and reply.path == "punched":
+                        if punch_ready is None:
+                            raise wire.FrameError("file-data 'punched' without a file-punch")
+                        sock = await self._wait_direct(t, port, punched, punch_ready)
                     accepting.cancel_scope.cancel()
                 if isinstance(reply, wire.FileEnd):
                     async with self.table.locked(t.tid):
@@ -259,11 +285,42 @@ class Receiver:
         arrived.append(sock)
         ready.set()
 
+    def _punch_port(
+        self, stream: INetStream, held: contextlib.ExitStack
+    ) -> tuple[str, PunchPort] | None:
+        """The friend's IP and a local port held (closed with ``held``) for a simultaneous
+        open through NATs, or None: only over a direct libp2p connection to another host,
+        whose remote IP is the friend's (or its NAT's): :func:`punchable`."""
+        ip, relayed = stream_origin(stream)
+        if not punchable(ip, relayed):
+            return None
+        assert ip is not None
+        try:
+            return ip, held.enter_context(PunchPort(ip))
+        except OSError as exc:
+            log.info("no punch port (%s)", exc)
+            return None
+
+    async def _punch(
+        self,
+        punch: PunchPort,
+        remote: tuple[str, int],
+        opener: bulk.RecordOpener,
+        held: contextlib.ExitStack,
+        arrived: list[socket.socket],
+        ready: trio.Event,
+    ) -> None:
+        """Open the punched connection into ``arrived`` (closed with ``held``)."""
+        sock = await punch_as_receiver(punch, remote, opener, self.stall_timeout)
+        held.enter_context(sock)
+        arrived.append(sock)
+        ready.set()
+
     async def _wait_direct(
         self, t: Transfer, port: int, arrived: list[socket.socket], ready: trio.Event
     ) -> socket.socket:
-        """The direct connection the sender said it made; ConnectionError if none proves
-        itself within ``HELLO_TIMEOUT`` (the next session then uses the stream)."""
+        """The direct (or punched) connection the sender said it made; ConnectionError if
+        none proves itself within ``HELLO_TIMEOUT`` (the next session then uses the stream)."""
         if not port:
             raise ConnectionError("the sender chose the direct path, but no port was offered")
         with trio.move_on_after(HELLO_TIMEOUT):

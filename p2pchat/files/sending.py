@@ -1,7 +1,8 @@
 """The sender's side of a data session: answer a friend's ``file-get`` with the offered file
-from the offset it asks for, on a direct TCP connection if one can be made, else on the
-libp2p stream. The receiver drives; the sender only checks that the request is for a transfer
-it may serve and that its file is still the one it offered."""
+from the offset it asks for, on a direct TCP connection if one can be made (dialled, or
+punched through NATs by a simultaneous open), else on the libp2p stream. The receiver drives;
+the sender only checks that the request is for a transfer it may serve and that its file is
+still the one it offered."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from p2pchat.files.datapath import Pacer, Progress, SourceChanged, paced_chunk, 
 from p2pchat.files.direct import connect_direct, run_interruptibly, shutdown, stream_origin
 from p2pchat.files.disk import open_source, os_reason
 from p2pchat.files.progress import ProgressReports
+from p2pchat.files.punch import PUNCH_BACKOFF, PunchPort, punch_as_sender, punchable
 from p2pchat.files.sessions import Sessions, sole_error, watch_stall
 from p2pchat.files.state import TERMINAL, Direction, TEvent, TState
 from p2pchat.files.store import Transfer
@@ -61,6 +63,8 @@ class Sender:
         self.stall_timeout = stall_timeout
         self.sessions = Sessions()
         self._pacer = Pacer(max_send_rate)
+        self._punch_failed: dict[str, float] = {}
+        """Friend -> until when (trio clock) no punch is tried to it, after one failed."""
 
     async def serve_get(self, stream: INetStream, peer: str, get: wire.FileGet) -> None:
         t = self.table.get(get.tid)
@@ -116,13 +120,18 @@ class Sender:
         progress = Progress(get.offset)
         self.reports.track(t.tid, progress)
         direct = None
+        path = "stream"
         if self.direct:
+            origin = stream_origin(stream)
             announced = self.announced(t.peer_id)
-            direct = await connect_direct(
-                stream_origin(stream), get.port, self.stall_timeout, sealer, announced
-            )
+            direct = await connect_direct(origin, get.port, self.stall_timeout, sealer, announced)
+            path = "tcp"
+            if direct is None and get.punch:
+                direct = await self._punch(stream, t, get, origin, sealer)
+                path = "punched"
         sock, binding = direct if direct is not None else (None, b"")
-        path = "tcp" if sock is not None else "stream"
+        if sock is None:
+            path = "stream"
         await stream.write(wire.encode(wire.FileData(t.tid, path)))
         await self.table.record(t.tid, data_path=path)
         await trio.to_thread.run_sync(source.seek, get.offset)
@@ -165,6 +174,32 @@ class Sender:
             "sent %s to %s via %s up to byte %d", t.name, short(t.peer_id), path, progress.bytes
         )
         await finish(stream)
+
+    async def _punch(
+        self,
+        stream: INetStream,
+        t: Transfer,
+        get: wire.FileGet,
+        origin: tuple[str | None, bool],
+        sealer: bulk.RecordSealer,
+    ) -> tuple[socket.socket, bytes] | None:
+        """A connection punched through the NATs between us (PROTOCOL.md §6.3), or None: only
+        over a direct libp2p connection to another host (:func:`punchable`), and not again
+        soon to a friend it failed for."""
+        ip, relayed = origin
+        failed = self._punch_failed.get(t.peer_id)
+        if not punchable(ip, relayed) or (failed is not None and trio.current_time() < failed):
+            return None
+        assert ip is not None
+        with PunchPort(ip) as held:
+            await stream.write(wire.encode(wire.FilePunch(t.tid, held.port)))
+            punched = await punch_as_sender(held, (ip, get.punch), self.stall_timeout, sealer)
+        if punched is None:
+            log.info("could not punch a data connection to %s; using the stream", short(t.peer_id))
+            self._punch_failed[t.peer_id] = trio.current_time() + PUNCH_BACKOFF
+        else:
+            self._punch_failed.pop(t.peer_id, None)
+        return punched
 
     async def _send_on_stream(
         self,

@@ -17,6 +17,7 @@ from p2pchat.wire import (
     FileEnd,
     FileGet,
     FileOffer,
+    FilePunch,
     Frame,
     FrameDecoder,
     FrameError,
@@ -40,6 +41,7 @@ FRAME_TYPES = (
     FileOffer,
     FileEnd,
     FileGet,
+    FilePunch,
     FileData,
 )
 TYPE_NAMES = [
@@ -54,6 +56,7 @@ TYPE_NAMES = [
     "file-offer",
     "file-end",
     "file-get",
+    "file-punch",
     "file-data",
 ]
 FIELD_NAMES = [
@@ -74,6 +77,7 @@ FIELD_NAMES = [
     "suite",
     "key",
     "port",
+    "punch",
     "path",
 ]
 
@@ -181,7 +185,9 @@ frame_st: st.SearchStrategy[Frame] = st.one_of(
         suite=st.sampled_from(wire.BULK_SUITES),
         key=st.binary(min_size=32, max_size=32),
         port=st.integers(min_value=0, max_value=65535),
+        punch=st.integers(min_value=0, max_value=65535),
     ),
+    st.builds(FilePunch, tid=tid_st, port=st.integers(min_value=1, max_value=65535)),
     st.builds(FileData, tid=tid_st, path=st.sampled_from(wire.DATA_PATHS)),
 )
 
@@ -854,9 +860,50 @@ def test_file_offer_fields_are_checked(overrides: dict[str, Any]) -> None:
             "key": b"k" * 32,
             "port": 1,
         },
+        {
+            "t": "file-get",
+            "id": b"\x01" * 16,
+            "offset": 0,
+            "suite": "aes-256-gcm",
+            "key": b"k" * 32,
+            "port": 1,
+            "punch": 65536,
+        },
+        {
+            "t": "file-get",
+            "id": b"\x01" * 16,
+            "offset": 0,
+            "suite": "aes-256-gcm",
+            "key": b"k" * 32,
+            "port": 1,
+            "punch": -1,
+        },
+        {
+            "t": "file-get",
+            "id": b"\x01" * 16,
+            "offset": 0,
+            "suite": "aes-256-gcm",
+            "key": b"k" * 32,
+            "port": 1,
+            "punch": True,
+        },
+        {"t": "file-punch", "id": b"\x01" * 16, "port": 0},
+        {"t": "file-punch", "id": b"\x01" * 16, "port": 65536},
+        {"t": "file-punch", "id": b"\x01" * 15, "port": 4242},
+        {"t": "file-punch", "id": b"\x01" * 16},
         {"t": "file-data", "id": b"\x01" * 16, "path": "carrier-pigeon"},
     ],
 )
 def test_other_file_frames_are_checked(m: dict[str, Any]) -> None:
     with pytest.raises(FrameError):
         wire.decode_frame(body(m))
+
+
+def test_a_file_get_without_punch_is_the_old_frame() -> None:
+    """A receiver that offers no punch port sends the frame an older sender knows, and an
+    older receiver's frame (no ``punch`` field) decodes as offering none."""
+    get = FileGet(b"\x01" * 16, 0, "aes-256-gcm", b"k" * 32, 4242)
+    assert "punch" not in cbor2.loads(unframe(wire.encode(get)))
+    with_punch = FileGet(b"\x01" * 16, 0, "aes-256-gcm", b"k" * 32, 4242, punch=50000)
+    assert cbor2.loads(unframe(wire.encode(with_punch)))["punch"] == 50000
+    assert wire.decode_frame(unframe(wire.encode(get))).punch == 0  # type: ignore[union-attr]

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -39,6 +40,21 @@ def kinds_between(a: Daemon, b: Daemon) -> list[str]:
         if peer["peer_id"] == b.peer_id:
             return [c["kind"] for c in peer["connections"]]
     return []
+
+
+def transfer_of(d: Daemon, tid: str) -> dict[str, Any]:
+    for t in d.call("files.list")["transfers"]:
+        if t["id"] == tid:
+            return dict(t)
+    return {}
+
+
+def transfer_state(d: Daemon, tid: str) -> str:
+    """The transfer's state ("" while ``d`` has not heard of it); an end is a failure."""
+    t = transfer_of(d, tid)
+    if t.get("state") in ("failed", "cancelled", "declined"):
+        raise AssertionError(f"{d.name}: the transfer ended: {t}")
+    return str(t.get("state", ""))
 
 
 def nat_daemons(make_daemon: MakeDaemon, lab: NatLab) -> tuple[Daemon, Daemon, Daemon]:
@@ -99,6 +115,44 @@ def test_endpoint_independent_nats_meet_chat_via_relay_and_punch_through(
         # Seen from h1, the direct connection goes to h2's router's public address.
         assert any(NatLab.R2_WAN in a for a in conn_addrs), conn_addrs
         send_and_wait(h2, h1, "and back, directly", timeout=30)
+        # Neither can dial the other's data port (each router drops it), so a file takes a
+        # connection punched by a simultaneous open, as the libp2p one was, not the stream.
+        src = h2.home / "photos.tar"
+        payload = os.urandom(24 << 20)
+        src.write_bytes(payload)
+        tid = h2.call("files.send", friend=h1.peer_id, path=str(src))["transfer"]["id"]
+        wait_for(lambda: transfer_state(h1, tid) == "offered", timeout=30, what="the offer")
+        h1.call("files.accept", id=tid)
+        wait_for(
+            lambda: transfer_state(h1, tid) == "completed", timeout=60, what="the file to arrive"
+        )
+        done = transfer_of(h1, tid)
+        assert (h1.home / "incoming" / "photos.tar").read_bytes() == payload
+        assert done["data_path"] == "punched", done
+        wait_for(lambda: transfer_state(h2, tid) == "completed", timeout=30, what="h2 to finish")
+        assert transfer_of(h2, tid)["data_path"] == "punched"
+        assert "via punched" in h1.log_text()
+
+        # Where no hole can be punched (here h1's router lets no new flow out but the libp2p
+        # port's, as a symmetric NAT would map it elsewhere), the file still arrives, on the
+        # stream inside the direct libp2p connection, after the punch's 5 s.
+        lab.lab.sh(
+            lab.r1,
+            "iptables -I FORWARD -i lan -p tcp --syn ! --sport 4001 ! --dport 4001 -j DROP",
+        )
+        src2 = h2.home / "notes.bin"
+        payload2 = os.urandom(3 << 20)
+        src2.write_bytes(payload2)
+        tid2 = h2.call("files.send", friend=h1.peer_id, path=str(src2))["transfer"]["id"]
+        wait_for(lambda: transfer_state(h1, tid2) == "offered", timeout=30, what="the offer")
+        h1.call("files.accept", id=tid2)
+        wait_for(
+            lambda: transfer_state(h1, tid2) == "completed", timeout=60, what="the second file"
+        )
+        assert (h1.home / "incoming" / "notes.bin").read_bytes() == payload2
+        assert transfer_of(h1, tid2)["data_path"] == "stream"
+        assert "could not punch a data connection" in h2.log_text()
+        assert "direct" in kinds_between(h1, h2)
 
 
 @pytest.mark.timeout(180)
@@ -117,6 +171,20 @@ def test_symmetric_nats_still_chat_through_the_relay(make_daemon: MakeDaemon) ->
         )
         send_and_wait(h2, h1, "still relayed", timeout=30)
         assert set(kinds_between(h1, h2)) == {"relayed"}
+        # A file goes through the relay too: no direct dial and no punch over a relayed
+        # connection (its remote IP is the relay's), the records ride the libp2p stream.
+        src = h2.home / "through-relay.bin"
+        payload = os.urandom(2 << 20)
+        src.write_bytes(payload)
+        tid = h2.call("files.send", friend=h1.peer_id, path=str(src))["transfer"]["id"]
+        wait_for(lambda: transfer_state(h1, tid) == "offered", timeout=30, what="the offer")
+        h1.call("files.accept", id=tid)
+        wait_for(
+            lambda: transfer_state(h1, tid) == "completed", timeout=60, what="the file to arrive"
+        )
+        assert (h1.home / "incoming" / "through-relay.bin").read_bytes() == payload
+        assert transfer_of(h1, tid)["data_path"] == "stream"
+        assert "could not punch" not in h2.log_text()
 
 
 @pytest.mark.timeout(120)

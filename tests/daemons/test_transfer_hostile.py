@@ -352,3 +352,37 @@ async def test_sender_answering_that_the_transfer_ended_is_believed(
         assert os.listdir(alice.home / "incoming") == []
         after = (await call(alice, "files.list"))["transfers"]
         assert [(t["state"], t["bytes"]) for t in after] == [("cancelled", 0)]
+
+
+async def test_an_unasked_punch_is_a_bad_frame_and_costs_nothing(make_daemon: MakeDaemon) -> None:
+    """On loopback the receiver offers no punch port (there is no NAT to open). A sender that
+    answers `file-punch` anyway, or claims the `punched` path with no punch before it, has
+    sent a malformed session: it is dropped and asked again, and the file still arrives when
+    the sender behaves."""
+    alice = await trio.to_thread.run_sync(make_daemon, "alice")
+    eve = FakeFriend()
+    content = os.urandom(20_000)
+
+    async def on_get(stream: INetStream, get: wire.FileGet) -> None:
+        if len(eve.gets) == 1:
+            await stream.write(wire.encode(wire.FilePunch(get.tid, 40000)))
+            await trio.sleep(5)
+        elif len(eve.gets) == 2:
+            await stream.write(wire.encode(wire.FileData(get.tid, "punched")))
+            await trio.sleep(5)
+        else:
+            await deliver(stream, get, "stream", sealed(get, [content]))
+
+    eve.on_get = on_get
+    async with running(eve.host):
+        await eve.befriend(alice)
+        tid = os.urandom(16)
+        offer = wire.FileOffer(tid, "p.bin", len(content), blake3.blake3(content).digest())
+        await eve.offer_accepted(alice, offer)
+        done = await wait_transfer(alice, tid, "completed")
+        assert Path(done["path"]).read_bytes() == content
+        assert done["data_path"] == "stream"
+    assert [g.punch for g in eve.gets] == [0, 0, 0]
+    text = await trio.to_thread.run_sync(alice.log_text)
+    assert "file-punch without a punch port asked for" in text
+    assert "file-data 'punched' without a file-punch" in text
