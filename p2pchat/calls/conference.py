@@ -269,6 +269,10 @@ class Conference:
             return []
         link.state, link.deadline = LinkState.ACTIVE, float("inf")
         self.ever_connected = True
+        # Failures count towards giving up on a peer we cannot reach; one that connected is
+        # reachable, so a later media drop starts that count afresh (else two drops would put
+        # each of a pair in the other's `gone`, and neither would offer again).
+        self.failures.pop(peer, None)
         return []
 
     def link_ended(
@@ -290,6 +294,11 @@ class Conference:
             out.append(Announce())
         out.extend(self._check_end(by_remote))
         return out
+
+    def forget_all_but(self, members: set[str] | frozenset[str]) -> None:
+        """Membership changed: participants named to us who are no longer members are not
+        dialled (links with them are ended by the caller)."""
+        self.known &= set(members)
 
     # --- the user ---------------------------------------------------------------------------
 

@@ -205,17 +205,41 @@ class ConferenceCall:
 
         token = trio.lowlevel.current_trio_token()
         options = self.options
+        built: list[ConferenceMedia] = []
 
         async def build() -> ConferenceMedia:
-            return ConferenceMedia(options, report)
+            media = ConferenceMedia(options, report)
+            built.append(media)
+            return media
 
         try:
             with trio.fail_after(MEDIA_SETUP_TIMEOUT):
                 self.media = await rtc.call(build())
-        except MediaError:
-            raise
-        except Exception as exc:
+        except BaseException as exc:
+            # Cut short (a timeout, a cancelled answer or start, an error): nothing of it may
+            # outlive this, not even media that finished building after we gave up on it.
+            with trio.CancelScope(shield=True):
+                await self._drop_media(rtc, built)
+            if isinstance(exc, MediaError) or not isinstance(exc, Exception):
+                raise
             raise MediaError(f"cannot start media: {exc}") from None
+
+    async def _drop_media(self, rtc: AsyncioThread, built: list[ConferenceMedia]) -> None:
+        """Undo a start_media that did not finish: close what was built, stop the thread."""
+
+        async def close_built() -> None:  # queued after the build on the one asyncio loop
+            for media in built:
+                await media.close()
+
+        try:
+            with trio.move_on_after(CLEANUP_TIMEOUT / 2):
+                await rtc.call(close_built())
+        except Exception as exc:
+            log.warning("closing the group call's unfinished media failed: %s", exc)
+        await rtc.stop()
+        if self.rtc is rtc:
+            self.rtc = None
+            self.media = None
 
     async def apply(self, outputs: list[Output]) -> None:
         """Carry out what the state machine asked for (under ``lock``)."""
@@ -444,6 +468,7 @@ class ConferenceCall:
         out: list[Output] = []
         for peer in [p for p in self.conf.links if p not in members]:
             out.extend(self.conf.link_ended(peer, "not_member", by_remote=False, tell=True))
+        self.conf.forget_all_but(members)
         return out + self.conf.tick(trio.current_time())
 
     async def _release(self) -> None:
@@ -465,7 +490,7 @@ class ConferenceCall:
         self.service.released(self)
 
 
-def _deliver(channel: trio.MemorySendChannel[tuple[str, str]], item: tuple[str, str]) -> None:
+def _deliver(channel: trio.MemorySendChannel[Any], item: tuple[str, int, str]) -> None:
     with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError):
         channel.send_nowait(item)
 

@@ -409,6 +409,28 @@ def test_a_member_that_keeps_failing_is_not_offered_again_until_it_offers() -> N
     assert Answer(C) in conf.offer_from(C, (), now=4.0)
 
 
+def test_a_peer_that_connected_is_offered_again_after_each_drop() -> None:
+    """Failures count only towards giving up on a peer we cannot reach: one whose link
+    connected and then dropped (twice) is still offered again when others name it."""
+    conf, _ = Conference.start(GID, CID, True, A, [B, C], now=0.0)
+    conf.answer_from(B, (), now=0.1)
+    conf.link_connected(B)
+    for now in (1.0, 2.0):
+        conf.answer_from(C, (), now=now)
+        conf.link_connected(C)
+        conf.link_ended(C, "failed", by_remote=False)  # its media dropped
+        assert conf.peers_from(B, (C,), now=now + 0.5) == [Offer(C)]
+    assert C not in conf.gone
+
+
+def test_participants_who_left_the_group_are_not_dialled() -> None:
+    conf, _ = Conference.ringing(GID, CID, True, D, A, (B, C), now=0.0)
+    assert conf.known == {B, C}
+    conf.forget_all_but(frozenset({A, B, D}))  # C was removed from the group meanwhile
+    out = conf.answer(now=1.0)
+    assert Offer(B) in out and Offer(C) not in out
+
+
 def test_links_learned_later_wait_the_configured_ring_timeout() -> None:
     conf, _ = Conference.start(GID, CID, True, A, [B], now=0.0, ring_timeout=7.0)
     conf.answer_from(B, (C,), now=1.0)

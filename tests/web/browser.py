@@ -8,6 +8,7 @@ share a cookie jar)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +49,14 @@ class WebPage:
     """One daemon's web app in its own browser context, logged in through ``web.info``'s
     login URL exactly as a user opens the link ``p2pchat web`` prints."""
 
-    def __init__(self, browser: Browser, daemon: Daemon, shots: Path, viewport: dict[str, int]):
+    def __init__(
+        self,
+        browser: Browser,
+        daemon: Daemon,
+        shots: Path,
+        viewport: dict[str, int],
+        before_open: Callable[[Any], None] | None = None,
+    ):
         self.daemon = daemon
         self.shots = shots
         self.errors: list[str] = []
@@ -64,6 +72,8 @@ class WebPage:
             permissions=["camera", "microphone", "clipboard-read", "clipboard-write"],
         )
         self.context.set_default_timeout(TIMEOUT_MS)
+        if before_open is not None:  # e.g. routes, which must exist before the page loads
+            before_open(self.context)
         self.page: Page = self.context.new_page()
         self.page.on("pageerror", lambda exc: self.errors.append(str(exc)))
         self.page.on("console", self._console)

@@ -426,6 +426,87 @@ def test_video_calls_browser_to_browser_and_to_cli(
     assert pb.errors == [], pb.errors
 
 
+@pytest.mark.timeout(90)
+def test_a_send_whose_answer_the_connection_lost_is_sent_again_once(
+    make_daemon: Callable[..., Daemon], browser: Browser, tmp_path: Path
+) -> None:
+    """The WebSocket drops after the daemon took a message and before its answer reached the
+    page. The page cannot know whether it was stored: it sends it again, with the same id,
+    once the socket is back, and the friend gets it exactly once (not lost, not doubled)."""
+    import json
+
+    a, b = make_daemon("alice", start=False), make_daemon("bob", start=False)
+    start_all([a, b])
+    befriend(a, b)
+    cut: dict[str, Any] = {"id": None, "done": False, "sockets": 0}
+
+    def route(ws: Any) -> None:
+        cut["sockets"] += 1
+        server = ws.connect_to_server()
+
+        def to_server(message: str | bytes) -> None:
+            text = message if isinstance(message, str) else message.decode()
+            request = json.loads(text)
+            if not cut["done"] and request.get("method") == "messages.send":
+                cut["id"] = request["id"]  # forwarded: the daemon stores it
+            server.send(message)
+
+        def to_page(message: str | bytes) -> None:
+            text = message if isinstance(message, str) else message.decode()
+            if (
+                cut["id"] is not None
+                and not cut["done"]
+                and json.loads(text).get("id") == cut["id"]
+            ):
+                cut["done"] = True
+                ws.close(code=4000, reason="cut")  # the answer is lost
+                server.close()
+                return
+            ws.send(message)
+
+        ws.on_message(to_server)
+        server.on_message(to_page)
+
+    def with_route(context: Any) -> None:
+        context.route_web_socket("**/api/ws", route)
+
+    pa = WebPage(browser, a, tmp_path, DESKTOP, before_open=with_route)
+    try:
+        open_chat(pa, b.peer_id)
+        pa.page.get_by_test_id("composer").fill("sent across a dropped connection")
+        pa.page.get_by_test_id("composer").press("Enter")
+        # (Playwright's sync API runs the route's handlers only while we are in one of its
+        # calls: wait in the page, not in time.sleep.)
+        waited = 0
+        while not cut["done"] and waited < 20_000:
+            pa.page.wait_for_timeout(100)
+            waited += 100
+        assert cut["done"], "the answer was never cut off"
+        expect(last_text(pa)).to_have_text("sent across a dropped connection", timeout=20_000)
+        assert cut["sockets"] >= 2  # the page reconnected
+        waited = 0
+        while waited < 20_000 and not any(
+            m["text"] == "sent across a dropped connection" for m in b.history(a.peer_id)
+        ):
+            pa.page.wait_for_timeout(100)
+            waited += 100
+        pa.page.wait_for_timeout(2000)  # a second copy would be on its way by then
+        texts = [m["text"] for m in b.history(a.peer_id)]
+        assert texts.count("sent across a dropped connection") == 1, texts
+        mine = [m["text"] for m in a.history(b.peer_id)]
+        assert mine.count("sent across a dropped connection") == 1, mine
+        expect(pa.page.get_by_test_id("composer")).to_have_value("")
+        assert (
+            pa.page.locator("[data-testid=message] [data-testid=msg-text]")
+            .filter(has_text="sent across a dropped connection")
+            .count()
+            == 1
+        )
+        pa.shot("a-resent-after-drop", clean=True)
+    finally:
+        pa.close()
+
+
 @pytest.mark.timeout(180)
 def test_a_message_held_for_an_offline_friend_shows_as_stored_then_delivered(
     make_daemon: Callable[..., Daemon], pages: Callable[..., WebPage], tmp_path: Path

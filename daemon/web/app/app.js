@@ -434,8 +434,28 @@ export function back() {
   changed();
 }
 
+/** How long a message whose request the connection lost is kept for sending again. */
+const RESEND_FOR_MS = 60_000;
+
+/**
+ * Send one message. If the connection drops before the daemon answers, the daemon may or may
+ * not have stored it: it is sent again, with the same id, once the socket is back (the daemon
+ * stores an id once and answers a repeat with the stored message), so it is neither lost nor
+ * doubled. Any other error, or no connection for RESEND_FOR_MS, is thrown.
+ */
 export async function sendMessage(peer, text) {
-  const message = await rpc.call("messages.send", { friend: peer, text, id: randomHex() });
+  const id = randomHex();
+  const deadline = Date.now() + RESEND_FOR_MS;
+  let message;
+  for (;;) {
+    try {
+      message = await rpc.call("messages.send", { friend: peer, text, id });
+      break;
+    } catch (err) {
+      if (err.name_ !== "not_connected" || Date.now() >= deadline) throw err;
+      await rpc.whenOpen(deadline - Date.now());
+    }
+  }
   const c = conv(peer);
   if (c.loaded) c.messages = mergeMessages(c.messages, [message.message]);
   refreshFriendsSoon();

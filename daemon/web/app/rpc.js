@@ -28,6 +28,23 @@ export class Rpc {
     this.failures = 0;
     this.timer = null;
     this.stopped = false;
+    this.openWaiters = [];
+  }
+
+  /** Resolves when the socket is next open (at once if it is), or after timeoutMs anyway. */
+  whenOpen(timeoutMs) {
+    if (this.open) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.openWaiters = this.openWaiters.filter((w) => w !== done);
+        resolve();
+      }, Math.max(0, timeoutMs));
+      const done = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      this.openWaiters.push(done);
+    });
   }
 
   url() {
@@ -50,6 +67,9 @@ export class Rpc {
     ws.onopen = () => {
       this.failures = 0;
       this.h.onOpen();
+      const waiters = this.openWaiters;
+      this.openWaiters = [];
+      for (const w of waiters) w();
     };
     ws.onmessage = (e) => this.receive(e.data);
     ws.onclose = (e) => {

@@ -379,6 +379,22 @@ var Rpc = class {
     this.failures = 0;
     this.timer = null;
     this.stopped = false;
+    this.openWaiters = [];
+  }
+  /** Resolves when the socket is next open (at once if it is), or after timeoutMs anyway. */
+  whenOpen(timeoutMs) {
+    if (this.open) return Promise.resolve();
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.openWaiters = this.openWaiters.filter((w3) => w3 !== done);
+        resolve();
+      }, Math.max(0, timeoutMs));
+      const done = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      this.openWaiters.push(done);
+    });
   }
   url() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
@@ -399,6 +415,9 @@ var Rpc = class {
     ws.onopen = () => {
       this.failures = 0;
       this.h.onOpen();
+      const waiters = this.openWaiters;
+      this.openWaiters = [];
+      for (const w3 of waiters) w3();
     };
     ws.onmessage = (e3) => this.receive(e3.data);
     ws.onclose = (e3) => {
@@ -1304,8 +1323,20 @@ function back() {
   state.pane = "list";
   changed();
 }
+var RESEND_FOR_MS = 6e4;
 async function sendMessage(peer, text) {
-  const message = await rpc.call("messages.send", { friend: peer, text, id: randomHex() });
+  const id = randomHex();
+  const deadline = Date.now() + RESEND_FOR_MS;
+  let message;
+  for (; ; ) {
+    try {
+      message = await rpc.call("messages.send", { friend: peer, text, id });
+      break;
+    } catch (err) {
+      if (err.name_ !== "not_connected" || Date.now() >= deadline) throw err;
+      await rpc.whenOpen(deadline - Date.now());
+    }
+  }
   const c3 = conv(peer);
   if (c3.loaded) c3.messages = mergeMessages(c3.messages, [message.message]);
   refreshFriendsSoon();
@@ -2190,7 +2221,8 @@ function Composer({ contact }) {
     try {
       await sendMessage(contact.peer_id, t4);
     } catch (err) {
-      setText((cur) => cur.trim() ? cur : t4);
+      setText((cur) => cur.trim() ? `${t4}
+${cur}` : t4);
       toast(`Not sent: ${err.message}`, "error");
     } finally {
       if (area.current) area.current.focus();
@@ -2359,8 +2391,10 @@ function Composer2({ g: g2 }) {
     try {
       await sendGroupMessage(g2.id, t4);
     } catch (err) {
-      setText((cur) => cur.trim() ? cur : t4);
-      toast(`Not sent: ${err.message}`, "error");
+      setText((cur) => cur.trim() ? `${t4}
+${cur}` : t4);
+      const lost = err.name_ === "not_connected";
+      toast(lost ? "The connection dropped: check the conversation before sending this again" : `Not sent: ${err.message}`, "error");
     }
   };
   return html`<form class="composer" onSubmit=${(e3) => {

@@ -265,7 +265,8 @@ function Composer({ contact }) {
     try {
       await sendMessage(contact.peer_id, t);
     } catch (err) {
-      setText((cur) => (cur.trim() ? cur : t)); // not lost: back in the composer
+      // Not lost: back in the composer, before whatever was typed since.
+      setText((cur) => (cur.trim() ? `${t}\n${cur}` : t));
       toast(`Not sent: ${err.message}`, "error");
     } finally {
       if (area.current) area.current.focus();

@@ -112,8 +112,11 @@ function Composer({ g }) {
     try {
       await sendGroupMessage(g.id, t);
     } catch (err) {
-      setText((cur) => (cur.trim() ? cur : t));
-      toast(`Not sent: ${err.message}`, "error");
+      setText((cur) => (cur.trim() ? `${t}\n${cur}` : t));
+      // A group message has no client id, so one whose answer the connection lost may have
+      // been sent all the same: say so rather than invite a double.
+      const lost = err.name_ === "not_connected";
+      toast(lost ? "The connection dropped: check the conversation before sending this again" : `Not sent: ${err.message}`, "error");
     }
   };
   return html`<form class="composer" onSubmit=${(e) => { e.preventDefault(); send(); }}>
