@@ -210,6 +210,8 @@ class TransferManager:
                 log.error("could not end transfer %s with %s: %s", t.id_hex, short(peer), exc)
 
     def _connection_changed(self, peer: str, up: bool) -> None:
+        if up:
+            self.receiver.connection_opened(peer)
         link = self._links.get(peer)
         if link is not None:
             link.network_changed()

@@ -66,6 +66,11 @@ class TransferFailed(Exception):
     """This transfer cannot succeed (bad data, changed source, no disk space): end it."""
 
 
+class SessionMoved(ConnectionError):
+    """A session on a relayed stream was ended because a direct connection to the friend
+    appeared: the next session (at once, it moved bytes) takes the direct path."""
+
+
 class Receiver:
     """Runs the receive sessions of one identity's incoming transfers, at most one per
     transfer. ``on_session_end(peer, moved)`` hears of each session that ended, and whether
@@ -95,6 +100,9 @@ class Receiver:
         self._on_session_end = on_session_end
         self.sessions = Sessions()
         self._direct_failed: set[bytes] = set()
+        self._movable: dict[bytes, tuple[str, trio.CancelScope]] = {}
+        """Sessions receiving on a relayed libp2p stream: transfer -> (friend, the scope that
+        ends it when a direct connection to that friend appears)."""
         self._nursery: trio.Nursery | None = None
 
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
@@ -110,6 +118,17 @@ class Receiver:
             for t in self.table.of_peer(peer)
             if t.direction is Direction.IN and t.state is TState.ACTIVE
         ]
+
+    def connection_opened(self, peer: str) -> None:
+        """A connection to ``peer`` opened: if it is direct, sessions from ``peer`` on a
+        relayed stream end now, to go on from their last checkpoint on the direct connection
+        (dialled or punched, at full speed, and not cut off by the relay's limits)."""
+        movable = [scope for p, scope in self._movable.values() if p == peer]
+        if not movable or "direct" not in self.net.connection_kinds(peer):
+            return
+        log.info("a direct connection to %s appeared: moving its transfers to it", short(peer))
+        for scope in movable:
+            scope.cancel()
 
     def start(self, t: Transfer) -> None:
         """Start a session for ``t`` unless one runs or its sender has too many."""
@@ -182,7 +201,8 @@ class Receiver:
             port = await self._open_data_port(t, listener)
             stream = await self.net.open_stream(t.peer_id, wire.FILE_PROTOCOL)
             try:
-                punch = self._punch_port(stream, held) if port else None
+                origin = stream_origin(stream)
+                punch = self._punch_port(origin, held) if port else None
                 sock: socket.socket | None = None
                 async with trio.open_nursery() as accepting:
                     # Accepting starts before the request goes out: the sender reads our
@@ -235,13 +255,24 @@ class Receiver:
                 self.reports.track(t.tid, progress)
                 await self.table.record(t.tid, data_path=reply.path)
                 started = time.monotonic()
-                async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._checkpoints, t.tid, fd, progress)
-                    if sock is not None:
-                        await self._receive_direct(sock, opener, fd, hasher, progress)
-                    else:
-                        await self._receive_on_stream(stream, opener, fd, hasher, progress)
-                    nursery.cancel_scope.cancel()
+                moving = trio.CancelScope()
+                if sock is None and origin[1]:  # on a relayed stream: movable
+                    self._movable[t.tid] = (t.peer_id, moving)
+                try:
+                    with moving:
+                        async with trio.open_nursery() as nursery:
+                            nursery.start_soon(self._checkpoints, t.tid, fd, progress)
+                            if sock is not None:
+                                await self._receive_direct(sock, opener, fd, hasher, progress)
+                            else:
+                                await self._receive_on_stream(stream, opener, fd, hasher, progress)
+                            nursery.cancel_scope.cancel()
+                finally:
+                    self._movable.pop(t.tid, None)
+                if moving.cancelled_caught:
+                    raise SessionMoved(
+                        f"{t.name}: on to a direct connection after byte {progress.bytes}"
+                    )
                 elapsed = max(time.monotonic() - started, 1e-9)
                 log.info(
                     "received %d bytes of %s via %s in %.3f s (%.0f MB/s)",
@@ -286,12 +317,12 @@ class Receiver:
         ready.set()
 
     def _punch_port(
-        self, stream: INetStream, held: contextlib.ExitStack
+        self, origin: tuple[str | None, bool], held: contextlib.ExitStack
     ) -> tuple[str, PunchPort] | None:
         """The friend's IP and a local port held (closed with ``held``) for a simultaneous
         open through NATs, or None: only over a direct libp2p connection to another host,
         whose remote IP is the friend's (or its NAT's): :func:`punchable`."""
-        ip, relayed = stream_origin(stream)
+        ip, relayed = origin
         if not punchable(ip, relayed):
             return None
         assert ip is not None

@@ -46,6 +46,8 @@ import libp2p.kad_dht.peer_routing as kad_routing
 import libp2p.kad_dht.provider_store as kad_providers
 import libp2p.kad_dht.value_store as kad_values
 import libp2p.stream_muxer.muxer_multistream as muxer_multistream
+import libp2p.stream_muxer.yamux.yamux as yamux_module
+import libp2p.transport.tcp.tcp as libp2p_tcp
 import trio
 from libp2p.abc import IHost, INetConn, INetStream
 from libp2p.custom_types import TProtocol
@@ -62,6 +64,7 @@ from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from multiaddr import Multiaddr
 
 from p2pchat.net.muxer import BoundedYamux
+from p2pchat.net.tcp_tuning import TunedTCPStream
 
 WRITTEN_FOR: Final = "0.8.1"
 """The py-libp2p release these patches were written and tested against."""
@@ -109,6 +112,20 @@ def install_bounded_yamux() -> None:
     ``muxer_multistream.Yamux`` whatever ``muxer_opt`` says; point it at ``BoundedYamux``
     (bounded receive buffers, a stream cap, cancel-safe frame writes). Idempotent."""
     setattr(muxer_multistream, "Yamux", BoundedYamux)  # noqa: B010 - module global, on purpose
+
+
+def cap_yamux_window(max_bytes: int) -> None:
+    """§8 ``muxer.MAX_RECEIVE_WINDOW``: py-libp2p grows each stream's receive window up to its
+    module global ``MAX_WINDOW_SIZE`` (16 MiB, as go-yamux); lower that ceiling, so that a
+    bulk stream never has more than ``max_bytes`` in flight on one hop. Idempotent."""
+    setattr(yamux_module, "MAX_WINDOW_SIZE", max_bytes)  # noqa: B010 - module global, on purpose
+
+
+def install_tcp_tuning() -> None:
+    """§8 ``tcp_tuning``: py-libp2p's TCP transport wraps every accepted and dialled socket
+    in its module global ``TrioTCPStream``; point it at ``TunedTCPStream`` (little unsent
+    data per socket, so small frames do not queue behind bulk). Idempotent."""
+    setattr(libp2p_tcp, "TrioTCPStream", TunedTCPStream)  # noqa: B010 - module global, on purpose
 
 
 def replace_dial_peer(
@@ -570,6 +587,7 @@ class HeldOnlyBy(Contract):
 _YAMUX: Final = "libp2p.stream_muxer.yamux.yamux"
 _MULTISTREAM: Final = "libp2p.stream_muxer.muxer_multistream"
 _SWARM: Final = "libp2p.network.swarm"
+_TCP: Final = "libp2p.transport.tcp.tcp"
 _AUTO: Final = "libp2p.network.auto_connector"
 _KAD: Final = "libp2p.kad_dht"
 _RELAY: Final = "libp2p.relay.circuit_v2"
@@ -589,6 +607,41 @@ CONTRACTS: Final[tuple[Contract, ...]] = (
         "MuxerMultistream.new_conn",
         "Yamux",
         reason="new_conn builds Yamux connections from that global, so the patch takes effect",
+    ),
+    # §8 muxer.MAX_RECEIVE_WINDOW: compat.cap_yamux_window
+    LooksUp(
+        _YAMUX,
+        "YamuxStream._apply_autotune_epoch",
+        "MAX_WINDOW_SIZE",
+        reason="the receive window grows up to that global, read each time, so the cap holds",
+    ),
+    # §8 tcp_tuning: compat.install_tcp_tuning
+    Class(
+        _TCP,
+        "TrioTCPStream",
+        subclass_of=("libp2p.io.trio", "TrioTCPStream"),
+        reason="install_tcp_tuning points this module global at TunedTCPStream",
+    ),
+    LooksUp(
+        _TCP,
+        "TCPListener.listen",
+        "TrioTCPStream",
+        reason="accepted connections are wrapped in that global, so the patch takes effect",
+    ),
+    LooksUp(
+        _TCP,
+        "TCP._dial_resolved",
+        "TrioTCPStream",
+        reason="dialled connections are wrapped in that global, so the patch takes effect",
+    ),
+    Function(
+        "libp2p.io.trio",
+        "TrioTCPStream.__init__",
+        args=("stream",),
+        exact=True,
+        coroutine=False,
+        ours="p2pchat.net.tcp_tuning:TunedTCPStream.__init__",
+        reason="TunedTCPStream takes the trio.SocketStream it wraps, as the library does",
     ),
     Function(
         _YAMUX,

@@ -49,7 +49,7 @@ from p2pchat.identity import Identity
 from p2pchat.net import compat
 from p2pchat.net.addrpolicy import AddrPolicy
 from p2pchat.net.keepaway import KeptAway
-from p2pchat.net.muxer import BoundedYamux
+from p2pchat.net.muxer import MAX_RECEIVE_WINDOW, BoundedYamux
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,8 @@ def build_host(identity: Identity) -> IHost:
     internal that p2pchat patches or relies on (checked before anything is patched)."""
     compat.check()
     compat.install_bounded_yamux()
+    compat.cap_yamux_window(MAX_RECEIVE_WINDOW)
+    compat.install_tcp_tuning()
     key_pair = key_pair_of(identity)
     noise = NoiseTransport(key_pair, noise_privkey=new_x25519_key_pair().private_key)
     return new_host(

@@ -52,8 +52,10 @@ log = logging.getLogger(__name__)
 MAX_STREAMS_PER_CONNECTION: Final = 256
 """Concurrent streams (both directions) on one connection; p2pchat peers use a handful."""
 
-WINDOW_SLACK_BYTES: Final = 64 * 1024
-"""Tolerance over the advertised window, for frames already in flight when it shrank."""
+WINDOW_SLACK_BYTES: Final = 256 * 1024
+"""Tolerance over the advertised window, for frames already in flight when it shrank, and
+for py-libp2p's own accounting: a stock sender with a full 1 MiB window was measured
+sending a few hundred bytes past window + 64 KiB (it grants a little beyond its target)."""
 
 FRAME_WRITE_TIMEOUT: Final = 30.0
 """Seconds one write (at most ``SEND_BATCH_BYTES``) may take before the peer counts as dead."""
@@ -61,6 +63,14 @@ FRAME_WRITE_TIMEOUT: Final = 30.0
 SEND_BATCH_BYTES: Final = 64 * 1024
 """Queued frames joined into one write (a frame bigger than this goes alone): each write is
 one Noise message or about one, bounded like a single frame for ``FRAME_WRITE_TIMEOUT``."""
+
+MAX_RECEIVE_WINDOW: Final = 1024 * 1024
+"""How far a stream's receive window may grow (py-libp2p and go-yamux: 16 MiB). Each stream
+may have that much in flight on one hop, and everything else on the connection queues behind
+it: through a relay's 1 MB/s uplink, 16 MiB on each of its two hops was half a minute, and
+DCUtR's stream on that connection timed out for as long as a file moved (measured in the NAT
+lab). 1 MiB still allows 10 MB/s per stream at 100 ms round trips, more than a relay gives;
+direct connections carry bulk data outside libp2p (``p2pchat.files.direct``)."""
 
 MAX_PENDING_ANSWERS: Final = 4096
 """Frames the receive loop may have queued and unwritten (ping replies, ACKs, RSTs)."""
@@ -71,17 +81,29 @@ class YamuxLimitError(OSError):
 
 
 class _BoundedBuffer(bytearray):
-    """A stream's receive buffer that refuses to hold more than the peer may send."""
+    """A stream's receive buffer that refuses to hold more than the peer may send.
+
+    Once it has refused a frame it refuses every later one: py-libp2p then marks the stream
+    finished but still appends the frames already in flight, so without this the reader would
+    get the bytes after the refused frame, a gap in the middle of the stream (seen: file
+    records failing authentication, the transfer failed). This way the reader gets what came
+    before the gap, then the end of the stream."""
 
     def __init__(self, initial: bytes, muxer: Yamux, stream_id: int) -> None:
         super().__init__(initial)
         self._muxer = muxer
         self._stream_id = stream_id
+        self._refused = False
 
     def extend(self, data: Any) -> None:
+        if self._refused:
+            raise YamuxLimitError(
+                f"stream {self._stream_id} of {self._muxer.peer_id} already overran its window"
+            )
         stream = self._muxer.streams.get(self._stream_id)
         window = max(stream.target_recv_window if stream is not None else 0, DEFAULT_WINDOW_SIZE)
         if len(self) + len(data) > window + WINDOW_SLACK_BYTES:
+            self._refused = True
             raise YamuxLimitError(
                 f"peer {self._muxer.peer_id} overran the receive window of stream "
                 f"{self._stream_id} ({len(self) + len(data)} bytes buffered, window {window})"

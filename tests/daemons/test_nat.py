@@ -1,7 +1,8 @@
 """Daemons behind real NAT routers (network namespaces), and on a LAN with no bootstrap.
 
 (a) Endpoint-independent NATs: two friends meet by bare ID through the public daemon's DHT,
-    chat through its relay, and DCUtR punches a direct connection between them.
+    chat through its relay, and DCUtR punches a direct connection between them; files take a
+    data connection punched the same way, and a transfer that began on the relay moves to it.
 (b) Symmetric NATs: no hole can be punched; they still chat, through the relay.
 (c) One LAN segment, no bootstrap: mDNS alone lets them find each other.
 """
@@ -9,6 +10,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable
 from typing import Any
 
@@ -57,11 +59,13 @@ def transfer_state(d: Daemon, tid: str) -> str:
     return str(t.get("state", ""))
 
 
-def nat_daemons(make_daemon: MakeDaemon, lab: NatLab) -> tuple[Daemon, Daemon, Daemon]:
+def nat_daemons(
+    make_daemon: MakeDaemon, lab: NatLab, h2_config: dict[str, Any] | None = None
+) -> tuple[Daemon, Daemon, Daemon]:
     pub = in_ns(make_daemon, lab.lab, lab.pub, "pub", f"/ip4/{NatLab.PUB_IP}/tcp/4001").start()
     boot = pub.bootstrap_addr()
     h1 = in_ns(make_daemon, lab.lab, lab.h1, "h1", "/ip4/0.0.0.0/tcp/4001")
-    h2 = in_ns(make_daemon, lab.lab, lab.h2, "h2", "/ip4/0.0.0.0/tcp/4001")
+    h2 = in_ns(make_daemon, lab.lab, lab.h2, "h2", "/ip4/0.0.0.0/tcp/4001", **(h2_config or {}))
     for d in (h1, h2):
         d.launch("--bootstrap", boot)
     for d in (h1, h2):
@@ -153,6 +157,46 @@ def test_endpoint_independent_nats_meet_chat_via_relay_and_punch_through(
         assert transfer_of(h1, tid2)["data_path"] == "stream"
         assert "could not punch a data connection" in h2.log_text()
         assert "direct" in kinds_between(h1, h2)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(shutil.which("tc") is None, reason="needs tc (iproute2) to slow the relay")
+def test_a_relayed_transfer_moves_to_a_punched_connection_when_one_appears(
+    make_daemon: MakeDaemon,
+) -> None:
+    """While the routers let no flow between the two sites, the friends meet through the
+    relay and a file starts on the relayed stream. When the way opens, DCUtR punches a direct
+    connection at its next try, and the transfer moves to it at once (from its last
+    checkpoint) and finishes on a punched data connection, byte for byte."""
+    with nat_lab(symmetric=False) as lab:
+        for router, other in ((lab.r1, NatLab.R2_WAN), (lab.r2, NatLab.R1_WAN)):
+            lab.lab.sh(router, f"iptables -I FORWARD -i lan -d {other} -j DROP")
+        # The relay's uplink is slow (8 Mbit/s), so that the transfer outlasts DCUtR's next
+        # try by far; the punched path does not go through it.
+        lab.lab.sh(lab.pub, "tc qdisc add dev wan root tbf rate 8mbit burst 64kb latency 50ms")
+        _pub, h1, h2 = nat_daemons(make_daemon, lab)
+        befriend_by_id(h1, h2, "relayed for now", timeout=60)
+        assert set(kinds_between(h1, h2)) == {"relayed"}
+        src = h2.home / "video.mkv"
+        payload = os.urandom(40 << 20)  # 40 s through the relay
+        src.write_bytes(payload)
+        tid = h2.call("files.send", friend=h1.peer_id, path=str(src))["transfer"]["id"]
+        wait_for(lambda: transfer_state(h1, tid) == "offered", timeout=30, what="the offer")
+        h1.call("files.accept", id=tid)
+        wait_for(lambda: transfer_of(h1, tid).get("bytes", 0) > 0, timeout=30, what="relayed bytes")
+        assert transfer_of(h1, tid)["data_path"] == "stream"
+        assert set(kinds_between(h1, h2)) == {"relayed"}
+        for router, other in ((lab.r1, NatLab.R2_WAN), (lab.r2, NatLab.R1_WAN)):
+            lab.lab.sh(router, f"iptables -D FORWARD -i lan -d {other} -j DROP")
+        wait_for(lambda: "direct" in kinds_between(h1, h2), timeout=60, what="DCUtR's next try")
+        moved_at = transfer_of(h1, tid)["bytes"]
+        assert moved_at < len(payload), "the transfer ended before it could move"
+        wait_for(
+            lambda: transfer_state(h1, tid) == "completed", timeout=20, what="the file to arrive"
+        )
+        assert (h1.home / "incoming" / "video.mkv").read_bytes() == payload
+        assert transfer_of(h1, tid)["data_path"] == "punched"
+        assert "moving its transfers to it" in h1.log_text()
 
 
 @pytest.mark.timeout(180)

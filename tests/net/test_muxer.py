@@ -40,8 +40,57 @@ def test_buffer_accepts_up_to_the_window_and_refuses_more() -> None:
     with pytest.raises(YamuxLimitError, match="overran the receive window"):
         buffers[1].extend(b"x")
     assert len(buffers[1]) == limit  # nothing of the refused data was kept
+    # The refused frame left a gap: nothing after it may reach the reader, even once there
+    # is room again (py-libp2p still appends the frames already in flight). The reader gets
+    # what came before, then the end of the stream.
     del buffers[1][:1000]
-    buffers[1].extend(b"y" * 1000)  # room again once the reader consumed data
+    with pytest.raises(YamuxLimitError, match="already overran"):
+        buffers[1].extend(b"y" * 1000)
+    assert len(buffers[1]) == limit - 1000
+
+
+def test_a_buffer_that_never_overran_takes_data_as_it_is_read() -> None:
+    m = fake_muxer(window=300 * 1024)
+    buffers = _BoundedBuffers(cast(Any, m))
+    buffers[1] = bytearray()
+    limit = 300 * 1024 + muxer.WINDOW_SLACK_BYTES
+    buffers[1].extend(b"x" * limit)
+    del buffers[1][:1000]
+    buffers[1].extend(b"y" * 1000)
+    assert len(buffers[1]) == limit
+
+
+def test_libp2p_is_tuned_for_many_streams_on_one_connection() -> None:
+    """Receive windows stop growing at MAX_RECEIVE_WINDOW, and every libp2p TCP socket keeps
+    little unsent data (so small frames never wait behind seconds of bulk)."""
+    import libp2p.stream_muxer.yamux.yamux as yamux_module
+    import libp2p.transport.tcp.tcp as libp2p_tcp
+
+    from p2pchat.net.host import build_host
+    from p2pchat.net.tcp_tuning import TunedTCPStream
+
+    build_host(Identity.generate())
+    assert yamux_module.MAX_WINDOW_SIZE == muxer.MAX_RECEIVE_WINDOW
+    assert libp2p_tcp.TrioTCPStream is TunedTCPStream
+
+
+async def test_a_tuned_stream_limits_its_unsent_data() -> None:
+    import socket
+
+    from p2pchat.net.tcp_tuning import NOTSENT_LOWAT, TunedTCPStream
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    stream = await trio.open_tcp_stream("127.0.0.1", port)
+    try:
+        before = stream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT)
+        TunedTCPStream(stream)
+        after = stream.socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_NOTSENT_LOWAT)
+        assert before != NOTSENT_LOWAT and after == NOTSENT_LOWAT
+    finally:
+        await stream.aclose()
+        for listener in listeners:
+            await listener.aclose()
 
 
 def test_small_windows_still_allow_the_default() -> None:
