@@ -25,7 +25,7 @@ from libp2p.abc import INetStream
 
 from p2pchat import wire
 from p2pchat.files import bulk, filenames
-from p2pchat.files.datapath import Progress, receive_records
+from p2pchat.files.datapath import Progress, WriteBehind, receive_records
 from p2pchat.files.direct import (
     HELLO_TIMEOUT,
     accept_direct,
@@ -57,6 +57,8 @@ from p2pchat.net.streams import log_stream_failure, read_some, reset
 log = logging.getLogger(__name__)
 
 GET_REPLY_TIMEOUT: Final = 15.0
+STREAM_WRITES_QUEUED: Final = 16
+"""Verified reads of the stream path (each at most 256 KiB of chunks) waiting for the disk."""
 CHECKPOINT_INTERVAL: Final = 1.0
 """How often a receiving session makes its progress durable (fsync, then record the offset)."""
 MAX_NAME_TRIES: Final = 10_000
@@ -383,25 +385,31 @@ class Receiver:
         hasher: Any,
         progress: Progress,
     ) -> None:
-        while not opener.done:
-            with trio.move_on_after(self.stall_timeout) as waited:
-                data = await read_some(stream, 256 * 1024)
-            if waited.cancelled_caught:
-                raise ConnectionError(f"no data for {self.stall_timeout:g} s")
-            progress.wire += len(data)
-            if not data:
-                raise ConnectionError("the data stream ended early")
-            offset = opener.offset
-            chunks = opener.feed(data)
-            if chunks:
-                await trio.to_thread.run_sync(write_chunks, fd, offset, chunks, hasher)
-                progress.bytes = opener.offset
-        with trio.move_on_after(2.0) as waited:
-            extra = await read_some(stream, 1)
-            if extra:
-                raise bulk.BulkError("peer sent more than the offered size")
-        if waited.cancelled_caught:
-            raise bulk.BulkError("the sender did not end the data stream")
+        # The disk writes run beside the reads (a task and a thread of their own), so the
+        # stream is read, and its window reopened, while earlier chunks are being written:
+        # one after the other, each write held the stream up (the pipe stood idle).
+        send, receive = trio.open_memory_channel[tuple[int, list[bytes]]](STREAM_WRITES_QUEUED)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_write_in_order, receive, fd, hasher, progress)
+            async with send:
+                while not opener.done:
+                    with trio.move_on_after(self.stall_timeout) as waited:
+                        data = await read_some(stream, 256 * 1024)
+                    if waited.cancelled_caught:
+                        raise ConnectionError(f"no data for {self.stall_timeout:g} s")
+                    progress.wire += len(data)
+                    if not data:
+                        raise ConnectionError("the data stream ended early")
+                    offset = opener.offset
+                    chunks = opener.feed(data)
+                    if chunks:
+                        await send.send((offset, chunks))
+                with trio.move_on_after(2.0) as waited:
+                    extra = await read_some(stream, 1)
+                    if extra:
+                        raise bulk.BulkError("peer sent more than the offered size")
+                if waited.cancelled_caught:
+                    raise bulk.BulkError("the sender did not end the data stream")
 
     async def _checkpoints(self, tid: bytes, fd: int, progress: Progress) -> None:
         """Make received bytes durable and record how many: fsync first, so the recorded
@@ -509,3 +517,37 @@ async def _read_one_frame_buffered(stream: INetStream) -> wire.Frame:
     if len(frames) != 1:
         raise wire.FrameError("expected one frame")
     return frames[0]
+
+
+async def _write_in_order(
+    batches: trio.MemoryReceiveChannel[tuple[int, list[bytes]]],
+    fd: int,
+    hasher: Any,
+    progress: Progress,
+) -> None:
+    """Write verified chunks at their offsets and hash them, in the order they came, taking
+    whatever queued up meanwhile in one thread hop; ``progress.bytes`` counts only what was
+    written (checkpoints make it durable). Written behind (:class:`WriteBehind`) as on the
+    direct path, so that the chat database's fsync never waits for a backlog of file data."""
+    behind: WriteBehind | None = None
+    async with batches:
+        async for first in batches:
+            queued = [first]
+            while True:
+                try:
+                    queued.append(batches.receive_nowait())
+                except (trio.WouldBlock, trio.EndOfChannel):
+                    break
+            if behind is None:
+                behind = WriteBehind(fd, first[0])
+            await trio.to_thread.run_sync(_write_all, fd, queued, hasher, behind)
+            last_offset, last_chunks = queued[-1]
+            progress.bytes = last_offset + sum(len(c) for c in last_chunks)
+
+
+def _write_all(
+    fd: int, queued: list[tuple[int, list[bytes]]], hasher: Any, behind: WriteBehind
+) -> None:
+    for offset, chunks in queued:
+        write_chunks(fd, offset, chunks, hasher)
+        behind.wrote_up_to(offset + sum(len(c) for c in chunks))

@@ -32,8 +32,14 @@ from p2pchat.net.streams import finish, refuse, reset
 
 log = logging.getLogger(__name__)
 
-STREAM_CHUNK: Final = 64 * 1024
-"""Plaintext per record on the libp2p-stream path: the stream is shared with chat."""
+STREAM_CHUNK: Final = 65535 - 16 - 12 - bulk.HEADER_BYTES - bulk.TAG_BYTES
+"""Plaintext per record on the libp2p-stream path (the stream is shared with chat): as much
+as keeps a record, with its Yamux header, within one Noise message (65,535 bytes less its
+tag). A 64 KiB chunk made each record two Yamux frames and two or three Noise messages."""
+READ_AHEAD_BLOCK: Final = 1 << 20
+"""The stream path reads the file in blocks of this much (whole records)."""
+STREAM_READS_AHEAD: Final = 2
+"""Blocks read ahead of what is being sent."""
 
 
 class Sender:
@@ -212,23 +218,43 @@ class Sender:
     ) -> None:
         await stream.write(sealer.hello())
         record = bytearray(bulk.HEADER_BYTES + chunk_size + bulk.TAG_BYTES)
-        while sealer.offset < size:
-            want = min(chunk_size, size - sealer.offset)
-            chunk = await trio.to_thread.run_sync(source.read, want)
-            if len(chunk) < want:
-                raise SourceChanged("the file is shorter than when it was offered")
-            n = sealer.seal_into(memoryview(chunk), memoryview(record))
-            wait = self._pacer.reserve(n)
-            if wait > 0:
-                await trio.sleep(wait)
-            with trio.move_on_after(self.stall_timeout) as waited:
-                await stream.write(bytes(record[:n]))
-            if waited.cancelled_caught:
-                raise ConnectionError(f"no data moved for {self.stall_timeout:g} s")
-            progress.bytes = sealer.offset
-            progress.wire += n
+        # The file is read ahead, in blocks of many records, by a task and a thread of its
+        # own: one thread hop per 64 KiB record, each before its write, held the stream up.
+        send, receive = trio.open_memory_channel[bytes](STREAM_READS_AHEAD)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_read_ahead, send, source, sealer.offset, size, chunk_size)
+            async with receive:
+                async for block in receive:
+                    view = memoryview(block)
+                    for start in range(0, len(view), chunk_size):
+                        n = sealer.seal_into(view[start : start + chunk_size], memoryview(record))
+                        wait = self._pacer.reserve(n)
+                        if wait > 0:
+                            await trio.sleep(wait)
+                        with trio.move_on_after(self.stall_timeout) as waited:
+                            await stream.write(bytes(record[:n]))
+                        if waited.cancelled_caught:
+                            raise ConnectionError(f"no data moved for {self.stall_timeout:g} s")
+                        progress.bytes = sealer.offset
+                        progress.wire += n
         if isinstance(stream, NetStream):
             await stream.close_write()
+
+
+async def _read_ahead(
+    blocks: trio.MemorySendChannel[bytes], source: Any, offset: int, size: int, chunk_size: int
+) -> None:
+    """Read ``source`` from ``offset`` (where it is positioned) to ``size`` into ``blocks``,
+    a whole number of records' worth at a time (the last one shorter)."""
+    block_size = max(chunk_size, READ_AHEAD_BLOCK // chunk_size * chunk_size)
+    async with blocks:
+        while offset < size:
+            want = min(block_size, size - offset)
+            block = await trio.to_thread.run_sync(source.read, want)
+            if len(block) < want:
+                raise SourceChanged("the file is shorter than when it was offered")
+            offset += want
+            await blocks.send(block)
 
 
 async def _end(stream: INetStream, end: wire.FileEnd) -> None:

@@ -60,9 +60,11 @@ sending a few hundred bytes past window + 64 KiB (it grants a little beyond its 
 FRAME_WRITE_TIMEOUT: Final = 30.0
 """Seconds one write (at most ``SEND_BATCH_BYTES``) may take before the peer counts as dead."""
 
-SEND_BATCH_BYTES: Final = 64 * 1024
-"""Queued frames joined into one write (a frame bigger than this goes alone): each write is
-one Noise message or about one, bounded like a single frame for ``FRAME_WRITE_TIMEOUT``."""
+SEND_BATCH_BYTES: Final = 65535 - 16
+"""Queued frames joined into one write (a frame bigger than this goes alone): at most one
+Noise message's plaintext (65,535 bytes less the 16-byte tag), so a batch is one message
+(at 64 KiB every full batch also cost a second, 17-byte message), bounded like a single
+frame for ``FRAME_WRITE_TIMEOUT``."""
 
 MAX_RECEIVE_WINDOW: Final = 1024 * 1024
 """How far a stream's receive window may grow (py-libp2p and go-yamux: 16 MiB). Each stream

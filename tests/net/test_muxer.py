@@ -338,3 +338,43 @@ async def test_writes_after_the_connection_failed_raise() -> None:
             with pytest.raises(ConnectionClosedError, match="reset by peer"), trio.fail_after(5):
                 await mux._write_frame(b"x")
         assert conn.closed  # a connection that cannot send is closed, so its reader ends too
+
+
+async def test_a_tuned_stream_serves_small_reads_from_one_receive_in_order() -> None:
+    """Noise's 2-byte lengths and bodies come from what one receive brought in, byte for byte,
+    and the end of the connection is still b"" once everything was read."""
+    from p2pchat.net.tcp_tuning import TunedTCPStream
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    port = listeners[0].socket.getsockname()[1]
+    client = await trio.open_tcp_stream("127.0.0.1", port)
+    server_stream = await listeners[0].accept()
+    payload = random.Random(5).randbytes(300_000)
+
+    async def send() -> None:
+        await client.send_all(payload)
+        await client.aclose()
+
+    try:
+        tuned = TunedTCPStream(server_stream)  # type: ignore[arg-type]
+        got = bytearray()
+        sizes = [2, 65_519, 1, 7, 100_000, 3]
+        i = 0
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                while True:
+                    want = sizes[i % len(sizes)]
+                    i += 1
+                    piece = await tuned.read(want)
+                    assert len(piece) <= want
+                    if not piece:
+                        break
+                    got += piece
+        assert bytes(got) == payload
+        assert await tuned.read(10) == b""
+        assert await tuned.read(0) == b""
+    finally:
+        await server_stream.aclose()
+        for listener in listeners:
+            await listener.aclose()
