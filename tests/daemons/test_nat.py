@@ -59,6 +59,26 @@ def transfer_state(d: Daemon, tid: str) -> str:
     return str(t.get("state", ""))
 
 
+def offer_accepted(sender: Daemon, receiver: Daemon, name: str, size: int) -> tuple[str, bytes]:
+    """``sender`` offers a file of ``size`` random bytes, ``receiver`` accepts it: its ID and
+    the bytes it must end up with."""
+    src = sender.home / name
+    payload = os.urandom(size)
+    src.write_bytes(payload)
+    tid = str(sender.call("files.send", friend=receiver.peer_id, path=str(src))["transfer"]["id"])
+    wait_for(lambda: transfer_state(receiver, tid) == "offered", timeout=30, what="the offer")
+    receiver.call("files.accept", id=tid)
+    return tid, payload
+
+
+def arrived(receiver: Daemon, tid: str, name: str, payload: bytes, timeout: float = 60) -> str:
+    """Wait for the file to be complete at ``receiver``, check its bytes; its data path."""
+    done = lambda: transfer_state(receiver, tid) == "completed"  # noqa: E731
+    wait_for(done, timeout=timeout, what=f"{name} to arrive")
+    assert (receiver.home / "incoming" / name).read_bytes() == payload
+    return str(transfer_of(receiver, tid)["data_path"])
+
+
 def nat_daemons(
     make_daemon: MakeDaemon, lab: NatLab, h2_config: dict[str, Any] | None = None
 ) -> tuple[Daemon, Daemon, Daemon]:
@@ -121,18 +141,8 @@ def test_endpoint_independent_nats_meet_chat_via_relay_and_punch_through(
         send_and_wait(h2, h1, "and back, directly", timeout=30)
         # Neither can dial the other's data port (each router drops it), so a file takes a
         # connection punched by a simultaneous open, as the libp2p one was, not the stream.
-        src = h2.home / "photos.tar"
-        payload = os.urandom(24 << 20)
-        src.write_bytes(payload)
-        tid = h2.call("files.send", friend=h1.peer_id, path=str(src))["transfer"]["id"]
-        wait_for(lambda: transfer_state(h1, tid) == "offered", timeout=30, what="the offer")
-        h1.call("files.accept", id=tid)
-        wait_for(
-            lambda: transfer_state(h1, tid) == "completed", timeout=60, what="the file to arrive"
-        )
-        done = transfer_of(h1, tid)
-        assert (h1.home / "incoming" / "photos.tar").read_bytes() == payload
-        assert done["data_path"] == "punched", done
+        tid, payload = offer_accepted(h2, h1, "photos.tar", 24 << 20)
+        assert arrived(h1, tid, "photos.tar", payload) == "punched"
         wait_for(lambda: transfer_state(h2, tid) == "completed", timeout=30, what="h2 to finish")
         assert transfer_of(h2, tid)["data_path"] == "punched"
         assert "via punched" in h1.log_text()
@@ -144,17 +154,8 @@ def test_endpoint_independent_nats_meet_chat_via_relay_and_punch_through(
             lab.r1,
             "iptables -I FORWARD -i lan -p tcp --syn ! --sport 4001 ! --dport 4001 -j DROP",
         )
-        src2 = h2.home / "notes.bin"
-        payload2 = os.urandom(3 << 20)
-        src2.write_bytes(payload2)
-        tid2 = h2.call("files.send", friend=h1.peer_id, path=str(src2))["transfer"]["id"]
-        wait_for(lambda: transfer_state(h1, tid2) == "offered", timeout=30, what="the offer")
-        h1.call("files.accept", id=tid2)
-        wait_for(
-            lambda: transfer_state(h1, tid2) == "completed", timeout=60, what="the second file"
-        )
-        assert (h1.home / "incoming" / "notes.bin").read_bytes() == payload2
-        assert transfer_of(h1, tid2)["data_path"] == "stream"
+        tid2, payload2 = offer_accepted(h2, h1, "notes.bin", 3 << 20)
+        assert arrived(h1, tid2, "notes.bin", payload2) == "stream"
         assert "could not punch a data connection" in h2.log_text()
         assert "direct" in kinds_between(h1, h2)
 
@@ -177,12 +178,7 @@ def test_a_relayed_transfer_moves_to_a_punched_connection_when_one_appears(
         _pub, h1, h2 = nat_daemons(make_daemon, lab)
         befriend_by_id(h1, h2, "relayed for now", timeout=60)
         assert set(kinds_between(h1, h2)) == {"relayed"}
-        src = h2.home / "video.mkv"
-        payload = os.urandom(40 << 20)  # 40 s through the relay
-        src.write_bytes(payload)
-        tid = h2.call("files.send", friend=h1.peer_id, path=str(src))["transfer"]["id"]
-        wait_for(lambda: transfer_state(h1, tid) == "offered", timeout=30, what="the offer")
-        h1.call("files.accept", id=tid)
+        tid, payload = offer_accepted(h2, h1, "video.mkv", 40 << 20)  # 40 s through the relay
         wait_for(lambda: transfer_of(h1, tid).get("bytes", 0) > 0, timeout=30, what="relayed bytes")
         assert transfer_of(h1, tid)["data_path"] == "stream"
         assert set(kinds_between(h1, h2)) == {"relayed"}
@@ -191,11 +187,7 @@ def test_a_relayed_transfer_moves_to_a_punched_connection_when_one_appears(
         wait_for(lambda: "direct" in kinds_between(h1, h2), timeout=60, what="DCUtR's next try")
         moved_at = transfer_of(h1, tid)["bytes"]
         assert moved_at < len(payload), "the transfer ended before it could move"
-        wait_for(
-            lambda: transfer_state(h1, tid) == "completed", timeout=20, what="the file to arrive"
-        )
-        assert (h1.home / "incoming" / "video.mkv").read_bytes() == payload
-        assert transfer_of(h1, tid)["data_path"] == "punched"
+        assert arrived(h1, tid, "video.mkv", payload, timeout=20) == "punched"
         assert "moving its transfers to it" in h1.log_text()
 
 
@@ -217,17 +209,8 @@ def test_symmetric_nats_still_chat_through_the_relay(make_daemon: MakeDaemon) ->
         assert set(kinds_between(h1, h2)) == {"relayed"}
         # A file goes through the relay too: no direct dial and no punch over a relayed
         # connection (its remote IP is the relay's), the records ride the libp2p stream.
-        src = h2.home / "through-relay.bin"
-        payload = os.urandom(2 << 20)
-        src.write_bytes(payload)
-        tid = h2.call("files.send", friend=h1.peer_id, path=str(src))["transfer"]["id"]
-        wait_for(lambda: transfer_state(h1, tid) == "offered", timeout=30, what="the offer")
-        h1.call("files.accept", id=tid)
-        wait_for(
-            lambda: transfer_state(h1, tid) == "completed", timeout=60, what="the file to arrive"
-        )
-        assert (h1.home / "incoming" / "through-relay.bin").read_bytes() == payload
-        assert transfer_of(h1, tid)["data_path"] == "stream"
+        tid, payload = offer_accepted(h2, h1, "through-relay.bin", 2 << 20)
+        assert arrived(h1, tid, "through-relay.bin", payload) == "stream"
         assert "could not punch" not in h2.log_text()
 
 
