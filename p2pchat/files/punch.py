@@ -15,9 +15,10 @@ hello: :func:`direct.prove_hello`), so reaching the port proves nothing by itsel
 from __future__ import annotations
 
 import errno
-import ipaddress
 import logging
+import random
 import socket
+from collections.abc import Iterable
 from typing import Final
 
 import trio
@@ -29,6 +30,7 @@ from p2pchat.files.direct import (
     prove_hello,
     read_challenge,
 )
+from p2pchat.net.addrpolicy import Target, classify_ip
 
 log = logging.getLogger(__name__)
 
@@ -43,16 +45,20 @@ PUNCH_BACKOFF: Final = 600.0
 that friend (its NAT is likely symmetric; each attempt would cost a session 5 s)."""
 
 
-def punchable(ip: str | None, relayed: bool) -> bool:
+PUNCHABLE: Final = frozenset({Target.PUBLIC, Target.LAN, Target.DOCUMENTATION})
+"""Where a punch may connect: another host's public or LAN address (documentation ranges:
+the NAT lab). Never this machine (loopback, its own addresses, or a proxy showing as one:
+there is no NAT to open there, and a friend must not make us probe our own ports), nor
+unspecified, multicast or reserved addresses."""
+
+
+def punchable(ip: str | None, relayed: bool, own_ips: Iterable[str] = ()) -> bool:
     """Whether a libp2p connection with remote ``ip`` may carry a punch: only a direct one
-    (a relayed one's IP is the relay's) to another host (on loopback there is no NAT to
-    open; a failed dial there stays failed)."""
+    (a relayed one's IP is the relay's), to an address in :data:`PUNCHABLE` (``own_ips``:
+    this machine's addresses)."""
     if ip is None or relayed:
         return False
-    try:
-        return not ipaddress.ip_address(ip).is_loopback
-    except ValueError:
-        return False
+    return classify_ip(ip, own_ips) in PUNCHABLE
 
 
 class PunchPort:
@@ -110,7 +116,9 @@ async def simultaneous_open(held: PunchPort, remote: tuple[str, int]) -> trio.so
             sock.close()
             if exc.errno not in (errno.ECONNREFUSED, errno.ECONNRESET, errno.ETIMEDOUT):
                 log.debug("simultaneous open to %s:%d: %s", remote[0], remote[1], exc)
-            await trio.sleep(RETRY_DELAY)
+            # Jittered: two sides both refused on a fixed period would keep their phase and
+            # might never be in SYN-SENT at the same moment.
+            await trio.sleep(RETRY_DELAY * random.uniform(0.5, 1.5))
             continue
         except BaseException:
             sock.close()
@@ -149,10 +157,11 @@ async def punch_as_receiver(
     opener: bulk.RecordOpener,
     stall_timeout: float,
 ) -> socket.socket:
-    """The receiver's side: open the connection, send the challenge and take the sender's
-    hello bound to it (within HELLO_TIMEOUT of the connection opening); runs until it does or
-    fails (the caller bounds it: the sender's ``file-data`` says whether it got through)."""
-    conn = await simultaneous_open(held, remote)
+    """The receiver's side: open the connection (within PUNCH_TIMEOUT, as the sender),
+    send the challenge and take the sender's hello bound to it (within HELLO_TIMEOUT of the
+    connection opening). Raises (TooSlowError, ConnectionError, BulkError, OSError) if not."""
+    with trio.fail_after(PUNCH_TIMEOUT):
+        conn = await simultaneous_open(held, remote)
     try:
         with trio.fail_after(HELLO_TIMEOUT):
             record, nonce = await prove_hello(conn, opener)

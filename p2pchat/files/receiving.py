@@ -51,7 +51,7 @@ from p2pchat.files.state import PEER_OUTCOME_EVENTS, Direction, TEvent, TState
 from p2pchat.files.store import Transfer
 from p2pchat.files.table import TransferTable
 from p2pchat.identity import short
-from p2pchat.net.host import Network
+from p2pchat.net.host import Network, local_ips
 from p2pchat.net.streams import log_stream_failure, read_some, reset
 
 log = logging.getLogger(__name__)
@@ -260,6 +260,8 @@ class Receiver:
                 moving = trio.CancelScope()
                 if sock is None and origin[1]:  # on a relayed stream: movable
                     self._movable[t.tid] = (t.peer_id, moving)
+                    if "direct" in self.net.connection_kinds(t.peer_id):
+                        moving.cancel()  # one opened before we were listening for it
                 try:
                     with moving:
                         async with trio.open_nursery() as nursery:
@@ -314,9 +316,7 @@ class Receiver:
     ) -> None:
         """Accept the direct connection into ``arrived`` (closed with ``held``)."""
         sock = await accept_direct(listener, opener, self.stall_timeout)
-        held.enter_context(sock)
-        arrived.append(sock)
-        ready.set()
+        _arrived(sock, held, arrived, ready)
 
     def _punch_port(
         self, origin: tuple[str | None, bool], held: contextlib.ExitStack
@@ -325,7 +325,7 @@ class Receiver:
         open through NATs, or None: only over a direct libp2p connection to another host,
         whose remote IP is the friend's (or its NAT's): :func:`punchable`."""
         ip, relayed = origin
-        if not punchable(ip, relayed):
+        if not punchable(ip, relayed, local_ips()):
             return None
         assert ip is not None
         try:
@@ -343,11 +343,17 @@ class Receiver:
         arrived: list[socket.socket],
         ready: trio.Event,
     ) -> None:
-        """Open the punched connection into ``arrived`` (closed with ``held``)."""
-        sock = await punch_as_receiver(punch, remote, opener, self.stall_timeout)
-        held.enter_context(sock)
-        arrived.append(sock)
-        ready.set()
+        """Open the punched connection into ``arrived`` (closed with ``held``). One that
+        does not open or does not prove itself (whatever answered there: the sender's NAT
+        may map that port to anything) is ignored, as on the data port: the sender's
+        ``file-data`` then says ``stream``, or the wait for it fails and the next session
+        asks without a port. Never an end of the transfer."""
+        try:
+            sock = await punch_as_receiver(punch, remote, opener, self.stall_timeout)
+        except (bulk.BulkError, ConnectionError, OSError, trio.TooSlowError) as exc:
+            log.info("no punched data connection to %s:%d: %s", remote[0], remote[1], exc)
+            return
+        _arrived(sock, held, arrived, ready)
 
     async def _wait_direct(
         self, t: Transfer, port: int, arrived: list[socket.socket], ready: trio.Event
@@ -551,3 +557,11 @@ def _write_all(
     for offset, chunks in queued:
         write_chunks(fd, offset, chunks, hasher)
         behind.wrote_up_to(offset + sum(len(c) for c in chunks))
+
+
+def _arrived(
+    sock: socket.socket, held: contextlib.ExitStack, arrived: list[socket.socket], ready: trio.Event
+) -> None:
+    held.enter_context(sock)
+    arrived.append(sock)
+    ready.set()

@@ -6,6 +6,7 @@ still the one it offered."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -28,6 +29,7 @@ from p2pchat.files.state import TERMINAL, Direction, TEvent, TState
 from p2pchat.files.store import Transfer
 from p2pchat.files.table import TransferTable, clip_utf8
 from p2pchat.identity import short
+from p2pchat.net.host import local_ips
 from p2pchat.net.streams import finish, refuse, reset
 
 log = logging.getLogger(__name__)
@@ -136,18 +138,21 @@ class Sender:
                 direct = await self._punch(stream, t, get, origin, sealer)
                 path = "punched"
         sock, binding = direct if direct is not None else (None, b"")
-        if sock is None:
-            path = "stream"
-        await stream.write(wire.encode(wire.FileData(t.tid, path)))
-        await self.table.record(t.tid, data_path=path)
-        await trio.to_thread.run_sync(source.seek, get.offset)
-        log.info("sending %s to %s via %s from byte %d", t.name, short(t.peer_id), path, get.offset)
-        chunk = paced_chunk(self.max_send_rate)
-        try:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(watch_stall, progress, self.stall_timeout)
-                if sock is not None:
-                    with sock:
+        # Owned from here: every way out closes it (a reset stream, a newer file-get).
+        with sock if sock is not None else contextlib.nullcontext():
+            if sock is None:
+                path = "stream"
+            await stream.write(wire.encode(wire.FileData(t.tid, path)))
+            await self.table.record(t.tid, data_path=path)
+            await trio.to_thread.run_sync(source.seek, get.offset)
+            log.info(
+                "sending %s to %s via %s from byte %d", t.name, short(t.peer_id), path, get.offset
+            )
+            chunk = paced_chunk(self.max_send_rate)
+            try:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(watch_stall, progress, self.stall_timeout)
+                    if sock is not None:
                         stop = threading.Event()
                         await run_interruptibly(
                             lambda: send_records(
@@ -164,22 +169,22 @@ class Sender:
                             lambda: _stop(stop, sock),
                             self.pumps,
                         )
-                else:
-                    await self._send_on_stream(
-                        stream, sealer, source, t.size, progress, min(chunk, STREAM_CHUNK)
-                    )
-                nursery.cancel_scope.cancel()
-        except BaseExceptionGroup as group:
-            inner = sole_error(group)
-            if isinstance(inner, SourceChanged):
-                await self.table.fail(t.tid, str(inner))
-            raise inner from None
-        finally:
-            await self.table.record(t.tid, done_bytes=progress.bytes)
-        log.info(
-            "sent %s to %s via %s up to byte %d", t.name, short(t.peer_id), path, progress.bytes
-        )
-        await finish(stream)
+                    else:
+                        await self._send_on_stream(
+                            stream, sealer, source, t.size, progress, min(chunk, STREAM_CHUNK)
+                        )
+                    nursery.cancel_scope.cancel()
+            except BaseExceptionGroup as group:
+                inner = sole_error(group)
+                if isinstance(inner, SourceChanged):
+                    await self.table.fail(t.tid, str(inner))
+                raise inner from None
+            finally:
+                await self.table.record(t.tid, done_bytes=progress.bytes)
+            log.info(
+                "sent %s to %s via %s up to byte %d", t.name, short(t.peer_id), path, progress.bytes
+            )
+            await finish(stream)
 
     async def _punch(
         self,
@@ -194,7 +199,8 @@ class Sender:
         soon to a friend it failed for."""
         ip, relayed = origin
         failed = self._punch_failed.get(t.peer_id)
-        if not punchable(ip, relayed) or (failed is not None and trio.current_time() < failed):
+        soon = failed is not None and trio.current_time() < failed
+        if soon or not punchable(ip, relayed, local_ips()):
             return None
         assert ip is not None
         with PunchPort(ip) as held:

@@ -42,6 +42,12 @@ def test_punch_only_over_a_direct_connection_to_another_host() -> None:
     assert not punch.punchable("127.0.0.1", False)  # loopback: no NAT to open
     assert not punch.punchable("::1", False)
     assert not punch.punchable("not an ip", False)
+    # Never this machine, however it is written or reached (a proxy showing as our own IP).
+    assert not punch.punchable("::ffff:127.0.0.1", False)
+    assert not punch.punchable("10.0.0.5", False, own_ips=("10.0.0.5",))
+    assert punch.punchable("10.0.0.6", False, own_ips=("10.0.0.5",))  # a LAN peer
+    assert not punch.punchable("0.0.0.0", False)
+    assert not punch.punchable("224.0.0.251", False)
 
 
 async def test_a_punch_port_is_held_and_reused_for_every_attempt() -> None:

@@ -60,15 +60,21 @@ def test_a_buffer_that_never_overran_takes_data_as_it_is_read() -> None:
     assert len(buffers[1]) == limit
 
 
-def test_libp2p_is_tuned_for_many_streams_on_one_connection() -> None:
+def test_libp2p_is_tuned_for_many_streams_on_one_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """Receive windows stop growing at MAX_RECEIVE_WINDOW, and every libp2p TCP socket keeps
-    little unsent data (so small frames never wait behind seconds of bulk)."""
+    little unsent data (so small frames never wait behind seconds of bulk). The stock values
+    are put back first: an earlier test's host must not make this pass."""
     import libp2p.stream_muxer.yamux.yamux as yamux_module
     import libp2p.transport.tcp.tcp as libp2p_tcp
+    from libp2p.io.trio import TrioTCPStream
 
     from p2pchat.net.host import build_host
     from p2pchat.net.tcp_tuning import TunedTCPStream
 
+    monkeypatch.setattr(yamux_module, "MAX_WINDOW_SIZE", 16 * 1024 * 1024)
+    monkeypatch.setattr(libp2p_tcp, "TrioTCPStream", TrioTCPStream)
     build_host(Identity.generate())
     assert yamux_module.MAX_WINDOW_SIZE == muxer.MAX_RECEIVE_WINDOW
     assert libp2p_tcp.TrioTCPStream is TunedTCPStream
