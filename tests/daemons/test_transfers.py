@@ -272,7 +272,6 @@ def test_a_large_file_at_full_speed_on_the_stream_path_arrives_intact(
     done = wait_state(bob, tid, "completed", timeout=90)
     assert done["data_path"] == "stream"
     assert digest(Path(done["path"])) == digest(src)
-    assert "overran the receive window" not in bob.log_text()
     assert bob.log_text().count("bytes of big-stream.bin via stream") == 1  # one session
 
 
