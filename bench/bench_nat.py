@@ -34,8 +34,8 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_files import PAUSE, make_file, warm_memory  # noqa: E402
 
-from tests.daemons.test_nat import kinds_between, nat_daemons, transfer_of  # noqa: E402
-from tests.harness import Daemon, befriend_by_id, wait_for  # noqa: E402
+from tests.daemons.test_nat import kinds_between, nat_daemons  # noqa: E402
+from tests.harness import Daemon, befriend_by_id, find, wait_for, wait_state  # noqa: E402
 from tests.netlab import NatLab, nat_lab, skip_reason  # noqa: E402
 
 MB = 1_000_000
@@ -123,7 +123,7 @@ def plain_tcp(lab: NatLab, src: Path, dst: Path, do_fsync: bool) -> float:
 def p2pchat_transfer(h1: Daemon, h2: Daemon, src: Path) -> tuple[float, str]:
     """MB/s from h1's accept to its completed file, and the data path it took."""
     tid = h2.call("files.send", friend=h1.peer_id, path=str(src))["transfer"]["id"]
-    wait_for(lambda: transfer_of(h1, tid).get("state") == "offered", timeout=60, what="offer")
+    wait_state(h1, tid, "offered", timeout=60)
     os.sync()
     time.sleep(PAUSE)
     warm_memory()
@@ -131,7 +131,7 @@ def p2pchat_transfer(h1: Daemon, h2: Daemon, src: Path) -> tuple[float, str]:
     h1.call("files.accept", id=tid)
 
     def finished() -> dict[str, Any] | None:
-        t = transfer_of(h1, tid)
+        t = find(h1, tid) or {}
         if t.get("state") in ("failed", "cancelled"):
             raise RuntimeError(f"transfer ended: {t}")
         return t if t.get("state") == "completed" else None

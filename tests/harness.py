@@ -199,6 +199,34 @@ START_WAVE: Final = 12
 worth of modules) left the first beyond ``START_TIMEOUT``; in waves the whole takes as long."""
 
 
+# --- file transfers, through the API -------------------------------------------------------
+
+
+def find(d: Daemon, tid: str) -> dict[str, Any] | None:
+    for t in d.call("files.list")["transfers"]:
+        if t["id"] == tid:
+            return dict(t)
+    return None
+
+
+def transfer(d: Daemon, tid: str) -> dict[str, Any]:
+    t = find(d, tid)
+    assert t is not None, f"{d.name} has no transfer {tid}"
+    return t
+
+
+def wait_state(d: Daemon, tid: str, state: str, timeout: float = 60.0) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        t = find(d, tid)
+        if t is None:
+            return None
+        if t["state"] in ("failed", "cancelled", "declined") and t["state"] != state:
+            raise AssertionError(f"{d.name}: transfer ended {t['state']}: {t['error']}")
+        return t if t["state"] == state else None
+
+    return wait_for(check, timeout=timeout, what=f"{d.name}: transfer {tid[:8]} {state}")
+
+
 def start_all(daemons: list[Daemon], *args: str) -> list[Daemon]:
     """Start several daemons in parallel (``START_WAVE`` at a time), returning when all
     answer."""

@@ -39,7 +39,8 @@ PUNCH_TIMEOUT: Final = 5.0
 attempt is answered only when it is up (as for the direct dial)."""
 RETRY_DELAY: Final = 0.05
 """After a refused attempt (the other side's SYN met a port not yet connecting, and its host
-answered with a reset), how long before the next one from the same port."""
+answered with a reset), about how long before the next one from the same port (jittered by
+half either way)."""
 PUNCH_BACKOFF: Final = 600.0
 """After a punch to a friend failed, how long the sender goes straight to the stream path for
 that friend (its NAT is likely symmetric; each attempt would cost a session 5 s)."""

@@ -546,17 +546,19 @@ async def _write_in_order(
                     break
             if behind is None:
                 behind = WriteBehind(fd, first[0])
-            await trio.to_thread.run_sync(_write_all, fd, queued, hasher, behind)
-            last_offset, last_chunks = queued[-1]
-            progress.bytes = last_offset + sum(len(c) for c in last_chunks)
+            progress.bytes = await trio.to_thread.run_sync(_write_all, fd, queued, hasher, behind)
 
 
 def _write_all(
     fd: int, queued: list[tuple[int, list[bytes]]], hasher: Any, behind: WriteBehind
-) -> None:
+) -> int:
+    """Write and hash ``queued`` in order; the file offset written up to."""
+    end = 0
     for offset, chunks in queued:
         write_chunks(fd, offset, chunks, hasher)
-        behind.wrote_up_to(offset + sum(len(c) for c in chunks))
+        end = offset + sum(len(c) for c in chunks)
+        behind.wrote_up_to(end)
+    return end
 
 
 def _arrived(

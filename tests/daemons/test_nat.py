@@ -16,7 +16,15 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Daemon, assert_stays, befriend_by_id, send_and_wait, wait_for
+from tests.harness import (
+    Daemon,
+    assert_stays,
+    befriend_by_id,
+    send_and_wait,
+    transfer,
+    wait_for,
+    wait_state,
+)
 from tests.netlab import Lab, NatLab, lan_lab, nat_lab, skip_reason
 
 _why_not = skip_reason()
@@ -44,21 +52,6 @@ def kinds_between(a: Daemon, b: Daemon) -> list[str]:
     return []
 
 
-def transfer_of(d: Daemon, tid: str) -> dict[str, Any]:
-    for t in d.call("files.list")["transfers"]:
-        if t["id"] == tid:
-            return dict(t)
-    return {}
-
-
-def transfer_state(d: Daemon, tid: str) -> str:
-    """The transfer's state ("" while ``d`` has not heard of it); an end is a failure."""
-    t = transfer_of(d, tid)
-    if t.get("state") in ("failed", "cancelled", "declined"):
-        raise AssertionError(f"{d.name}: the transfer ended: {t}")
-    return str(t.get("state", ""))
-
-
 def offer_accepted(sender: Daemon, receiver: Daemon, name: str, size: int) -> tuple[str, bytes]:
     """``sender`` offers a file of ``size`` random bytes, ``receiver`` accepts it: its ID and
     the bytes it must end up with."""
@@ -66,17 +59,16 @@ def offer_accepted(sender: Daemon, receiver: Daemon, name: str, size: int) -> tu
     payload = os.urandom(size)
     src.write_bytes(payload)
     tid = str(sender.call("files.send", friend=receiver.peer_id, path=str(src))["transfer"]["id"])
-    wait_for(lambda: transfer_state(receiver, tid) == "offered", timeout=30, what="the offer")
+    wait_state(receiver, tid, "offered", timeout=30)
     receiver.call("files.accept", id=tid)
     return tid, payload
 
 
 def arrived(receiver: Daemon, tid: str, name: str, payload: bytes, timeout: float = 60) -> str:
     """Wait for the file to be complete at ``receiver``, check its bytes; its data path."""
-    done = lambda: transfer_state(receiver, tid) == "completed"  # noqa: E731
-    wait_for(done, timeout=timeout, what=f"{name} to arrive")
+    done = wait_state(receiver, tid, "completed", timeout=timeout)
     assert (receiver.home / "incoming" / name).read_bytes() == payload
-    return str(transfer_of(receiver, tid)["data_path"])
+    return str(done["data_path"])
 
 
 def nat_daemons(
@@ -143,8 +135,7 @@ def test_endpoint_independent_nats_meet_chat_via_relay_and_punch_through(
         # connection punched by a simultaneous open, as the libp2p one was, not the stream.
         tid, payload = offer_accepted(h2, h1, "photos.tar", 24 << 20)
         assert arrived(h1, tid, "photos.tar", payload) == "punched"
-        wait_for(lambda: transfer_state(h2, tid) == "completed", timeout=30, what="h2 to finish")
-        assert transfer_of(h2, tid)["data_path"] == "punched"
+        assert wait_state(h2, tid, "completed", timeout=30)["data_path"] == "punched"
         assert "via punched" in h1.log_text()
 
         # Where no hole can be punched (here h1's router lets no new flow out but the libp2p
@@ -179,13 +170,13 @@ def test_a_relayed_transfer_moves_to_a_punched_connection_when_one_appears(
         befriend_by_id(h1, h2, "relayed for now", timeout=60)
         assert set(kinds_between(h1, h2)) == {"relayed"}
         tid, payload = offer_accepted(h2, h1, "video.mkv", 40 << 20)  # 40 s through the relay
-        wait_for(lambda: transfer_of(h1, tid).get("bytes", 0) > 0, timeout=30, what="relayed bytes")
-        assert transfer_of(h1, tid)["data_path"] == "stream"
+        wait_for(lambda: transfer(h1, tid)["bytes"] > 0, timeout=30, what="relayed bytes")
+        assert transfer(h1, tid)["data_path"] == "stream"
         assert set(kinds_between(h1, h2)) == {"relayed"}
         for router, other in ((lab.r1, NatLab.R2_WAN), (lab.r2, NatLab.R1_WAN)):
             lab.lab.sh(router, f"iptables -D FORWARD -i lan -d {other} -j DROP")
         wait_for(lambda: "direct" in kinds_between(h1, h2), timeout=60, what="DCUtR's next try")
-        moved_at = transfer_of(h1, tid)["bytes"]
+        moved_at = transfer(h1, tid)["bytes"]
         assert moved_at < len(payload), "the transfer ended before it could move"
         assert arrived(h1, tid, "video.mkv", payload, timeout=20) == "punched"
         assert "moving its transfers to it" in h1.log_text()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from p2pchat.api import ApiError
-from tests.harness import Daemon, befriend, wait_for
+from tests.harness import Daemon, befriend, transfer, wait_for, wait_state
 
 pytestmark = pytest.mark.daemons
 
@@ -39,31 +39,6 @@ def digest(path: Path) -> str:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
-
-
-def find(d: Daemon, tid: str) -> dict[str, Any] | None:
-    for t in d.call("files.list")["transfers"]:
-        if t["id"] == tid:
-            return dict(t)
-    return None
-
-
-def transfer(d: Daemon, tid: str) -> dict[str, Any]:
-    t = find(d, tid)
-    assert t is not None, f"{d.name} has no transfer {tid}"
-    return t
-
-
-def wait_state(d: Daemon, tid: str, state: str, timeout: float = 60.0) -> dict[str, Any]:
-    def check() -> dict[str, Any] | None:
-        t = find(d, tid)
-        if t is None:
-            return None
-        if t["state"] in ("failed", "cancelled", "declined") and t["state"] != state:
-            raise AssertionError(f"{d.name}: transfer ended {t['state']}: {t['error']}")
-        return t if t["state"] == state else None
-
-    return wait_for(check, timeout=timeout, what=f"{d.name}: transfer {tid[:8]} {state}")
 
 
 def incoming_files(d: Daemon) -> list[str]:

@@ -30,34 +30,35 @@ def fake_muxer(window: int) -> Any:
     )
 
 
-def test_buffer_accepts_up_to_the_window_and_refuses_more() -> None:
-    m = fake_muxer(window=300 * 1024)
-    buffers = _BoundedBuffers(cast(Any, m))
+def full_buffer(window: int = 300 * 1024) -> tuple[bytearray, int]:
+    """Stream 1's receive buffer, filled to the most the peer may send, and that amount."""
+    buffers = _BoundedBuffers(cast(Any, fake_muxer(window)))
     buffers[1] = bytearray()
-    limit = 300 * 1024 + muxer.WINDOW_SLACK_BYTES
+    limit = window + muxer.WINDOW_SLACK_BYTES
     buffers[1].extend(b"x" * limit)
-    assert len(buffers[1]) == limit
+    return buffers[1], limit
+
+
+def test_buffer_accepts_up_to_the_window_and_refuses_more() -> None:
+    buffer, limit = full_buffer()
+    assert len(buffer) == limit
     with pytest.raises(YamuxLimitError, match="overran the receive window"):
-        buffers[1].extend(b"x")
-    assert len(buffers[1]) == limit  # nothing of the refused data was kept
+        buffer.extend(b"x")
+    assert len(buffer) == limit  # nothing of the refused data was kept
     # The refused frame left a gap: nothing after it may reach the reader, even once there
     # is room again (py-libp2p still appends the frames already in flight). The reader gets
     # what came before, then the end of the stream.
-    del buffers[1][:1000]
+    del buffer[:1000]
     with pytest.raises(YamuxLimitError, match="already overran"):
-        buffers[1].extend(b"y" * 1000)
-    assert len(buffers[1]) == limit - 1000
+        buffer.extend(b"y" * 1000)
+    assert len(buffer) == limit - 1000
 
 
 def test_a_buffer_that_never_overran_takes_data_as_it_is_read() -> None:
-    m = fake_muxer(window=300 * 1024)
-    buffers = _BoundedBuffers(cast(Any, m))
-    buffers[1] = bytearray()
-    limit = 300 * 1024 + muxer.WINDOW_SLACK_BYTES
-    buffers[1].extend(b"x" * limit)
-    del buffers[1][:1000]
-    buffers[1].extend(b"y" * 1000)
-    assert len(buffers[1]) == limit
+    buffer, limit = full_buffer()
+    del buffer[:1000]
+    buffer.extend(b"y" * 1000)
+    assert len(buffer) == limit
 
 
 def test_libp2p_is_tuned_for_many_streams_on_one_connection(
