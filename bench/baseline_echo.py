@@ -1,12 +1,21 @@
 """Baseline peer for the benchmarks: a bare py-libp2p host (TCP, Noise, Yamux) that echoes.
 
 Run as a separate process by bench_chat.py, so the baseline crosses processes like the
-daemons do. Prints its full multiaddr on stdout, then serves until killed.
+daemons do. Prints its full multiaddr on stdout, then serves until killed. With ``--lean``
+it first leaves out the parts of py-libp2p the daemon leaves out (p2pchat/net/lean.py), so
+the idle memory of the two can be told apart from what py-libp2p itself costs.
 """
 
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+
+if "--lean" in sys.argv[1:]:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from p2pchat.net import lean
+
+    lean.install()
 
 import multiaddr
 import trio

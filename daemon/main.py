@@ -26,6 +26,7 @@ from p2pchat import __version__
 from p2pchat.api import socket_path
 from p2pchat.config import ConfigError, bootstrap_problem, load_config
 from p2pchat.identity import Identity, IdentityError, load_identity, save_identity
+from p2pchat.net import lean
 from p2pchat.paths import (
     KEY_FILE,
     LOG_FILE,
@@ -198,6 +199,8 @@ async def run_daemon(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Before anything imports libp2p: leave out the parts of it the daemon never runs.
+    lean.install()
     os.umask(0o077)  # everything the daemon writes is private to the user
     home = ensure_home(resolve_home(args.home))
     log_listener = setup_logging(home, args.log_level)

@@ -30,7 +30,6 @@ from typing import TYPE_CHECKING, Any, Final, cast
 import hypercorn.trio
 import hypercorn.trio.run
 import hypercorn.trio.tcp_server
-import segno
 import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.events import Closed, RawData
@@ -386,6 +385,8 @@ def _regular_file(path: str) -> os.stat_result | None:
 
 
 def _qr_svg(text: str) -> bytes:
+    import segno  # loaded when a page first asks for a QR code, not in every idle daemon
+
     out = io.BytesIO()
     segno.make_qr(text, error="m").save(
         out, kind="svg", scale=4, border=4, light="#fff", xmldecl=False, omitsize=True
