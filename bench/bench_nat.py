@@ -11,9 +11,20 @@ Prints (issue #14: "a 256 MiB file >= 0.4x plain TCP between the same two namesp
 - for comparison, the same file on the libp2p stream (h1 restarted with
   ``"direct_transfers": false``), the path such transfers took before.
 
+With ``--relayed`` the routers are symmetric NATs, so the friends stay connected only through
+the relay daemon in ``pub`` (issue #14: "throughput through a relay daemon >= 0.2x plain TCP
+within its byte limit"); it prints, h2 -> h1:
+- plain TCP relayed by a bare forwarder in ``pub`` (both hosts connect out to it, it copies
+  one socket into the other), with and without a final fsync: what relaying costs without
+  libp2p;
+- plain TCP h2 -> ``pub``: one hop, the route's own bound;
+- p2pchat through the relay (``data_path`` must say ``stream``, the only connection between
+  the friends ``relayed``), within the relay's circuit byte limit, and the ratios.
+
 Rounds alternate baseline and p2pchat after one warm-up round.
 
 Usage: sudo python bench/bench_nat.py [--size-mib 256] [--runs 3] [--no-stream]
+       sudo python bench/bench_nat.py --relayed [--size-mib 64] [--runs 3]
 """
 
 from __future__ import annotations
@@ -34,6 +45,7 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from bench_files import PAUSE, make_file, warm_memory  # noqa: E402
 
+from p2pchat.config import load_config  # noqa: E402
 from tests.daemons.test_nat import kinds_between, nat_daemons  # noqa: E402
 from tests.harness import Daemon, befriend_by_id, find, wait_for, wait_state  # noqa: E402
 from tests.netlab import NatLab, nat_lab, skip_reason  # noqa: E402
@@ -44,7 +56,13 @@ PUNCHED_TCP = r"""
 import os, socket, sys, time
 role, remote_ip, mine, theirs, path, do_fsync = sys.argv[1:7]
 deadline = time.monotonic() + 20
-while True:
+if remote_ip == "-":  # listen on our port for the one connection
+    ls = socket.socket()
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind(("0.0.0.0", int(mine)))
+    ls.listen(1)
+    s, _ = ls.accept()
+while remote_ip != "-":
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("0.0.0.0", int(mine)))
@@ -76,21 +94,49 @@ s.close()
 """
 
 
-def plain_tcp(lab: NatLab, src: Path, dst: Path, do_fsync: bool) -> float:
-    """MB/s of plain TCP from h2 to h1 through both NATs (simultaneous open, ports 47001/2)."""
+FORWARDER = r"""
+import socket, sys
+listen_ip, port, source_ip = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+ls = socket.socket()
+ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls.bind((listen_ip, port))
+ls.listen(2)
+print("ready", flush=True)
+a, a_addr = ls.accept()
+b, _ = ls.accept()
+src, dst = (a, b) if a_addr[0] == source_ip else (b, a)
+buf = bytearray(1 << 20); view = memoryview(buf)
+while n := src.recv_into(view):
+    dst.sendall(view[:n])
+dst.shutdown(socket.SHUT_WR)
+dst.recv(1)
+src.close()
+dst.close()
+"""
+
+
+def _tcp_pair(
+    lab: NatLab,
+    src: Path,
+    dst: Path,
+    do_fsync: bool,
+    recv_args: tuple[str, str, str],
+    send_args: tuple[str, str, str],
+    receiver_ns: str | None = None,
+) -> float:
+    """Run PUNCHED_TCP's receiver (in h1, or ``receiver_ns``) and sender (in h2) with the
+    given (remote IP, own port, remote port); MB/s the receiver saw."""
     os.sync()
     time.sleep(PAUSE)
     warm_memory()
     receiver = subprocess.Popen(
         [
-            *lab.lab.prefix(lab.h1),
+            *lab.lab.prefix(receiver_ns or lab.h1),
             sys.executable,
             "-c",
             PUNCHED_TCP,
             "recv",
-            NatLab.R2_WAN,
-            "47001",
-            "47002",
+            *recv_args,
             str(dst),
             "1" if do_fsync else "0",
         ],
@@ -104,9 +150,7 @@ def plain_tcp(lab: NatLab, src: Path, dst: Path, do_fsync: bool) -> float:
             "-c",
             PUNCHED_TCP,
             "send",
-            NatLab.R1_WAN,
-            "47002",
-            "47001",
+            *send_args,
             str(src),
             "0",
         ]
@@ -118,6 +162,55 @@ def plain_tcp(lab: NatLab, src: Path, dst: Path, do_fsync: bool) -> float:
     assert int(total) == src.stat().st_size, total
     dst.unlink()
     return src.stat().st_size / float(elapsed) / MB
+
+
+def plain_tcp_relayed(lab: NatLab, src: Path, dst: Path, do_fsync: bool) -> float:
+    """MB/s of plain TCP from h2 to h1 through a bare forwarder in ``pub``."""
+    forwarder = subprocess.Popen(
+        [
+            *lab.lab.prefix(lab.pub),
+            sys.executable,
+            "-c",
+            FORWARDER,
+            NatLab.PUB_IP,
+            "47100",
+            NatLab.R2_WAN,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert forwarder.stdout is not None
+        assert forwarder.stdout.readline().strip() == "ready"
+        to_pub = (NatLab.PUB_IP, "0", "47100")
+        return _tcp_pair(lab, src, dst, do_fsync, to_pub, to_pub)
+    finally:
+        forwarder.wait(60)
+
+
+def plain_tcp_to_pub(lab: NatLab, src: Path, dst: Path) -> float:
+    """MB/s of plain TCP from h2 to ``pub`` (one hop, through h2's NAT)."""
+    return _tcp_pair(
+        lab,
+        src,
+        dst,
+        False,
+        ("-", "47101", "0"),
+        (NatLab.PUB_IP, "0", "47101"),
+        receiver_ns=lab.pub,
+    )
+
+
+def plain_tcp(lab: NatLab, src: Path, dst: Path, do_fsync: bool) -> float:
+    """MB/s of plain TCP from h2 to h1 through both NATs (simultaneous open, ports 47001/2)."""
+    return _tcp_pair(
+        lab,
+        src,
+        dst,
+        do_fsync,
+        (NatLab.R2_WAN, "47001", "47002"),
+        (NatLab.R1_WAN, "47002", "47001"),
+    )
 
 
 def p2pchat_transfer(h1: Daemon, h2: Daemon, src: Path) -> tuple[float, str]:
@@ -144,13 +237,20 @@ def p2pchat_transfer(h1: Daemon, h2: Daemon, src: Path) -> tuple[float, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--size-mib", type=int, default=256)
+    parser.add_argument("--size-mib", type=int, help="default 256, or 64 with --relayed")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--no-stream", action="store_true", help="skip the stream-path figure")
+    parser.add_argument(
+        "--relayed", action="store_true", help="symmetric NATs: through the relay daemon"
+    )
     args = parser.parse_args()
     why_not = skip_reason()
     if why_not is not None:
         sys.exit(f"bench_nat: {why_not}")
+    if args.relayed:
+        relayed_main(args.size_mib or 64, args.runs)
+        return
+    args.size_mib = args.size_mib or 256
 
     with tempfile.TemporaryDirectory(prefix="p2pc-bench-nat-") as tmp, nat_lab() as lab:
         work = Path(tmp)
@@ -209,6 +309,69 @@ def main() -> None:
             f"  p2pchat on the libp2p stream (direct_transfers off): {stream:.0f} MB/s = "
             f"{stream / med(tcp):.2f}x plain TCP (one run)"
         )
+
+
+def relayed_main(size_mib: int, runs: int) -> None:
+    with (
+        tempfile.TemporaryDirectory(prefix="p2pc-bench-nat-") as tmp,
+        nat_lab(symmetric=True) as lab,
+    ):
+        work = Path(tmp)
+        src = work / "payload.bin"
+        make_file(src, size_mib << 20)
+        made: list[Daemon] = []
+
+        def make_daemon(name: str, start: bool = True, prefix: list[str] | None = None) -> Daemon:
+            d = Daemon(work / name, name, prefix=prefix)
+            made.append(d)
+            return d.start() if start else d
+
+        try:
+            pub, h1, h2 = nat_daemons(make_daemon, lab)
+            limit = load_config(pub.home).relay_max_circuit_bytes
+            if src.stat().st_size * 1.05 > limit:
+                sys.exit(f"bench_nat: {size_mib} MiB does not fit the circuit limit of {limit} B")
+            befriend_by_id(h1, h2, "bench", timeout=60)
+            relayed: list[float] = []
+            relayed_fsync: list[float] = []
+            one_hop: list[float] = []
+            ours: list[float] = []
+            for run in range(-1, runs):  # run -1 warms up
+                a = plain_tcp_relayed(lab, src, work / "tcp.out", do_fsync=False)
+                b = plain_tcp_relayed(lab, src, work / "tcp.out", do_fsync=True)
+                c = plain_tcp_to_pub(lab, src, work / "tcp.out")
+                if set(kinds_between(h1, h2)) != {"relayed"}:
+                    sys.exit(f"bench_nat: the friends are connected {kinds_between(h1, h2)}")
+                d, path = p2pchat_transfer(h1, h2, src)
+                if path != "stream":
+                    sys.exit(f"bench_nat: the transfer took the {path!r} path, not 'stream'")
+                print(
+                    f"  run {run}: relayed TCP {a:6.0f}  with fsync {b:6.0f}  "
+                    f"one hop {c:6.0f}  p2pchat {d:6.1f} MB/s" + ("  (warm-up)" if run < 0 else "")
+                )
+                if run >= 0:
+                    relayed.append(a)
+                    relayed_fsync.append(b)
+                    one_hop.append(c)
+                    ours.append(d)
+        finally:
+            for d in reversed(made):
+                d.close()
+
+    med = statistics.median
+    print(
+        f"\nNAT lab (symmetric routers), {size_mib} MiB h2 -> pub -> h1 within the relay's "
+        f"{limit >> 20} MiB circuit limit, medians of {runs} runs"
+    )
+    print(f"  plain TCP through a bare forwarder in pub          {med(relayed):8.0f} MB/s")
+    print(f"  plain TCP through a bare forwarder in pub + fsync  {med(relayed_fsync):8.0f} MB/s")
+    print(f"  plain TCP h2 -> pub (one hop)                      {med(one_hop):8.0f} MB/s")
+    print(f"  p2pchat through the relay daemon (libp2p stream)   {med(ours):8.1f} MB/s")
+    print(
+        f"  ratio to relayed plain TCP {med(ours) / med(relayed):.3f}x (target >= 0.2x), "
+        f"to relayed plain TCP + fsync {med(ours) / med(relayed_fsync):.3f}x, "
+        f"to one hop {med(ours) / med(one_hop):.3f}x"
+    )
 
 
 if __name__ == "__main__":
