@@ -30,12 +30,14 @@ Usage: sudo python bench/bench_nat.py [--size-mib 256] [--runs 3] [--no-stream]
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +215,33 @@ def plain_tcp(lab: NatLab, src: Path, dst: Path, do_fsync: bool) -> float:
     )
 
 
+@contextlib.contextmanager
+def bench_lab(
+    *, symmetric: bool, size_mib: int
+) -> Iterator[tuple[NatLab, Path, Path, Callable[..., Daemon]]]:
+    """The NAT lab, a work directory with a ``size_mib`` MiB payload in it, and a daemon
+    factory for ``nat_daemons``; every daemon it made is closed on the way out."""
+    with (
+        tempfile.TemporaryDirectory(prefix="p2pc-bench-nat-") as tmp,
+        nat_lab(symmetric=symmetric) as lab,
+    ):
+        work = Path(tmp)
+        src = work / "payload.bin"
+        make_file(src, size_mib << 20)
+        made: list[Daemon] = []
+
+        def make_daemon(name: str, start: bool = True, prefix: list[str] | None = None) -> Daemon:
+            d = Daemon(work / name, name, prefix=prefix)
+            made.append(d)
+            return d.start() if start else d
+
+        try:
+            yield lab, work, src, make_daemon
+        finally:
+            for d in reversed(made):
+                d.close()
+
+
 def p2pchat_transfer(h1: Daemon, h2: Daemon, src: Path) -> tuple[float, str]:
     """MB/s from h1's accept to its completed file, and the data path it took."""
     tid = h2.call("files.send", friend=h1.peer_id, path=str(src))["transfer"]["id"]
@@ -252,48 +281,34 @@ def main() -> None:
         return
     args.size_mib = args.size_mib or 256
 
-    with tempfile.TemporaryDirectory(prefix="p2pc-bench-nat-") as tmp, nat_lab() as lab:
-        work = Path(tmp)
-        src = work / "payload.bin"
-        make_file(src, args.size_mib << 20)
-        made: list[Daemon] = []
-
-        def make_daemon(name: str, start: bool = True, prefix: list[str] | None = None) -> Daemon:
-            d = Daemon(work / name, name, prefix=prefix)
-            made.append(d)
-            return d.start() if start else d
-
-        try:
-            _pub, h1, h2 = nat_daemons(make_daemon, lab)
-            befriend_by_id(h1, h2, "bench", timeout=60)
-            wait_for(lambda: "direct" in kinds_between(h1, h2), timeout=60, what="a punch")
-            tcp: list[float] = []
-            tcp_fsync: list[float] = []
-            ours: list[float] = []
-            for run in range(-1, args.runs):  # run -1 warms up
-                a = plain_tcp(lab, src, work / "tcp.out", do_fsync=False)
-                b = plain_tcp(lab, src, work / "tcp.out", do_fsync=True)
-                c, path = p2pchat_transfer(h1, h2, src)
-                if path != "punched":
-                    sys.exit(f"bench_nat: the transfer took the {path!r} path, not 'punched'")
-                print(
-                    f"  run {run}: plain TCP {a:7.0f}  with fsync {b:7.0f}  p2pchat {c:7.0f} MB/s"
-                    + ("  (warm-up)" if run < 0 else "")
-                )
-                if run >= 0:
-                    tcp.append(a)
-                    tcp_fsync.append(b)
-                    ours.append(c)
-            stream = None
-            if not args.no_stream:
-                h1.stop()
-                h1.configure(direct_transfers=False).start()
-                wait_for(lambda: "direct" in kinds_between(h1, h2), timeout=90, what="re-punch")
-                stream, path = p2pchat_transfer(h1, h2, src)
-                assert path == "stream", path
-        finally:
-            for d in reversed(made):
-                d.close()
+    with bench_lab(symmetric=False, size_mib=args.size_mib) as (lab, work, src, make_daemon):
+        _pub, h1, h2 = nat_daemons(make_daemon, lab)
+        befriend_by_id(h1, h2, "bench", timeout=60)
+        wait_for(lambda: "direct" in kinds_between(h1, h2), timeout=60, what="a punch")
+        tcp: list[float] = []
+        tcp_fsync: list[float] = []
+        ours: list[float] = []
+        for run in range(-1, args.runs):  # run -1 warms up
+            a = plain_tcp(lab, src, work / "tcp.out", do_fsync=False)
+            b = plain_tcp(lab, src, work / "tcp.out", do_fsync=True)
+            c, path = p2pchat_transfer(h1, h2, src)
+            if path != "punched":
+                sys.exit(f"bench_nat: the transfer took the {path!r} path, not 'punched'")
+            print(
+                f"  run {run}: plain TCP {a:7.0f}  with fsync {b:7.0f}  p2pchat {c:7.0f} MB/s"
+                + ("  (warm-up)" if run < 0 else "")
+            )
+            if run >= 0:
+                tcp.append(a)
+                tcp_fsync.append(b)
+                ours.append(c)
+        stream = None
+        if not args.no_stream:
+            h1.stop()
+            h1.configure(direct_transfers=False).start()
+            wait_for(lambda: "direct" in kinds_between(h1, h2), timeout=90, what="re-punch")
+            stream, path = p2pchat_transfer(h1, h2, src)
+            assert path == "stream", path
 
     med = statistics.median
     print(f"\nNAT lab (EIM routers), {args.size_mib} MiB h2 -> h1, medians of {args.runs} runs")
@@ -312,51 +327,34 @@ def main() -> None:
 
 
 def relayed_main(size_mib: int, runs: int) -> None:
-    with (
-        tempfile.TemporaryDirectory(prefix="p2pc-bench-nat-") as tmp,
-        nat_lab(symmetric=True) as lab,
-    ):
-        work = Path(tmp)
-        src = work / "payload.bin"
-        make_file(src, size_mib << 20)
-        made: list[Daemon] = []
-
-        def make_daemon(name: str, start: bool = True, prefix: list[str] | None = None) -> Daemon:
-            d = Daemon(work / name, name, prefix=prefix)
-            made.append(d)
-            return d.start() if start else d
-
-        try:
-            pub, h1, h2 = nat_daemons(make_daemon, lab)
-            limit = load_config(pub.home).relay_max_circuit_bytes
-            if src.stat().st_size * 1.05 > limit:
-                sys.exit(f"bench_nat: {size_mib} MiB does not fit the circuit limit of {limit} B")
-            befriend_by_id(h1, h2, "bench", timeout=60)
-            relayed: list[float] = []
-            relayed_fsync: list[float] = []
-            one_hop: list[float] = []
-            ours: list[float] = []
-            for run in range(-1, runs):  # run -1 warms up
-                a = plain_tcp_relayed(lab, src, work / "tcp.out", do_fsync=False)
-                b = plain_tcp_relayed(lab, src, work / "tcp.out", do_fsync=True)
-                c = plain_tcp_to_pub(lab, src, work / "tcp.out")
-                if set(kinds_between(h1, h2)) != {"relayed"}:
-                    sys.exit(f"bench_nat: the friends are connected {kinds_between(h1, h2)}")
-                d, path = p2pchat_transfer(h1, h2, src)
-                if path != "stream":
-                    sys.exit(f"bench_nat: the transfer took the {path!r} path, not 'stream'")
-                print(
-                    f"  run {run}: relayed TCP {a:6.0f}  with fsync {b:6.0f}  "
-                    f"one hop {c:6.0f}  p2pchat {d:6.1f} MB/s" + ("  (warm-up)" if run < 0 else "")
-                )
-                if run >= 0:
-                    relayed.append(a)
-                    relayed_fsync.append(b)
-                    one_hop.append(c)
-                    ours.append(d)
-        finally:
-            for d in reversed(made):
-                d.close()
+    with bench_lab(symmetric=True, size_mib=size_mib) as (lab, work, src, make_daemon):
+        pub, h1, h2 = nat_daemons(make_daemon, lab)
+        limit = load_config(pub.home).relay_max_circuit_bytes
+        if src.stat().st_size * 1.05 > limit:
+            sys.exit(f"bench_nat: {size_mib} MiB does not fit the circuit limit of {limit} B")
+        befriend_by_id(h1, h2, "bench", timeout=60)
+        relayed: list[float] = []
+        relayed_fsync: list[float] = []
+        one_hop: list[float] = []
+        ours: list[float] = []
+        for run in range(-1, runs):  # run -1 warms up
+            a = plain_tcp_relayed(lab, src, work / "tcp.out", do_fsync=False)
+            b = plain_tcp_relayed(lab, src, work / "tcp.out", do_fsync=True)
+            c = plain_tcp_to_pub(lab, src, work / "tcp.out")
+            if set(kinds_between(h1, h2)) != {"relayed"}:
+                sys.exit(f"bench_nat: the friends are connected {kinds_between(h1, h2)}")
+            d, path = p2pchat_transfer(h1, h2, src)
+            if path != "stream":
+                sys.exit(f"bench_nat: the transfer took the {path!r} path, not 'stream'")
+            print(
+                f"  run {run}: relayed TCP {a:6.0f}  with fsync {b:6.0f}  "
+                f"one hop {c:6.0f}  p2pchat {d:6.1f} MB/s" + ("  (warm-up)" if run < 0 else "")
+            )
+            if run >= 0:
+                relayed.append(a)
+                relayed_fsync.append(b)
+                one_hop.append(c)
+                ours.append(d)
 
     med = statistics.median
     print(
