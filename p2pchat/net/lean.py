@@ -52,6 +52,10 @@ class UnusedModule(RuntimeError):
 
 class _PlaceholderMeta(type):
     def __getattr__(cls, name: str) -> NoReturn:
+        if name.startswith("__"):
+            # Protocol probes (inspect's __wrapped__, typing's __origin__, copy, pickle)
+            # must see a plain missing attribute, as for any class.
+            raise AttributeError(name)
         raise UnusedModule(f"{cls.__module__}.{cls.__name__}.{name}: {cls._why}")
 
     def __call__(cls, *args: Any, **kwargs: Any) -> NoReturn:

@@ -104,7 +104,10 @@ def test_using_a_left_out_part_fails_with_a_clear_error() -> None:
             caught = "placeholder"
         except ValueError:
             caught = "ValueError"
-        print(json.dumps({"errors": errors, "caught": caught,
+        import inspect
+        probes = [hasattr(QUICTransport, "__wrapped__"),
+                  inspect.unwrap(QUICTransport) is QUICTransport]
+        print(json.dumps({"errors": errors, "caught": caught, "probes": probes,
                           "isinstance": isinstance(object(), QUICTransportConfig)}))
     """)
     errors = result["errors"]
@@ -115,6 +118,8 @@ def test_using_a_left_out_part_fails_with_a_clear_error() -> None:
     assert "TLSTransport(): py-libp2p's TLS security" in errors[2]
     assert result["caught"] == "ValueError"
     assert result["isinstance"] is False
+    # Dunder probes see a missing attribute, not an error.
+    assert result["probes"] == [False, True]
 
 
 def test_install_refuses_once_a_left_out_part_is_loaded_for_real() -> None:
