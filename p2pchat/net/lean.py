@@ -1,8 +1,8 @@
 """Keeps the parts of py-libp2p that p2pchat never runs out of the daemon's memory.
 
 ``import libp2p`` loads every transport, security protocol and exporter the package ships:
-QUIC (aioquic), TLS with its ACME client (httpx, requests), secio and Prometheus metrics,
-several hundred modules that a p2pchat daemon, which speaks only TCP, Noise and Yamux,
+QUIC (aioquic), TLS with its ACME client (httpx, requests), secio, WebSocket and Prometheus
+metrics, several hundred modules that a p2pchat daemon, which speaks only TCP, Noise and Yamux,
 never runs. :func:`install`, called once before the first import of libp2p, serves each of
 those packages as a placeholder module instead, without changing py-libp2p itself.
 
@@ -120,7 +120,7 @@ class _PlaceholderFinder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 def install() -> None:
     """Serve :data:`UNUSED` as placeholders from now on. Must run before anything imports
     libp2p; raises RuntimeError if one of them is already loaded for real."""
-    if any(isinstance(f, _PlaceholderFinder) for f in sys.meta_path):
+    if installed():
         return
     loaded = [
         m
@@ -133,4 +133,5 @@ def install() -> None:
 
 
 def installed() -> bool:
+    """Whether :func:`install` has run in this process."""
     return any(isinstance(f, _PlaceholderFinder) for f in sys.meta_path)
