@@ -16,7 +16,7 @@ regression) and at worst fail deep inside a connection. So:
   start instead of misbehaving.
 - The patch functions below are the only code in p2pchat that assigns to py-libp2p modules,
   classes or instances, or touches their private attributes (our subclasses
-  ``BoundedYamux``, ``OverlayDHT`` and ``IsolatedCircuitRelay`` override private methods
+  ``OverlayDHT`` and ``IsolatedCircuitRelay`` override private methods
   where they live; their base-class contracts are declared here). Each patch has a one-line
   reason naming its row in docs/ARCHITECTURE.md §8.
 
@@ -46,7 +46,6 @@ import libp2p.kad_dht.peer_routing as kad_routing
 import libp2p.kad_dht.provider_store as kad_providers
 import libp2p.kad_dht.value_store as kad_values
 import libp2p.stream_muxer.muxer_multistream as muxer_multistream
-import libp2p.stream_muxer.yamux.yamux as yamux_module
 import libp2p.transport.tcp.tcp as libp2p_tcp
 import trio
 from libp2p.abc import IHost, INetConn, INetStream
@@ -63,8 +62,8 @@ from libp2p.relay.circuit_v2.protocol import CircuitV2Protocol
 from libp2p.relay.circuit_v2.transport import CircuitV2Transport
 from multiaddr import Multiaddr
 
-from p2pchat.net.muxer import BoundedYamux
 from p2pchat.net.tcp_tuning import TunedTCPStream
+from p2pchat.net.yamux.connection import LeanYamux
 
 WRITTEN_FOR: Final = "0.8.1"
 """The py-libp2p release these patches were written and tested against."""
@@ -107,18 +106,12 @@ class LibraryMismatch(RuntimeError):
 # --- the patches ---------------------------------------------------------------------------
 
 
-def install_bounded_yamux() -> None:
-    """§8 ``muxer.install``: py-libp2p builds every Yamux connection from the module global
-    ``muxer_multistream.Yamux`` whatever ``muxer_opt`` says; point it at ``BoundedYamux``
-    (bounded receive buffers, a stream cap, cancel-safe frame writes). Idempotent."""
-    setattr(muxer_multistream, "Yamux", BoundedYamux)  # noqa: B010 - module global, on purpose
-
-
-def cap_yamux_window(max_bytes: int) -> None:
-    """§8 ``muxer.MAX_RECEIVE_WINDOW``: py-libp2p grows each stream's receive window up to its
-    module global ``MAX_WINDOW_SIZE`` (16 MiB, as go-yamux); lower that ceiling, so that a
-    bulk stream never has more than ``max_bytes`` in flight on one hop. Idempotent."""
-    setattr(yamux_module, "MAX_WINDOW_SIZE", max_bytes)  # noqa: B010 - module global, on purpose
+def install_lean_yamux() -> None:
+    """§8 ``yamux``: py-libp2p builds every Yamux connection from the module global
+    ``muxer_multistream.Yamux`` whatever ``muxer_opt`` says; point it at ``LeanYamux``
+    (p2pchat's own Yamux: enforced windows and stream cap, one writer, cancel-safe frames,
+    a fraction of the stock one's CPU per byte). Idempotent."""
+    setattr(muxer_multistream, "Yamux", LeanYamux)  # noqa: B010 - module global, on purpose
 
 
 def install_tcp_tuning() -> None:
@@ -584,7 +577,6 @@ class HeldOnlyBy(Contract):
         return None
 
 
-_YAMUX: Final = "libp2p.stream_muxer.yamux.yamux"
 _MULTISTREAM: Final = "libp2p.stream_muxer.muxer_multistream"
 _SWARM: Final = "libp2p.network.swarm"
 _TCP: Final = "libp2p.transport.tcp.tcp"
@@ -594,26 +586,18 @@ _RELAY: Final = "libp2p.relay.circuit_v2"
 _MDNS: Final = "libp2p.discovery.mdns"
 
 CONTRACTS: Final[tuple[Contract, ...]] = (
-    # §8 muxer.install, muxer.BoundedYamux, muxer.BoundedYamux._write_frame, .start,
-    # .handle_incoming
+    # §8 yamux: compat.install_lean_yamux
     Class(
         _MULTISTREAM,
         "Yamux",
-        subclass_of=(_YAMUX, "Yamux"),
-        reason="install_bounded_yamux points this module global at BoundedYamux",
+        subclass_of=("libp2p.abc", "IMuxedConn"),
+        reason="install_lean_yamux points this module global at LeanYamux",
     ),
     LooksUp(
         _MULTISTREAM,
         "MuxerMultistream.new_conn",
         "Yamux",
         reason="new_conn builds Yamux connections from that global, so the patch takes effect",
-    ),
-    # §8 muxer.MAX_RECEIVE_WINDOW: compat.cap_yamux_window
-    LooksUp(
-        _YAMUX,
-        "YamuxStream._apply_autotune_epoch",
-        "MAX_WINDOW_SIZE",
-        reason="the receive window grows up to that global, read each time, so the cap holds",
     ),
     # §8 tcp_tuning: compat.install_tcp_tuning
     Class(
@@ -643,79 +627,12 @@ CONTRACTS: Final[tuple[Contract, ...]] = (
         ours="p2pchat.net.tcp_tuning:TunedTCPStream.__init__",
         reason="TunedTCPStream takes the trio.SocketStream it wraps, as the library does",
     ),
-    Function(
-        _YAMUX,
-        "Yamux._write_frame",
-        args=("data",),
-        exact=True,
-        coroutine=True,
-        ours="p2pchat.net.muxer:BoundedYamux._write_frame",
-        reason="BoundedYamux overrides it to queue each frame for its one sender task",
-    ),
-    Function(
-        _YAMUX,
-        "Yamux.start",
-        args=(),
-        exact=True,
-        coroutine=True,
-        ours="p2pchat.net.muxer:BoundedYamux.start",
-        reason="BoundedYamux runs its sender task beside the stock start",
-    ),
-    Function(
-        _YAMUX,
-        "Yamux.handle_incoming",
-        args=(),
-        exact=True,
-        coroutine=True,
-        ours="p2pchat.net.muxer:BoundedYamux.handle_incoming",
-        reason="BoundedYamux notes the receive loop's task, whose frames are queued unawaited",
-    ),
-    LooksUp(
-        _YAMUX,
-        "Yamux.handle_incoming",
-        "_write_frame",
-        reason="the receive loop's answers (ping replies, ACKs, RSTs) go through _write_frame",
-    ),
-    Attribute(
-        _YAMUX,
-        "Yamux",
-        "stream_buffers",
-        only_there=True,
-        reason="BoundedYamux.__init__ replaces it with bounded buffers after super().__init__",
-    ),
-    LooksUp(
-        _YAMUX,
-        "Yamux.handle_incoming",
-        "extend",
-        reason="received data is appended with extend(), which the bounded buffer checks",
-    ),
-    Attribute(_YAMUX, "Yamux", "streams", reason="the bounded buffer reads its stream's window"),
-    Attribute(
-        _YAMUX,
-        "Yamux",
-        "is_initiator_value",
-        reason="the stream cap tells the peer's stream IDs from ours by parity",
-    ),
-    Attribute(_YAMUX, "Yamux", "peer_id", reason="named in BoundedYamux's errors and logs"),
-    Attribute(
-        _YAMUX,
-        "Yamux",
-        "secured_conn",
-        reason="BoundedYamux closes it when a frame cannot be written in time",
-    ),
-    Attribute(
-        _YAMUX,
-        "YamuxStream",
-        "target_recv_window",
-        reason="the receive window the bounded buffer enforces",
-    ),
-    Constant(_YAMUX, "DEFAULT_WINDOW_SIZE", kind=int, reason="the bounded buffer's minimum"),
     # §8 net.build_host
     Function(
         "libp2p",
         "new_host",
         keywords=("key_pair", "sec_opt", "muxer_opt"),
-        reason="build_host passes Noise alone as sec_opt and BoundedYamux as muxer_opt",
+        reason="build_host passes Noise alone as sec_opt and LeanYamux as muxer_opt",
     ),
     Function(
         "libp2p.security.noise.transport",

@@ -49,7 +49,7 @@ from p2pchat.identity import Identity
 from p2pchat.net import compat
 from p2pchat.net.addrpolicy import AddrPolicy
 from p2pchat.net.keepaway import KeptAway
-from p2pchat.net.muxer import MAX_RECEIVE_WINDOW, BoundedYamux
+from p2pchat.net.yamux.connection import LeanYamux
 
 log = logging.getLogger(__name__)
 
@@ -102,20 +102,19 @@ def key_pair_of(identity: Identity) -> KeyPair:
 
 def build_host(identity: Identity) -> IHost:
     """A libp2p host that speaks only Noise and Yamux (never plaintext, secio or TLS), with
-    Yamux's receive limits enforced (:mod:`p2pchat.net.muxer`).
+    p2pchat's own Yamux (:mod:`p2pchat.net.yamux`), which enforces its receive limits.
 
     Raises :class:`p2pchat.net.compat.LibraryMismatch` when the installed py-libp2p lacks an
     internal that p2pchat patches or relies on (checked before anything is patched)."""
     compat.check()
-    compat.install_bounded_yamux()
-    compat.cap_yamux_window(MAX_RECEIVE_WINDOW)
+    compat.install_lean_yamux()
     compat.install_tcp_tuning()
     key_pair = key_pair_of(identity)
     noise = NoiseTransport(key_pair, noise_privkey=new_x25519_key_pair().private_key)
     return new_host(
         key_pair=key_pair,
         sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},
-        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): BoundedYamux},
+        muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): LeanYamux},
     )
 
 

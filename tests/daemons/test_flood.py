@@ -1,6 +1,6 @@
 """Floods a daemon must survive: a stranger that ignores Yamux flow control must not be able
-to make it buffer without bound (py-libp2p 0.8.1 does not enforce receive windows;
-p2pchat.net.muxer does), and a friend that keeps drawing refusals is disconnected for a
+to make it buffer without bound (py-libp2p 0.8.1's own Yamux does not enforce receive windows;
+p2pchat.net.yamux does), and a friend that keeps drawing refusals is disconnected for a
 cool-down (p2pchat.chat.quotas)."""
 
 from __future__ import annotations

@@ -293,7 +293,7 @@ def test_our_override_matches_the_library_signature(key: str) -> None:
 
 async def test_build_host_checks_before_it_patches(monkeypatch: pytest.MonkeyPatch) -> None:
     installs: list[bool] = []
-    monkeypatch.setattr(compat, "install_bounded_yamux", lambda: installs.append(True))
+    monkeypatch.setattr(compat, "install_lean_yamux", lambda: installs.append(True))
     monkeypatch.delattr(Swarm, "dial_peer")
     with pytest.raises(LibraryMismatch, match=r"Swarm\.dial_peer"):
         host.build_host(Identity.generate())
@@ -311,9 +311,9 @@ async def test_network_patches_its_swarm() -> None:
     assert "_do_handle_inbound_connection" in vars(swarm)  # gate_inbound, on this swarm only
     import libp2p.stream_muxer.muxer_multistream as muxer_multistream
 
-    from p2pchat.net.muxer import BoundedYamux
+    from p2pchat.net.yamux.connection import LeanYamux
 
-    assert muxer_multistream.Yamux is BoundedYamux
+    assert muxer_multistream.Yamux is LeanYamux
 
 
 def test_the_lowered_value_store_cap_is_what_eviction_uses(

@@ -1,0 +1,522 @@
+"""The trio side of p2pchat's Yamux: py-libp2p's muxer interface over a :class:`Session`.
+
+:class:`LeanYamux` is what py-libp2p builds for every Yamux connection (installed by
+:func:`p2pchat.net.compat.install_lean_yamux`); it speaks the standard wire format, so its
+peers may be stock py-libp2p, go-libp2p or js-libp2p. It replaces py-libp2p's own Yamux,
+whose per-frame costs were measured to be most of a libp2p stream's CPU: two or more reads
+per frame, a debug-log line per frame, a window update written as its own Noise message
+after every read, and locks on every step.
+
+Here one receive loop reads whole Noise messages and hands them to the session, which
+reports each stream's data as it arrives; readers take it from the stream's queue. Frames
+go out through one writer at a time, in order: a caller writes itself when no one else is
+writing (the common case: no task switch), otherwise the current writer takes its frame
+too, in batches of at most one Noise message. The receive loop never writes (ping answers,
+ACKs, RSTs are queued for the connection's sender task): so two peers each waiting for the
+other to read can never stall. A frame is never half written: a caller waits for its frame
+shielded, and its cancellation lands right after; a write that takes longer than
+``WRITE_TIMEOUT`` means a dead peer, and the connection is closed. A peer that breaks the
+protocol (see :mod:`~p2pchat.net.yamux.session`), or asks for ``MAX_UNWRITTEN_ANSWERS``
+bytes of answers while reading nothing, is sent GO_AWAY and disconnected.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any, Final
+
+import multiaddr
+import trio
+from libp2p.abc import IMuxedConn, IMuxedStream, ISecureConn
+from libp2p.connection_types import ConnectionType
+from libp2p.io.exceptions import ConnectionClosedError
+from libp2p.peer.id import ID
+from libp2p.stream_muxer.exceptions import (
+    MuxedConnUnavailable,
+    MuxedStreamClosed,
+    MuxedStreamEOF,
+    MuxedStreamError,
+    MuxedStreamReset,
+)
+
+from p2pchat.net.yamux import events as ev
+from p2pchat.net.yamux import frames as fr
+from p2pchat.net.yamux.session import DEFAULT_MAX_WINDOW, Session, YamuxProtocolError
+
+log = logging.getLogger(__name__)
+
+SEND_BATCH_BYTES: Final = 65535 - 16
+"""Queued output joined into one write: at most one Noise message's plaintext."""
+
+WRITE_TIMEOUT: Final = 30.0
+"""Seconds one batch may take to write before the peer counts as dead."""
+
+WINDOW_TIMEOUT: Final = 30.0
+"""Seconds a writer waits for the peer to grant window before the stream is reset."""
+
+MAX_UNWRITTEN_ANSWERS: Final = 1024 * 1024
+"""Bytes of answers (pongs, refusals) the receive loop may queue while nothing is written."""
+
+CLOSE_TIMEOUT: Final = 2.0
+"""Seconds closing may spend sending GO_AWAY and closing the secure channel."""
+
+SHUTDOWN_TIMEOUT: Final = 10.0
+"""Seconds a connection that ended may spend telling py-libp2p (its ``on_close`` hook), even
+while the daemon is being cancelled."""
+
+
+class LeanYamux(IMuxedConn):
+    """A Yamux connection (see module doc), built by py-libp2p as it builds its own."""
+
+    def __init__(
+        self,
+        secured_conn: ISecureConn,
+        peer_id: ID,
+        is_initiator: bool | None = None,
+        on_close: Callable[[], Awaitable[Any]] | None = None,
+        *,
+        max_window: int = DEFAULT_MAX_WINDOW,
+    ) -> None:
+        self.secured_conn = secured_conn
+        self.peer_id = peer_id
+        self.on_close = on_close
+        self.is_initiator_value = (
+            secured_conn.is_initiator if is_initiator is None else is_initiator
+        )
+        self._session = Session(client=self.is_initiator_value, max_window=max_window)
+        self._streams: dict[int, LeanYamuxStream] = {}
+        self._accepted: deque[LeanYamuxStream] = deque()
+        self._accept_wait = trio.lowlevel.ParkingLot()
+        self.event_started = trio.Event()
+        self.event_shutting_down = trio.Event()
+        self.event_closed = trio.Event()
+        self._written = 0
+        self._writing = False
+        self._progress = trio.lowlevel.ParkingLot()
+        self._sender_wake = trio.lowlevel.ParkingLot()
+        self._failure: BaseException | None = None
+        self._nursery: trio.Nursery | None = None
+        self._created_at = time.time()
+
+    # --- IMuxedConn -------------------------------------------------------------------------
+
+    @property
+    def is_initiator(self) -> bool:
+        return self.is_initiator_value
+
+    @property
+    def is_established(self) -> bool:
+        return self.event_started.is_set() and not self.event_shutting_down.is_set()
+
+    @property
+    def is_closed(self) -> bool:
+        return self.event_closed.is_set()
+
+    def get_transport_addresses(self) -> list[multiaddr.Multiaddr]:
+        return self.secured_conn.get_transport_addresses()
+
+    def get_connection_type(self) -> ConnectionType:
+        return self.secured_conn.get_connection_type()
+
+    def get_remote_address(self) -> tuple[str, int] | None:
+        return self.secured_conn.get_remote_address()
+
+    async def start(self) -> None:
+        """Run the connection: its receive loop and sender task, until it closes."""
+        if self.event_started.is_set():
+            return
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._send_loop)
+            await nursery.start(self._receive_loop)
+            self.event_started.set()
+
+    async def close(self) -> None:
+        """Say GO_AWAY, close the secure channel and end every stream. Idempotent."""
+        if self.event_shutting_down.is_set():
+            await self.event_closed.wait()
+            return
+        self._session.go_away(fr.GO_AWAY_NORMAL)
+        await self._say_goodbye()
+        await self._shut_down(None)
+
+    async def open_stream(self) -> LeanYamuxStream:
+        if self.event_shutting_down.is_set() or self._failure is not None:
+            raise MuxedConnUnavailable(f"the connection to {self.peer_id} is closed")
+        try:
+            stream_id = self._session.open_stream()
+        except YamuxProtocolError as exc:
+            raise MuxedConnUnavailable(f"{self.peer_id}: {exc}") from exc
+        stream = LeanYamuxStream(stream_id, self, is_initiator=True)
+        self._streams[stream_id] = stream
+        try:
+            await self._flush(self._session.queued_total)
+        except ConnectionClosedError as exc:
+            raise MuxedStreamError(f"opening a stream to {self.peer_id}: {exc}") from exc
+        return stream
+
+    async def accept_stream(self) -> IMuxedStream:
+        while not self._accepted:
+            if self.event_shutting_down.is_set():
+                raise MuxedConnUnavailable(f"the connection to {self.peer_id} is closed")
+            await self._accept_wait.park()
+        return self._accepted.popleft()
+
+    # --- receiving --------------------------------------------------------------------------
+
+    async def _receive_loop(self, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+        task_status.started()
+        error: BaseException | None = None
+        cancelled = False
+        try:
+            while True:
+                data = await self.secured_conn.read(None)
+                if not data:
+                    break
+                self._handle(self._session.receive(data))
+                if self._session.answers_queued > MAX_UNWRITTEN_ANSWERS:
+                    raise YamuxProtocolError(
+                        f"asked for {MAX_UNWRITTEN_ANSWERS} bytes of answers and read none"
+                    )
+                if self._session.bytes_to_send and not self._writing:
+                    self._sender_wake.unpark_all()
+        except YamuxProtocolError as exc:
+            log.info("peer %s broke the Yamux protocol: %s; disconnecting", self.peer_id, exc)
+            error = exc
+            self._session.go_away(fr.GO_AWAY_PROTOCOL_ERROR)
+            await self._say_goodbye()
+        except Exception as exc:  # the transport's end, whatever its type
+            log.debug("connection to %s ended: %r", self.peer_id, exc)
+            error = exc
+        except trio.Cancelled:
+            # The connection's tasks are cancelled (the daemon stopping; or close(), which
+            # shuts down itself): the socket stays open, and callers write what they still
+            # have to say themselves, so a call's hang-up sent as the daemon stops goes out.
+            cancelled = True
+            raise
+        finally:
+            if not cancelled:
+                deadline = trio.current_time() + SHUTDOWN_TIMEOUT
+                with trio.CancelScope(shield=True, deadline=deadline):
+                    await self._shut_down(error or ConnectionClosedError("closed by the peer"))
+
+    def _handle(self, events: list[ev.Event]) -> None:
+        for event in events:
+            if isinstance(event, ev.DataReceived):
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    stream._received(event.data)
+            elif isinstance(event, ev.WindowOpened):
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    stream._wake_writer()
+            elif isinstance(event, ev.StreamOpened):
+                stream = LeanYamuxStream(event.stream_id, self, is_initiator=False)
+                self._streams[event.stream_id] = stream
+                self._accepted.append(stream)
+                self._accept_wait.unpark_all()
+            elif isinstance(event, ev.StreamEnded):
+                stream = self._streams.get(event.stream_id)
+                if stream is not None:
+                    stream._ended()
+                    self._forget(event.stream_id)
+            elif isinstance(event, ev.StreamReset):
+                stream = self._streams.pop(event.stream_id, None)
+                if stream is not None:
+                    stream._was_reset()
+            elif isinstance(event, ev.GoAwayReceived):
+                log.debug("peer %s sent GO_AWAY %d", self.peer_id, event.code)
+
+    def _forget(self, stream_id: int) -> None:
+        if not self._session.is_open(stream_id):
+            self._streams.pop(stream_id, None)
+
+    # --- sending ----------------------------------------------------------------------------
+
+    async def _flush(self, mark: int) -> None:
+        """Return once the output up to ``mark`` (a ``queued_total``) is written: as the
+        writer, or waiting for the one writing. Shielded, so no frame is cut in half; a
+        caller's cancellation lands once its frame is out. Raises ConnectionClosedError if
+        the connection failed first."""
+        if self._written < mark and self._failure is None:
+            with trio.CancelScope(shield=True):
+                while self._written < mark and self._failure is None:
+                    if self._writing:
+                        await self._progress.park()
+                    else:
+                        await self._write_until(mark)
+        if self._written < mark:
+            raise ConnectionClosedError(f"writing to {self.peer_id}: {self._failure}")
+        await trio.lowlevel.checkpoint_if_cancelled()
+
+    async def _write_until(self, mark: int | None) -> None:
+        """As the one writer: write queued output a batch at a time until ``mark`` (None:
+        all of it) is out or the connection fails."""
+        self._writing = True
+        try:
+            while self._session.bytes_to_send and (mark is None or self._written < mark):
+                data = self._session.data_to_send(SEND_BATCH_BYTES)
+                with trio.move_on_after(WRITE_TIMEOUT) as scope:
+                    try:
+                        await self.secured_conn.write(data)
+                    except Exception as exc:  # the transport's errors, whatever their type
+                        self._fail(exc)
+                        return
+                if scope.cancelled_caught:  # part of a batch may be out: unusable connection
+                    log.info(
+                        "peer %s took no data for %.0f s: closing", self.peer_id, WRITE_TIMEOUT
+                    )
+                    self._fail(MuxedConnUnavailable(f"writing to {self.peer_id} timed out"))
+                    return
+                self._written += len(data)
+                self._session.answers_written()
+                self._progress.unpark_all()
+        finally:
+            self._writing = False
+            self._progress.unpark_all()
+            if self._session.bytes_to_send:
+                self._sender_wake.unpark_all()
+
+    async def _say_goodbye(self) -> None:
+        """Write what is queued (GO_AWAY last) before the connection closes: best effort,
+        within ``CLOSE_TIMEOUT``, and not at all if a write is stuck on a peer that reads
+        nothing (the connection closes right after either way)."""
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
+            while self._writing and self._failure is None:  # a write under way ends first
+                await self._progress.park()
+            if self._failure is not None:
+                return
+            self._writing = True
+            try:
+                while self._session.bytes_to_send:
+                    data = self._session.data_to_send(SEND_BATCH_BYTES)
+                    await self.secured_conn.write(data)
+                    self._written += len(data)
+            except Exception as exc:  # the transport's errors, whatever their type
+                log.debug("GO_AWAY to %s not sent: %r", self.peer_id, exc)
+            finally:
+                self._writing = False
+                self._progress.unpark_all()
+
+    async def _send_loop(self) -> None:
+        """Write what the receive loop queued, and what writers left, when no one writes."""
+        while self._failure is None:
+            if self._session.bytes_to_send and not self._writing:
+                with trio.CancelScope(shield=True):
+                    await self._write_until(None)
+            else:
+                await self._sender_wake.park()
+
+    def _fail(self, error: BaseException) -> None:
+        """Writing failed: every waiting and later write fails, and the connection closes
+        (its receive loop sees the secure channel closed)."""
+        if self._failure is None:
+            self._failure = error
+            self._progress.unpark_all()
+            self._sender_wake.unpark_all()
+            if self._nursery is not None:
+                self._nursery.start_soon(self._close_channel)
+
+    async def _close_channel(self) -> None:
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
+            try:
+                await self.secured_conn.close()
+            except Exception as exc:  # already closed, or the transport's own error
+                log.debug("closing the connection to %s: %r", self.peer_id, exc)
+
+    async def _shut_down(self, error: BaseException | None) -> None:
+        """End the connection once: streams reset, accept_stream ends, the channel closed,
+        py-libp2p told (``on_close``)."""
+        if self.event_shutting_down.is_set():
+            await self.event_closed.wait()
+            return
+        self.event_shutting_down.set()
+        if self._failure is None:
+            self._failure = error or MuxedConnUnavailable("connection closed")
+        self._progress.unpark_all()
+        self._sender_wake.unpark_all()
+        self._accept_wait.unpark_all()
+        streams = list(self._streams.values())
+        self._streams.clear()
+        for stream in streams:
+            stream._was_reset()
+        await self._close_channel()
+        self.event_closed.set()
+        try:
+            if self.on_close is not None:
+                try:
+                    await self.on_close()
+                except Exception as exc:  # py-libp2p's hook; its failure must not hide ours
+                    log.warning("on_close for %s failed: %r", self.peer_id, exc)
+        finally:
+            if self._nursery is not None:
+                self._nursery.cancel_scope.cancel()
+
+
+class LeanYamuxStream(IMuxedStream):
+    """One Yamux stream: reads served from what the receive loop queued, writes framed by the
+    session within the peer's window."""
+
+    def __init__(self, stream_id: int, conn: LeanYamux, *, is_initiator: bool) -> None:
+        self.stream_id = stream_id
+        self.muxed_conn = conn
+        self.conn = conn
+        self.is_initiator = is_initiator
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._fin = False
+        self._reset = False
+        self._closed = False
+        self._readable = trio.lowlevel.ParkingLot()
+        self._writable = trio.lowlevel.ParkingLot()
+        self._write_lock = trio.Lock()
+
+    async def __aenter__(self) -> LeanYamuxStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def send_window(self) -> int:
+        return self.conn._session.send_window(self.stream_id)
+
+    @send_window.setter
+    def send_window(self, value: int) -> None:
+        """For tests that play a peer ignoring flow control (as a hostile one would)."""
+        state = self.conn._session._streams.get(self.stream_id)
+        if state is not None:
+            state.send_window = value
+
+    # --- called by the connection ---------------------------------------------------------------
+
+    def _received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._buffered += len(data)
+        self._readable.unpark_all()
+
+    def _ended(self) -> None:
+        self._fin = True
+        self._readable.unpark_all()
+
+    def _was_reset(self) -> None:
+        self._reset = True
+        self._readable.unpark_all()
+        self._writable.unpark_all()
+
+    def _wake_writer(self) -> None:
+        self._writable.unpark_all()
+
+    # --- IMuxedStream -----------------------------------------------------------------------
+
+    async def read(self, n: int | None = -1) -> bytes:
+        """Up to ``n`` bytes (everything buffered for None or -1), waiting for some. Raises
+        MuxedStreamEOF once the peer closed its side and everything was read,
+        MuxedStreamReset once the stream (or its connection) was reset."""
+        while not self._buffered:
+            if self._reset:
+                raise MuxedStreamReset(f"stream {self.stream_id} was reset")
+            if self._fin:
+                raise MuxedStreamEOF(f"stream {self.stream_id} ended")
+            await self._readable.park()
+        chunks = self._chunks
+        if n is None or n < 0 or n >= self._buffered:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+        else:
+            parts: list[bytes] = []
+            size = 0
+            while size < n:
+                chunk = chunks.popleft()
+                if size + len(chunk) > n:
+                    chunks.appendleft(chunk[n - size :])
+                    chunk = chunk[: n - size]
+                parts.append(chunk)
+                size += len(chunk)
+            data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._buffered -= len(data)
+        session = self.conn._session
+        before = session.queued_total
+        session.consumed(self.stream_id, len(data))
+        if session.queued_total != before:  # a window update: out now, or by the writer
+            # On failure the data read is still good; the next read reports the end.
+            with contextlib.suppress(ConnectionClosedError):
+                await self.conn._flush(session.queued_total)
+        else:
+            await trio.lowlevel.checkpoint()
+        return data
+
+    async def write(self, data: bytes) -> None:
+        """Send all of ``data``, as fast as the peer's window allows."""
+        async with self._write_lock:
+            view = memoryview(data)
+            sent = 0
+            session = self.conn._session
+            while sent < len(view):
+                self._check_writable()
+                taken = session.send_data(self.stream_id, view[sent:])
+                if taken:
+                    sent += taken
+                    try:
+                        await self.conn._flush(session.queued_total)
+                    except ConnectionClosedError as exc:
+                        raise MuxedStreamReset(f"stream {self.stream_id}: {exc}") from exc
+                    continue
+                with trio.move_on_after(WINDOW_TIMEOUT) as scope:
+                    await self._writable.park()
+                if scope.cancelled_caught:
+                    await self.reset()
+                    raise MuxedStreamReset(
+                        f"stream {self.stream_id}: the peer granted no window for "
+                        f"{WINDOW_TIMEOUT:.0f} s"
+                    )
+
+    def _check_writable(self) -> None:
+        if self._reset:
+            raise MuxedStreamReset(f"stream {self.stream_id} was reset")
+        if self._closed:
+            raise MuxedStreamClosed(f"stream {self.stream_id} is closed for writing")
+
+    async def close(self) -> None:
+        """Half-close: the peer reads to the end of what was sent. Idempotent."""
+        if self._closed or self._reset:
+            return
+        self._closed = True
+        session = self.conn._session
+        session.close_stream(self.stream_id)
+        self.conn._forget(self.stream_id)
+        try:
+            await self.conn._flush(session.queued_total)
+        except ConnectionClosedError as exc:
+            log.debug("FIN for stream %d not sent: %s", self.stream_id, exc)
+
+    async def reset(self) -> None:
+        """End both directions now; the peer's reads and writes fail. Idempotent."""
+        if self._reset:
+            return
+        self._was_reset()
+        self._chunks.clear()
+        self._buffered = 0
+        session = self.conn._session
+        session.reset_stream(self.stream_id)
+        self.conn._streams.pop(self.stream_id, None)
+        try:
+            await self.conn._flush(session.queued_total)
+        except ConnectionClosedError as exc:
+            log.debug("RST for stream %d not sent: %s", self.stream_id, exc)
+
+    def set_deadline(self, ttl: int) -> None:
+        raise NotImplementedError("Yamux streams have no deadlines (use trio cancel scopes)")
+
+    def get_remote_address(self) -> tuple[str, int] | None:
+        return self.conn.get_remote_address()
