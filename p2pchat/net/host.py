@@ -41,7 +41,6 @@ from libp2p.network.stream.exceptions import StreamError
 from libp2p.network.swarm import Swarm
 from libp2p.peer.id import ID
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
-from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.utils.address_validation import get_available_interfaces
 
@@ -49,6 +48,7 @@ from p2pchat.identity import Identity
 from p2pchat.net import compat
 from p2pchat.net.addrpolicy import AddrPolicy
 from p2pchat.net.keepaway import KeptAway
+from p2pchat.net.noise_session import LeanNoiseTransport
 from p2pchat.net.yamux.connection import LeanYamux
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def build_host(identity: Identity) -> IHost:
     compat.install_lean_yamux()
     compat.install_tcp_tuning()
     key_pair = key_pair_of(identity)
-    noise = NoiseTransport(key_pair, noise_privkey=new_x25519_key_pair().private_key)
+    noise = LeanNoiseTransport(key_pair, noise_privkey=new_x25519_key_pair().private_key)
     return new_host(
         key_pair=key_pair,
         sec_opt={TProtocol(NOISE_PROTOCOL_ID): noise},

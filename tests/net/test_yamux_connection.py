@@ -315,6 +315,49 @@ async def test_the_peer_closing_the_channel_resets_streams_and_ends_accept() -> 
         assert not mux.is_established
 
 
+async def test_reads_of_any_size_return_the_bytes_in_order() -> None:
+    """Small reads (a length prefix), reads across frames, and "all there is" reads."""
+    rng = random.Random(3)
+    payload = rng.randbytes(200_000)
+    conn = _FakeSecureConn()
+    conn.writable.set()
+    async with _running(conn) as mux:
+        conn.feed(_frame(fr.WINDOW_UPDATE, fr.SYN, 2, 0))
+        at = 0
+        while at < len(payload):
+            size = rng.randint(1, 30_000)
+            conn.feed(_frame(fr.DATA, 0, 2, len(payload[at : at + size]), payload[at : at + size]))
+            at += size
+        conn.feed(_frame(fr.WINDOW_UPDATE, fr.FIN, 2, 0))
+        stream = await mux.accept_stream()
+        got = bytearray()
+        with trio.fail_after(10):
+            while True:
+                try:
+                    piece = await stream.read(rng.choice([1, 2, 7, 1000, 65_535, -1]))
+                except MuxedStreamEOF:
+                    break
+                got += piece
+        assert bytes(got) == payload
+
+
+def test_a_relayed_connection_sends_what_fits_one_frame_of_the_outer_one() -> None:
+    from libp2p.connection_types import ConnectionType
+
+    from p2pchat.net.yamux.session import MAX_FRAME_PAYLOAD
+
+    class Relayed(_FakeSecureConn):
+        def get_connection_type(self) -> ConnectionType:
+            return ConnectionType.RELAYED
+
+    direct = LeanYamux(cast(Any, _FakeSecureConn()), cast(Any, "peer"))
+    relayed = LeanYamux(cast(Any, Relayed()), cast(Any, "peer"))
+    assert direct._batch == 65535 - 16 == MAX_FRAME_PAYLOAD + fr.HEADER_SIZE
+    # One inner Noise message: 2-byte length + plaintext + 16-byte tag = one outer frame.
+    assert 2 + relayed._batch + 16 == MAX_FRAME_PAYLOAD
+    assert relayed._session.max_frame_payload == relayed._batch - fr.HEADER_SIZE
+
+
 # --- between real hosts -----------------------------------------------------------------------
 
 

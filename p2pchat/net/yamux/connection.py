@@ -27,6 +27,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from itertools import islice
 from types import TracebackType
 from typing import Any, Final
 
@@ -46,12 +47,24 @@ from libp2p.stream_muxer.exceptions import (
 
 from p2pchat.net.yamux import events as ev
 from p2pchat.net.yamux import frames as fr
-from p2pchat.net.yamux.session import DEFAULT_MAX_WINDOW, Session, YamuxProtocolError
+from p2pchat.net.yamux.session import (
+    DEFAULT_MAX_WINDOW,
+    MAX_FRAME_PAYLOAD,
+    Session,
+    YamuxProtocolError,
+)
 
 log = logging.getLogger(__name__)
 
 SEND_BATCH_BYTES: Final = 65535 - 16
 """Queued output joined into one write: at most one Noise message's plaintext."""
+
+RELAYED_BATCH_BYTES: Final = MAX_FRAME_PAYLOAD - 2 - 16
+"""The same on a relayed connection, which runs inside a stream of the connection to the
+relay: one write is then one inner Noise message (2-byte length, plaintext, 16-byte tag),
+and that fits the outer connection's largest DATA frame exactly, so each hop moves it as
+one frame in one outer Noise message (at 65,519 bytes each inner message took two: one
+full, one of 30 bytes, on every hop)."""
 
 WRITE_TIMEOUT: Final = 30.0
 """Seconds one batch may take to write before the peer counts as dead."""
@@ -68,6 +81,13 @@ CLOSE_TIMEOUT: Final = 2.0
 SHUTDOWN_TIMEOUT: Final = 10.0
 """Seconds a connection that ended may spend telling py-libp2p (its ``on_close`` hook), even
 while the daemon is being cancelled."""
+
+
+def _relayed(secured_conn: ISecureConn) -> bool:
+    try:
+        return secured_conn.get_connection_type() is ConnectionType.RELAYED
+    except Exception:  # a secure channel that cannot tell is taken as direct
+        return False
 
 
 class LeanYamux(IMuxedConn):
@@ -88,7 +108,12 @@ class LeanYamux(IMuxedConn):
         self.is_initiator_value = (
             secured_conn.is_initiator if is_initiator is None else is_initiator
         )
-        self._session = Session(client=self.is_initiator_value, max_window=max_window)
+        self._batch = RELAYED_BATCH_BYTES if _relayed(secured_conn) else SEND_BATCH_BYTES
+        self._session = Session(
+            client=self.is_initiator_value,
+            max_window=max_window,
+            max_frame_payload=self._batch - fr.HEADER_SIZE,
+        )
         self._streams: dict[int, LeanYamuxStream] = {}
         self._accepted: deque[LeanYamuxStream] = deque()
         self._accept_wait = trio.lowlevel.ParkingLot()
@@ -260,7 +285,7 @@ class LeanYamux(IMuxedConn):
         self._writing = True
         try:
             while self._session.bytes_to_send and (mark is None or self._written < mark):
-                data = self._session.data_to_send(SEND_BATCH_BYTES)
+                data = self._session.data_to_send(self._batch)
                 with trio.move_on_after(WRITE_TIMEOUT) as scope:
                     try:
                         await self.secured_conn.write(data)
@@ -294,7 +319,7 @@ class LeanYamux(IMuxedConn):
             self._writing = True
             try:
                 while self._session.bytes_to_send:
-                    data = self._session.data_to_send(SEND_BATCH_BYTES)
+                    data = self._session.data_to_send(self._batch)
                     await self.secured_conn.write(data)
                     self._written += len(data)
             except Exception as exc:  # the transport's errors, whatever their type
@@ -368,6 +393,7 @@ class LeanYamuxStream(IMuxedStream):
         self.conn = conn
         self.is_initiator = is_initiator
         self._chunks: deque[bytes] = deque()
+        self._at = 0
         self._buffered = 0
         self._fin = False
         self._reset = False
@@ -430,20 +456,29 @@ class LeanYamuxStream(IMuxedStream):
                 raise MuxedStreamEOF(f"stream {self.stream_id} ended")
             await self._readable.park()
         chunks = self._chunks
+        at = self._at  # how much of the first chunk was read already
         if n is None or n < 0 or n >= self._buffered:
-            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            first = chunks[0][at:] if at else chunks[0]
+            data = first if len(chunks) == 1 else b"".join([first, *islice(chunks, 1, None)])
             chunks.clear()
+            at = 0
         else:
             parts: list[bytes] = []
             size = 0
             while size < n:
-                chunk = chunks.popleft()
-                if size + len(chunk) > n:
-                    chunks.appendleft(chunk[n - size :])
-                    chunk = chunk[: n - size]
-                parts.append(chunk)
-                size += len(chunk)
+                chunk = chunks[0]
+                left, wanted = len(chunk) - at, n - size
+                if left > wanted:  # a small read (a length prefix): no copy of the rest
+                    parts.append(chunk[at : at + wanted])
+                    at += wanted
+                    size = n
+                else:
+                    parts.append(chunk[at:] if at else chunk)
+                    chunks.popleft()
+                    at = 0
+                    size += left
             data = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._at = at
         self._buffered -= len(data)
         session = self.conn._session
         before = session.queued_total
@@ -506,6 +541,7 @@ class LeanYamuxStream(IMuxedStream):
             return
         self._was_reset()
         self._chunks.clear()
+        self._at = 0
         self._buffered = 0
         session = self.conn._session
         session.reset_stream(self.stream_id)

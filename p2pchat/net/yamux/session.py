@@ -78,6 +78,7 @@ class Session:
     client: bool
     max_streams: int = DEFAULT_MAX_STREAMS
     max_window: int = DEFAULT_MAX_WINDOW
+    max_frame_payload: int = MAX_FRAME_PAYLOAD
     _streams: dict[int, _Stream] = field(default_factory=dict)
     _next_id: int = 0
     _in: bytearray = field(default_factory=bytearray)
@@ -117,14 +118,14 @@ class Session:
 
     def send_data(self, stream_id: int, data: bytes | memoryview) -> int:
         """Queue as much of ``data`` as the stream's window allows, in frames of at most
-        ``MAX_FRAME_PAYLOAD`` bytes; returns how much was taken (0: wait for the window)."""
+        ``max_frame_payload`` bytes; returns how much was taken (0: wait for the window)."""
         stream = self._live(stream_id)
         if stream.sent_fin:
             raise ValueError(f"stream {stream_id} is closed for sending")
         taken = 0
         total = min(len(data), stream.send_window)
         while taken < total:
-            size = min(total - taken, MAX_FRAME_PAYLOAD)
+            size = min(total - taken, self.max_frame_payload)
             frame = b"".join((fr.encode(fr.DATA, 0, stream_id, size), data[taken : taken + size]))
             self._out.append(frame)
             self._out_bytes += len(frame)
