@@ -43,6 +43,8 @@ log = logging.getLogger("p2pchatd")
 
 EXIT_USAGE = 2
 EXIT_ALREADY_RUNNING = 3
+STOP_GRACE = 3.0
+"""Seconds a stopping daemon gives what must still reach friends (a call's hang-up)."""
 EXIT_IDENTITY = 4
 
 
@@ -156,11 +158,20 @@ async def run_daemon(
     node = Node(identity, home, config, listen_override=listen, extra_bootstrap=bootstrap)
     async with trio.open_nursery() as nursery:
 
+        async def stop() -> None:
+            """Say what must still reach friends (a call's hang-up), then stop everything."""
+            with trio.move_on_after(STOP_GRACE):
+                try:
+                    await node.before_stop()
+                except Exception as exc:  # stopping must not fail on a goodbye
+                    log.warning("before stopping: %s", exc)
+            nursery.cancel_scope.cancel()
+
         def shutdown() -> None:
             # Let the reply to ``daemon.shutdown`` reach the client before everything stops.
             async def stop_soon() -> None:
                 await trio.sleep(0.05)
-                nursery.cancel_scope.cancel()
+                await stop()
 
             nursery.start_soon(stop_soon)
 
@@ -168,7 +179,7 @@ async def run_daemon(
             with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
                 async for signum in signals:
                     log.info("received %s, shutting down", signal.Signals(signum).name)
-                    nursery.cancel_scope.cancel()
+                    await stop()
                     return
 
         nursery.start_soon(watch_signals)

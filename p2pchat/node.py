@@ -106,6 +106,12 @@ class Node:
     def peer_id(self) -> str:
         return self.identity.peer_id
 
+    async def before_stop(self) -> None:
+        """What must reach friends while the network is still up, before the daemon's tasks
+        are cancelled: the hang-up of a live call."""
+        if self.calls is not None:
+            await self.calls.end_before_stop()
+
     async def run(self, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         # History and transfer metadata are encrypted at rest when the key file is sealed
         # with a passphrase (p2pchat/storage/encryption.py says why not otherwise).

@@ -332,6 +332,22 @@ class CallManager:
             await live.apply(outputs)
         return live.json()
 
+    async def end_before_stop(self) -> None:
+        """The daemon is about to stop: hang up (or decline) a live call while the connection
+        is still there, so the friend sees a hang-up rather than a failed call. (Once the
+        daemon's tasks are cancelled, libp2p closes its connections as the call's own
+        clean-up tries to say goodbye, and which comes first is luck.)"""
+        live = self.current
+        if live is None or not live.call.live:
+            return
+        async with live.lock:
+            if not live.call.live:
+                return
+            if live.call.state is CallState.RINGING_IN:
+                await live.apply(live.call.decline())
+            else:
+                await live.apply(live.call.hangup())
+
     async def list_calls(self) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         for live in (self.current, self.last):

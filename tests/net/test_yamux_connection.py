@@ -26,30 +26,16 @@ from p2pchat.net.host import Network
 from p2pchat.net.yamux import connection
 from p2pchat.net.yamux import frames as fr
 from p2pchat.net.yamux.connection import LeanYamux
+from tests.net.echo import ECHO, echo, echo_through
 
 pytestmark = pytest.mark.timeout(120)
 
 STOCK_PEER = Path(__file__).with_name("stock_peer.py")
-ECHO = "/p2pchat-test/echo/1.0.0"
 
 
 def test_install_makes_libp2p_build_lean_yamux() -> None:
     compat.install_lean_yamux()
     assert muxer_multistream.Yamux is LeanYamux
-
-
-async def _echo(stream: Any) -> None:
-    try:
-        while True:
-            data = await stream.read(65536)
-            if not data:
-                break
-            await stream.write(data)
-    except Exception:
-        pass
-    finally:
-        with contextlib.suppress(Exception):
-            await stream.close()
 
 
 class _FakeSecureConn:
@@ -366,7 +352,7 @@ async def test_cancelled_writes_do_not_break_the_connection() -> None:
     usable: a frame cut after encryption would make the peer fail to decrypt the next one
     ("Failed authentication of message") and every stream on the connection would die."""
     a, b = Network(Identity.generate()), Network(Identity.generate())
-    b.set_handler(ECHO, _echo)
+    b.set_handler(ECHO, echo)
     rng = random.Random(7)
     with trio.fail_after(60):
         async with a.run(["/ip4/127.0.0.1/tcp/0"]), b.run(["/ip4/127.0.0.1/tcp/0"]):
@@ -399,29 +385,6 @@ async def test_cancelled_writes_do_not_break_the_connection() -> None:
 # --- against stock py-libp2p --------------------------------------------------------------------
 
 
-async def _echo_through(network: Network, peer: str, size: int, streams: int) -> None:
-    async def one(n: int) -> None:
-        payload = random.Random(n).randbytes(size)
-        stream = await network.open_stream(peer, ECHO)
-        got = bytearray()
-
-        async def reader() -> None:
-            with contextlib.suppress(Exception):  # StreamEOF ends it
-                while True:
-                    got.extend(await stream.read(65536))
-
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(reader)
-            for at in range(0, size, 100_000):
-                await stream.write(payload[at : at + 100_000])
-            await stream.close()
-        assert bytes(got) == payload, f"stream {n}: {len(got)} of {size} bytes came back"
-
-    async with trio.open_nursery() as nursery:
-        for n in range(streams):
-            nursery.start_soon(one, n)
-
-
 async def test_interop_p2pchat_dials_stock_py_libp2p() -> None:
     """Stock py-libp2p (its own Yamux) echoes 4 concurrent 3 MB streams for us: windows,
     frames, half-close and ACKs agree both ways."""
@@ -440,7 +403,7 @@ async def test_interop_p2pchat_dials_stock_py_libp2p() -> None:
             async with network.run(["/ip4/127.0.0.1/tcp/0"]):
                 peer = addr.rsplit("/p2p/", 1)[1]
                 assert await network.dial(peer, [addr.rsplit("/p2p/", 1)[0]])
-                await _echo_through(network, peer, 3_000_000, 4)
+                await echo_through(network, peer, 3_000_000, 4)
     finally:
         process.kill()
         await process.wait()
@@ -448,7 +411,7 @@ async def test_interop_p2pchat_dials_stock_py_libp2p() -> None:
 
 async def test_interop_stock_py_libp2p_dials_p2pchat() -> None:
     network = Network(Identity.generate())
-    network.set_handler(ECHO, _echo)
+    network.set_handler(ECHO, echo)
     with trio.fail_after(90):
         async with network.run(["/ip4/127.0.0.1/tcp/0"]):
             addr = f"{network.listen_addrs()[0]}/p2p/{network.identity.peer_id}"

@@ -291,12 +291,14 @@ class LeanYamux(IMuxedConn):
                         await self.secured_conn.write(data)
                     except Exception as exc:  # the transport's errors, whatever their type
                         self._fail(exc)
+                        await self._close_channel()
                         return
                 if scope.cancelled_caught:  # part of a batch may be out: unusable connection
                     log.info(
                         "peer %s took no data for %.0f s: closing", self.peer_id, WRITE_TIMEOUT
                     )
                     self._fail(MuxedConnUnavailable(f"writing to {self.peer_id} timed out"))
+                    await self._close_channel()
                     return
                 self._written += len(data)
                 self._session.answers_written()
@@ -338,14 +340,12 @@ class LeanYamux(IMuxedConn):
                 await self._sender_wake.park()
 
     def _fail(self, error: BaseException) -> None:
-        """Writing failed: every waiting and later write fails, and the connection closes
-        (its receive loop sees the secure channel closed)."""
+        """Writing failed: every waiting and later write fails (the writer then closes the
+        secure channel, so the receive loop ends too)."""
         if self._failure is None:
             self._failure = error
             self._progress.unpark_all()
             self._sender_wake.unpark_all()
-            if self._nursery is not None:
-                self._nursery.start_soon(self._close_channel)
 
     async def _close_channel(self) -> None:
         with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
