@@ -335,8 +335,8 @@ class CallManager:
     async def end_before_stop(self) -> None:
         """The daemon is about to stop: hang up (or decline) a live call while the connection
         is still there, so the friend sees a hang-up rather than a failed call. (Once the
-        daemon's tasks are cancelled, libp2p closes its connections as the call's own
-        clean-up tries to say goodbye, and which comes first is luck.)"""
+        daemon's tasks are cancelled, py-libp2p's swarm closes its connections as it stops
+        while the call's own clean-up tries to say goodbye, and which came first was luck.)"""
         live = self.current
         if live is None or not live.call.live:
             return

@@ -97,7 +97,7 @@ class LeanNoiseSession(SecureSession):
             protocol.cipher_state_decrypt.k, protocol.cipher_state_decrypt.n
         )
         self._raw = raw
-        self._inbox = b""  # raw bytes read, not yet cut into messages
+        self._inbox = bytearray()  # raw bytes read, not yet cut into messages
         self._at = 0
         self._plain = b""  # the rest of a message a short read left
         for name in ("negotiated_security_protocol",):
@@ -124,25 +124,30 @@ class LeanNoiseSession(SecureSession):
     async def _message(self) -> bytes:
         """The next non-empty message's plaintext (an empty message carries nothing, and
         b"" from ``read`` means the end); b"" once the connection has ended."""
+        inbox = self._inbox
         while True:
-            inbox, at = self._inbox, self._at
+            at = self._at
             if len(inbox) - at >= 2:
                 end = at + 2 + ((inbox[at] << 8) | inbox[at + 1])
                 if len(inbox) >= end:
                     self._at = end
-                    if at == 0 and end == len(inbox):
-                        self._inbox, self._at = b"", 0
-                    plaintext = self._opener.open(memoryview(inbox)[at + 2 : end])
+                    view = memoryview(inbox)
+                    try:
+                        plaintext = self._opener.open(view[at + 2 : end])
+                    finally:
+                        view.release()
                     if plaintext:
                         return plaintext
                     continue
+            if at:  # what is left (part of one message at most) moves to the front
+                del inbox[:at]
+                self._at = 0
             data = await self._raw.read(READ_SIZE)
             if not data:
-                if len(inbox) > at:
+                if inbox:
                     raise ConnectionClosedError("the connection ended inside a Noise message")
                 return b""
-            self._inbox = inbox[at:] + data if at < len(inbox) else data
-            self._at = 0
+            inbox += data
 
     async def read(self, n: int | None = None) -> bytes:
         if n == 0:

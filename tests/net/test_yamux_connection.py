@@ -344,6 +344,88 @@ def test_a_relayed_connection_sends_what_fits_one_frame_of_the_outer_one() -> No
     assert relayed._session.max_frame_payload == relayed._batch - fr.HEADER_SIZE
 
 
+async def test_a_read_is_never_cancelled_once_it_took_data() -> None:
+    """The window update a read makes due is left to the sender task: a read never waits
+    to write, so a cancellation cannot land after the bytes were taken (they would be lost,
+    and the framing on top broken)."""
+    conn = _FakeSecureConn()  # takes no data: a window update could not go out
+    async with _running(conn) as mux:
+        conn.feed(_frame(fr.WINDOW_UPDATE, fr.SYN, 2, 0))
+        stream = await mux.accept_stream()
+        payload = random.Random(2).randbytes(200_000)  # more than half the window: an update
+        for at in range(0, len(payload), 50_000):
+            conn.feed(_frame(fr.DATA, 0, 2, 50_000, payload[at : at + 50_000]))
+        while stream._buffered < len(payload):
+            await trio.sleep(0.01)
+        with trio.CancelScope() as scope:
+            scope.cancel()  # already cancelled: nothing is taken
+            await stream.read(-1)
+        assert scope.cancelled_caught and stream._buffered == len(payload)
+        with trio.move_on_after(0.5) as scope:
+            got = await stream.read(-1)
+        assert not scope.cancelled_caught and got == payload
+        # The ACK and the window update are queued for the sender; nothing could be written.
+        assert mux._session.control_queued == 2 * fr.HEADER_SIZE and mux._done == (0, 0)
+        conn.writable.set()  # (so the sender's write ends before its 30 s deadline)
+
+
+async def test_a_cancelled_open_stream_resets_the_stream_it_opened() -> None:
+    conn = _FakeSecureConn(write_delay=0.05)
+    conn.writable.set()
+    async with _running(conn) as mux:
+        with trio.move_on_after(0.01) as caller:
+            await mux.open_stream()
+        assert caller.cancelled_caught
+        with trio.fail_after(5):
+            while _frame(fr.WINDOW_UPDATE, fr.RST, 1, 0) not in b"".join(conn.written):
+                await trio.sleep(0.01)
+        assert b"".join(conn.written).startswith(_frame(fr.WINDOW_UPDATE, fr.SYN, 1, 0))
+        assert 1 not in mux._streams
+
+
+async def test_a_stream_the_peer_never_closes_is_reset_after_the_timeout(
+    autojump_clock: Any,
+) -> None:
+    conn = _FakeSecureConn()
+    conn.writable.set()
+    async with _running(conn) as mux:
+        stream = await mux.open_stream()
+        await stream.close()
+        conn.feed(_frame(fr.DATA, 0, 1, 4, b"more"))  # the peer sends on, never a FIN
+        await trio.sleep(connection.HALF_CLOSED_TIMEOUT * 0.9)
+        assert 1 in mux._streams  # half-closed is a legal state for a while...
+        await trio.sleep(connection.HALF_CLOSED_TIMEOUT * 0.3)
+        assert 1 not in mux._streams  # ...not for ever
+        assert b"".join(conn.written).endswith(_frame(fr.WINDOW_UPDATE, fr.RST, 1, 0))
+
+
+async def test_a_stream_that_ended_cleanly_reads_as_ended_after_the_connection_goes() -> None:
+    conn = _FakeSecureConn()
+    conn.writable.set()
+    async with _running(conn) as mux:
+        conn.feed(_frame(fr.WINDOW_UPDATE, fr.SYN, 2, 0) + _frame(fr.DATA, fr.FIN, 2, 2, b"ok"))
+        stream = await mux.accept_stream()
+        await conn.close()
+        await mux.event_closed.wait()
+        assert await stream.read(10) == b"ok"
+        with pytest.raises(MuxedStreamEOF):  # not "reset": the peer said everything
+            await stream.read(10)
+
+
+async def test_tiny_frames_cost_about_their_bytes_in_memory() -> None:
+    conn = _FakeSecureConn()
+    conn.writable.set()
+    async with _running(conn) as mux:
+        conn.feed(_frame(fr.WINDOW_UPDATE, fr.SYN, 2, 0))
+        stream = await mux.accept_stream()
+        conn.feed(b"".join(_frame(fr.DATA, 0, 2, 1, bytes([n % 256])) for n in range(200_000)))
+        with trio.fail_after(10):
+            while stream._buffered < 200_000:
+                await trio.sleep(0.01)
+        assert len(stream._chunks) <= 200_000 // connection.MERGE_UP_TO + 2
+        assert await stream.read(-1) == bytes(n % 256 for n in range(200_000))
+
+
 # --- between real hosts -----------------------------------------------------------------------
 
 

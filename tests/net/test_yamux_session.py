@@ -235,11 +235,12 @@ def test_pings_are_answered_and_pongs_reported() -> None:
     client.ping(7)
     pump(client, server)
     assert pump(server, client) == [ev.PongReceived(7)]
-    # Answers count until the adapter says they were written (a peer that asks and never
-    # reads is cut off by that count).
-    assert server.answers_queued == 2 * fr.HEADER_SIZE
-    server.answers_written()
-    assert server.answers_queued == 0
+    # Answers wait in the control queue until handed out: what a peer that asks and never
+    # reads makes us hold (the adapter cuts it off at a bound).
+    server.receive(frame(fr.PING, fr.SYN, 0, 1) * 3)
+    assert server.control_unsent == 3 * fr.HEADER_SIZE
+    server.data_to_send(1 << 20)
+    assert server.control_unsent == 0
 
 
 def test_go_away_stops_new_streams_both_ways() -> None:
@@ -303,8 +304,47 @@ def test_output_is_handed_out_in_batches_of_whole_frames() -> None:
     first = client.data_to_send(250)
     assert len(first) == 2 * 112  # two whole frames fit, the third does not
     rest = client.data_to_send(1 << 20)
-    assert len(first) + len(rest) == total == client.queued_total - 12
+    assert len(first) + len(rest) == total == 3 * 112 + 12
     assert client.bytes_to_send == 0 and client.data_to_send(10) == b""
+    assert (client.control_out, client.data_out) == client.mark()
+
+
+def test_control_frames_go_out_before_queued_data_and_fin_after_it() -> None:
+    """A window update or pong never waits behind bulk data; a FIN never overtakes it."""
+    client, server = pair()
+    sid = opened(client, server)
+    other = client.open_stream()
+    client.send_data(sid, b"d" * 1000)
+    client.close_stream(sid)
+    client.ping(5)
+    headers = out(client)
+    assert [(h.type, h.flags) for h in headers] == [
+        (fr.WINDOW_UPDATE, fr.SYN),  # the second stream's SYN...
+        (fr.PING, fr.SYN),  # ...and the ping, though queued after the data
+        (fr.DATA, 0),
+        (fr.WINDOW_UPDATE, fr.FIN),  # the FIN right after its stream's data
+    ]
+    assert headers[0].stream_id == other
+
+
+def test_a_peer_granting_window_on_syn_or_ack_is_honoured() -> None:
+    """A SYN or ACK may carry a window delta (go-yamux and js-libp2p send one)."""
+    _, server = pair()
+    server.receive(frame(fr.WINDOW_UPDATE, fr.SYN, 1, 768 * KIB))
+    sid = 1
+    assert server.send_window(sid) == fr.INITIAL_WINDOW + 768 * KIB
+    mine = server.open_stream()
+    server.receive(frame(fr.WINDOW_UPDATE, fr.ACK, mine, 100))
+    assert server.send_window(mine) == fr.INITIAL_WINDOW + 100
+
+
+def test_a_stream_opened_and_reset_at_once_is_not_opened() -> None:
+    """SYN|RST churn must not open (and hand to the application) a stream each time."""
+    _, server = pair()
+    for sid in range(1, 200, 2):
+        assert server.receive(frame(fr.WINDOW_UPDATE, fr.SYN | fr.RST, sid, 0)) == []
+    assert server.bytes_to_send == 0  # nothing to answer, either
+    assert not server.is_open(1)
 
 
 def test_a_frame_larger_than_the_batch_is_cut() -> None:

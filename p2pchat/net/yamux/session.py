@@ -6,7 +6,7 @@
 :meth:`Session.data_to_send` hands out. The session enforces what a stranger must not be able
 to do: send past the window granted (the spec's protocol error: the whole connection goes),
 open more than ``max_streams`` streams at once (the extra ones are reset, as go-yamux does),
-or reuse a stream ID. Every violation raises :class:`YamuxProtocolError`; the adapter then
+or reopen a stream still open. Every violation raises :class:`YamuxProtocolError`; the adapter then
 sends GO_AWAY and closes the connection.
 
 Flow control: each stream starts with the spec's 256 KiB window each way. The session grants
@@ -14,7 +14,7 @@ the peer more as the application consumes (:meth:`Session.consumed`), once at le
 window can be granted in one update, and doubles a stream's window (up to ``max_window``)
 when the reader had taken everything or the peer had nearly run out of credit by then:
 so a stream whose window limits it grows, and one nobody reads never holds more than
-256 KiB (windows grow only as the application reads).
+256 KiB of payload (windows grow only as the application reads).
 """
 
 from __future__ import annotations
@@ -83,14 +83,17 @@ class Session:
     _next_id: int = 0
     _in: bytearray = field(default_factory=bytearray)
     _body: _Body | None = None
-    _out: deque[bytes] = field(default_factory=deque)
-    _out_bytes: int = 0
-    queued_total: int = 0
-    """Bytes handed to the output since the session began (a writer waits until the adapter
-    has written up to the total it saw after queueing its frame)."""
-    answers_queued: int = 0
-    """Bytes the session queued by itself (pings answered, streams refused) since the adapter
-    last called :meth:`answers_written`: a peer that asks but never reads is cut off by it."""
+    _control: deque[bytes] = field(default_factory=deque)
+    """Frames that go out first: window updates, SYN, ACK, RST, pings, GO_AWAY."""
+    _data: deque[bytes] = field(default_factory=deque)
+    """DATA frames and FINs, in the order written (a FIN must follow its stream's data)."""
+    _queued_bytes: int = 0
+    control_queued: int = 0
+    data_queued: int = 0
+    """Bytes put in each queue since the session began."""
+    control_out: int = 0
+    data_out: int = 0
+    """Bytes of each queue handed out by :meth:`data_to_send` since the session began."""
     go_away_sent: bool = False
     go_away_received: bool = False
 
@@ -127,9 +130,9 @@ class Session:
         while taken < total:
             size = min(total - taken, self.max_frame_payload)
             frame = b"".join((fr.encode(fr.DATA, 0, stream_id, size), data[taken : taken + size]))
-            self._out.append(frame)
-            self._out_bytes += len(frame)
-            self.queued_total += len(frame)
+            self._data.append(frame)
+            self._queued_bytes += len(frame)
+            self.data_queued += len(frame)
             taken += size
         stream.send_window -= taken
         return taken
@@ -189,31 +192,45 @@ class Session:
 
     @property
     def bytes_to_send(self) -> int:
-        return self._out_bytes
+        return self._queued_bytes
+
+    def mark(self) -> tuple[int, int]:
+        """Where the queues end now: output up to here is out once both ``*_out`` counters
+        (as written by the adapter) reach it."""
+        return (self.control_queued, self.data_queued)
+
+    @property
+    def control_unsent(self) -> int:
+        """Control bytes queued and not handed out yet: what a peer that reads nothing makes
+        us hold (pongs, ACKs, refusals, window updates)."""
+        return self.control_queued - self.control_out
 
     def data_to_send(self, max_bytes: int) -> bytes:
-        """Up to ``max_bytes`` of queued output, in order, removed from the queue: whole
-        frames where they fit (a lone data frame is handed out without a copy)."""
-        out = self._out
-        if not out:
-            return b""
-        first = out.popleft()
-        if len(first) > max_bytes:
-            out.appendleft(first[max_bytes:])
-            first = first[:max_bytes]
-        elif out and len(first) + len(out[0]) <= max_bytes:
-            parts = [first]
-            size = len(first)
-            while out and size + len(out[0]) <= max_bytes:
-                frame = out.popleft()
+        """Up to ``max_bytes`` of queued output, control frames first, then data in order,
+        removed from the queues: whole frames where they fit (a lone data frame is handed
+        out without a copy), a frame cut only when it alone is larger than ``max_bytes``."""
+        parts: list[bytes] = []
+        size = 0
+        for queue, is_control in ((self._control, True), (self._data, False)):
+            while queue and size < max_bytes:
+                frame = queue[0]
+                if size + len(frame) > max_bytes:
+                    if parts:
+                        break
+                    queue[0] = frame[max_bytes:]
+                    frame = frame[:max_bytes]
+                else:
+                    queue.popleft()
                 parts.append(frame)
                 size += len(frame)
-            first = b"".join(parts)
-        self._out_bytes -= len(first)
-        return first
-
-    def answers_written(self) -> None:
-        self.answers_queued = 0
+                if is_control:
+                    self.control_out += len(frame)
+                else:
+                    self.data_out += len(frame)
+            if size and queue:
+                break  # the next frame did not fit
+        self._queued_bytes -= size
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     # --- input ------------------------------------------------------------------------------
 
@@ -260,7 +277,7 @@ class Session:
         kind = header.type
         if kind == fr.PING:
             if header.flags & fr.SYN:
-                self._queue(fr.PING, fr.ACK, 0, header.length, answer=True)
+                self._queue(fr.PING, fr.ACK, 0, header.length)
             elif header.flags & fr.ACK:
                 out.append(ev.PongReceived(header.length))
             return
@@ -313,8 +330,10 @@ class Session:
             raise YamuxProtocolError(f"peer opened stream {sid}, an ID of ours")
         if sid in self._streams:
             raise YamuxProtocolError(f"peer reopened stream {sid}")
+        if header.flags & fr.RST:
+            return False  # opened and reset at once: nothing to open, nothing to answer
         if self.go_away_sent or self._opened_by_peer() >= self.max_streams:
-            self._queue(fr.WINDOW_UPDATE, fr.RST, sid, 0, answer=True)
+            self._queue(fr.WINDOW_UPDATE, fr.RST, sid, 0)
             return False
         self._streams[sid] = _Stream(sid, outbound=False)
         self._queue(fr.WINDOW_UPDATE, fr.ACK, sid, 0)
@@ -348,9 +367,12 @@ class Session:
         if stream.sent_fin and stream.got_fin:
             self._streams.pop(stream.stream_id, None)
 
-    def _queue(self, kind: int, flags: int, sid: int, length: int, *, answer: bool = False) -> None:
-        self._out.append(fr.encode(kind, flags, sid, length))
-        self._out_bytes += fr.HEADER_SIZE
-        self.queued_total += fr.HEADER_SIZE
-        if answer:
-            self.answers_queued += fr.HEADER_SIZE
+    def _queue(self, kind: int, flags: int, sid: int, length: int) -> None:
+        frame = fr.encode(kind, flags, sid, length)
+        self._queued_bytes += fr.HEADER_SIZE
+        if flags & fr.FIN:  # after the stream's data
+            self._data.append(frame)
+            self.data_queued += fr.HEADER_SIZE
+        else:
+            self._control.append(frame)
+            self.control_queued += fr.HEADER_SIZE
