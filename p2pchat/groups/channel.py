@@ -113,13 +113,20 @@ class Channel:
         self.closed = True
         self._cancel.cancel()
 
-    async def run(self, handler: Handler, first: list[GroupFrame] | None = None) -> None:
-        """Until the stream ends, the channel is closed (and drained) or aborted."""
+    async def run(
+        self,
+        handler: Handler,
+        first: list[GroupFrame] | None = None,
+        decoder: GroupDecoder | None = None,
+    ) -> None:
+        """Until the stream ends, the channel is closed (and drained) or aborted. ``first``:
+        frames already read from the stream; ``decoder``: the decoder that read them, which
+        may hold the start of the next frame (a fresh one would lose those bytes)."""
         with self._cancel:
             try:
                 async with trio.open_nursery() as nursery:
                     nursery.start_soon(self._write_all, nursery.cancel_scope)
-                    await self._read_all(handler, first or [])
+                    await self._read_all(handler, first or [], decoder or GroupDecoder())
                     if self.closed:
                         with trio.move_on_after(DRAIN_S):
                             await self._drained.wait()
@@ -155,8 +162,9 @@ class Channel:
         """Wait until one more entry that does not extend our log fits this member's rate."""
         await self._pace(self._aside)
 
-    async def _read_all(self, handler: Handler, first: list[GroupFrame]) -> None:
-        decoder = GroupDecoder()
+    async def _read_all(
+        self, handler: Handler, first: list[GroupFrame], decoder: GroupDecoder
+    ) -> None:
         pending = list(first)
         while True:
             for frame in pending:

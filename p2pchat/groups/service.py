@@ -412,7 +412,7 @@ class Groups:
         self._presence_changed(group)
         started = trio.current_time()
         try:
-            await channel.run(self, first)
+            await channel.run(self, first, decoder)
         finally:
             group.channels.get(peer, set()).discard(channel)
             if not group.channels.get(peer):

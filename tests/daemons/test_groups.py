@@ -10,6 +10,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import pytest
@@ -239,17 +240,26 @@ def stored_sync(member: Daemon, gid: str) -> frames.Sync:
 
 
 async def talk_as(
-    member: Daemon, other: Daemon, group_id: bytes, sync: frames.Sync, *sent: bytes
+    member: Daemon,
+    other: Daemon,
+    group_id: bytes,
+    sync: frames.Sync,
+    *sent: bytes,
+    one_write: bool = False,
 ) -> list[frames.GroupFrame]:
     """Open a group stream to ``other`` with ``member``'s identity, send ``sync`` and then
-    ``sent`` (raw bytes), and return what ``other`` answers within a few seconds."""
+    ``sent`` (raw bytes; ``one_write``: all in one write), and return what ``other`` answers
+    within a few seconds."""
+    if one_write:
+        sent = (frames.encode(sync) + b"".join(sent),)
     identity = load_identity(member.home / KEY_FILE)
     host = build_host(identity)
     got: list[frames.GroupFrame] = []
     async with running(host):
         await connect(host, other)
         stream = await host.new_stream(ID.from_base58(other.peer_id), [TProtocol(GROUP_PROTOCOL)])
-        await stream.write(frames.encode(sync))
+        if not one_write:
+            await stream.write(frames.encode(sync))
         for data in sent:
             await stream.write(data)
         decoder = frames.GroupDecoder()
@@ -362,6 +372,33 @@ def test_a_member_who_left_can_be_invited_again_and_reads_only_from_then(
     assert texts(bob, gid) == ["first", "welcome back"]
     with sqlite3.connect(bob.home / "p2pchat.db") as conn:
         assert conn.execute("SELECT COUNT(*) FROM group_pending").fetchone()[0] == 0
+
+
+def test_frames_sent_with_the_first_one_are_all_read(make_daemon: Callable[..., Daemon]) -> None:
+    """The first read of a stream brings the sync and whatever followed it, often ending
+    inside a frame: those bytes stay with the decoder that carries on reading (a new decoder
+    lost them, and the rest of the stream failed as "invalid CBOR")."""
+    alice, _, carol, gid = three(make_daemon)
+    group_id = bytes.fromhex(gid)
+    carol.stop()
+    sync = stored_sync(carol, gid)
+    carol_key = load_identity(carol.home / KEY_FILE).public_key
+    # Messages sealed with a key nobody has: each is refused at once (none is paced), so
+    # the daemon reads on past its first read, which ends inside one of them.
+    junk = b"".join(
+        frames.encode(
+            frames.Message(
+                group_id, os.urandom(16), carol_key, 2 + i, 10**12 + i, sync.head, "j", b"x" * 77
+            )
+        )
+        for i in range(1500)
+    )
+    got = trio.run(partial(talk_as, carol, alice, group_id, sync, junk, one_write=True))
+    assert "malformed" not in refusals(got), refusals(got)
+    log = (alice.home / "p2pchatd.log").read_text()
+    assert "invalid CBOR" not in log
+    one_read = 65536 // (len(junk) // 1500)  # frames in the most one read brings
+    assert log.count("refused a frame from") > one_read  # it did read past the first read
 
 
 def test_a_flooding_member_loses_no_one_else_anything_and_can_be_removed(
