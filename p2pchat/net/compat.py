@@ -634,6 +634,18 @@ CONTRACTS: Final[tuple[Contract, ...]] = (
         keywords=("key_pair", "sec_opt", "muxer_opt"),
         reason="build_host passes Noise alone as sec_opt and LeanYamux as muxer_opt",
     ),
+    Attribute(
+        "libp2p.network.swarm",
+        "Swarm",
+        "connections",
+        reason="LeanYamux waits until the swarm lists a connection before saying it ended",
+    ),
+    Attribute(
+        "libp2p.network.connection.swarm_connection",
+        "SwarmConn",
+        "muxed_conn",
+        reason="how LeanYamux finds itself among the swarm's connections",
+    ),
     # §8 noise_session: LeanNoiseTransport, LeanNoiseSession
     Function(
         "libp2p.security.noise.transport",

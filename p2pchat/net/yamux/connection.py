@@ -103,6 +103,10 @@ MERGE_UP_TO: Final = 64 * 1024
 """Received pieces under ``SMALL_CHUNK`` bytes join the last one while it is under
 ``MERGE_UP_TO``, so a window's worth of tiny frames costs about the window in memory."""
 
+REGISTER_WAIT: Final = 1.0
+"""Seconds a connection that ended at once waits for py-libp2p's swarm to list it, so that
+telling the swarm it ended removes it (see ``LeanYamux._until_registered``)."""
+
 CLOSE_TIMEOUT: Final = 2.0
 """Seconds closing may spend sending GO_AWAY and closing the secure channel."""
 
@@ -407,6 +411,21 @@ class LeanYamux(IMuxedConn):
             self._progress.unpark_all()
             self._sender_wake.unpark_all()
 
+    async def _until_registered(self) -> None:
+        """Wait (briefly) until py-libp2p's swarm lists this connection. The swarm registers a
+        connection only once its muxer has started; one that ended before (a peer closing
+        it as it opens, as a daemon does to a friend it keeps away) heard ``on_close`` too
+        early, was registered afterwards and never removed: it stayed "connected"."""
+        swarm = getattr(self, "swarm", None)  # set by py-libp2p's SwarmConn
+        connections = getattr(swarm, "connections", None)
+        if not isinstance(connections, dict):
+            return
+        with trio.move_on_after(REGISTER_WAIT):
+            while not any(
+                getattr(c, "muxed_conn", None) is self for c in connections.get(self.peer_id, ())
+            ):
+                await trio.sleep(0.01)
+
     async def _close_channel(self) -> None:
         with trio.CancelScope(shield=True, deadline=trio.current_time() + CLOSE_TIMEOUT):
             try:
@@ -433,6 +452,7 @@ class LeanYamux(IMuxedConn):
         await self._close_channel()
         self.event_closed.set()
         try:
+            await self._until_registered()
             if self.on_close is not None:
                 try:
                     await self.on_close()
