@@ -5,7 +5,8 @@ Each figure comes from two fresh processes on 127.0.0.1, a receiver and a sender
 kind: ``tcp`` (trio sockets), ``stock`` (py-libp2p's ``new_host`` with its own Noise and
 Yamux) or ``p2pchat`` (``p2pchat.net.host.build_host``). Bulk: one stream, 64 KiB writes;
 the receiver's clock runs from the first byte to the last. Round trip: 64-byte echoes, one
-at a time. CPU: both processes' user+system seconds per GiB moved.
+at a time. CPU: both processes' user+system seconds per GiB during the transfer (start-up
+left out).
 
     python bench/bench_stream.py [--size-mib 512] [--runs 3] [--echoes 2000]
 """
@@ -69,17 +70,17 @@ async def _serve(kind: str, size: int) -> None:
     done = trio.Event()
 
     async def sink(read: Any, write: Any) -> None:
-        got, first = 0, 0.0
+        got, first, cpu0 = 0, 0.0, 0.0
         while got < size:
             data = await read()
             if not data:
                 break
             if not first:
-                first = time.perf_counter()
+                first, cpu0 = time.perf_counter(), cpu_seconds()
             got += len(data)
         result["seconds"] = time.perf_counter() - first
         result["bytes"] = got
-        result["cpu"] = cpu_seconds()
+        result["cpu"] = cpu_seconds() - cpu0  # the transfer's, not the start-up's
         await write(b"k")
         done.set()
 
@@ -137,31 +138,37 @@ async def _serve(kind: str, size: int) -> None:
     print(json.dumps(result), flush=True)
 
 
+async def _drive(write: Any, read: Any, mode: str, size: int, echoes: int) -> dict[str, Any]:
+    """Bulk: ``size`` bytes in 64 KiB writes, then wait for the receiver's one-byte reply.
+    Echo: ``echoes`` 64-byte round trips, one at a time."""
+    if mode == "bulk":
+        payload = b"\x5a" * CHUNK
+        for _ in range(size // CHUNK):
+            await write(payload)
+        await read(1)
+        return {}
+    small = b"\x01" * 64
+    rtts = []
+    for _ in range(echoes):
+        t = time.perf_counter()
+        await write(small)
+        got = 0
+        while got < len(small):
+            got += len(await read(65536))
+        rtts.append(time.perf_counter() - t)
+    return {"rtts": rtts}
+
+
 async def _send(kind: str, addr: str, mode: str, size: int, echoes: int) -> None:
     import trio
 
-    out: dict[str, Any] = {}
-    payload = b"\x5a" * CHUNK
-    small = b"\x01" * 64
     if kind == "tcp":
         host_part, port = addr.rsplit(":", 1)
-        stream = await trio.open_tcp_stream(host_part, int(port))
-        await stream.send_all(b"s" if mode == "bulk" else b"e")
-        if mode == "bulk":
-            for _ in range(size // CHUNK):
-                await stream.send_all(payload)
-            await stream.receive_some(1)
-        else:
-            rtts = []
-            for _ in range(echoes):
-                t = time.perf_counter()
-                await stream.send_all(small)
-                got = 0
-                while got < len(small):
-                    got += len(await stream.receive_some(65536))
-                rtts.append(time.perf_counter() - t)
-            out["rtts"] = rtts
-        await stream.aclose()
+        tcp = await trio.open_tcp_stream(host_part, int(port))
+        await tcp.send_all(b"s" if mode == "bulk" else b"e")
+        cpu0 = cpu_seconds()
+        out = await _drive(tcp.send_all, tcp.receive_some, mode, size, echoes)
+        await tcp.aclose()
     else:
         import multiaddr
         from libp2p.custom_types import TProtocol
@@ -174,22 +181,11 @@ async def _send(kind: str, addr: str, mode: str, size: int, echoes: int) -> None
             stream = await host.new_stream(
                 info.peer_id, [TProtocol(SINK if mode == "bulk" else ECHO)]
             )
-            if mode == "bulk":
-                for _ in range(size // CHUNK):
-                    await stream.write(payload)
-                await stream.read(1)
-            else:
-                rtts = []
-                for _ in range(echoes):
-                    t = time.perf_counter()
-                    await stream.write(small)
-                    got = 0
-                    while got < len(small):
-                        got += len(await stream.read(65536))
-                    rtts.append(time.perf_counter() - t)
-                out["rtts"] = rtts
+            cpu0 = cpu_seconds()
+            out = await _drive(stream.write, stream.read, mode, size, echoes)
+            if mode != "bulk":
                 await stream.close()
-    out["cpu"] = cpu_seconds()
+    out["cpu"] = cpu_seconds() - cpu0
     print(json.dumps(out), flush=True)
 
 
