@@ -22,7 +22,7 @@ the connection can be trusted.
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Final, cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
@@ -100,9 +100,6 @@ class LeanNoiseSession(SecureSession):
         self._inbox = bytearray()  # raw bytes read, not yet cut into messages
         self._at = 0
         self._plain = b""  # the rest of a message a short read left
-        for name in ("negotiated_security_protocol",):
-            if hasattr(stock, name):
-                setattr(self, name, getattr(stock, name))
 
     @staticmethod
     def suits(stock: ISecureConn) -> bool:
@@ -196,6 +193,6 @@ class LeanNoiseTransport(NoiseTransport):
 
 
 def _take_over(stock: ISecureConn, raw: IRawConnection) -> ISecureConn:
-    if isinstance(stock, SecureSession) and LeanNoiseSession.suits(stock):
-        return LeanNoiseSession(stock, raw)
+    if LeanNoiseSession.suits(stock):
+        return LeanNoiseSession(cast(SecureSession, stock), raw)
     return stock

@@ -20,7 +20,6 @@ so a stream whose window limits it grows, and one nobody reads never holds more 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -48,7 +47,6 @@ class YamuxProtocolError(Exception):
 @dataclass(slots=True)
 class _Stream:
     stream_id: int
-    outbound: bool
     send_window: int = fr.INITIAL_WINDOW
     credit: int = fr.INITIAL_WINDOW
     """Bytes the peer may still send us before we grant more."""
@@ -110,7 +108,7 @@ class Session:
         if stream_id > fr.MAX_UINT32:
             raise YamuxProtocolError("stream IDs exhausted")
         self._next_id += 2
-        self._streams[stream_id] = _Stream(stream_id, outbound=True)
+        self._streams[stream_id] = _Stream(stream_id)
         self._queue(fr.WINDOW_UPDATE, fr.SYN, stream_id, 0)
         return stream_id
 
@@ -184,9 +182,6 @@ class Session:
     def is_open(self, stream_id: int) -> bool:
         """Whether the session still tracks the stream (not reset, not closed both ways)."""
         return stream_id in self._streams
-
-    def stream_ids(self) -> Iterator[int]:
-        return iter(list(self._streams))
 
     # --- output -----------------------------------------------------------------------------
 
@@ -335,7 +330,7 @@ class Session:
         if self.go_away_sent or self._opened_by_peer() >= self.max_streams:
             self._queue(fr.WINDOW_UPDATE, fr.RST, sid, 0)
             return False
-        self._streams[sid] = _Stream(sid, outbound=False)
+        self._streams[sid] = _Stream(sid)
         self._queue(fr.WINDOW_UPDATE, fr.ACK, sid, 0)
         out.append(ev.StreamOpened(sid))
         return True
